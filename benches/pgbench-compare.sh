@@ -1,0 +1,591 @@
+#!/usr/bin/env bash
+# benches/pgbench-compare.sh: side-by-side Postgres benchmark of
+#   direct PostgreSQL (127.0.0.1:5432)  vs  dgf  vs  PgBouncer
+# on this machine, in one run. See benches/README.md.
+#
+# 1. Throughput: `pgbench -S` (select-only), modes simple and prepared, at 10,
+#    50 and 500 clients, -j 2, DURATION seconds each, against every target;
+#    proxy CPU time (utime+stime from /proc/PID/stat) per 1,000 transactions.
+# 2. Idle connections: IDLE_CONNS idle, logged-in client connections to dgf and
+#    to PgBouncer; proxy VmRSS before/after, KB per idle client.
+#
+# Both proxies: transaction pooling, 10 server connections, trust auth for the
+# client user `bench`, upstream login as `postgres`.
+#
+# Environment (all optional):
+#   ONLY=direct,dgf,pgbouncer  targets to run (default: all three)
+#   DURATION=15                seconds per pgbench run
+#   CLIENTS="10 50 500"        client counts
+#   MODES="simple prepared"    pgbench query modes
+#   SCALE=10                   pgbench -i scale of the dgf_bench database
+#   IDLE_CONNS=10000           idle connections per proxy (0 skips the idle test)
+#   DGF_BIN=path               dgf binary to use as is; when unset the script runs
+#                              `cargo build --release --locked -p dgf --bin dgf` and uses
+#                              ${CARGO_TARGET_DIR:-target}/release/dgf
+#   OUT_DIR=dir                where logs and results go
+#                              (default: target/bench/pgbench-compare-<timestamp>)
+#   KEEP_DB=1                  keep the dgf_bench database afterwards
+#   PGPORT=5432                port of the local Postgres (host is always 127.0.0.1)
+#
+# Every address used is 127.0.0.1. Everything the script starts is stopped on
+# exit, and every wait is bounded in time.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+HOST=127.0.0.1
+PG_PORT="${PGPORT:-5432}"
+PG_SUPERUSER=postgres
+DB=dgf_bench
+BENCH_USER=bench
+POOL_SIZE=10
+
+ONLY="${ONLY:-direct,dgf,pgbouncer}"
+DURATION="${DURATION:-15}"
+CLIENTS="${CLIENTS:-10 50 500}"
+MODES="${MODES:-simple prepared}"
+SCALE="${SCALE:-10}"
+IDLE_CONNS="${IDLE_CONNS:-10000}"
+KEEP_DB="${KEEP_DB:-0}"
+OUT_DIR="${OUT_DIR:-$ROOT/target/bench/pgbench-compare-$(date +%Y%m%d-%H%M%S)}"
+
+# Keep libpq and pgbench from picking up anything else from the environment.
+unset PGHOST PGHOSTADDR PGDATABASE PGUSER PGPASSWORD PGSERVICE PGOPTIONS
+export PGCONNECT_TIMEOUT=10
+
+log() { printf '[pgbench-compare] %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+wants() { [[ ",$ONLY," == *",$1,"* ]]; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+for t in ${ONLY//,/ }; do
+  case $t in direct | dgf | pgbouncer) ;; *) die "unknown target in ONLY: $t (use direct, dgf, pgbouncer)" ;; esac
+done
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 ]] || die "DURATION must be a positive integer"
+[[ $IDLE_CONNS =~ ^[0-9]+$ ]] || die "IDLE_CONNS must be a non-negative integer"
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif have sudo; then
+    sudo "$@"
+  else
+    die "need root (or sudo) for: $*"
+  fi
+}
+
+# ------------------------------------------------------------- tooling ----
+have pgbench || die "pgbench not found (run scripts/ensure-services.sh)"
+have psql || die "psql not found (run scripts/ensure-services.sh)"
+have python3 || die "python3 not found (run scripts/ensure-services.sh)"
+PGBOUNCER_BIN=""
+if wants pgbouncer; then
+  if [[ -x /usr/sbin/pgbouncer ]]; then
+    PGBOUNCER_BIN=/usr/sbin/pgbouncer
+  elif have pgbouncer; then
+    PGBOUNCER_BIN=$(command -v pgbouncer)
+  else
+    log "installing pgbouncer (apt-get)"
+    as_root apt-get update -qq >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+    PGBOUNCER_BIN=/usr/sbin/pgbouncer
+  fi
+fi
+
+DGF_BIN_RESOLVED=""
+if wants dgf; then
+  if [[ -n ${DGF_BIN:-} ]]; then
+    DGF_BIN_RESOLVED=$DGF_BIN
+  else
+    target_dir="${CARGO_TARGET_DIR:-target}"
+    [[ $target_dir == /* ]] || target_dir="$ROOT/$target_dir"
+    log "building dgf (cargo build --release --locked -p dgf --bin dgf)"
+    cargo build --release --locked -p dgf --bin dgf >&2
+    DGF_BIN_RESOLVED="$target_dir/release/dgf"
+  fi
+  [[ -x $DGF_BIN_RESOLVED ]] || die "dgf binary not found at $DGF_BIN_RESOLVED"
+fi
+
+pg_isready -q -h "$HOST" -p "$PG_PORT" -t 5 ||
+  die "no Postgres on $HOST:$PG_PORT (run scripts/ensure-services.sh)"
+psql_su() { psql -h "$HOST" -p "$PG_PORT" -U "$PG_SUPERUSER" -w -X -v ON_ERROR_STOP=1 -Atq "$@"; }
+psql_su -d postgres -c 'select 1' >/dev/null ||
+  die "cannot log in to $HOST:$PG_PORT as $PG_SUPERUSER without a password"
+
+# File descriptors: the idle test holds IDLE_CONNS sockets in the client and
+# in the proxy (both inherit this limit).
+hard_nofile=$(ulimit -Hn)
+want_nofile=$((IDLE_CONNS + 4096))
+((want_nofile < 65536)) || want_nofile=65536
+if [[ $hard_nofile != unlimited ]] && ((hard_nofile < want_nofile)); then
+  want_nofile=$hard_nofile
+fi
+ulimit -n "$want_nofile" 2>/dev/null || true
+nofile=$(ulimit -n)
+if ((IDLE_CONNS > 0 && IDLE_CONNS + 200 > nofile)); then
+  log "open-file limit is $nofile: lowering IDLE_CONNS from $IDLE_CONNS to $((nofile - 200))"
+  IDLE_CONNS=$((nofile - 200))
+fi
+
+CLK_TCK=$(getconf CLK_TCK)
+
+mkdir -p "$OUT_DIR/runs"
+RUN_DIR=$(mktemp -d /tmp/dgf-pgbench-compare.XXXXXX)
+chmod 0711 "$RUN_DIR"
+
+# ------------------------------------------------------------- cleanup ----
+DGF_PID=""
+PGB_PID=""
+DB_CREATED=0
+
+stop_pid() { # stop_pid PID NAME: TERM, wait up to 10 s, then KILL
+  local pid=$1 name=$2 i
+  [[ -n $pid ]] || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || as_root kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "$name (pid $pid) did not stop in 10 s: SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || as_root kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  stop_pid "$DGF_PID" dgf
+  stop_pid "$PGB_PID" pgbouncer
+  wait 2>/dev/null
+  [[ -f $RUN_DIR/pgbouncer/pgbouncer.log ]] && cp "$RUN_DIR/pgbouncer/pgbouncer.log" "$OUT_DIR/" 2>/dev/null
+  if [[ $DB_CREATED -eq 1 && $KEEP_DB != 1 ]]; then
+    psql_su -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 ||
+      log "could not drop database $DB"
+  fi
+  rm -rf "$RUN_DIR"
+  log "logs in $OUT_DIR"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------- helpers ----
+# A free port on 127.0.0.1 below the ephemeral range, not in $USED_PORTS.
+USED_PORTS=" "
+free_port() {
+  local p i
+  for ((i = 0; i < 500; i++)); do
+    p=$((16000 + RANDOM % 16000))
+    [[ $USED_PORTS == *" $p "* ]] && continue
+    if ! timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$p" 2>/dev/null; then
+      USED_PORTS+="$p "
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+wait_port() { # wait_port PORT SECONDS PID
+  local deadline=$((SECONDS + $2))
+  while ((SECONDS < deadline)); do
+    kill -0 "$3" 2>/dev/null || return 1
+    timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+cpu_ticks() { # utime+stime of PID, in clock ticks
+  local stat rest
+  stat=$(<"/proc/$1/stat") || {
+    echo 0
+    return
+  }
+  rest=${stat##*) }
+  # shellcheck disable=SC2206 # word splitting of the stat fields is intended
+  local f=($rest)
+  echo $((f[11] + f[12]))
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# ------------------------------------------------------------- database ---
+log "creating database $DB (pgbench -i -s $SCALE)"
+psql_su -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+psql_su -d postgres -c "CREATE DATABASE $DB"
+DB_CREATED=1
+timeout 900 pgbench -h "$HOST" -p "$PG_PORT" -U "$PG_SUPERUSER" -i -s "$SCALE" -q "$DB" \
+  >"$OUT_DIR/pgbench-init.log" 2>&1 || die "pgbench -i failed: see $OUT_DIR/pgbench-init.log"
+
+MAX_CONN=$(psql_su -d postgres -c 'show max_connections')
+RESERVED=$(psql_su -d postgres -c 'show superuser_reserved_connections')
+
+# ------------------------------------------------------------- proxies ----
+TARGETS=()
+declare -A PORT=() USER_OF=() PID_OF=() BROKEN=()
+
+if wants direct; then
+  TARGETS+=(direct)
+  PORT[direct]=$PG_PORT
+  USER_OF[direct]=$PG_SUPERUSER
+fi
+
+if wants dgf; then
+  TARGETS+=(dgf)
+  DGF_PORT=$(free_port)
+  DGF_ADMIN_PORT=$(free_port)
+  cat >"$OUT_DIR/dgf.toml" <<EOF
+# generated by benches/pgbench-compare.sh
+[server]
+max_client_connections = $((IDLE_CONNS + 1000 > 20000 ? IDLE_CONNS + 1000 : 20000))
+shutdown_timeout_ms = 2000
+
+[admin]
+listen = "$HOST:$DGF_ADMIN_PORT"
+
+[log]
+level = "warn"
+
+[[users]]
+name = "$BENCH_USER"
+auth = "trust"
+
+[[routes]]
+name = "bench"
+protocol = "postgres"
+listen = "$HOST:$DGF_PORT"
+upstream = "postgres://$PG_SUPERUSER@$HOST:$PG_PORT"
+pool = { mode = "transaction", size = $POOL_SIZE, wait_timeout_ms = 60000 }
+EOF
+  "$DGF_BIN_RESOLVED" --version >"$OUT_DIR/dgf-version.txt" 2>&1 || true
+  log "starting dgf ($("$DGF_BIN_RESOLVED" --version 2>&1 | head -1)) on $HOST:$DGF_PORT, admin $DGF_ADMIN_PORT"
+  DGF_LOG=warn "$DGF_BIN_RESOLVED" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
+  DGF_PID=$!
+  PID_OF[dgf]=$DGF_PID
+  PORT[dgf]=$DGF_PORT
+  USER_OF[dgf]=$BENCH_USER
+  if ! wait_port "$DGF_PORT" 20 "$DGF_PID"; then
+    BROKEN[dgf]="did not start (see $OUT_DIR/dgf.log)"
+    tail -n 20 "$OUT_DIR/dgf.log" >&2 || true
+  fi
+fi
+
+if wants pgbouncer; then
+  TARGETS+=(pgbouncer)
+  PGB_PORT=$(free_port)
+  PGB_DIR=$RUN_DIR/pgbouncer
+  mkdir -p "$PGB_DIR"
+  printf '"%s" ""\n"%s" ""\n' "$BENCH_USER" "$PG_SUPERUSER" >"$PGB_DIR/userlist.txt"
+  cat >"$PGB_DIR/pgbouncer.ini" <<EOF
+; generated by benches/pgbench-compare.sh
+[databases]
+* = host=$HOST port=$PG_PORT user=$PG_SUPERUSER
+
+[pgbouncer]
+listen_addr = $HOST
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $PGB_DIR/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = 20000
+ignore_startup_parameters = extra_float_digits
+logfile = $PGB_DIR/pgbouncer.log
+pidfile = $PGB_DIR/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+EOF
+  cp "$PGB_DIR/pgbouncer.ini" "$OUT_DIR/pgbouncer.ini"
+  # PgBouncer refuses to run as root: run it as postgres then.
+  if [[ $(id -u) -eq 0 ]]; then
+    chown -R postgres: "$PGB_DIR"
+    if have runuser; then
+      runuser -u postgres -- "$PGBOUNCER_BIN" -d "$PGB_DIR/pgbouncer.ini"
+    else
+      su postgres -s /bin/sh -c "exec $PGBOUNCER_BIN -d $PGB_DIR/pgbouncer.ini"
+    fi
+  else
+    "$PGBOUNCER_BIN" -d "$PGB_DIR/pgbouncer.ini"
+  fi
+  for ((i = 0; i < 100; i++)); do
+    [[ -s $PGB_DIR/pgbouncer.pid ]] && break
+    sleep 0.1
+  done
+  PGB_PID=$(cat "$PGB_DIR/pgbouncer.pid" 2>/dev/null || true)
+  [[ -n $PGB_PID ]] || die "pgbouncer did not start (see $PGB_DIR/pgbouncer.log)"
+  PID_OF[pgbouncer]=$PGB_PID
+  PORT[pgbouncer]=$PGB_PORT
+  USER_OF[pgbouncer]=$BENCH_USER
+  log "started $("$PGBOUNCER_BIN" --version | head -1) (pid $PGB_PID) on $HOST:$PGB_PORT"
+  if ! wait_port "$PGB_PORT" 20 "$PGB_PID"; then
+    BROKEN[pgbouncer]="did not start (see $OUT_DIR/pgbouncer.log)"
+  fi
+fi
+
+# Smoke test every proxy before measuring anything.
+for t in "${TARGETS[@]}"; do
+  [[ -z ${BROKEN[$t]:-} ]] || continue
+  if ! out=$(timeout 20 psql -h "$HOST" -p "${PORT[$t]}" -U "${USER_OF[$t]}" -w -X -Atq -d "$DB" \
+    -c 'select count(*) from pgbench_branches' 2>&1); then
+    BROKEN[$t]="smoke test failed: $(echo "$out" | head -1)"
+    log "$t: ${BROKEN[$t]}"
+  fi
+done
+
+# ----------------------------------------------------------- throughput ---
+declare -A TPS=() CPU=() NOTE=()
+
+# direct_slots: client connections Postgres still accepts for a normal user
+direct_slots() {
+  local used
+  used=$(psql_su -d postgres -c "select count(*) from pg_stat_activity where backend_type = 'client backend'")
+  echo $((MAX_CONN - RESERVED - used))
+}
+
+run_one() { # run_one MODE CLIENTS TARGET
+  local mode=$1 c=$2 t=$3 key="$1,$2,$3" logf pid before after rc tps tx
+  if [[ -n ${BROKEN[$t]:-} ]]; then
+    TPS[$key]="fails"
+    NOTE[$key]="${BROKEN[$t]}"
+    return 0
+  fi
+  if [[ $t == direct ]] && ((c > $(direct_slots))); then
+    TPS[$key]="n/a (max_connections=$MAX_CONN)"
+    return 0
+  fi
+  logf="$OUT_DIR/runs/$mode-c$c-$t.log"
+  pid=${PID_OF[$t]:-}
+  [[ -n $pid ]] && before=$(cpu_ticks "$pid")
+  log "$t: pgbench -S -M $mode -c $c -j 2 -T $DURATION"
+  rc=0
+  timeout $((DURATION + 120)) pgbench -h "$HOST" -p "${PORT[$t]}" -U "${USER_OF[$t]}" \
+    -n -S -M "$mode" -c "$c" -j 2 -T "$DURATION" "$DB" >"$logf" 2>&1 || rc=$?
+  [[ -n $pid ]] && after=$(cpu_ticks "$pid")
+  tps=$(awk '/^tps = / {printf "%.0f", $3; exit}' "$logf")
+  tx=$(awk -F': ' '/^number of transactions actually processed/ {split($2, a, "/"); print a[1]; exit}' "$logf")
+  if [[ $rc -ne 0 || -z $tps ]]; then
+    TPS[$key]="fails"
+    NOTE[$key]="exit $rc: $(grep -m1 -iE 'error|fatal|abort' "$logf" || tail -n1 "$logf")"
+    log "$t: fails (${NOTE[$key]})"
+    return 0
+  fi
+  TPS[$key]=$tps
+  if [[ -n $pid && -n $tx && $tx -gt 0 ]]; then
+    CPU[$key]=$(awk -v d=$((after - before)) -v hz="$CLK_TCK" -v tx="$tx" 'BEGIN {printf "%.4f", d / hz / (tx / 1000)}')
+  fi
+  log "$t: $tps tps${CPU[$key]:+, ${CPU[$key]} CPU s/1k tx}"
+}
+
+for mode in $MODES; do
+  for c in $CLIENTS; do
+    for t in "${TARGETS[@]}"; do
+      run_one "$mode" "$c" "$t"
+      sleep 1
+    done
+  done
+done
+
+ratio() { # ratio A B: A/B when both are numbers
+  if [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ && $2 -gt 0 ]]; then
+    awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'
+  else
+    echo "-"
+  fi
+}
+
+cell() { # cell KEY: the tps or "-" when the target was not selected
+  local v=${TPS[$1]:-}
+  echo "${v:--}"
+}
+
+RESULTS=$OUT_DIR/results.md
+{
+  echo "# pgbench-compare $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo
+  echo "- host: $(nproc) cores, $(uname -r); Postgres: $(psql_su -d postgres -c 'show server_version'), max_connections=$MAX_CONN"
+  [[ -n $PGBOUNCER_BIN ]] && echo "- pgbouncer: $("$PGBOUNCER_BIN" --version | head -1)"
+  [[ -n $DGF_BIN_RESOLVED ]] && echo "- dgf: $(head -1 "$OUT_DIR/dgf-version.txt" 2>/dev/null) ($DGF_BIN_RESOLVED)"
+  echo "- pgbench -S -j 2 -T $DURATION, scale $SCALE; proxies: transaction pooling, $POOL_SIZE server connections"
+  echo "- git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
+  echo
+  echo "| mode | clients | direct tps | dgf tps | pgbouncer tps | dgf/pgbouncer | dgf/direct | dgf CPU s/1k tx | pgbouncer CPU s/1k tx |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for mode in $MODES; do
+    for c in $CLIENTS; do
+      d=$(cell "$mode,$c,direct")
+      g=$(cell "$mode,$c,dgf")
+      b=$(cell "$mode,$c,pgbouncer")
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$mode" "$c" "$d" "$g" "$b" \
+        "$(ratio "$g" "$b")" "$(ratio "$g" "$d")" \
+        "${CPU[$mode,$c,dgf]:--}" "${CPU[$mode,$c,pgbouncer]:--}"
+    done
+  done
+  notes=0
+  for mode in $MODES; do
+    for c in $CLIENTS; do
+      for t in "${TARGETS[@]}"; do
+        n=${NOTE[$mode,$c,$t]:-}
+        [[ -n $n ]] || continue
+        ((notes++ == 0)) && printf '\nFailures:\n'
+        echo "- $t, $mode, $c clients: $n"
+      done
+    done
+  done
+} >"$RESULTS"
+
+# ------------------------------------------------------- idle clients ----
+IDLE_PY=$RUN_DIR/idle_clients.py
+cat >"$IDLE_PY" <<'PY'
+"""Open N idle Postgres client connections to 127.0.0.1:PORT, log each in
+(StartupMessage v3 + trust), hold them, and report the VmRSS of PID before and
+after. Standard library only."""
+import asyncio
+import json
+import resource
+import struct
+import sys
+import time
+
+port, pid, n, user, db = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+CONCURRENCY, LOGIN_TIMEOUT, SETTLE, DEADLINE = 200, 20.0, 2.0, 240.0
+
+
+def rss_kb(p):
+    try:
+        with open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def startup_message():
+    body = struct.pack("!i", 196608)
+    for k, v in (("user", user), ("database", db), ("application_name", "dgf-idle-bench")):
+        body += k.encode() + b"\0" + v.encode() + b"\0"
+    body += b"\0"
+    return struct.pack("!i", len(body) + 4) + body
+
+
+async def login(sem, conns, errors):
+    async with sem:
+        w = None
+        try:
+            async def handshake():
+                nonlocal w
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(startup_message())
+                await w.drain()
+                while True:
+                    hdr = await r.readexactly(5)
+                    kind, length = hdr[:1], struct.unpack("!i", hdr[1:])[0]
+                    body = await r.readexactly(length - 4)
+                    if kind == b"R" and struct.unpack("!i", body[:4])[0] != 0:
+                        raise RuntimeError("server asks for a password (need trust)")
+                    if kind == b"E":
+                        fields = dict((f[:1], f[1:]) for f in body.split(b"\0") if f)
+                        raise RuntimeError("ErrorResponse: " + fields.get(b"M", b"?").decode(errors="replace"))
+                    if kind == b"Z":
+                        return
+            await asyncio.wait_for(handshake(), LOGIN_TIMEOUT)
+            conns.append(w)
+        except Exception as e:  # noqa: BLE001 - count every failure kind
+            key = f"{type(e).__name__}: {e}"[:120]
+            errors[key] = errors.get(key, 0) + 1
+            if w is not None:
+                w.close()
+
+
+async def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, n + 256)) if hard != resource.RLIM_INFINITY else max(soft, n + 256)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    before = rss_kb(pid)
+    sem, conns, errors = asyncio.Semaphore(CONCURRENCY), [], {}
+    t0 = time.monotonic()
+    await asyncio.gather(*(login(sem, conns, errors) for _ in range(n)))
+    took = time.monotonic() - t0
+    await asyncio.sleep(SETTLE)
+    after = rss_kb(pid)
+    ok = len(conns)
+    print(json.dumps({
+        "ok": ok, "failed": n - ok, "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:3]),
+        "rss_before_kb": before, "rss_after_kb": after, "login_seconds": round(took, 1),
+        "kb_per_client": round((after - before) / ok, 2) if ok else None,
+    }))
+    for w in conns:
+        try:
+            w.write(b"X\0\0\0\x04")  # Terminate
+            w.close()
+        except Exception:  # noqa: BLE001
+            pass
+    await asyncio.sleep(0.5)
+
+
+asyncio.run(asyncio.wait_for(main(), DEADLINE))
+PY
+
+declare -A IDLE=()
+if ((IDLE_CONNS > 0)); then
+  for t in dgf pgbouncer; do
+    wants "$t" || continue
+    if [[ -n ${BROKEN[$t]:-} ]]; then
+      IDLE[$t]='{"error": "proxy not running"}'
+      continue
+    fi
+    log "$t: opening $IDLE_CONNS idle client connections"
+    sleep 2
+    IDLE[$t]=$(timeout 300 python3 "$IDLE_PY" "${PORT[$t]}" "${PID_OF[$t]}" "$IDLE_CONNS" "$BENCH_USER" "$DB" 2>"$OUT_DIR/idle-$t.err" |
+      tail -n1) || true
+    if [[ -z ${IDLE[$t]} ]]; then
+      err=$(tail -n1 "$OUT_DIR/idle-$t.err" | tr -dc '[:alnum:] :._/()-')
+      IDLE[$t]="{\"error\": \"client failed: $err\"}"
+    fi
+    log "$t: ${IDLE[$t]}"
+    sleep 2
+  done
+
+  {
+    echo
+    echo "Idle connections ($IDLE_CONNS logged-in clients held open, proxy VmRSS):"
+    echo
+    echo "| proxy | idle clients | failed | RSS before KB | RSS after KB | KB per idle client | login time s |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    idle_args=()
+    for t in dgf pgbouncer; do
+      [[ -n ${IDLE[$t]:-} ]] && idle_args+=("$t" "${IDLE[$t]}")
+    done
+    python3 - "${idle_args[@]}" <<'PY'
+import json
+import sys
+
+args = sys.argv[1:]
+notes = []
+for t, raw in zip(args[::2], args[1::2]):
+    d = json.loads(raw)
+    if "error" in d:
+        print(f"| {t} | - | - | - | - | fails | - |")
+        notes.append(f"- {t}: {d['error']}")
+        continue
+    print(f"| {t} | {d['ok']} | {d['failed']} | {d['rss_before_kb']} | {d['rss_after_kb']} "
+          f"| {d['kb_per_client']} | {d['login_seconds']} |")
+    notes += [f"- {t}: {k} x {e}" for e, k in d["errors"].items()]
+if notes:
+    print("\nIdle-test failures:")
+    print("\n".join(notes))
+PY
+  } >>"$RESULTS"
+fi
+
+echo
+cat "$RESULTS"

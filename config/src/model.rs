@@ -1,0 +1,407 @@
+//! Typed configuration model: the structs `dgf.toml` deserialises into.
+//!
+//! Every field documents its default and whether a reload applies it.
+//!
+//! Unknown keys are errors, but the structs do not use `deny_unknown_fields` (that stops at the
+//! first one): [`crate::parse_str`] collects every unknown key with `serde_ignored` and reports
+//! them all with their line and column. Always load config through [`crate::load`] /
+//! [`crate::parse_str`], never with `toml::from_str` directly.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+pub struct Config {
+    /// Process-wide settings. Defaults: see [`ServerSettings`].
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Admin HTTP endpoint (health, metrics, pools, reload).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Logging. Not reloadable.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Default TLS certificate for client-side TLS termination, used by every route
+    /// that does not name its own. Reloadable.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// dgf users that clients log in as. Reloadable.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Listeners and their upstreams. Reloadable (listen address changes rebind).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Data labels (where sensitive data lives). Reloadable.
+    #[serde(default)]
+    pub labels: Vec<LabelConfig>,
+    /// Policy rules, evaluated as documented in docs/policies.md. Reloadable.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Audit log settings. Optional: no section, no audit file.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ServerSettings {
+    /// Cap on client connections across all routes. Default 10000. Reloadable.
+    pub max_client_connections: usize,
+    /// Time a client has to finish TLS + startup + auth. Default 15000 ms.
+    pub client_login_timeout_ms: u64,
+    /// On SIGTERM: how long to wait for clients to finish before closing them. Default 30000 ms.
+    pub shutdown_timeout_ms: u64,
+    /// Failed logins allowed per source address before further attempts are refused.
+    /// Default 5. Reloadable.
+    pub auth_failure_burst: u32,
+    /// Seconds for one failed-login allowance to come back. Default 12 (5 per minute).
+    pub auth_failure_refill_secs: u64,
+    /// What to do with a statement the policy engine cannot parse: "deny" (default) or "allow".
+    pub on_parse_error: OnParseError,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            max_client_connections: 10_000,
+            client_login_timeout_ms: 15_000,
+            shutdown_timeout_ms: 30_000,
+            auth_failure_burst: 5,
+            auth_failure_refill_secs: 12,
+            on_parse_error: OnParseError::Deny,
+        }
+    }
+}
+
+/// Behaviour for statements that cannot be parsed.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnParseError {
+    /// Refuse the statement with a protocol-native error.
+    #[default]
+    Deny,
+    /// Let it through (audited as unparsed).
+    Allow,
+}
+
+/// Admin HTTP endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Listen address. Default "127.0.0.1:9930". Not reloadable.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9930".into() }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LogConfig {
+    /// "text" (default) or "json".
+    pub format: LogFormat,
+    /// tracing filter directive, e.g. "info" or "dgf=debug". Default "info";
+    /// the `DGF_LOG` environment variable overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// PEM certificate chain and private key files.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: String,
+    /// Private key (PEM, PKCS#8 / PKCS#1 / SEC1).
+    pub key: String,
+}
+
+/// A dgf user. `Debug` hides the password.
+#[derive(Clone, Deserialize, PartialEq)]
+pub struct UserConfig {
+    /// Login name.
+    pub name: String,
+    /// Plaintext password, or a stored verifier: `SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>`
+    /// or `md5<hex of md5(password || user)>`. Usually `${ENV}`. Required unless auth = "trust".
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Authentication method clients must use: "scram-sha-256" (default), "md5", "trust".
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// Roles that rules refer to.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Client authentication method.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 (RFC 7677).
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// Postgres md5 challenge.
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// Wire protocol of a route.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// PostgreSQL v3 protocol.
+    Postgres,
+    /// MySQL / MariaDB protocol.
+    Mysql,
+    /// RESP2/RESP3.
+    Redis,
+    /// MongoDB wire protocol.
+    Mongodb,
+}
+
+/// A listener and the upstream it governs.
+#[derive(Clone, Deserialize, PartialEq)]
+pub struct RouteConfig {
+    /// Unique route name (metrics label, audit field).
+    pub name: String,
+    /// Wire protocol.
+    pub protocol: Protocol,
+    /// Client-side listen address, e.g. "127.0.0.1:6432".
+    pub listen: String,
+    /// Upstream URL, e.g. "postgres://user:pass@host:5432/db?sslmode=require".
+    /// `${ENV}` interpolation applies. Parse it with [`RouteConfig::upstream`] (validation
+    /// already checked that it parses). `Debug` hides its password.
+    pub upstream: String,
+    /// Pool settings.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// Client-side TLS certificate for this route (overrides `[tls]`).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Refuse clients that do not use TLS. Default false.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Cap on client connections to this route (in addition to the global cap). Default: none.
+    #[serde(default)]
+    pub max_client_connections: Option<usize>,
+    /// Free-tier provider profile (supabase, neon, ...). Optional.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Extra protocol-specific settings passed through verbatim (reserved).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Pooling mode.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolMode {
+    /// A server connection per client for the client's whole session.
+    Session,
+    /// A server connection per transaction (default).
+    #[default]
+    Transaction,
+}
+
+/// Server-side pool settings (per route and database).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PoolConfig {
+    /// "transaction" (default) or "session".
+    pub mode: PoolMode,
+    /// Hard cap on server connections per (route, database). Default 10. Reloadable.
+    pub size: usize,
+    /// Idle server connections kept open. Default 0. Reloadable.
+    pub min_idle: usize,
+    /// How long a client waits for a server connection before error 53300. Default 5000 ms.
+    pub wait_timeout_ms: u64,
+    /// Close server connections idle longer than this. Default 600000 ms (0 = never).
+    pub idle_timeout_ms: u64,
+    /// Close server connections older than this when they are released. Default 3600000 ms (0 = never).
+    pub max_lifetime_ms: u64,
+    /// Upstream connect + login timeout. Default 5000 ms.
+    pub connect_timeout_ms: u64,
+    /// Run `health_check_query` on a connection idle longer than this before handing it out.
+    /// Default 30000 ms (0 = always check).
+    pub health_check_delay_ms: u64,
+    /// Query used for health checks. Default ";" (an empty query).
+    pub health_check_query: String,
+    /// Query run before a session-mode connection goes back to the pool. Default "DISCARD ALL".
+    pub reset_query: String,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            mode: PoolMode::Transaction,
+            size: 10,
+            min_idle: 0,
+            wait_timeout_ms: 5_000,
+            idle_timeout_ms: 600_000,
+            max_lifetime_ms: 3_600_000,
+            connect_timeout_ms: 5_000,
+            health_check_delay_ms: 30_000,
+            health_check_query: ";".into(),
+            reset_query: "DISCARD ALL".into(),
+        }
+    }
+}
+
+/// A data label: where sensitive data lives.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct LabelConfig {
+    /// Label name used by rules.
+    pub name: String,
+    /// Glob patterns: `schema.table.column`, `db.table.column`, `mongodb:db.coll.path`,
+    /// `redis:key-glob#field`, ...
+    #[serde(rename = "match")]
+    pub matches: Vec<String>,
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// Refuse the statement.
+    Deny,
+    /// Mask labelled data in results.
+    Mask,
+    /// Carve out an exception to deny rules.
+    Allow,
+    /// Cap rows returned.
+    Limit,
+}
+
+/// Whether a rule is enforced or only logged.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleMode {
+    /// Enforce (default).
+    #[default]
+    Enforce,
+    /// Decide and audit only.
+    Shadow,
+}
+
+/// A policy rule.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct RuleConfig {
+    /// Rule name (appears in errors, audit and metrics).
+    pub name: String,
+    /// Roles the rule applies to; empty = everyone.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Action.
+    pub action: RuleAction,
+    /// Statement kinds / command classes / command names.
+    #[serde(default)]
+    pub statements: Vec<String>,
+    /// Table / collection / key globs.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Column / field globs.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Mask function for `mask`: redact | null | email | partial(...) | hash | fixed("x").
+    #[serde(default)]
+    pub with: Option<String>,
+    /// Row cap for `limit`.
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+    /// Routes the rule applies to; empty = all.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// enforce (default) | shadow.
+    #[serde(default)]
+    pub mode: RuleMode,
+}
+
+/// Audit overflow policy.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOverflow {
+    /// Lossless backpressure (default).
+    #[default]
+    Block,
+    /// Drop and count.
+    Drop,
+}
+
+/// Audit log settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct AuditConfig {
+    /// File sink path; "-" or absent with sink = "stdout" writes to stdout.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// "file" (default when path is set) or "stdout".
+    #[serde(default)]
+    pub sink: Option<String>,
+    /// Overflow policy. Default block.
+    #[serde(default)]
+    pub overflow: AuditOverflow,
+    /// Keep literal values in audit records. Default false.
+    #[serde(default)]
+    pub include_literals: bool,
+    /// Rotate the file past this size. Default 100 MiB.
+    #[serde(default)]
+    pub max_file_bytes: Option<u64>,
+    /// Bounded queue length. Default 65536.
+    #[serde(default)]
+    pub queue: Option<usize>,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("auth", &self.auth)
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RouteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let upstream = self.upstream().map_or_else(|_| "<unparsed upstream>".to_owned(), |u| u.to_string());
+        f.debug_struct("RouteConfig")
+            .field("name", &self.name)
+            .field("protocol", &self.protocol)
+            .field("listen", &self.listen)
+            .field("upstream", &upstream)
+            .field("pool", &self.pool)
+            .field("tls", &self.tls)
+            .field("require_tls", &self.require_tls)
+            .field("max_client_connections", &self.max_client_connections)
+            .field("provider", &self.provider)
+            .field("options", &self.options)
+            .finish()
+    }
+}

@@ -1,0 +1,372 @@
+//! Upstream URLs: `postgres://user:pass@host:5432/db?sslmode=require` and friends, parsed into
+//! [`Upstream`], plus Postgres `sslmode` handling.
+
+use crate::model::{Protocol, RouteConfig};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A parsed upstream URL. `Debug` and `Display` never show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Lower-case scheme as written: postgres, postgresql, mysql, redis, rediss or mongodb.
+    pub scheme: String,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port; the protocol's default port when the URL has none.
+    pub port: u16,
+    /// Percent-decoded user name; `None` when absent or empty.
+    pub user: Option<String>,
+    /// Percent-decoded password; `None` when absent.
+    pub password: Option<String>,
+    /// Percent-decoded path without the leading `/` (database, Redis db number or Mongo auth
+    /// database); `None` when empty.
+    pub database: Option<String>,
+    /// Percent-decoded query parameters.
+    pub params: BTreeMap<String, String>,
+}
+
+/// Postgres `sslmode` of an upstream connection (libpq semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// Never use TLS.
+    Disable,
+    /// Try TLS, fall back to plaintext if the server refuses it (also what `allow` means here).
+    #[default]
+    Prefer,
+    /// Require TLS, do not verify the certificate.
+    Require,
+    /// Require TLS and a certificate chain that verifies against the CA (`sslrootcert` or the
+    /// system roots), without a host name check.
+    VerifyCa,
+    /// Require TLS, a verified chain and a certificate that names the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Parses a libpq `sslmode` value. `allow` maps to [`SslMode::Prefer`].
+    pub fn parse(value: &str) -> Result<SslMode, String> {
+        match value {
+            "disable" => Ok(SslMode::Disable),
+            "allow" | "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            other => {
+                Err(format!("sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"))
+            }
+        }
+    }
+}
+
+impl Upstream {
+    /// A query parameter, if present.
+    pub fn param(&self, k: &str) -> Option<&str> {
+        self.params.get(k).map(String::as_str)
+    }
+
+    /// The Postgres `sslmode` parameter; `prefer` when absent.
+    pub fn ssl_mode(&self) -> Result<SslMode, String> {
+        self.param("sslmode").map_or(Ok(SslMode::Prefer), SslMode::parse)
+    }
+}
+
+impl fmt::Display for Upstream {
+    /// The URL with the password (and any parameter whose name contains `pass`) shown as `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://", self.scheme)?;
+        if self.user.is_some() || self.password.is_some() {
+            f.write_str(self.user.as_deref().unwrap_or(""))?;
+            if self.password.is_some() {
+                f.write_str(":***")?;
+            }
+            f.write_str("@")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)?;
+        } else {
+            write!(f, "{}:{}", self.host, self.port)?;
+        }
+        match &self.database {
+            Some(db) => write!(f, "/{db}")?,
+            None if !self.params.is_empty() => f.write_str("/")?,
+            None => {}
+        }
+        for (i, (k, v)) in self.params.iter().enumerate() {
+            let sep = if i == 0 { '?' } else { '&' };
+            if k.to_ascii_lowercase().contains("pass") {
+                write!(f, "{sep}{k}=***")?;
+            } else {
+                write!(f, "{sep}{k}={v}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("database", &self.database)
+            .field("params", &self.params)
+            .finish()
+    }
+}
+
+impl RouteConfig {
+    /// Parses this route's `upstream` URL against its protocol.
+    pub fn upstream(&self) -> Result<Upstream, String> {
+        parse_upstream(&self.upstream, self.protocol)
+    }
+}
+
+impl Protocol {
+    /// The protocol's standard server port.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Protocol::Postgres => 5432,
+            Protocol::Mysql => 3306,
+            Protocol::Redis => 6379,
+            Protocol::Mongodb => 27017,
+        }
+    }
+
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+            Protocol::Redis => "redis",
+            Protocol::Mongodb => "mongodb",
+        }
+    }
+
+    fn schemes(self) -> &'static [&'static str] {
+        match self {
+            Protocol::Postgres => &["postgres", "postgresql"],
+            Protocol::Mysql => &["mysql"],
+            Protocol::Redis => &["redis", "rediss"],
+            Protocol::Mongodb => &["mongodb"],
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+const ENCODING_HINT: &str =
+    "percent-encode special characters in the user name and password (`@` as %40, `#` as %23, `/` as %2F, `:` as %3A)";
+
+/// Parses an upstream URL for `protocol`. Error messages never contain the URL (it may hold a
+/// password).
+pub fn parse_upstream(url: &str, protocol: Protocol) -> Result<Upstream, String> {
+    let expected = protocol.schemes().iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or ");
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("expected a URL starting with {expected}"));
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme == "mongodb+srv" {
+        return Err("mongodb+srv:// (DNS seed list) is not supported: list one host as mongodb://host:27017".into());
+    }
+    if !protocol.schemes().contains(&scheme.as_str()) {
+        return Err(format!("scheme `{scheme}` does not match protocol {protocol} (expected {expected})"));
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host_part = rest[..authority_end].rsplit('@').next().unwrap_or("");
+    if host_part.contains(',') {
+        return Err("more than one host is not supported: give a single host:port".into());
+    }
+    let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL: {e}; {ENCODING_HINT}"))?;
+    if parsed.fragment().is_some() {
+        return Err(format!("a URL fragment (`#...`) is not allowed; {ENCODING_HINT}"));
+    }
+    let host = match parsed.host() {
+        Some(url::Host::Domain(d)) => percent_decode(d, "host")?,
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => String::new(),
+    };
+    if host.is_empty() {
+        return Err(format!("missing host (expected {scheme}://host:port)"));
+    }
+    let port = parsed.port().unwrap_or(protocol.default_port());
+    if port == 0 {
+        return Err("port 0 is not a valid upstream port".into());
+    }
+    let user = match parsed.username() {
+        "" => None,
+        u => Some(percent_decode(u, "user name")?),
+    };
+    let password = parsed.password().map(|p| percent_decode(p, "password")).transpose()?;
+    let database = match parsed.path().trim_start_matches('/') {
+        "" => None,
+        p if p.contains('/') => return Err("the URL path must be a single database name".into()),
+        p => Some(percent_decode(p, "database name")?),
+    };
+    if scheme.starts_with("redis") {
+        if let Some(db) = &database {
+            if db.parse::<u32>().is_err() {
+                return Err(format!("redis database `{db}` must be a number (e.g. redis://host:6379/0)"));
+            }
+        }
+    }
+    let mut params = BTreeMap::new();
+    for pair in parsed.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(k, "parameter name")?;
+        let v = percent_decode(v, "parameter value")?;
+        if params.insert(k.clone(), v).is_some() {
+            return Err(format!("parameter `{k}` is given twice"));
+        }
+    }
+    Ok(Upstream { scheme, host, port, user, password, database, params })
+}
+
+/// Decodes `%XX` escapes (no `+` to space: libpq does not do that either).
+fn percent_decode(s: &str, what: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) => out.push(b),
+                None => return Err(format!(
+                    "bad percent-encoding in the {what} (`%` must be followed by two hex digits; write `%25` for `%`)"
+                )),
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("the {what} is not valid UTF-8 after percent-decoding"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_with_percent_encoded_password_and_params() {
+        let u = parse_upstream(
+            "postgresql://app%40corp:p%40ss%3Aw%2Frd%25@db.example.com:6543/my%20db?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=dgf",
+            Protocol::Postgres,
+        )
+        .unwrap();
+        assert_eq!(u.scheme, "postgresql");
+        assert_eq!(u.host, "db.example.com");
+        assert_eq!(u.port, 6543);
+        assert_eq!(u.user.as_deref(), Some("app@corp"));
+        assert_eq!(u.password.as_deref(), Some("p@ss:w/rd%"));
+        assert_eq!(u.database.as_deref(), Some("my db"));
+        assert_eq!(u.param("sslrootcert"), Some("/etc/ca.pem"));
+        assert_eq!(u.param("application_name"), Some("dgf"));
+        assert_eq!(u.param("nope"), None);
+        assert_eq!(u.ssl_mode(), Ok(SslMode::VerifyFull));
+    }
+
+    #[test]
+    fn default_ports() {
+        let cases = [
+            ("postgres://h", Protocol::Postgres, 5432),
+            ("mysql://root@h", Protocol::Mysql, 3306),
+            ("redis://h", Protocol::Redis, 6379),
+            ("rediss://h", Protocol::Redis, 6379),
+            ("mongodb://h/?directConnection=true", Protocol::Mongodb, 27017),
+        ];
+        for (url, proto, port) in cases {
+            let u = parse_upstream(url, proto).unwrap();
+            assert_eq!(u.port, port, "{url}");
+            assert_eq!(u.host, "h", "{url}");
+            assert_eq!(u.password, None);
+        }
+        let u = parse_upstream("mongodb://127.0.0.1:27017/?directConnection=true", Protocol::Mongodb).unwrap();
+        assert_eq!(u.database, None);
+        assert_eq!(u.param("directConnection"), Some("true"));
+        assert_eq!(u.to_string(), "mongodb://127.0.0.1:27017/?directConnection=true");
+    }
+
+    #[test]
+    fn redis_password_only_and_db_number() {
+        let u = parse_upstream("redis://:s3cret@127.0.0.1:6380/2", Protocol::Redis).unwrap();
+        assert_eq!(u.user, None);
+        assert_eq!(u.password.as_deref(), Some("s3cret"));
+        assert_eq!(u.port, 6380);
+        assert_eq!(u.database.as_deref(), Some("2"));
+        let e = parse_upstream("redis://h/cache", Protocol::Redis).unwrap_err();
+        assert!(e.contains("must be a number"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_host() {
+        let u = parse_upstream("postgres://u:pw@[::1]:5433/db", Protocol::Postgres).unwrap();
+        assert_eq!(u.host, "::1");
+        assert_eq!(u.port, 5433);
+        assert_eq!(u.to_string(), "postgres://u:***@[::1]:5433/db");
+    }
+
+    #[test]
+    fn errors() {
+        let e = parse_upstream("postgres://", Protocol::Postgres).unwrap_err();
+        assert!(e.contains("missing host"), "{e}");
+        let e = parse_upstream("postgres:///db", Protocol::Postgres).unwrap_err();
+        assert!(e.contains("missing host"), "{e}");
+        let e = parse_upstream("mysql://h:3306", Protocol::Postgres).unwrap_err();
+        assert!(e.contains("scheme `mysql` does not match protocol postgres"), "{e}");
+        assert!(e.contains("postgres:// or postgresql://"), "{e}");
+        let e = parse_upstream("mongodb+srv://c.example.net", Protocol::Mongodb).unwrap_err();
+        assert!(e.contains("mongodb+srv:// (DNS seed list) is not supported"), "{e}");
+        let e = parse_upstream("localhost:5432", Protocol::Postgres).unwrap_err();
+        assert!(e.contains("expected a URL starting with"), "{e}");
+        let e = parse_upstream("mongodb://a:1,b:2/?replicaSet=rs", Protocol::Mongodb).unwrap_err();
+        assert!(e.contains("more than one host"), "{e}");
+        let e = parse_upstream("postgres://u:p%zz@h", Protocol::Postgres).unwrap_err();
+        assert!(e.contains("bad percent-encoding in the password"), "{e}");
+        let e = parse_upstream("postgres://h:99999", Protocol::Postgres).unwrap_err();
+        assert!(e.starts_with("invalid URL"), "{e}");
+        let e = parse_upstream("postgres://h:0", Protocol::Postgres).unwrap_err();
+        assert!(e.contains("port 0"), "{e}");
+        let e = parse_upstream("postgres://h/?a=1&a=2", Protocol::Postgres).unwrap_err();
+        assert!(e.contains("`a` is given twice"), "{e}");
+    }
+
+    #[test]
+    fn errors_never_echo_the_password() {
+        for url in ["postgres://u:hunter2@h:bad", "postgres://u:hunter2@h#x", "mysql://u:hunter2@"] {
+            let e = parse_upstream(url, Protocol::Postgres).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+            let e = parse_upstream(url, Protocol::Mysql).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn sslmode() {
+        let mode = |url: &str| parse_upstream(url, Protocol::Postgres).unwrap().ssl_mode();
+        assert_eq!(mode("postgres://h"), Ok(SslMode::Prefer));
+        assert_eq!(mode("postgres://h?sslmode=allow"), Ok(SslMode::Prefer));
+        assert_eq!(mode("postgres://h?sslmode=disable"), Ok(SslMode::Disable));
+        assert_eq!(mode("postgres://h?sslmode=require"), Ok(SslMode::Require));
+        assert_eq!(mode("postgres://h?sslmode=verify-ca"), Ok(SslMode::VerifyCa));
+        assert!(mode("postgres://h?sslmode=always").unwrap_err().contains("`always`"));
+    }
+
+    #[test]
+    fn display_and_debug_redact() {
+        let u =
+            parse_upstream("postgres://bob:hunter2@h/db?sslmode=require&sslpassword=x1", Protocol::Postgres).unwrap();
+        assert_eq!(u.to_string(), "postgres://bob:***@h:5432/db?sslmode=require&sslpassword=***");
+        let dbg = format!("{u:?}");
+        assert!(!dbg.contains("hunter2") && dbg.contains("***"), "{dbg}");
+    }
+}

@@ -1,0 +1,5 @@
+//! dgf wire formats: message framing, codecs and handshake state machines. No sockets, no config.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod postgres;

@@ -1,0 +1,294 @@
+//! The running proxy: listeners per route, admin API, reload (SIGHUP / POST /reload) that
+//! swaps the snapshot or keeps the old one, and graceful shutdown (SIGTERM).
+
+use crate::live::{self, Snapshot};
+use crate::metrics::Metrics;
+use crate::postgres;
+use crate::shared::{AuthLimiter, Shared};
+use dgf_config::{Config, Protocol};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Upstream reachability for /ready.
+#[derive(Debug, Serialize)]
+pub struct Reachability {
+    /// Route.
+    pub route: String,
+    /// Upstream host:port.
+    pub upstream: String,
+    /// Whether a TCP connection could be opened.
+    pub reachable: bool,
+}
+
+/// Pool numbers for /pools.
+#[derive(Debug, Serialize)]
+pub struct PoolReport {
+    /// Route.
+    pub route: String,
+    /// Database.
+    pub database: String,
+    /// Mode.
+    pub mode: String,
+    /// Numbers.
+    #[serde(flatten)]
+    pub stats: crate::pool::PoolStats,
+}
+
+struct Listener {
+    addr: SocketAddr,
+    protocol: Protocol,
+    task: JoinHandle<()>,
+}
+
+/// The whole proxy.
+pub struct App {
+    /// State shared with sessions.
+    pub shared: Arc<Shared>,
+    config_path: Option<PathBuf>,
+    listeners: Mutex<HashMap<String, Listener>>,
+    shutdown_tx: watch::Sender<bool>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl App {
+    /// Build from a validated config; binds nothing yet.
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Self>, live::BuildError> {
+        let metrics = Arc::new(Metrics::new());
+        let snap = live::build(config, &metrics, None)?;
+        snap.activate();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            live: arc_swap::ArcSwap::from_pointee(snap),
+            metrics,
+            cancels: Default::default(),
+            auth_limiter: AuthLimiter::default(),
+            clients: Default::default(),
+            shutdown: shutdown_rx,
+        });
+        Ok(Arc::new(Self {
+            shared,
+            config_path,
+            listeners: Mutex::new(HashMap::new()),
+            shutdown_tx,
+            reload_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Bind every route's listener. Fails if any address cannot be bound.
+    pub async fn bind_routes(self: &Arc<Self>) -> std::io::Result<()> {
+        let snap = self.shared.live.load_full();
+        self.sync_listeners(&snap).await
+    }
+
+    async fn sync_listeners(self: &Arc<Self>, snap: &Snapshot) -> std::io::Result<()> {
+        // Bind new addresses first so a failure leaves the old listeners untouched.
+        let mut fresh = Vec::new();
+        {
+            let current = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            for r in snap.routes.values() {
+                let same = current.get(&r.name).is_some_and(|l| l.addr == r.listen && l.protocol == r.protocol);
+                if !same {
+                    fresh.push(r.name.clone());
+                }
+            }
+        }
+        let mut bound = Vec::new();
+        for name in fresh {
+            let r = &snap.routes[&name];
+            let existing_same_addr = {
+                let current = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+                current.iter().find(|(_, l)| l.addr == r.listen).map(|(n, _)| n.clone())
+            };
+            if let Some(old_name) = existing_same_addr {
+                // Address moves between routes: stop the old listener first.
+                if let Some(l) = self.listeners.lock().unwrap_or_else(|p| p.into_inner()).remove(&old_name) {
+                    l.task.abort();
+                }
+            }
+            let listener = TcpListener::bind(r.listen)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("route {}: bind {}: {e}", r.name, r.listen)))?;
+            bound.push((name, r.listen, r.protocol, listener));
+        }
+        let mut current = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        current.retain(|name, l| {
+            let keep = snap.routes.contains_key(name);
+            if !keep {
+                l.task.abort();
+            }
+            keep
+        });
+        for (name, addr, protocol, listener) in bound {
+            if let Some(old) = current.remove(&name) {
+                old.task.abort();
+            }
+            let task = tokio::spawn(accept_loop(self.shared.clone(), name.clone(), listener));
+            tracing::info!(route = %name, %addr, ?protocol, "listening");
+            current.insert(name, Listener { addr, protocol, task });
+        }
+        Ok(())
+    }
+
+    /// Re-read the config file, validate, build, and swap. The old config keeps serving on error.
+    pub async fn reload(self: &Arc<Self>) -> Result<(), String> {
+        let _guard = self.reload_lock.lock().await;
+        let result = self.try_reload().await;
+        self.shared.metrics.reload(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => tracing::error!(error = %e, "reload rejected; previous configuration keeps serving"),
+        }
+        result
+    }
+
+    async fn try_reload(self: &Arc<Self>) -> Result<(), String> {
+        let config = match &self.config_path {
+            Some(p) => dgf_config::load(p).map_err(|e| e.to_string())?,
+            None => dgf_config::default_config(),
+        };
+        let old = self.shared.live.load_full();
+        if config.admin != old.config.admin {
+            tracing::warn!("admin.listen changes need a restart; keeping the current admin listener");
+        }
+        let snap = live::build(config, &self.shared.metrics, Some(&old)).map_err(|e| e.to_string())?;
+        self.sync_listeners(&snap).await.map_err(|e| e.to_string())?;
+        snap.activate();
+        // Pools of routes whose upstream changed or that were removed: close once drained.
+        for (name, r) in &old.routes {
+            let kept = snap
+                .routes
+                .get(name)
+                .and_then(|n| n.pg.as_ref())
+                .zip(r.pg.as_ref())
+                .is_some_and(|(a, b)| Arc::ptr_eq(a, b));
+            if !kept {
+                if let Some(pg) = &r.pg {
+                    for p in pg.pools.iter() {
+                        p.value().close();
+                    }
+                }
+            }
+        }
+        self.shared.live.store(Arc::new(snap));
+        Ok(())
+    }
+
+    /// TCP reachability of each route's upstream.
+    pub async fn check_upstreams(&self) -> Vec<Reachability> {
+        let snap = self.shared.live.load_full();
+        let mut out = Vec::new();
+        for r in snap.routes.values() {
+            let Some(pg) = &r.pg else { continue };
+            let addr = format!("{}:{}", pg.target.host, pg.target.port);
+            let ok = matches!(
+                tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
+                Ok(Ok(_))
+            );
+            out.push(Reachability { route: r.name.clone(), upstream: addr, reachable: ok });
+        }
+        out
+    }
+
+    /// Current numbers of every pool.
+    pub fn pool_report(&self) -> Vec<PoolReport> {
+        let snap = self.shared.live.load_full();
+        let mut out = Vec::new();
+        for r in snap.routes.values() {
+            let Some(pg) = &r.pg else { continue };
+            let mode = format!("{:?}", pg.opts.load().mode).to_lowercase();
+            for p in pg.pools.iter() {
+                out.push(PoolReport {
+                    route: r.name.clone(),
+                    database: p.key().clone(),
+                    mode: mode.clone(),
+                    stats: p.value().stats(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.route, &a.database).cmp(&(&b.route, &b.database)));
+        out
+    }
+
+    /// Copy pool numbers into the metrics registry (at scrape time).
+    pub fn refresh_pool_metrics(&self) {
+        for p in self.pool_report() {
+            self.shared.metrics.set_pool(&p.route, &p.database, &p.stats);
+        }
+    }
+
+    /// Background housekeeping: idle timeouts, min_idle, login throttle sweep.
+    pub fn spawn_maintenance(self: &Arc<Self>) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let snap = app.shared.live.load_full();
+                let s = &snap.config.server;
+                app.shared.auth_limiter.sweep(s.auth_failure_burst, s.auth_failure_refill_secs);
+                for r in snap.routes.values() {
+                    let Some(pg) = &r.pg else { continue };
+                    for p in pg.pools.iter() {
+                        let pool = p.value().clone();
+                        for _ in 0..pool.maintain() {
+                            let pool = pool.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = pool.prefill_one().await {
+                                    tracing::warn!(error = %e, "min_idle connection failed");
+                                }
+                            });
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Stop accepting, tell sessions to finish, and wait up to `shutdown_timeout_ms` for them.
+    pub async fn shutdown(&self) {
+        let timeout = Duration::from_millis(self.shared.live.load().config.server.shutdown_timeout_ms);
+        for (_, l) in self.listeners.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            l.task.abort();
+        }
+        let _ = self.shutdown_tx.send(true);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.shared.clients.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.shared.clients.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(clients = left, "shutdown timeout reached; closing remaining clients");
+        } else {
+            tracing::info!("all clients drained");
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, route_name: String, listener: TcpListener) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(route = %route_name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(route) = shared.live.load().routes.get(&route_name).cloned() else { return };
+        match route.protocol {
+            Protocol::Postgres => {
+                tokio::spawn(postgres::serve(shared.clone(), route, tcp, peer));
+            }
+            _ => drop(tcp),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! dgf proxy library: everything the `dgf` binary runs, exposed for tests and benchmarks.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod live;
+pub mod metrics;
+pub mod pool;
+pub mod postgres;
+pub mod shared;
+pub mod stream;
+pub mod tls;

@@ -1,0 +1,269 @@
+//! The live configuration: an immutable snapshot (users, routes, pools, policy) that sessions
+//! load once per login or checkout and that reload replaces atomically.
+
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::pool::{Pool, PoolSettings};
+use crate::postgres::backend::{PgManager, PgTarget};
+use crate::postgres::prepared::Registry as StatementRegistry;
+use crate::tls;
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use dgf_config::{AuthMethod, Config, PoolMode, Protocol, RouteConfig, SslMode};
+use dgf_protocols::postgres::auth::PasswordSecret;
+use dgf_protocols::postgres::scram::ScramVerifier;
+use dgf_rules::Policy;
+use rustls_pki_types::ServerName;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
+
+/// Errors turning a validated config into running objects (files, TLS keys).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// TLS material.
+    #[error("{0}: {1}")]
+    Tls(String, #[source] tls::TlsError),
+    /// Anything else, with context.
+    #[error("{0}")]
+    Invalid(String),
+    /// Policy compilation.
+    #[error(transparent)]
+    Policy(#[from] dgf_rules::RulesError),
+}
+
+/// A dgf user as sessions see it.
+pub struct User {
+    /// Name.
+    pub name: String,
+    /// Required method.
+    pub auth: AuthMethod,
+    /// Secret (None for trust).
+    pub secret: Option<PasswordSecret>,
+    /// SCRAM verifier, derived once at load time.
+    pub scram: Option<ScramVerifier>,
+    /// Roles.
+    pub roles: Vec<String>,
+}
+
+/// Pool options of a Postgres route that a reload may change in place.
+#[derive(Debug, Clone)]
+pub struct PgPoolOpts {
+    /// Pooling mode.
+    pub mode: PoolMode,
+    /// Query run before a session-mode connection goes back.
+    pub reset_query: String,
+    /// Health check query.
+    pub health_query: String,
+    /// Limits for every pool of the route.
+    pub settings: PoolSettings,
+}
+
+/// Postgres pools of one route, one per database, created on first use. Kept across reloads
+/// while the upstream URL is unchanged, so caps hold through a reload.
+pub struct PgPools {
+    /// Upstream.
+    pub target: Arc<PgTarget>,
+    /// Options (reloadable).
+    pub opts: ArcSwap<PgPoolOpts>,
+    /// Pools by database.
+    pub pools: DashMap<String, Pool<PgManager>>,
+    /// Prepared statements seen on this route (dedup across clients).
+    pub statements: StatementRegistry,
+}
+
+impl PgPools {
+    /// The pool for `database`, created on first use.
+    pub fn pool(&self, database: &str) -> Pool<PgManager> {
+        if let Some(p) = self.pools.get(database) {
+            return p.clone();
+        }
+        self.pools
+            .entry(database.to_owned())
+            .or_insert_with(|| {
+                let opts = self.opts.load();
+                Pool::new(
+                    PgManager {
+                        target: self.target.clone(),
+                        database: database.to_owned(),
+                        health_query: opts.health_query.clone(),
+                    },
+                    opts.settings.clone(),
+                )
+            })
+            .clone()
+    }
+}
+
+/// A route as sessions see it.
+pub struct Route {
+    /// Name.
+    pub name: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Raw settings.
+    pub cfg: RouteConfig,
+    /// TLS acceptor when a certificate is configured.
+    pub tls: Option<TlsAcceptor>,
+    /// Metrics handles.
+    pub metrics: RouteMetrics,
+    /// Connected clients (kept across reloads).
+    pub clients: Arc<AtomicUsize>,
+    /// Postgres pools (Postgres routes only).
+    pub pg: Option<Arc<PgPools>>,
+}
+
+/// Everything a session needs, immutable.
+pub struct Snapshot {
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// Users by name.
+    pub users: HashMap<String, Arc<User>>,
+    /// Routes by name.
+    pub routes: HashMap<String, Arc<Route>>,
+    /// Compiled policy.
+    pub policy: Arc<Policy>,
+}
+
+fn pool_settings(r: &RouteConfig) -> PoolSettings {
+    let p = &r.pool;
+    let opt = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+    PoolSettings {
+        max: p.size,
+        min_idle: p.min_idle,
+        wait_timeout: Duration::from_millis(p.wait_timeout_ms),
+        idle_timeout: opt(p.idle_timeout_ms),
+        max_lifetime: opt(p.max_lifetime_ms),
+        connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+        check_after: Duration::from_millis(p.health_check_delay_ms),
+    }
+}
+
+fn pg_opts(r: &RouteConfig) -> PgPoolOpts {
+    PgPoolOpts {
+        mode: r.pool.mode,
+        reset_query: r.pool.reset_query.clone(),
+        health_query: r.pool.health_check_query.clone(),
+        settings: pool_settings(r),
+    }
+}
+
+fn build_user(u: &dgf_config::UserConfig) -> Result<User, BuildError> {
+    let secret = match (&u.password, u.auth) {
+        (_, AuthMethod::Trust) => None,
+        (Some(p), _) => {
+            Some(PasswordSecret::parse(p).map_err(|e| BuildError::Invalid(format!("user {}: {e}", u.name)))?)
+        }
+        (None, _) => return Err(BuildError::Invalid(format!("user {} needs a password", u.name))),
+    };
+    let salt: [u8; 16] = rand::random();
+    let scram = secret.as_ref().and_then(|s| s.scram_verifier(&salt));
+    Ok(User { name: u.name.clone(), auth: u.auth, secret, scram, roles: u.roles.clone() })
+}
+
+fn build_pg(r: &RouteConfig) -> Result<PgPools, BuildError> {
+    let up = r.upstream().map_err(|e| BuildError::Invalid(format!("route {}: {e}", r.name)))?;
+    let sslmode = up.ssl_mode().map_err(|e| BuildError::Invalid(format!("route {}: {e}", r.name)))?;
+    let verify = match sslmode {
+        SslMode::Disable => None,
+        SslMode::Prefer | SslMode::Require => Some(tls::Verify::None),
+        SslMode::VerifyCa => Some(tls::Verify::Chain),
+        SslMode::VerifyFull => Some(tls::Verify::Full),
+    };
+    let tls = match verify {
+        None => None,
+        Some(v) => Some(
+            tls::connector(v, up.param("sslrootcert"))
+                .map_err(|e| BuildError::Tls(format!("route {} upstream", r.name), e))?,
+        ),
+    };
+    let sni_host = if up.param("sslsni") == Some("0") { "localhost".to_owned() } else { up.host.clone() };
+    let server_name =
+        ServerName::try_from(sni_host).map_err(|e| BuildError::Invalid(format!("route {}: host name: {e}", r.name)))?;
+    let target = PgTarget {
+        host: up.host.clone(),
+        port: up.port,
+        user: up.user.clone().unwrap_or_else(|| "postgres".into()),
+        password: up.password.clone(),
+        sslmode,
+        tls,
+        server_name,
+    };
+    Ok(PgPools {
+        target: Arc::new(target),
+        opts: ArcSwap::from_pointee(pg_opts(r)),
+        pools: DashMap::new(),
+        statements: StatementRegistry::default(),
+    })
+}
+
+/// Build a snapshot, reusing pools and counters of `previous` where the upstream is unchanged.
+pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
+    let policy = Arc::new(Policy::from_config(&config)?);
+    let mut users = HashMap::new();
+    for u in &config.users {
+        users.insert(u.name.clone(), Arc::new(build_user(u)?));
+    }
+    let mut routes = HashMap::new();
+    for r in &config.routes {
+        let listen: SocketAddr =
+            r.listen.parse().map_err(|e| BuildError::Invalid(format!("route {}: listen: {e}", r.name)))?;
+        let tls_files = r.tls.as_ref().or(config.tls.as_ref());
+        let tls = match tls_files {
+            Some(f) => {
+                Some(tls::acceptor(&f.cert, &f.key).map_err(|e| BuildError::Tls(format!("route {} tls", r.name), e))?)
+            }
+            None => None,
+        };
+        let old = previous.and_then(|p| p.routes.get(&r.name));
+        let pg = match r.protocol {
+            Protocol::Postgres => {
+                let reuse = old.filter(|o| o.cfg.upstream == r.upstream).and_then(|o| o.pg.clone());
+                Some(match reuse {
+                    Some(pools) => pools,
+                    None => Arc::new(build_pg(r)?),
+                })
+            }
+            other => {
+                return Err(BuildError::Invalid(format!(
+                    "route {}: protocol {other:?} is not available in this build yet",
+                    r.name
+                )))
+            }
+        };
+        routes.insert(
+            r.name.clone(),
+            Arc::new(Route {
+                name: r.name.clone(),
+                protocol: r.protocol,
+                listen,
+                cfg: r.clone(),
+                tls,
+                metrics: metrics.route(&r.name),
+                clients: old.map(|o| o.clients.clone()).unwrap_or_default(),
+                pg,
+            }),
+        );
+    }
+    Ok(Snapshot { config: Arc::new(config), users, routes, policy })
+}
+
+impl Snapshot {
+    /// Push pool options of this snapshot into pools it shares with the previous one. Called
+    /// only once the whole snapshot has been built, so a failed reload changes nothing.
+    pub fn activate(&self) {
+        for r in self.routes.values() {
+            if let Some(pg) = &r.pg {
+                let opts = pg_opts(&r.cfg);
+                for p in pg.pools.iter() {
+                    p.value().update_settings(opts.settings.clone());
+                }
+                pg.opts.store(Arc::new(opts));
+            }
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! A small connection pool shared by every protocol: idle list, FIFO waiter queue, a guard that
+//! returns its connection on drop, and a hard cap on open connections that is never exceeded.
+//!
+//! Accounting: `open` counts every connection that exists or is being created (idle, checked
+//! out, connecting). Each unit of `open` is owned by exactly one [`Slot`] (or by an idle entry).
+//! Dropping a slot hands its unit to the oldest live waiter or shrinks `open`, so a cancelled
+//! waiter or a failed session cannot leak capacity.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// What a pool needs to know about its connections.
+pub trait Manager: Send + Sync + 'static {
+    /// The connection type.
+    type Conn: Send + 'static;
+    /// Connect errors.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Open and log in a new connection.
+    fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
+    /// Cheap synchronous liveness probe (socket not closed, no unexpected bytes).
+    fn is_alive(&self, conn: &mut Self::Conn) -> bool;
+    /// Round-trip health check for connections that sat idle a while.
+    fn check(&self, conn: &mut Self::Conn) -> impl Future<Output = bool> + Send;
+}
+
+/// Pool limits; they can change on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Hard cap on open connections.
+    pub max: usize,
+    /// Connections kept open when idle.
+    pub min_idle: usize,
+    /// Longest a checkout waits.
+    pub wait_timeout: Duration,
+    /// Idle connections unused this long are closed (None: never).
+    pub idle_timeout: Option<Duration>,
+    /// Connections older than this are closed instead of reused (None: never).
+    pub max_lifetime: Option<Duration>,
+    /// Connect + login timeout.
+    pub connect_timeout: Duration,
+    /// Idle time after which a checkout runs the round-trip check first.
+    pub check_after: Duration,
+}
+
+/// Why a checkout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError<E: std::error::Error + 'static> {
+    /// Waited `wait_timeout` without getting a connection.
+    #[error("timed out after {0:?} waiting for a server connection")]
+    Timeout(Duration),
+    /// Opening a new connection failed.
+    #[error("{0}")]
+    Connect(#[source] E),
+    /// Opening a new connection took longer than `connect_timeout`.
+    #[error("timed out connecting to the upstream server")]
+    ConnectTimeout,
+    /// The pool was closed (route removed or process shutting down).
+    #[error("pool is closed")]
+    Closed,
+}
+
+/// Numbers for /metrics and /pools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    /// Open connections (idle + active + connecting).
+    pub open: usize,
+    /// Idle connections.
+    pub idle: usize,
+    /// Checked-out connections.
+    pub active: usize,
+    /// Connections being opened.
+    pub connecting: usize,
+    /// Clients waiting for a connection.
+    pub waiting: usize,
+    /// Cap.
+    pub max: usize,
+    /// Connections ever opened.
+    pub opened_total: u64,
+    /// Connections ever closed.
+    pub closed_total: u64,
+}
+
+struct Idle<C> {
+    conn: C,
+    created: Instant,
+    since: Instant,
+}
+
+enum Handoff<M: Manager> {
+    Conn(Pooled<M>),
+    Permit(Slot<M>),
+}
+
+struct State<M: Manager> {
+    idle: VecDeque<Idle<M::Conn>>,
+    open: usize,
+    waiters: VecDeque<oneshot::Sender<Handoff<M>>>,
+    closed: bool,
+    opened_total: u64,
+    closed_total: u64,
+}
+
+struct Inner<M: Manager> {
+    manager: M,
+    settings: Mutex<PoolSettings>,
+    state: Mutex<State<M>>,
+    waiting: AtomicUsize,
+    connecting: AtomicUsize,
+}
+
+/// A pool of connections made by `M`. Cloning shares the pool.
+pub struct Pool<M: Manager> {
+    inner: Arc<Inner<M>>,
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+/// Ownership of one unit of pool capacity.
+struct Slot<M: Manager> {
+    inner: Option<Arc<Inner<M>>>,
+}
+
+impl<M: Manager> Slot<M> {
+    fn new(inner: &Arc<Inner<M>>) -> Self {
+        Self { inner: Some(inner.clone()) }
+    }
+    /// Give up ownership without releasing the unit (it moved elsewhere).
+    fn disarm(mut self) {
+        self.inner = None;
+    }
+}
+
+impl<M: Manager> Drop for Slot<M> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.release_unit();
+        }
+    }
+}
+
+/// A checked-out connection; returns to the pool when dropped unless marked broken.
+pub struct Pooled<M: Manager> {
+    conn: Option<M::Conn>,
+    created: Instant,
+    broken: bool,
+    slot: Option<Slot<M>>,
+}
+
+impl<M: Manager> Pooled<M> {
+    /// Close this connection on drop instead of reusing it.
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+    /// Whether it was marked broken.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+    /// When the connection was opened.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+    fn into_parts(mut self) -> (M::Conn, Instant, Slot<M>) {
+        let conn = self.conn.take().expect("present until drop");
+        let slot = self.slot.take().expect("present until drop");
+        (conn, self.created, slot)
+    }
+}
+
+impl<M: Manager> std::ops::Deref for Pooled<M> {
+    type Target = M::Conn;
+    fn deref(&self) -> &M::Conn {
+        self.conn.as_ref().expect("present until drop")
+    }
+}
+
+impl<M: Manager> std::ops::DerefMut for Pooled<M> {
+    fn deref_mut(&mut self) -> &mut M::Conn {
+        self.conn.as_mut().expect("present until drop")
+    }
+}
+
+impl<M: Manager> Drop for Pooled<M> {
+    fn drop(&mut self) {
+        let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.take()) else { return };
+        if self.broken {
+            drop(conn);
+            drop(slot);
+            return;
+        }
+        let Some(inner) = slot.inner.clone() else { return };
+        inner.put_back(conn, self.created, slot);
+    }
+}
+
+impl<M: Manager> Inner<M> {
+    fn state(&self) -> MutexGuard<'_, State<M>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn settings(&self) -> PoolSettings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A unit of capacity became free: the oldest live waiter may connect with it; otherwise
+    /// `open` shrinks.
+    fn release_unit(self: Arc<Self>) {
+        let max = self.settings().max;
+        let mut st = self.state();
+        if !st.closed && st.open <= max {
+            while let Some(tx) = st.waiters.pop_front() {
+                match tx.send(Handoff::Permit(Slot::new(&self))) {
+                    Ok(()) => return,
+                    Err(Handoff::Permit(s)) => s.disarm(),
+                    Err(Handoff::Conn(_)) => unreachable!("sent a permit"),
+                }
+            }
+        }
+        st.open -= 1;
+        st.closed_total += 1;
+    }
+
+    fn put_back(self: Arc<Self>, conn: M::Conn, created: Instant, slot: Slot<M>) {
+        let settings = self.settings();
+        let expired = settings.max_lifetime.is_some_and(|l| created.elapsed() >= l);
+        let mut st = self.state();
+        if st.closed || expired || st.open > settings.max {
+            drop(st);
+            drop(conn);
+            drop(slot);
+            return;
+        }
+        let mut item = Pooled { conn: Some(conn), created, broken: false, slot: Some(slot) };
+        while let Some(tx) = st.waiters.pop_front() {
+            match tx.send(Handoff::Conn(item)) {
+                Ok(()) => return,
+                Err(Handoff::Conn(back)) => item = back,
+                Err(Handoff::Permit(_)) => unreachable!("sent a connection"),
+            }
+        }
+        let (conn, created, slot) = item.into_parts();
+        slot.disarm();
+        st.idle.push_back(Idle { conn, created, since: Instant::now() });
+    }
+}
+
+enum Step<M: Manager> {
+    Idle(Pooled<M>, Duration),
+    Connect(Slot<M>),
+    Wait(oneshot::Receiver<Handoff<M>>),
+    Closed,
+}
+
+struct Counted<'a>(&'a AtomicUsize);
+impl<'a> Counted<'a> {
+    fn new(c: &'a AtomicUsize) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Self(c)
+    }
+}
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// A new, empty pool.
+    pub fn new(manager: M, settings: PoolSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                manager,
+                settings: Mutex::new(settings),
+                state: Mutex::new(State {
+                    idle: VecDeque::new(),
+                    open: 0,
+                    waiters: VecDeque::new(),
+                    closed: false,
+                    opened_total: 0,
+                    closed_total: 0,
+                }),
+                waiting: AtomicUsize::new(0),
+                connecting: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The connection factory.
+    pub fn manager(&self) -> &M {
+        &self.inner.manager
+    }
+
+    /// Current limits.
+    pub fn settings(&self) -> PoolSettings {
+        self.inner.settings()
+    }
+
+    /// Change limits in place (reload). A larger cap lets waiters connect at once; a smaller one
+    /// closes idle connections now and busy ones as they come back.
+    pub fn update_settings(&self, new: PoolSettings) {
+        *self.inner.settings.lock().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        let mut st = self.inner.state();
+        while st.open > new.max && st.idle.pop_front().is_some() {
+            st.open -= 1;
+            st.closed_total += 1;
+        }
+        while st.open < new.max {
+            let Some(tx) = st.waiters.pop_front() else { break };
+            match tx.send(Handoff::Permit(Slot::new(&self.inner))) {
+                Ok(()) => {
+                    st.open += 1;
+                    st.opened_total += 1;
+                }
+                Err(Handoff::Permit(s)) => s.disarm(),
+                Err(Handoff::Conn(_)) => unreachable!("sent a permit"),
+            }
+        }
+    }
+
+    /// Close the pool: idle connections now, busy ones when released; waiters get `Closed`.
+    pub fn close(&self) {
+        let mut st = self.inner.state();
+        st.closed = true;
+        let n = st.idle.len();
+        st.idle.clear();
+        st.open -= n;
+        st.closed_total += n as u64;
+        st.waiters.clear();
+    }
+
+    /// Numbers for monitoring.
+    pub fn stats(&self) -> PoolStats {
+        let max = self.inner.settings().max;
+        let st = self.inner.state();
+        let connecting = self.inner.connecting.load(Ordering::Relaxed);
+        PoolStats {
+            open: st.open,
+            idle: st.idle.len(),
+            active: st.open.saturating_sub(st.idle.len() + connecting),
+            connecting,
+            waiting: self.inner.waiting.load(Ordering::Relaxed),
+            max,
+            opened_total: st.opened_total,
+            closed_total: st.closed_total,
+        }
+    }
+
+    /// Check a connection out, waiting up to `wait_timeout` for one.
+    pub async fn get(&self) -> Result<Pooled<M>, CheckoutError<M::Error>> {
+        let settings = self.inner.settings();
+        let deadline = tokio::time::Instant::now() + settings.wait_timeout;
+        loop {
+            let slot = match self.next_step(&settings) {
+                Step::Idle(mut p, idle_for) => {
+                    if self.inner.manager.is_alive(&mut p)
+                        && (idle_for < settings.check_after || self.inner.manager.check(&mut p).await)
+                    {
+                        return Ok(p);
+                    }
+                    p.mark_broken();
+                    continue;
+                }
+                Step::Connect(slot) => slot,
+                Step::Closed => return Err(CheckoutError::Closed),
+                Step::Wait(rx) => {
+                    let _w = Counted::new(&self.inner.waiting);
+                    match tokio::time::timeout_at(deadline, rx).await {
+                        Ok(Ok(Handoff::Conn(mut p))) => {
+                            if self.inner.manager.is_alive(&mut p) {
+                                return Ok(p);
+                            }
+                            p.mark_broken();
+                            continue;
+                        }
+                        Ok(Ok(Handoff::Permit(slot))) => slot,
+                        Ok(Err(_)) => return Err(CheckoutError::Closed),
+                        Err(_) => return Err(CheckoutError::Timeout(settings.wait_timeout)),
+                    }
+                }
+            };
+            return self.connect_with(slot, &settings).await;
+        }
+    }
+
+    async fn connect_with(&self, slot: Slot<M>, settings: &PoolSettings) -> Result<Pooled<M>, CheckoutError<M::Error>> {
+        let _c = Counted::new(&self.inner.connecting);
+        match tokio::time::timeout(settings.connect_timeout, self.inner.manager.connect()).await {
+            Ok(Ok(conn)) => Ok(Pooled { conn: Some(conn), created: Instant::now(), broken: false, slot: Some(slot) }),
+            Ok(Err(e)) => Err(CheckoutError::Connect(e)),
+            Err(_) => Err(CheckoutError::ConnectTimeout),
+        }
+    }
+
+    fn next_step(&self, settings: &PoolSettings) -> Step<M> {
+        let mut st = self.inner.state();
+        if st.closed {
+            return Step::Closed;
+        }
+        while let Some(idle) = st.idle.pop_back() {
+            if settings.max_lifetime.is_some_and(|l| idle.created.elapsed() >= l) {
+                st.open -= 1;
+                st.closed_total += 1;
+                continue;
+            }
+            let p = Pooled {
+                conn: Some(idle.conn),
+                created: idle.created,
+                broken: false,
+                slot: Some(Slot::new(&self.inner)),
+            };
+            return Step::Idle(p, idle.since.elapsed());
+        }
+        if st.open < settings.max {
+            st.open += 1;
+            st.opened_total += 1;
+            return Step::Connect(Slot::new(&self.inner));
+        }
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push_back(tx);
+        Step::Wait(rx)
+    }
+
+    /// Housekeeping, called about once a second: close idle connections past `idle_timeout`
+    /// or `max_lifetime` (keeping `min_idle`), and return how many connections to open to
+    /// reach `min_idle`.
+    pub fn maintain(&self) -> usize {
+        let s = self.inner.settings();
+        let mut st = self.inner.state();
+        if st.closed {
+            return 0;
+        }
+        let mut kept = VecDeque::with_capacity(st.idle.len());
+        let mut closed = 0;
+        let total_idle = st.idle.len();
+        while let Some(i) = st.idle.pop_front() {
+            let old = s.max_lifetime.is_some_and(|l| i.created.elapsed() >= l);
+            let stale = s.idle_timeout.is_some_and(|t| i.since.elapsed() >= t) && total_idle - closed > s.min_idle;
+            if old || stale {
+                closed += 1;
+            } else {
+                kept.push_back(i);
+            }
+        }
+        st.idle = kept;
+        st.open -= closed;
+        st.closed_total += closed as u64;
+        let want = s.min_idle.min(s.max).saturating_sub(st.idle.len());
+        want.min(s.max - st.open.min(s.max))
+    }
+
+    /// Open one connection and park it idle (used to honour `min_idle`).
+    pub async fn prefill_one(&self) -> Result<(), CheckoutError<M::Error>> {
+        let settings = self.inner.settings();
+        let slot = {
+            let mut st = self.inner.state();
+            if st.closed || st.open >= settings.max {
+                return Ok(());
+            }
+            st.open += 1;
+            st.opened_total += 1;
+            Slot::new(&self.inner)
+        };
+        let p = self.connect_with(slot, &settings).await?;
+        drop(p);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

@@ -1,0 +1,190 @@
+//! Unit tests for the pool: cap, waiters, timeouts, broken connections, reload.
+
+use super::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+#[derive(Default)]
+struct Fake {
+    live: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    made: AtomicUsize,
+    fail: AtomicBool,
+}
+
+struct FakeConn {
+    live: Arc<AtomicUsize>,
+    id: usize,
+    dead: bool,
+}
+
+impl Drop for FakeConn {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+struct Refused;
+
+impl Manager for Fake {
+    type Conn = FakeConn;
+    type Error = Refused;
+    async fn connect(&self) -> Result<FakeConn, Refused> {
+        tokio::task::yield_now().await;
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Refused);
+        }
+        let n = self.live.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+        Ok(FakeConn { live: self.live.clone(), id: self.made.fetch_add(1, Ordering::SeqCst), dead: false })
+    }
+    fn is_alive(&self, c: &mut FakeConn) -> bool {
+        !c.dead
+    }
+    async fn check(&self, _c: &mut FakeConn) -> bool {
+        true
+    }
+}
+
+fn settings(max: usize, wait_ms: u64) -> PoolSettings {
+    PoolSettings {
+        max,
+        min_idle: 0,
+        wait_timeout: Duration::from_millis(wait_ms),
+        idle_timeout: None,
+        max_lifetime: None,
+        connect_timeout: Duration::from_secs(1),
+        check_after: Duration::from_secs(30),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cap_is_never_exceeded_under_contention() {
+    let fake = Fake::default();
+    let peak = fake.peak.clone();
+    let live = fake.live.clone();
+    let pool = Pool::new(fake, settings(3, 5_000));
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                let c = pool.get().await.expect("checkout");
+                tokio::task::yield_now().await;
+                drop(c);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 3);
+    let s = pool.stats();
+    assert_eq!((s.open, s.idle, s.active, s.waiting), (3, 3, 0, 0));
+    assert_eq!(live.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn waiter_times_out_and_does_not_leak() {
+    let pool = Pool::new(Fake::default(), settings(1, 50));
+    let held = pool.get().await.unwrap();
+    let err = pool.get().await.err().expect("must time out");
+    assert!(matches!(err, CheckoutError::Timeout(_)));
+    drop(held);
+    // The connection went back to the idle list, not to the timed-out waiter.
+    let again = pool.get().await.unwrap();
+    assert_eq!(again.id, 0);
+    assert_eq!(pool.stats().open, 1);
+}
+
+#[tokio::test]
+async fn release_hands_connection_to_waiter_in_order() {
+    let pool = Pool::new(Fake::default(), settings(1, 2_000));
+    let held = pool.get().await.unwrap();
+    let p2 = pool.clone();
+    let waiter = tokio::spawn(async move { p2.get().await.map(|c| c.id) });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(pool.stats().waiting, 1);
+    drop(held);
+    assert_eq!(waiter.await.unwrap().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn broken_connections_are_closed_and_capacity_returns() {
+    let fake = Fake::default();
+    let live = fake.live.clone();
+    let pool = Pool::new(fake, settings(1, 2_000));
+    let mut c = pool.get().await.unwrap();
+    c.mark_broken();
+    drop(c);
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+    assert_eq!(pool.stats().open, 0);
+    let c = pool.get().await.unwrap();
+    assert_eq!(c.id, 1);
+}
+
+#[tokio::test]
+async fn dead_idle_connection_is_replaced() {
+    let pool = Pool::new(Fake::default(), settings(1, 2_000));
+    let mut c = pool.get().await.unwrap();
+    c.dead = true;
+    drop(c);
+    let c = pool.get().await.unwrap();
+    assert_eq!(c.id, 1);
+    assert_eq!(pool.stats().open, 1);
+}
+
+#[tokio::test]
+async fn connect_failure_frees_the_slot_for_a_waiter() {
+    let fake = Fake::default();
+    fake.fail.store(true, Ordering::SeqCst);
+    let pool = Pool::new(fake, settings(1, 500));
+    assert!(matches!(pool.get().await, Err(CheckoutError::Connect(_))));
+    assert_eq!(pool.stats().open, 0);
+    pool.manager().fail.store(false, Ordering::SeqCst);
+    assert!(pool.get().await.is_ok());
+}
+
+#[tokio::test]
+async fn growing_the_cap_wakes_waiters() {
+    let pool = Pool::new(Fake::default(), settings(1, 5_000));
+    let _held = pool.get().await.unwrap();
+    let p2 = pool.clone();
+    let waiter = tokio::spawn(async move { p2.get().await.map(|c| c.id) });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    pool.update_settings(settings(2, 5_000));
+    let id = tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("woken").unwrap().unwrap();
+    assert_eq!(id, 1);
+}
+
+#[tokio::test]
+async fn shrinking_the_cap_closes_on_return() {
+    let fake = Fake::default();
+    let live = fake.live.clone();
+    let pool = Pool::new(fake, settings(2, 1_000));
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    pool.update_settings(settings(1, 1_000));
+    drop(a);
+    drop(b);
+    assert_eq!(pool.stats().open, 1);
+    assert_eq!(live.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn idle_timeout_and_min_idle() {
+    let mut s = settings(3, 1_000);
+    s.idle_timeout = Some(Duration::from_millis(10));
+    s.min_idle = 1;
+    let pool = Pool::new(Fake::default(), s);
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(pool.maintain(), 0);
+    assert_eq!(pool.stats().idle, 1);
+    pool.close();
+    assert_eq!(pool.stats().open, 0);
+    assert!(matches!(pool.get().await, Err(CheckoutError::Closed)));
+}

@@ -1,0 +1,89 @@
+//! CancelRequest routing: each client gets a dgf-made backend key; a cancel for that key is
+//! sent to whichever server connection is running the client's query at that moment.
+
+use super::backend::{send_cancel, PgTarget};
+use dashmap::DashMap;
+use std::sync::{Arc, Mutex};
+
+/// What a client's cancel key points at right now.
+#[derive(Default)]
+pub struct CancelSlot {
+    current: Mutex<Option<(Arc<PgTarget>, (i32, i32))>>,
+}
+
+impl CancelSlot {
+    /// The client got a server connection with this backend key.
+    pub fn set(&self, target: Arc<PgTarget>, key: (i32, i32)) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((target, key));
+    }
+    /// The client released its server connection.
+    pub fn clear(&self) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+    fn get(&self) -> Option<(Arc<PgTarget>, (i32, i32))> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// All live client keys.
+#[derive(Default)]
+pub struct CancelRegistry {
+    keys: DashMap<i32, (i32, Arc<CancelSlot>)>,
+}
+
+/// Removes the key when the client goes away.
+pub struct KeyGuard {
+    registry: Arc<CancelRegistry>,
+    pid: i32,
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        self.registry.keys.remove(&self.pid);
+    }
+}
+
+impl CancelRegistry {
+    /// A fresh, unique key for a new client.
+    pub fn register(self: &Arc<Self>) -> (i32, i32, Arc<CancelSlot>, KeyGuard) {
+        let slot = Arc::new(CancelSlot::default());
+        loop {
+            let pid = rand::random::<i32>() & 0x7fff_ffff;
+            if pid == 0 {
+                continue;
+            }
+            let secret = rand::random::<i32>();
+            if let dashmap::Entry::Vacant(v) = self.keys.entry(pid) {
+                v.insert((secret, slot.clone()));
+                return (pid, secret, slot, KeyGuard { registry: self.clone(), pid });
+            }
+        }
+    }
+
+    /// Forward a cancel if the key is valid and its client is running something. Returns
+    /// whether a cancel was sent.
+    pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
+        let target = match self.keys.get(&pid) {
+            Some(e) if e.0 == secret => e.1.get(),
+            _ => None,
+        };
+        let Some((target, key)) = target else { return false };
+        match send_cancel(&target, key).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "forwarding cancel request failed");
+                false
+            }
+        }
+    }
+
+    /// Number of registered keys (= connected Postgres clients).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no client is connected.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}

@@ -1,0 +1,122 @@
+//! Named prepared statements in transaction pooling: clients' statement names are mapped to
+//! route-wide ids (one per distinct query + parameter types), prepared on whatever server
+//! connection the client gets, and re-prepared transparently where missing.
+//!
+//! Server-side names are `__dgf_<id>`, so two clients that both call their statement `s0` with
+//! different SQL never collide, and two clients preparing the same SQL share one server-side
+//! statement per server connection.
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A statement known to the route.
+#[derive(Debug)]
+pub struct Statement {
+    /// Route-wide id.
+    pub id: u64,
+    /// Name used on server connections.
+    pub server_name: String,
+    /// Parse body after the name: query, NUL, parameter types.
+    pub rest: Bytes,
+}
+
+/// Route-wide statement registry, keyed by the Parse body (query + parameter types).
+#[derive(Clone, Default)]
+pub struct Registry {
+    by_body: Arc<DashMap<Bytes, Arc<Statement>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl Registry {
+    /// The statement for this Parse body, registering it on first sight.
+    pub fn intern(&self, rest: &[u8]) -> Arc<Statement> {
+        if let Some(s) = self.by_body.get(rest) {
+            return s.clone();
+        }
+        let body = Bytes::copy_from_slice(rest);
+        self.by_body
+            .entry(body.clone())
+            .or_insert_with(|| {
+                let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+                Arc::new(Statement { id, server_name: format!("__dgf_{id}"), rest: body })
+            })
+            .clone()
+    }
+
+    /// Number of distinct statements seen.
+    pub fn len(&self) -> usize {
+        self.by_body.len()
+    }
+
+    /// Whether no statement was seen.
+    pub fn is_empty(&self) -> bool {
+        self.by_body.is_empty()
+    }
+}
+
+/// A request sent to the server whose response has not fully arrived, or a response dgf must
+/// synthesise once everything before it has been answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// Parse forwarded; `swallow` when dgf injected it (client must not see ParseComplete).
+    Parse {
+        /// Statement id (to forget it on error).
+        id: Option<u64>,
+        /// Hide the ParseComplete from the client.
+        swallow: bool,
+    },
+    /// Client's Parse for a statement the server already has: answer ParseComplete ourselves.
+    SynthParseComplete,
+    /// Client's Close of a shared statement: answer CloseComplete ourselves.
+    SynthCloseComplete,
+    /// Bind forwarded.
+    Bind,
+    /// Describe forwarded.
+    Describe,
+    /// Execute forwarded.
+    Execute,
+    /// Close forwarded.
+    Close,
+    /// Sync forwarded: ends with ReadyForQuery.
+    Sync,
+    /// Simple query or function call: ends with ReadyForQuery. `internal` = dgf's own
+    /// (parameter sync): nothing of its response reaches the client.
+    Query {
+        /// dgf's own query.
+        internal: bool,
+    },
+}
+
+impl Pending {
+    /// Whether this entry ends at ReadyForQuery.
+    pub fn ends_at_ready(&self) -> bool {
+        matches!(self, Pending::Sync | Pending::Query { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_sql_same_id_different_sql_different_id() {
+        let r = Registry::default();
+        let a = r.intern(b"SELECT 1\0\0\0");
+        let b = r.intern(b"SELECT 1\0\0\0");
+        let c = r.intern(b"SELECT 2\0\0\0");
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        assert_eq!(a.server_name, format!("__dgf_{}", a.id));
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn parameter_types_are_part_of_identity() {
+        let r = Registry::default();
+        let a = r.intern(b"SELECT $1\0\0\x01\0\0\0\x17");
+        let b = r.intern(b"SELECT $1\0\0\x01\0\0\0\x19");
+        assert_ne!(a.id, b.id);
+    }
+}

@@ -1,0 +1,579 @@
+//! A logged-in Postgres client session: relays messages between the client and whichever server
+//! connection it holds, checks one out per transaction (or per session), and rewrites what
+//! pooling requires (prepared statement names, parameter sync).
+//!
+//! Transitions:
+//! - idle (no server) --client message--> checkout --> active
+//! - active --ReadyForQuery 'I', nothing pending, transaction mode--> idle (server released)
+//! - any --client EOF / Terminate--> closed (server released, rolled back or discarded)
+//! - any --server EOF or fatal protocol error--> closed (server discarded)
+
+use super::backend::{ServerConn, MAX_SERVER_MESSAGE};
+use super::cancel::CancelSlot;
+use super::prepared::{Pending, Statement};
+use super::SessionError;
+use crate::live::{PgPools, Route, User};
+use crate::pool::{CheckoutError, Pool, Pooled};
+use crate::postgres::backend::PgManager;
+use crate::shared::Shared;
+use crate::stream::Stream;
+use bytes::{Buf, BytesMut};
+use dgf_config::PoolMode;
+use dgf_protocols::postgres::frame::{frame_len, split_frame};
+use dgf_protocols::postgres::messages::{self, btag, tag, Bind, ErrorFields, Parse, Target};
+use dgf_rules::{Decision, QueryContext, Source};
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Cap on one client message.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024 * 1024;
+/// Stop reading a side while this much is queued for the other.
+const HIGH_WATER: usize = 1024 * 1024;
+/// Run-time parameters kept consistent for a client moved between server connections.
+pub const TRACKED: [&str; 5] = ["application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone"];
+
+enum Event {
+    ClientData,
+    ClientEof,
+    ServerData,
+    ServerEof,
+    Progress,
+}
+
+/// One client session after login.
+pub struct Session {
+    pub(super) shared: Arc<Shared>,
+    pub(super) route: Arc<Route>,
+    pub(super) pg: Arc<PgPools>,
+    pub(super) pool: Pool<PgManager>,
+    pub(super) user: Arc<User>,
+    pub(super) database: String,
+    pub(super) peer: SocketAddr,
+    pub(super) client: Stream,
+    pub(super) cin: BytesMut,
+    pub(super) cout: BytesMut,
+    pub(super) sout: BytesMut,
+    pub(super) server: Option<Pooled<PgManager>>,
+    pub(super) pending: VecDeque<Pending>,
+    pub(super) statements: HashMap<String, Arc<Statement>>,
+    /// Parameter values this client expects (name, value).
+    pub(super) desired: Vec<(String, String)>,
+    pub(super) skip_until_sync: bool,
+    pub(super) cancel: Arc<CancelSlot>,
+    pub(super) _key_guard: super::cancel::KeyGuard,
+    pub(super) client_flush: bool,
+    pub(super) server_flush: bool,
+}
+
+impl Session {
+    fn mode(&self) -> PoolMode {
+        self.pg.opts.load().mode
+    }
+
+    /// Relay until the client leaves or something breaks.
+    pub async fn run(mut self) -> Result<(), SessionError> {
+        let mut shutdown = self.shared.shutdown.clone();
+        let result = self.relay(&mut shutdown).await;
+        self.finish(result.is_ok()).await;
+        result
+    }
+
+    async fn relay(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<(), SessionError> {
+        loop {
+            if self.server.is_none() && self.cout.is_empty() && !self.client_flush {
+                if *shutdown.borrow() {
+                    return Err(self.goodbye("57P01", "terminating connection due to administrator command").await);
+                }
+                if self.cin.is_empty() {
+                    // Idle: keep no buffers while waiting.
+                    self.cin = BytesMut::new();
+                    self.sout = BytesMut::new();
+                    tokio::select! {
+                        r = self.client.readable() => r?,
+                        _ = shutdown.changed() => continue,
+                    }
+                }
+            }
+            match self.poll_io().await? {
+                Event::ClientData => self.on_client_data().await?,
+                Event::ClientEof => return Ok(()),
+                Event::ServerData => self.on_server_data()?,
+                Event::ServerEof => {
+                    return Err(self.goodbye("08006", "server closed the connection unexpectedly").await);
+                }
+                Event::Progress => {}
+            }
+            self.maybe_release().await;
+        }
+    }
+
+    /// Drive both sockets at once: write what is queued, read what arrives.
+    async fn poll_io(&mut self) -> Result<Event, SessionError> {
+        let Session { client, server, cin, cout, sout, client_flush, server_flush, .. } = self;
+        poll_fn(|cx| {
+            let mut progress = false;
+            if !cout.is_empty() {
+                match tokio_util::io::poll_write_buf(Pin::new(&mut *client), cx, cout) {
+                    Poll::Ready(Ok(_)) => {
+                        progress = true;
+                        *client_flush = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::Io(e))),
+                    Poll::Pending => {}
+                }
+            }
+            if cout.is_empty() && *client_flush {
+                match Pin::new(&mut *client).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => *client_flush = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::Io(e))),
+                    Poll::Pending => {}
+                }
+            }
+            if let Some(conn) = server.as_mut() {
+                if !sout.is_empty() {
+                    match tokio_util::io::poll_write_buf(Pin::new(&mut conn.stream), cx, sout) {
+                        Poll::Ready(Ok(_)) => {
+                            progress = true;
+                            *server_flush = true;
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(Ok(Event::ServerEof)),
+                        Poll::Pending => {}
+                    }
+                }
+                if sout.is_empty() && *server_flush {
+                    match Pin::new(&mut conn.stream).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => *server_flush = false,
+                        Poll::Ready(Err(_)) => return Poll::Ready(Ok(Event::ServerEof)),
+                        Poll::Pending => {}
+                    }
+                }
+                if cout.len() < HIGH_WATER {
+                    if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
+                        conn.rbuf.reserve(16 * 1024);
+                    }
+                    let ServerConn { stream, rbuf, .. } = &mut **conn;
+                    match tokio_util::io::poll_read_buf(Pin::new(stream), cx, rbuf) {
+                        Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Event::ServerEof)),
+                        Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::ServerData)),
+                        Poll::Ready(Err(_)) => return Poll::Ready(Ok(Event::ServerEof)),
+                        Poll::Pending => {}
+                    }
+                }
+            }
+            if sout.len() < HIGH_WATER && cout.len() < HIGH_WATER {
+                if cin.capacity() - cin.len() < 1024 {
+                    cin.reserve(8 * 1024);
+                }
+                match tokio_util::io::poll_read_buf(Pin::new(&mut *client), cx, cin) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Event::ClientEof)),
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::ClientData)),
+                    Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        return Poll::Ready(Ok(Event::ClientEof))
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::Io(e))),
+                    Poll::Pending => {}
+                }
+            }
+            if progress {
+                Poll::Ready(Ok(Event::Progress))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Send a FATAL error and flush what is queued; returns the error to end the session with.
+    async fn goodbye(&mut self, code: &str, message: &str) -> SessionError {
+        let f = ErrorFields::new("FATAL", code, message);
+        f.encode(&mut self.cout);
+        self.route.metrics.error(code);
+        let _ = self.client.write_all(&self.cout).await;
+        let _ = self.client.flush().await;
+        self.cout.clear();
+        SessionError::Refused(f)
+    }
+
+    async fn on_client_data(&mut self) -> Result<(), SessionError> {
+        self.route.metrics.bytes_in.inc_by(self.cin.len() as u64);
+        loop {
+            let frame = match split_frame(&mut self.cin, MAX_CLIENT_MESSAGE) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.goodbye(e.sqlstate(), &format!("invalid message from client: {e}")).await),
+            };
+            if !self.on_client_message(frame.tag(), &frame.raw).await? {
+                return Err(SessionError::ClientGone);
+            }
+        }
+    }
+
+    /// Handle one client message. Returns false on Terminate.
+    async fn on_client_message(&mut self, t: u8, raw: &[u8]) -> Result<bool, SessionError> {
+        let body = &raw[5..];
+        if self.skip_until_sync {
+            if t == tag::SYNC {
+                self.skip_until_sync = false;
+                let status = self.server.as_ref().map_or(b'I', |s| s.status);
+                messages::put_ready_for_query(&mut self.cout, status);
+            }
+            return Ok(true);
+        }
+        match t {
+            tag::TERMINATE => return Ok(false),
+            tag::QUERY | tag::PARSE => {
+                let text = if t == tag::QUERY { messages::query_text(body)? } else { Parse::decode(body)?.query()? };
+                let name = if t == tag::PARSE { Parse::decode(body)?.name } else { "" };
+                let snap = self.shared.live.load();
+                let ctx = QueryContext {
+                    protocol: dgf_rules::Protocol::Postgres,
+                    route: &self.route.name,
+                    user: &self.user.name,
+                    roles: &self.user.roles,
+                    database: &self.database,
+                    client_addr: Some(self.peer),
+                    text,
+                    source: if t == tag::QUERY { Source::Simple } else { Source::Prepare { name } },
+                };
+                if let Decision::Deny(d) = snap.policy.decide(&ctx) {
+                    let f = ErrorFields::new("ERROR", "42501", format!("{} (rule \"{}\")", d.message, d.rule));
+                    self.local_error(t == tag::QUERY, &f);
+                    return Ok(true);
+                }
+            }
+            _ => {}
+        }
+        if !self.ensure_server(t == tag::QUERY).await? {
+            return Ok(true);
+        }
+        let txn = self.mode() == PoolMode::Transaction;
+        let Some(server) = self.server.as_mut() else { return Ok(true) };
+        match t {
+            tag::QUERY | tag::FUNCTION_CALL => {
+                self.route.metrics.queries.inc();
+                self.pending.push_back(Pending::Query { internal: false });
+                self.sout.extend_from_slice(raw);
+            }
+            tag::PARSE => {
+                let p = Parse::decode(body)?;
+                if p.name.is_empty() || !txn {
+                    self.pending.push_back(Pending::Parse { id: None, swallow: false });
+                    self.sout.extend_from_slice(raw);
+                } else {
+                    let stmt = self.pg.statements.intern(p.rest);
+                    self.statements.insert(p.name.to_owned(), stmt.clone());
+                    if server.prepared.contains(&stmt.id) {
+                        self.pending.push_back(Pending::SynthParseComplete);
+                    } else {
+                        server.prepared.insert(stmt.id);
+                        messages::put_parse(&mut self.sout, &stmt.server_name, &stmt.rest);
+                        self.pending.push_back(Pending::Parse { id: Some(stmt.id), swallow: false });
+                    }
+                }
+            }
+            tag::BIND => {
+                let b = Bind::decode(body)?;
+                match self.statements.get(b.statement).filter(|_| txn && !b.statement.is_empty()) {
+                    Some(stmt) => {
+                        ensure_prepared(server, stmt, &mut self.sout, &mut self.pending);
+                        messages::put_bind(&mut self.sout, b.portal, &stmt.server_name, b.rest);
+                    }
+                    None => self.sout.extend_from_slice(raw),
+                }
+                self.pending.push_back(Pending::Bind);
+            }
+            tag::DESCRIBE | tag::CLOSE => {
+                let target = Target::decode(body)?;
+                let stmt = (txn && target.kind == b'S' && !target.name.is_empty())
+                    .then(|| self.statements.get(target.name))
+                    .flatten();
+                match (t, stmt) {
+                    (tag::DESCRIBE, Some(stmt)) => {
+                        ensure_prepared(server, stmt, &mut self.sout, &mut self.pending);
+                        messages::put_target(&mut self.sout, tag::DESCRIBE, b'S', &stmt.server_name);
+                        self.pending.push_back(Pending::Describe);
+                    }
+                    (tag::CLOSE, Some(_)) => {
+                        // Shared server-side statement: only this client's name goes away.
+                        self.statements.remove(target.name);
+                        self.pending.push_back(Pending::SynthCloseComplete);
+                    }
+                    _ => {
+                        self.sout.extend_from_slice(raw);
+                        self.pending.push_back(if t == tag::DESCRIBE { Pending::Describe } else { Pending::Close });
+                    }
+                }
+            }
+            tag::EXECUTE => {
+                self.route.metrics.queries.inc();
+                self.pending.push_back(Pending::Execute);
+                self.sout.extend_from_slice(raw);
+            }
+            tag::SYNC => {
+                self.pending.push_back(Pending::Sync);
+                self.sout.extend_from_slice(raw);
+            }
+            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => self.sout.extend_from_slice(raw),
+            other => {
+                return Err(self.goodbye("08P01", &format!("invalid frontend message type {:?}", other as char)).await);
+            }
+        }
+        self.emit_synthetic();
+        Ok(true)
+    }
+
+    /// Answer a refused statement locally: error, then ReadyForQuery (simple) or skip to Sync.
+    fn local_error(&mut self, simple: bool, f: &ErrorFields) {
+        f.encode(&mut self.cout);
+        self.route.metrics.error(&f.code);
+        if simple {
+            let status = self.server.as_ref().map_or(b'I', |s| s.status);
+            messages::put_ready_for_query(&mut self.cout, status);
+        } else {
+            self.skip_until_sync = true;
+        }
+    }
+
+    /// Make sure a server connection is held. Returns false when none could be had (the client
+    /// got an error and the session goes on).
+    async fn ensure_server(&mut self, simple: bool) -> Result<bool, SessionError> {
+        if self.server.is_some() {
+            return Ok(true);
+        }
+        let started = Instant::now();
+        let got = self.pool.get().await;
+        self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
+        match got {
+            Ok(mut conn) => {
+                self.sync_params(&mut conn);
+                self.cancel.set(self.pg.target.clone(), conn.key);
+                self.server = Some(conn);
+                Ok(true)
+            }
+            Err(e) => {
+                let f = match &e {
+                    CheckoutError::Timeout(_) => {
+                        ErrorFields::new("ERROR", "53300", format!("dgf: no server connection available: {e}"))
+                    }
+                    CheckoutError::Connect(be) => be.to_client_error(),
+                    CheckoutError::ConnectTimeout => ErrorFields::new("ERROR", "08006", format!("dgf: {e}")),
+                    CheckoutError::Closed => ErrorFields::new("ERROR", "57P01", "dgf: route is shutting down"),
+                };
+                tracing::warn!(error = %e, "server checkout failed");
+                self.local_error(simple, &f);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Queue SETs so the server matches the parameters this client expects.
+    fn sync_params(&mut self, conn: &mut ServerConn) {
+        let mut sql = String::new();
+        for (k, v) in &self.desired {
+            if conn.params.get(k) == Some(v) {
+                continue;
+            }
+            sql.push_str(&set_statement(k, v));
+            conn.params.insert(k.clone(), v.clone());
+        }
+        if !sql.is_empty() {
+            messages::put_query(&mut self.sout, &sql);
+            self.pending.push_back(Pending::Query { internal: true });
+        }
+    }
+
+    fn emit_synthetic(&mut self) {
+        while let Some(p) = self.pending.front() {
+            match p {
+                Pending::SynthParseComplete => messages::put_empty(&mut self.cout, btag::PARSE_COMPLETE),
+                Pending::SynthCloseComplete => messages::put_empty(&mut self.cout, btag::CLOSE_COMPLETE),
+                _ => return,
+            }
+            self.pending.pop_front();
+        }
+    }
+
+    fn on_server_data(&mut self) -> Result<(), SessionError> {
+        let before = self.cout.len();
+        loop {
+            let Some(server) = self.server.as_mut() else { break };
+            let n = match frame_len(&server.rbuf, MAX_SERVER_MESSAGE) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => {
+                    server.mark_broken();
+                    return Err(SessionError::Upstream(e.to_string()));
+                }
+            };
+            let frame = server.rbuf.split_to(n);
+            self.on_server_message(&frame)?;
+        }
+        self.route.metrics.bytes_out.inc_by((self.cout.len().saturating_sub(before)) as u64);
+        Ok(())
+    }
+
+    fn on_server_message(&mut self, raw: &[u8]) -> Result<(), SessionError> {
+        let t = raw[0];
+        let body = &raw[5..];
+        let internal = matches!(self.pending.front(), Some(Pending::Query { internal: true }));
+        let txn = self.mode() == PoolMode::Transaction;
+        let server = self.server.as_mut().ok_or(SessionError::Protocol("server message without server".into()))?;
+        let mut forward = !internal;
+        match t {
+            btag::PARSE_COMPLETE => {
+                if let Some(Pending::Parse { swallow, .. }) = self.pending.pop_front() {
+                    forward = !swallow;
+                }
+            }
+            btag::BIND_COMPLETE | btag::CLOSE_COMPLETE | btag::NO_DATA => {
+                self.pending.pop_front();
+            }
+            btag::ROW_DESCRIPTION => {
+                if self.pending.front() == Some(&Pending::Describe) {
+                    self.pending.pop_front();
+                }
+            }
+            btag::COMMAND_COMPLETE | btag::EMPTY_QUERY | btag::PORTAL_SUSPENDED => {
+                if self.pending.front() == Some(&Pending::Execute) {
+                    self.pending.pop_front();
+                }
+                if t == btag::COMMAND_COMPLETE
+                    && (body.starts_with(b"DISCARD ALL\0") || body.starts_with(b"DEALLOCATE ALL\0"))
+                {
+                    server.prepared.clear();
+                }
+            }
+            btag::ERROR => {
+                let mut seen_query = false;
+                while let Some(p) = self.pending.front() {
+                    if p.ends_at_ready() {
+                        seen_query = true;
+                        break;
+                    }
+                    if let Pending::Parse { id: Some(id), .. } = p {
+                        server.prepared.remove(id);
+                    }
+                    self.pending.pop_front();
+                }
+                if !seen_query && txn {
+                    // An error outside any request: the server is going away (FATAL).
+                    server.mark_broken();
+                }
+                if internal {
+                    if let Ok(f) = ErrorFields::decode(body) {
+                        tracing::warn!(code = %f.code, message = %f.message, "parameter sync failed");
+                    }
+                } else if let Some(code) = error_code(body) {
+                    self.route.metrics.error(code);
+                }
+            }
+            btag::READY_FOR_QUERY => {
+                server.status = messages::ready_status(body)?;
+                loop {
+                    match self.pending.pop_front() {
+                        Some(p) if p.ends_at_ready() => break,
+                        Some(_) => continue,
+                        None => {
+                            server.mark_broken();
+                            return Err(SessionError::Upstream("unexpected ReadyForQuery".into()));
+                        }
+                    }
+                }
+            }
+            btag::PARAMETER_STATUS if !internal => {
+                let (k, v) = messages::parameter_status(body)?;
+                server.params.insert(k.to_owned(), v.to_owned());
+                match self.desired.iter_mut().find(|(dk, _)| dk == k) {
+                    Some(e) => e.1 = v.to_owned(),
+                    None if TRACKED.contains(&k) => self.desired.push((k.to_owned(), v.to_owned())),
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+        if forward {
+            // Response hook: masking plugs in here (per row, per plan); unmasked rows pass as bytes.
+            self.cout.extend_from_slice(raw);
+        }
+        self.emit_synthetic();
+        Ok(())
+    }
+
+    /// Give the server connection back when the transaction (or session) is over.
+    async fn maybe_release(&mut self) {
+        let Some(server) = self.server.as_ref() else { return };
+        let idle = server.status == b'I' && self.pending.is_empty() && self.sout.is_empty() && server.rbuf.is_empty();
+        if idle && self.mode() == PoolMode::Transaction && !self.server_flush {
+            self.cancel.clear();
+            self.server = None;
+        }
+    }
+
+    /// Session over: return, reset, roll back or discard the server connection.
+    async fn finish(&mut self, clean: bool) {
+        self.cancel.clear();
+        let Some(mut server) = self.server.take() else { return };
+        let settled = clean && self.pending.is_empty() && self.sout.is_empty() && server.rbuf.is_empty();
+        if !settled {
+            server.mark_broken();
+            return;
+        }
+        let reset = match (self.mode(), server.status) {
+            (PoolMode::Session, _) => Some(self.pg.opts.load().reset_query.clone()),
+            (PoolMode::Transaction, b'I') => None,
+            (PoolMode::Transaction, _) => Some("ROLLBACK".to_owned()),
+        };
+        if let Some(sql) = reset {
+            tokio::spawn(async move {
+                let ok = tokio::time::timeout(std::time::Duration::from_secs(5), server.run_internal(&sql)).await;
+                if !matches!(ok, Ok(Ok(()))) || server.status != b'I' {
+                    server.mark_broken();
+                }
+                if sql.eq_ignore_ascii_case("DISCARD ALL") {
+                    server.prepared.clear();
+                }
+            });
+        }
+    }
+}
+
+fn ensure_prepared(server: &mut ServerConn, stmt: &Statement, sout: &mut BytesMut, pending: &mut VecDeque<Pending>) {
+    if server.prepared.insert(stmt.id) {
+        messages::put_parse(sout, &stmt.server_name, &stmt.rest);
+        pending.push_back(Pending::Parse { id: Some(stmt.id), swallow: true });
+    }
+}
+
+fn error_code(body: &[u8]) -> Option<&str> {
+    let mut b = body;
+    while let Some((&t, rest)) = b.split_first() {
+        let end = rest.iter().position(|&c| c == 0)?;
+        if t == b'C' {
+            return std::str::from_utf8(&rest[..end]).ok();
+        }
+        b = &rest[end + 1..];
+    }
+    None
+}
+
+/// `SET name TO 'value';` with the value quoted; names that are not plain identifiers are
+/// skipped (they cannot come from a well-formed startup packet).
+pub fn set_statement(name: &str, value: &str) -> String {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+        return String::new();
+    }
+    format!("SET {name} TO '{}';", value.replace('\'', "''"))
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.cancel.clear();
+        let _ = self.cin.remaining();
+    }
+}

@@ -1,0 +1,134 @@
+//! Process-wide state every session can reach: the live snapshot, metrics, cancel keys,
+//! connection caps, failed-login throttling and the shutdown signal.
+
+use crate::live::Snapshot;
+use crate::metrics::Metrics;
+use crate::postgres::cancel::CancelRegistry;
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Shared by all sessions.
+pub struct Shared {
+    /// Current configuration snapshot.
+    pub live: ArcSwap<Snapshot>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Postgres cancel keys.
+    pub cancels: Arc<CancelRegistry>,
+    /// Failed-login throttle.
+    pub auth_limiter: AuthLimiter,
+    /// Connected clients, all routes.
+    pub clients: Arc<AtomicUsize>,
+    /// Flips to true on SIGTERM.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Counts a client against the global and route caps while it lives.
+pub struct ClientSlot {
+    counters: [Arc<AtomicUsize>; 2],
+    /// Whether a cap was already exceeded when the client arrived.
+    pub over_cap: bool,
+}
+
+impl ClientSlot {
+    /// Count a new client; `over_cap` tells whether it must be refused.
+    pub fn acquire(
+        global: &Arc<AtomicUsize>,
+        global_cap: usize,
+        route: &Arc<AtomicUsize>,
+        route_cap: Option<usize>,
+    ) -> Self {
+        let g = global.fetch_add(1, Ordering::AcqRel) + 1;
+        let r = route.fetch_add(1, Ordering::AcqRel) + 1;
+        let over_cap = g > global_cap || route_cap.is_some_and(|c| r > c);
+        Self { counters: [global.clone(), route.clone()], over_cap }
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        for c in &self.counters {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Token bucket of failed logins per source address.
+pub struct AuthLimiter {
+    buckets: DashMap<IpAddr, (f64, Instant)>,
+}
+
+impl Default for AuthLimiter {
+    fn default() -> Self {
+        Self { buckets: DashMap::new() }
+    }
+}
+
+impl AuthLimiter {
+    fn refill(entry: &mut (f64, Instant), burst: u32, refill_secs: u64) {
+        let rate = 1.0 / refill_secs.max(1) as f64;
+        let now = Instant::now();
+        entry.0 = (entry.0 + now.duration_since(entry.1).as_secs_f64() * rate).min(burst as f64);
+        entry.1 = now;
+    }
+
+    /// Whether this address may try to log in now.
+    pub fn allowed(&self, ip: IpAddr, burst: u32, refill_secs: u64) -> bool {
+        match self.buckets.get_mut(&ip) {
+            None => true,
+            Some(mut e) => {
+                Self::refill(&mut e, burst, refill_secs);
+                e.0 >= 1.0
+            }
+        }
+    }
+
+    /// Record a failed login.
+    pub fn failed(&self, ip: IpAddr, burst: u32, refill_secs: u64) {
+        let mut e = self.buckets.entry(ip).or_insert((burst as f64, Instant::now()));
+        Self::refill(&mut e, burst, refill_secs);
+        e.0 = (e.0 - 1.0).max(0.0);
+    }
+
+    /// Forget addresses whose bucket is full again (housekeeping).
+    pub fn sweep(&self, burst: u32, refill_secs: u64) {
+        self.buckets.retain(|_, e| {
+            Self::refill(e, burst, refill_secs);
+            e.0 < burst as f64
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_blocks_after_burst() {
+        let l = AuthLimiter::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.allowed(ip, 3, 3600));
+            l.failed(ip, 3, 3600);
+        }
+        assert!(!l.allowed(ip, 3, 3600));
+        assert!(l.allowed("10.0.0.2".parse().unwrap(), 3, 3600));
+    }
+
+    #[test]
+    fn caps_count_and_release() {
+        let g = Arc::new(AtomicUsize::new(0));
+        let r = Arc::new(AtomicUsize::new(0));
+        let a = ClientSlot::acquire(&g, 2, &r, Some(1));
+        assert!(!a.over_cap);
+        let b = ClientSlot::acquire(&g, 2, &r, Some(1));
+        assert!(b.over_cap);
+        drop((a, b));
+        assert_eq!(g.load(Ordering::SeqCst), 0);
+    }
+}
