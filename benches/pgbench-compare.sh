@@ -112,7 +112,7 @@ fi
 
 pg_isready -q -h "$HOST" -p "$PG_PORT" -t 5 ||
   die "no Postgres on $HOST:$PG_PORT (run scripts/ensure-services.sh)"
-psql_su() { psql -h "$HOST" -p "$PG_PORT" -U "$PG_SUPERUSER" -w -X -v ON_ERROR_STOP=1 -Atq "$@"; }
+psql_su() { PGOPTIONS='-c client_min_messages=warning' psql -h "$HOST" -p "$PG_PORT" -U "$PG_SUPERUSER" -w -X -v ON_ERROR_STOP=1 -Atq "$@"; }
 psql_su -d postgres -c 'select 1' >/dev/null ||
   die "cannot log in to $HOST:$PG_PORT as $PG_SUPERUSER without a password"
 
@@ -140,6 +140,7 @@ chmod 0711 "$RUN_DIR"
 # ------------------------------------------------------------- cleanup ----
 DGF_PID=""
 PGB_PID=""
+CHILD_PID="" # the pgbench or idle client running right now
 DB_CREATED=0
 
 stop_pid() { # stop_pid PID NAME: TERM, wait up to 10 s, then KILL
@@ -159,6 +160,7 @@ cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
+  [[ -n $CHILD_PID ]] && kill -TERM "$CHILD_PID" 2>/dev/null
   stop_pid "$DGF_PID" dgf
   stop_pid "$PGB_PID" pgbouncer
   wait 2>/dev/null
@@ -304,16 +306,19 @@ log_connections = 0
 log_disconnections = 0
 EOF
   cp "$PGB_DIR/pgbouncer.ini" "$OUT_DIR/pgbouncer.ini"
-  # PgBouncer refuses to run as root: run it as postgres then.
+  # PgBouncer refuses to run as root: run it as postgres then. runuser/su go
+  # through PAM, which resets the open-file limit: raise it again inside.
+  # shellcheck disable=SC2016 # expanded by the inner sh
+  pgb_start=(sh -c 'ulimit -n "$1" && exec "$2" -d "$3"' sh "$nofile" "$PGBOUNCER_BIN" "$PGB_DIR/pgbouncer.ini")
   if [[ $(id -u) -eq 0 ]]; then
     chown -R postgres: "$PGB_DIR"
     if have runuser; then
-      runuser -u postgres -- "$PGBOUNCER_BIN" -d "$PGB_DIR/pgbouncer.ini"
+      runuser -u postgres -- "${pgb_start[@]}"
     else
-      su postgres -s /bin/sh -c "exec $PGBOUNCER_BIN -d $PGB_DIR/pgbouncer.ini"
+      su postgres -s /bin/sh -c "$(printf '%q ' "${pgb_start[@]}")"
     fi
   else
-    "$PGBOUNCER_BIN" -d "$PGB_DIR/pgbouncer.ini"
+    "${pgb_start[@]}"
   fi
   for ((i = 0; i < 100; i++)); do
     [[ -s $PGB_DIR/pgbouncer.pid ]] && break
@@ -324,7 +329,7 @@ EOF
   PID_OF[pgbouncer]=$PGB_PID
   PORT[pgbouncer]=$PGB_PORT
   USER_OF[pgbouncer]=$BENCH_USER
-  log "started $("$PGBOUNCER_BIN" --version | head -1) (pid $PGB_PID) on $HOST:$PGB_PORT"
+  log "started $("$PGBOUNCER_BIN" --version | head -1) (pid $PGB_PID) on $HOST:$PGB_PORT, open-file limit $(awk '/^Max open files/ {print $4}' "/proc/$PGB_PID/limits")"
   if ! wait_port "$PGB_PORT" 20 "$PGB_PID"; then
     BROKEN[pgbouncer]="did not start (see $OUT_DIR/pgbouncer.log)"
   fi
@@ -366,12 +371,17 @@ run_one() { # run_one MODE CLIENTS TARGET
   [[ -n $pid ]] && before=$(cpu_ticks "$pid")
   log "$t: pgbench -S -M $mode -c $c -j 2 -T $DURATION"
   rc=0
+  # In the background + wait, so that a signal to this script is handled at once.
   timeout $((DURATION + 120)) pgbench -h "$HOST" -p "${PORT[$t]}" -U "${USER_OF[$t]}" \
-    -n -S -M "$mode" -c "$c" -j 2 -T "$DURATION" "$DB" >"$logf" 2>&1 || rc=$?
+    -n -S -M "$mode" -c "$c" -j 2 -T "$DURATION" "$DB" >"$logf" 2>&1 &
+  CHILD_PID=$!
+  wait "$CHILD_PID" || rc=$?
+  CHILD_PID=""
   [[ -n $pid ]] && after=$(cpu_ticks "$pid")
   tps=$(awk '/^tps = / {printf "%.0f", $3; exit}' "$logf")
   tx=$(awk -F': ' '/^number of transactions actually processed/ {split($2, a, "/"); print a[1]; exit}' "$logf")
-  if [[ $rc -ne 0 || -z $tps ]]; then
+  # pgbench keeps going (and may exit 0) when only some clients hit errors.
+  if [[ $rc -ne 0 || -z $tps ]] || grep -q '^pgbench: error:' "$logf"; then
     TPS[$key]="fails"
     NOTE[$key]="exit $rc: $(grep -m1 -iE 'error|fatal|abort' "$logf" || tail -n1 "$logf")"
     log "$t: fails (${NOTE[$key]})"
@@ -455,7 +465,7 @@ import sys
 import time
 
 port, pid, n, user, db = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-CONCURRENCY, LOGIN_TIMEOUT, SETTLE, DEADLINE = 200, 20.0, 2.0, 240.0
+CONCURRENCY, LOGIN_TIMEOUT, LOGIN_PHASE, SETTLE = 200, 20.0, 180.0, 2.0
 
 
 def rss_kb(p):
@@ -508,12 +518,18 @@ async def login(sem, conns, errors):
 
 async def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, max(soft, n + 256)) if hard != resource.RLIM_INFINITY else max(soft, n + 256)
+    want = max(soft, n + 256) if hard == resource.RLIM_INFINITY else min(hard, max(soft, n + 256))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     before = rss_kb(pid)
     sem, conns, errors = asyncio.Semaphore(CONCURRENCY), [], {}
     t0 = time.monotonic()
-    await asyncio.gather(*(login(sem, conns, errors) for _ in range(n)))
+    tasks = [asyncio.ensure_future(login(sem, conns, errors)) for _ in range(n)]
+    _, pending = await asyncio.wait(tasks, timeout=LOGIN_PHASE)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+        errors[f"login phase over after {LOGIN_PHASE:.0f} s"] = len(pending)
     took = time.monotonic() - t0
     await asyncio.sleep(SETTLE)
     after = rss_kb(pid)
@@ -522,7 +538,7 @@ async def main():
         "ok": ok, "failed": n - ok, "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:3]),
         "rss_before_kb": before, "rss_after_kb": after, "login_seconds": round(took, 1),
         "kb_per_client": round((after - before) / ok, 2) if ok else None,
-    }))
+    }), flush=True)
     for w in conns:
         try:
             w.write(b"X\0\0\0\x04")  # Terminate
@@ -532,7 +548,7 @@ async def main():
     await asyncio.sleep(0.5)
 
 
-asyncio.run(asyncio.wait_for(main(), DEADLINE))
+asyncio.run(main())
 PY
 
 declare -A IDLE=()
@@ -545,8 +561,12 @@ if ((IDLE_CONNS > 0)); then
     fi
     log "$t: opening $IDLE_CONNS idle client connections"
     sleep 2
-    IDLE[$t]=$(timeout 300 python3 "$IDLE_PY" "${PORT[$t]}" "${PID_OF[$t]}" "$IDLE_CONNS" "$BENCH_USER" "$DB" 2>"$OUT_DIR/idle-$t.err" |
-      tail -n1) || true
+    timeout 300 python3 "$IDLE_PY" "${PORT[$t]}" "${PID_OF[$t]}" "$IDLE_CONNS" "$BENCH_USER" "$DB" \
+      >"$OUT_DIR/idle-$t.json" 2>"$OUT_DIR/idle-$t.err" &
+    CHILD_PID=$!
+    wait "$CHILD_PID" || true
+    CHILD_PID=""
+    IDLE[$t]=$(tail -n1 "$OUT_DIR/idle-$t.json")
     if [[ -z ${IDLE[$t]} ]]; then
       err=$(tail -n1 "$OUT_DIR/idle-$t.err" | tr -dc '[:alnum:] :._/()-')
       IDLE[$t]="{\"error\": \"client failed: $err\"}"

@@ -1,0 +1,232 @@
+//! Harness for dgf's end-to-end tests: free ports, a running dgf binary, unique databases.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Postgres every test may use (shared: create your own database).
+pub const PG_HOST: &str = "127.0.0.1";
+/// Its port.
+pub const PG_PORT: u16 = 5432;
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A unique name with a prefix, safe as an identifier.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+/// A running dgf process; killed on drop.
+pub struct Dgf {
+    child: Child,
+    /// Temporary folder holding the config (and anything else the test writes).
+    pub dir: tempfile::TempDir,
+    /// Config file path.
+    pub config: PathBuf,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Log file.
+    pub log: PathBuf,
+}
+
+impl Dgf {
+    /// Write `toml` (with `{admin}` replaced by a free admin address) and start `dgf run`.
+    /// Waits until every `wait_ports` accepts connections.
+    pub fn start(toml: &str, wait_ports: &[u16]) -> Dgf {
+        Self::start_with_env(toml, wait_ports, &[])
+    }
+
+    /// Same, with extra environment variables.
+    pub fn start_with_env(toml: &str, wait_ports: &[u16], env: &[(&str, &str)]) -> Dgf {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.path().join("dgf.toml");
+        let text = toml.replace("{admin}", &admin.to_string());
+        std::fs::write(&config, text).expect("write config");
+        let log = dir.path().join("dgf.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dgf"));
+        cmd.arg("run").arg("--config").arg(&config).stdout(Stdio::null()).stderr(logf);
+        cmd.env("DGF_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn dgf");
+        let mut d = Dgf { child, dir, config, admin, log };
+        let mut ports = wait_ports.to_vec();
+        ports.push(admin.port());
+        for p in ports {
+            d.wait_port(p);
+        }
+        d
+    }
+
+    fn wait_port(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("dgf exited with {status}: {}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("dgf did not listen on {port}: {}", self.logs());
+    }
+
+    /// The process's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal (e.g. "HUP", "TERM").
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Wait for the process to exit (up to `timeout`) and return its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Replace the config file contents (same `{admin}` substitution).
+    pub fn rewrite_config(&self, toml: &str) {
+        let text = toml.replace("{admin}", &self.admin.to_string());
+        let mut f = std::fs::File::create(&self.config).expect("config");
+        f.write_all(text.as_bytes()).expect("write");
+    }
+
+    /// HTTP GET/POST against the admin API: (status, body).
+    pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        http(self.admin, method, path)
+    }
+}
+
+impl Drop for Dgf {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- dgf log ----\n{}", self.logs());
+        }
+    }
+}
+
+/// Minimal HTTP/1.1 client for the admin API.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: dgf\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("admin read");
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Run psql against the real Postgres as superuser and return stdout (panics on failure).
+pub fn psql_admin(sql: &str) -> String {
+    psql(&format!("host={PG_HOST} port={PG_PORT} user=postgres dbname=postgres"), sql).expect("psql admin")
+}
+
+/// Run `psql -X -A -t -c sql` with a conninfo string; Ok(stdout) or Err(stderr).
+pub fn psql(conninfo: &str, sql: &str) -> Result<String, String> {
+    psql_env(conninfo, sql, &[])
+}
+
+/// `psql` with extra environment (e.g. PGPASSWORD).
+pub fn psql_env(conninfo: &str, sql: &str, env: &[(&str, &str)]) -> Result<String, String> {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A database created for one test on the shared Postgres; dropped at the end.
+pub struct TestDb {
+    /// Its name.
+    pub name: String,
+}
+
+impl TestDb {
+    /// Create a fresh database.
+    pub fn create() -> TestDb {
+        let name = unique("dgft");
+        psql_admin(&format!("CREATE DATABASE {name}"));
+        TestDb { name }
+    }
+
+    /// Number of server sessions currently connected to this database.
+    pub fn sessions(&self) -> i64 {
+        psql_admin(&format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'", self.name)).parse().unwrap_or(-1)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = psql(
+            &format!("host={PG_HOST} port={PG_PORT} user=postgres dbname=postgres"),
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// A minimal route config: one trust user `app`, one Postgres route on `port`.
+pub fn basic_config(port: u16, pool: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "{{admin}}"
+
+[[users]]
+name = "app"
+auth = "trust"
+
+[[routes]]
+name = "pg"
+protocol = "postgres"
+listen = "127.0.0.1:{port}"
+upstream = "postgres://postgres@127.0.0.1:5432"
+pool = {pool}
+"#
+    )
+}
+
+/// tokio-postgres connection through dgf (no TLS); spawns the connection task.
+pub async fn connect(port: u16, user: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) =
+        tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user={user} dbname={db}"), tokio_postgres::NoTls)
+            .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}

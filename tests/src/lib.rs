@@ -1,1 +1,0 @@
-//! Harness for dgf's end-to-end tests: free ports, a running dgf, unique databases.
