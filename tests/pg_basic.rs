@@ -8,7 +8,8 @@ use common::*;
 async fn queries_and_prepared_statements_share_a_pool_of_two() {
     let db = TestDb::create();
     let port = free_port();
-    let _dgf = Dgf::start(&basic_config(port, r#"{ mode = "transaction", size = 2, wait_timeout_ms = 10000 }"#), &[port]);
+    let _dgf =
+        Dgf::start(&basic_config(port, r#"{ mode = "transaction", size = 2, wait_timeout_ms = 10000 }"#), &[port]);
     let setup = connect(port, "app", &db.name).await.expect("connect");
     setup.batch_execute("CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g").await.unwrap();
 
@@ -47,4 +48,18 @@ async fn errors_mid_transaction_keep_the_session_usable() {
     c.batch_execute("ROLLBACK").await.unwrap();
     let v: i32 = c.query_one("SELECT 41 + 1", &[]).await.unwrap().get(0);
     assert_eq!(v, 42);
+}
+
+#[test]
+fn private_instance_with_tls_starts_and_restarts() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let (_ca, cert, key) = common::pg_instance::make_certs(certs_dir.path(), &["localhost", "127.0.0.1"]);
+    let pg = common::pg_instance::PgInstance::start(&common::pg_instance::PgOptions {
+        tls: Some((cert, key)),
+        ..Default::default()
+    });
+    assert_eq!(pg.sql("SHOW ssl"), "on");
+    pg.stop();
+    pg.start_again();
+    assert_eq!(pg.sql("SELECT 1"), "1");
 }

@@ -239,9 +239,11 @@ fn percent_decode(s: &str, what: &str) -> Result<String, String> {
             let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
             match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 Some(b) => out.push(b),
-                None => return Err(format!(
+                None => {
+                    return Err(format!(
                     "bad percent-encoding in the {what} (`%` must be followed by two hex digits; write `%25` for `%`)"
-                )),
+                ))
+                }
             }
             i += 3;
         } else {

@@ -1,6 +1,8 @@
 //! Harness for dgf's end-to-end tests: free ports, a running dgf binary, unique databases.
 #![allow(dead_code)]
 
+pub mod pg_instance;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -186,7 +188,9 @@ impl TestDb {
 
     /// Number of server sessions currently connected to this database.
     pub fn sessions(&self) -> i64 {
-        psql_admin(&format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'", self.name)).parse().unwrap_or(-1)
+        psql_admin(&format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'", self.name))
+            .parse()
+            .unwrap_or(-1)
     }
 }
 
