@@ -1,0 +1,3 @@
+//! End-to-end tests (being written).
+
+mod common;
