@@ -39,9 +39,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match dgf_config::load(&config) {
-            Ok(cfg) => match dgf_proxy::live::build(cfg, &dgf_proxy::metrics::Metrics::new(), None) {
+            Ok(cfg) => match dgf_proxy::live::build(cfg.clone(), &dgf_proxy::metrics::Metrics::new(), None) {
                 Ok(_) => {
                     println!("{}: OK", config.display());
+                    print!("{}", cfg.summary());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -58,7 +58,7 @@ impl Registry {
 
 /// A request sent to the server whose response has not fully arrived, or a response dgf must
 /// synthesise once everything before it has been answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pending {
     /// Parse forwarded; `swallow` when dgf injected it (client must not see ParseComplete).
     Parse {
@@ -71,6 +71,10 @@ pub enum Pending {
     SynthParseComplete,
     /// Client's Close of a shared statement: answer CloseComplete ourselves.
     SynthCloseComplete,
+    /// Bytes dgf answers itself (e.g. a policy denial) once everything before is answered.
+    Synth(bytes::Bytes),
+    /// ReadyForQuery with the server's transaction status at the time it is emitted.
+    SynthReady,
     /// Bind forwarded.
     Bind,
     /// Describe forwarded.

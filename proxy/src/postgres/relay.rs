@@ -17,7 +17,7 @@ use crate::pool::{CheckoutError, Pool, Pooled};
 use crate::postgres::backend::PgManager;
 use crate::shared::Shared;
 use crate::stream::Stream;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use dgf_config::PoolMode;
 use dgf_protocols::postgres::frame::{frame_len, split_frame};
 use dgf_protocols::postgres::messages::{self, btag, tag, Bind, ErrorFields, Parse, Target};
@@ -39,7 +39,7 @@ const HIGH_WATER: usize = 1024 * 1024;
 pub const TRACKED: [&str; 5] = ["application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone"];
 
 enum Event {
-    ClientData,
+    ClientData(usize),
     ClientEof,
     ServerData,
     ServerEof,
@@ -80,7 +80,7 @@ impl Session {
     pub async fn run(mut self) -> Result<(), SessionError> {
         let mut shutdown = self.shared.shutdown.clone();
         let result = self.relay(&mut shutdown).await;
-        self.finish(result.is_ok()).await;
+        self.finish(matches!(result, Ok(()) | Err(SessionError::ClientGone))).await;
         result
     }
 
@@ -101,7 +101,10 @@ impl Session {
                 }
             }
             match self.poll_io().await? {
-                Event::ClientData => self.on_client_data().await?,
+                Event::ClientData(n) => {
+                    self.route.metrics.bytes_in.inc_by(n as u64);
+                    self.on_client_data().await?
+                }
                 Event::ClientEof => return Ok(()),
                 Event::ServerData => self.on_server_data()?,
                 Event::ServerEof => {
@@ -172,7 +175,7 @@ impl Session {
                 }
                 match tokio_util::io::poll_read_buf(Pin::new(&mut *client), cx, cin) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Event::ClientEof)),
-                    Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::ClientData)),
+                    Poll::Ready(Ok(n)) => return Poll::Ready(Ok(Event::ClientData(n))),
                     Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                         return Poll::Ready(Ok(Event::ClientEof))
                     }
@@ -201,7 +204,6 @@ impl Session {
     }
 
     async fn on_client_data(&mut self) -> Result<(), SessionError> {
-        self.route.metrics.bytes_in.inc_by(self.cin.len() as u64);
         loop {
             let frame = match split_frame(&mut self.cin, MAX_CLIENT_MESSAGE) {
                 Ok(Some(f)) => f,
@@ -220,9 +222,17 @@ impl Session {
         if self.skip_until_sync {
             if t == tag::SYNC {
                 self.skip_until_sync = false;
-                let status = self.server.as_ref().map_or(b'I', |s| s.status);
-                messages::put_ready_for_query(&mut self.cout, status);
+                if self.server.is_some() {
+                    // The server saw part of this batch: let it close its implicit transaction.
+                    self.pending.push_back(Pending::Sync);
+                    self.sout.extend_from_slice(raw);
+                } else {
+                    self.push_local(&[btag::READY_FOR_QUERY, 0, 0, 0, 5, b'I']);
+                }
             }
+            return Ok(true);
+        }
+        if self.server.is_none() && self.answer_without_server(t, body)? {
             return Ok(true);
         }
         match t {
@@ -249,7 +259,7 @@ impl Session {
             }
             _ => {}
         }
-        if !self.ensure_server(t == tag::QUERY).await? {
+        if !self.ensure_server(t == tag::QUERY || t == tag::FUNCTION_CALL).await? {
             return Ok(true);
         }
         let txn = self.mode() == PoolMode::Transaction;
@@ -329,15 +339,52 @@ impl Session {
     }
 
     /// Answer a refused statement locally: error, then ReadyForQuery (simple) or skip to Sync.
+    /// Ordered after the replies to anything the client pipelined before it.
     fn local_error(&mut self, simple: bool, f: &ErrorFields) {
-        f.encode(&mut self.cout);
+        let mut b = BytesMut::new();
+        f.encode(&mut b);
+        self.push_local(&b);
         self.route.metrics.error(&f.code);
-        if simple {
+        if !simple {
+            self.skip_until_sync = true;
+        } else if self.pending.is_empty() {
             let status = self.server.as_ref().map_or(b'I', |s| s.status);
             messages::put_ready_for_query(&mut self.cout, status);
         } else {
-            self.skip_until_sync = true;
+            self.pending.push_back(Pending::SynthReady);
         }
+    }
+
+    /// Queue bytes for the client behind every reply still owed to it.
+    fn push_local(&mut self, bytes: &[u8]) {
+        if self.pending.is_empty() {
+            self.cout.extend_from_slice(bytes);
+        } else {
+            self.pending.push_back(Pending::Synth(bytes::Bytes::copy_from_slice(bytes)));
+        }
+    }
+
+    /// Messages that need no server when none is held (nothing is pending then). Returns
+    /// whether the message was answered.
+    fn answer_without_server(&mut self, t: u8, body: &[u8]) -> Result<bool, SessionError> {
+        match t {
+            tag::SYNC => messages::put_ready_for_query(&mut self.cout, b'I'),
+            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {}
+            tag::CLOSE => {
+                let target = Target::decode(body)?;
+                let shared_stmt = target.kind == b'S'
+                    && !target.name.is_empty()
+                    && self.mode() == PoolMode::Transaction
+                    && self.statements.contains_key(target.name);
+                if !shared_stmt {
+                    return Ok(false);
+                }
+                self.statements.remove(target.name);
+                messages::put_empty(&mut self.cout, btag::CLOSE_COMPLETE);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     /// Make sure a server connection is held. Returns false when none could be had (the client
@@ -393,6 +440,11 @@ impl Session {
             match p {
                 Pending::SynthParseComplete => messages::put_empty(&mut self.cout, btag::PARSE_COMPLETE),
                 Pending::SynthCloseComplete => messages::put_empty(&mut self.cout, btag::CLOSE_COMPLETE),
+                Pending::Synth(b) => self.cout.extend_from_slice(b),
+                Pending::SynthReady => {
+                    let status = self.server.as_ref().map_or(b'I', |s| s.status);
+                    messages::put_ready_for_query(&mut self.cout, status);
+                }
                 _ => return,
             }
             self.pending.pop_front();
@@ -574,6 +626,5 @@ pub fn set_statement(name: &str, value: &str) -> String {
 impl Drop for Session {
     fn drop(&mut self) {
         self.cancel.clear();
-        let _ = self.cin.remaining();
     }
 }
