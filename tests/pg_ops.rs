@@ -229,7 +229,7 @@ fn shutdown_config(port: u16, timeout_ms: u64) -> String {
     ops_config(port, PG_PORT, 4, &[], &format!("[server]\nshutdown_timeout_ms = {timeout_ms}\n"))
 }
 
-/// Wait until `f`'s next query fails as a closed session (57P01 or connection closed).
+/// `c`'s next query must fail as a session closed by the shutdown (57P01 or connection closed).
 async fn assert_closed_by_shutdown(c: &tokio_postgres::Client) {
     let r = timeout(Duration::from_secs(3), c.simple_query("SELECT 1")).await.expect("query hung during shutdown");
     let e = r.expect_err("session must be closed by the shutdown");

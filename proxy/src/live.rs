@@ -177,13 +177,14 @@ fn build_pg(r: &RouteConfig) -> Result<PgPools, BuildError> {
     let tls = match verify {
         None => None,
         Some(v) => Some(
-            tls::connector(v, up.param("sslrootcert"))
+            tls::connector(v, up.param("sslrootcert"), up.param("sslsni") != Some("0"))
                 .map_err(|e| BuildError::Tls(format!("route {} upstream", r.name), e))?,
         ),
     };
-    let sni_host = if up.param("sslsni") == Some("0") { "localhost".to_owned() } else { up.host.clone() };
-    let server_name =
-        ServerName::try_from(sni_host).map_err(|e| BuildError::Invalid(format!("route {}: host name: {e}", r.name)))?;
+    // The name to verify is always the host: `sslsni=0` only drops the SNI extension (handled
+    // by the connector). Verifying against a stand-in name would accept another host's cert.
+    let server_name = ServerName::try_from(up.host.clone())
+        .map_err(|e| BuildError::Invalid(format!("route {}: host name: {e}", r.name)))?;
     let target = PgTarget {
         host: up.host.clone(),
         port: up.port,

@@ -42,10 +42,7 @@ impl Stream {
     /// peer closed the socket or sent bytes nobody asked for (e.g. a FATAL on shutdown).
     pub fn is_quiet_and_open(&self) -> bool {
         let mut b = [0u8; 1];
-        match self.tcp().try_read(&mut b) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
-            _ => false,
-        }
+        matches!(self.tcp().try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 

@@ -61,8 +61,9 @@ pub enum Verify {
     Full,
 }
 
-/// A client-side connector. `ca_file` replaces the built-in web PKI roots when given.
-pub fn connector(verify: Verify, ca_file: Option<&str>) -> Result<TlsConnector, TlsError> {
+/// A client-side connector. `ca_file` replaces the built-in web PKI roots when given. `sni`
+/// false leaves out the SNI extension (libpq `sslsni=0`); the host name is still verified.
+pub fn connector(verify: Verify, ca_file: Option<&str>, sni: bool) -> Result<TlsConnector, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -73,7 +74,7 @@ pub fn connector(verify: Verify, ca_file: Option<&str>) -> Result<TlsConnector, 
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
-    let cfg = match verify {
+    let mut cfg = match verify {
         Verify::Full => builder.with_root_certificates(roots).with_no_client_auth(),
         Verify::Chain | Verify::None => {
             let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
@@ -88,6 +89,7 @@ pub fn connector(verify: Verify, ca_file: Option<&str>) -> Result<TlsConnector, 
                 .with_no_client_auth()
         }
     };
+    cfg.enable_sni = sni;
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
 

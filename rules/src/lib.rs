@@ -5,6 +5,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
+pub mod mask;
+pub mod sql;
+
 use std::net::SocketAddr;
 
 /// The protocol a statement arrived on.

@@ -5,10 +5,13 @@ use super::backend::{send_cancel, PgTarget};
 use dashmap::DashMap;
 use std::sync::{Arc, Mutex};
 
+/// A server connection's upstream and backend key (pid, secret).
+type CancelTarget = (Arc<PgTarget>, (i32, i32));
+
 /// What a client's cancel key points at right now.
 #[derive(Default)]
 pub struct CancelSlot {
-    current: Mutex<Option<(Arc<PgTarget>, (i32, i32))>>,
+    current: Mutex<Option<CancelTarget>>,
 }
 
 impl CancelSlot {

@@ -158,6 +158,9 @@ async fn login(
         Err(e) => {
             let f = match &e {
                 crate::pool::CheckoutError::Connect(be) => be.to_client_error(),
+                crate::pool::CheckoutError::Timeout(_) => {
+                    ErrorFields::new("FATAL", "53300", format!("dgf: no server connection available: {e}"))
+                }
                 other => ErrorFields::new("FATAL", "08006", format!("dgf: {other}")),
             };
             return Err(login::fatal(&mut stream, &f.code, f.message).await);
@@ -226,5 +229,6 @@ async fn login(
         _key_guard: key_guard,
         client_flush: false,
         server_flush: false,
+        copy_in: false,
     }))
 }

@@ -75,6 +75,10 @@ pub enum Pending {
     Synth(bytes::Bytes),
     /// ReadyForQuery with the server's transaction status at the time it is emitted.
     SynthReady,
+    /// The client ended a COPY IN (CopyDone/CopyFail) before the server said the COPY started.
+    /// No reply: it marks where the Syncs the server ignores in copy-in mode end (see
+    /// `btag::COPY_IN` in relay.rs); dropped unanswered if it reaches the front.
+    CopyEnd,
     /// Bind forwarded.
     Bind,
     /// Describe forwarded.

@@ -69,6 +69,9 @@ pub struct Session {
     pub(super) _key_guard: super::cancel::KeyGuard,
     pub(super) client_flush: bool,
     pub(super) server_flush: bool,
+    /// The server is in copy-in mode and the client has not sent CopyDone/CopyFail yet. The
+    /// server ignores Sync then (it answers only the Sync after the copy ends).
+    pub(super) copy_in: bool,
 }
 
 impl Session {
@@ -210,8 +213,15 @@ impl Session {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.goodbye(e.sqlstate(), &format!("invalid message from client: {e}")).await),
             };
-            if !self.on_client_message(frame.tag(), &frame.raw).await? {
-                return Err(SessionError::ClientGone);
+            match self.on_client_message(frame.tag(), &frame.raw).await {
+                Ok(true) => {}
+                Ok(false) => return Err(SessionError::ClientGone),
+                // A well-framed message whose body does not decode (e.g. a Query without its
+                // NUL): tell the client why (08P01, as Postgres does) instead of a bare close.
+                Err(SessionError::Malformed(e)) => {
+                    return Err(self.goodbye(e.sqlstate(), &format!("invalid message from client: {e}")).await)
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -326,10 +336,20 @@ impl Session {
                 self.sout.extend_from_slice(raw);
             }
             tag::SYNC => {
-                self.pending.push_back(Pending::Sync);
+                // A Sync sent during copy-in gets no ReadyForQuery: do not wait for one. (tokio-
+                // postgres and libpq send Bind/Execute/Sync, the copy data, then CopyDone/Sync.)
+                if !self.copy_in {
+                    self.pending.push_back(Pending::Sync);
+                }
                 self.sout.extend_from_slice(raw);
             }
-            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => self.sout.extend_from_slice(raw),
+            tag::COPY_DONE | tag::COPY_FAIL => {
+                if !std::mem::take(&mut self.copy_in) {
+                    self.pending.push_back(Pending::CopyEnd);
+                }
+                self.sout.extend_from_slice(raw);
+            }
+            tag::FLUSH | tag::COPY_DATA => self.sout.extend_from_slice(raw),
             other => {
                 return Err(self.goodbye("08P01", &format!("invalid frontend message type {:?}", other as char)).await);
             }
@@ -423,7 +443,11 @@ impl Session {
     fn sync_params(&mut self, conn: &mut ServerConn) {
         let mut sql = String::new();
         for (k, v) in &self.desired {
-            if conn.params.get(k) == Some(v) {
+            // Only reported parameters (ParameterStatus) are known to be current on `conn`:
+            // any other one (search_path, statement_timeout...) may have been SET by another
+            // client since dgf set it, unseen, so it is set again on every checkout.
+            let reported = TRACKED.iter().any(|t| t.eq_ignore_ascii_case(k));
+            if reported && conn.params.get(k) == Some(v) {
                 continue;
             }
             sql.push_str(&set_statement(k, v));
@@ -445,6 +469,7 @@ impl Session {
                     let status = self.server.as_ref().map_or(b'I', |s| s.status);
                     messages::put_ready_for_query(&mut self.cout, status);
                 }
+                Pending::CopyEnd => {} // the COPY never started: nothing to answer
                 _ => return,
             }
             self.pending.pop_front();
@@ -453,8 +478,7 @@ impl Session {
 
     fn on_server_data(&mut self) -> Result<(), SessionError> {
         let before = self.cout.len();
-        loop {
-            let Some(server) = self.server.as_mut() else { break };
+        while let Some(server) = self.server.as_mut() {
             let n = match frame_len(&server.rbuf, MAX_SERVER_MESSAGE) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
@@ -483,13 +507,29 @@ impl Session {
                     forward = !swallow;
                 }
             }
+            btag::COPY_IN => {
+                // The COPY at the front started: until the client's CopyDone/CopyFail the server
+                // ignores Sync. Forget the Syncs sent since (up to a CopyEnd marker, if the
+                // client already ended the copy), or stop counting new ones (`copy_in`).
+                self.copy_in = true;
+                let mut i = 1;
+                while i < self.pending.len() {
+                    match self.pending[i] {
+                        Pending::Sync => drop(self.pending.remove(i)),
+                        Pending::CopyEnd => {
+                            self.pending.remove(i);
+                            self.copy_in = false;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+            }
             btag::BIND_COMPLETE | btag::CLOSE_COMPLETE | btag::NO_DATA => {
                 self.pending.pop_front();
             }
-            btag::ROW_DESCRIPTION => {
-                if self.pending.front() == Some(&Pending::Describe) {
-                    self.pending.pop_front();
-                }
+            btag::ROW_DESCRIPTION if self.pending.front() == Some(&Pending::Describe) => {
+                self.pending.pop_front();
             }
             btag::COMMAND_COMPLETE | btag::EMPTY_QUERY | btag::PORTAL_SUSPENDED => {
                 if self.pending.front() == Some(&Pending::Execute) {
@@ -513,7 +553,7 @@ impl Session {
                     }
                     self.pending.pop_front();
                 }
-                if !seen_query && txn {
+                if !seen_query && txn && !self.copy_in {
                     // An error outside any request: the server is going away (FATAL).
                     server.mark_broken();
                 }
@@ -561,7 +601,7 @@ impl Session {
     async fn maybe_release(&mut self) {
         let Some(server) = self.server.as_ref() else { return };
         let idle = server.status == b'I' && self.pending.is_empty() && self.sout.is_empty() && server.rbuf.is_empty();
-        if idle && self.mode() == PoolMode::Transaction && !self.server_flush {
+        if idle && self.mode() == PoolMode::Transaction && !self.server_flush && !self.copy_in {
             self.cancel.clear();
             self.server = None;
         }
@@ -571,8 +611,18 @@ impl Session {
     async fn finish(&mut self, clean: bool) {
         self.cancel.clear();
         let Some(mut server) = self.server.take() else { return };
-        let settled = clean && self.pending.is_empty() && self.sout.is_empty() && server.rbuf.is_empty();
+        let settled =
+            clean && self.pending.is_empty() && self.sout.is_empty() && server.rbuf.is_empty() && !self.copy_in;
         if !settled {
+            if !self.pending.is_empty() || self.copy_in {
+                // The client left while the server still works for it: cancel that work, or
+                // the backend keeps running (and holding locks) until it notices the closed
+                // socket, which for a long statement may take its whole run.
+                let (target, key) = (self.pg.target.clone(), server.key);
+                tokio::spawn(async move {
+                    let _ = super::backend::send_cancel(&target, key).await;
+                });
+            }
             server.mark_broken();
             return;
         }

@@ -1,0 +1,1 @@
+//! Mask functions applied to result values.

@@ -1,0 +1,1 @@
+//! SQL analysis: fingerprints, statement kinds, tables, columns and output lineage.
