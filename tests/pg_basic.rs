@@ -63,3 +63,41 @@ fn private_instance_with_tls_starts_and_restarts() {
     pg.start_again();
     assert_eq!(pg.sql("SELECT 1"), "1");
 }
+
+/// `dgf check` on a file: (success, stdout + stderr).
+fn dgf_check(path: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dgf"));
+    cmd.arg("check").arg("--config").arg(path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run dgf check");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn shipped_examples_pass_dgf_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("APP_PASSWORD", "pw"), ("UPSTREAM_URL", "postgres://u:p@db.example.com:5432/app?sslmode=verify-full")];
+
+    // README quick start.
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme.find("cat > dgf.toml <<'TOML'\n").expect("quick start block") + "cat > dgf.toml <<'TOML'\n".len();
+    let end = start + readme[start..].find("\nTOML\n").expect("end of block");
+    let quick = dir.path().join("quick.toml");
+    std::fs::write(&quick, &readme[start..end]).unwrap();
+
+    // The TOML inside the Kubernetes sidecar example.
+    let k8s = std::fs::read_to_string(root.join("config/examples/k8s-sidecar.yaml")).unwrap();
+    let block = k8s.split("dgf.toml: |\n").nth(1).unwrap().split("\n---").next().unwrap();
+    let sidecar = dir.path().join("sidecar.toml");
+    std::fs::write(&sidecar, block.lines().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n"))
+        .unwrap();
+
+    for path in [root.join("config/examples/docker.toml"), root.join("config/default.toml"), quick, sidecar] {
+        let (ok, out) = dgf_check(&path, &env);
+        assert!(ok, "{} failed dgf check: {out}", path.display());
+        assert!(out.contains("OK"), "{out}");
+    }
+}
