@@ -17,6 +17,7 @@ use tokio_postgres::{Client, Config, Error, NoTls, SimpleQueryMessage};
 const WAIT: Duration = Duration::from_secs(30);
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 const GSSENC_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
+const SSL_SQL: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
 fn code(e: &Error) -> Option<&str> {
     e.code().map(|c| c.code())
@@ -125,6 +126,14 @@ fn raw_connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(WAIT)).unwrap();
     s
+}
+
+/// Send an SSLRequest / GSSENCRequest and return the one-byte answer.
+fn answer(s: &mut TcpStream, request: &[u8; 8]) -> u8 {
+    let mut b = [0u8; 1];
+    s.write_all(request).unwrap();
+    s.read_exact(&mut b).expect("one-byte answer");
+    b[0]
 }
 
 fn startup_packet(user: &str, db: &str) -> Vec<u8> {
@@ -367,10 +376,7 @@ async fn client_side_tls_optional_required_and_absent() {
 
     // Route without a certificate: SSLRequest answered 'N', prefer falls back, require fails.
     let mut s = raw_connect(p_plain);
-    s.write_all(&SSL_REQUEST).unwrap();
-    let mut b = [0u8; 1];
-    s.read_exact(&mut b).unwrap();
-    assert_eq!(b[0], b'N');
+    assert_eq!(answer(&mut s, &SSL_REQUEST), b'N');
     expect_sasl_offer(&mut s, "app", &db.name);
     let base = format!("host=127.0.0.1 port={p_plain} user=app dbname={}", db.name);
     assert_eq!(psql_t(&format!("{base} sslmode=prefer"), "SELECT 9", pw).as_deref(), Ok("9"));
@@ -405,12 +411,11 @@ async fn upstream_tls_sslmodes() {
     let ports: Vec<u16> = routes.iter().map(|_| free_port()).collect();
     let spec: Vec<_> = routes.iter().map(|(n, up, _)| (n.to_string(), format!("postgres://postgres@{up}"))).collect();
     let dgf = Dgf::start(&trust_routes(&spec, &ports), &ports);
-    let ssl_sql = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     for round in 0..2 {
         for ((name, _, want), port) in routes.iter().zip(&ports) {
             let res = open(&cfg(*port, "app", None, "postgres")).await;
             match (want, res) {
-                (Some(w), Ok(c)) => assert_eq!(one(&c, ssl_sql).await, *w, "route {name}"),
+                (Some(w), Ok(c)) => assert_eq!(one(&c, SSL_SQL).await, *w, "route {name}"),
                 (Some(_), Err(e)) => panic!("route {name} (round {round}): {e}"),
                 (None, Ok(_)) => panic!("route {name}: a certificate from an untrusted CA was accepted"),
                 (None, Err(e)) => {
@@ -445,9 +450,7 @@ async fn upstream_tls_host_name_and_sni() {
     let _dgf = Dgf::start(&trust_routes(&spec, &ports), &ports);
     for ((name, _, works), port) in routes.iter().zip(&ports) {
         match open(&cfg(*port, "app", None, "postgres")).await {
-            Ok(c) if *works => {
-                assert_eq!(one(&c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").await, "t", "{name}")
-            }
+            Ok(c) if *works => assert_eq!(one(&c, SSL_SQL).await, "t", "{name}"),
             Ok(_) => panic!("route {name}: a certificate for another host name was accepted"),
             Err(e) if *works => panic!("route {name}: {e}"),
             Err(e) => {
@@ -458,7 +461,7 @@ async fn upstream_tls_host_name_and_sni() {
     }
 }
 
-/// Upstream roles for [`upstream_password_auth`]: (normal password, URL-special password).
+/// A password full of URL-special characters, and its percent-encoded form for upstream URLs.
 const SPECIAL_PW: &str = "p@ss:w/rd?#%&+ x";
 const SPECIAL_PW_ENC: &str = "p%40ss%3Aw%2Frd%3F%23%25%26%2B%20x";
 
@@ -533,19 +536,12 @@ async fn gssenc_request_is_refused_and_login_continues() {
     let _dgf = Dgf::start(&toml, &[port]);
     // GSSENCRequest -> 'N'; then SSLRequest -> 'N' (no certificate); then a normal startup.
     let mut s = raw_connect(port);
-    let mut b = [0u8; 1];
-    s.write_all(&GSSENC_REQUEST).unwrap();
-    s.read_exact(&mut b).unwrap();
-    assert_eq!(b[0], b'N', "GSSENCRequest must be refused with 'N'");
-    s.write_all(&SSL_REQUEST).unwrap();
-    s.read_exact(&mut b).unwrap();
-    assert_eq!(b[0], b'N');
+    assert_eq!(answer(&mut s, &GSSENC_REQUEST), b'N', "GSSENCRequest must be refused with 'N'");
+    assert_eq!(answer(&mut s, &SSL_REQUEST), b'N');
     expect_sasl_offer(&mut s, "app", &db.name);
     // An unknown user sees the very same challenge (no user enumeration).
     let mut s = raw_connect(port);
-    s.write_all(&GSSENC_REQUEST).unwrap();
-    s.read_exact(&mut b).unwrap();
-    assert_eq!(b[0], b'N');
+    assert_eq!(answer(&mut s, &GSSENC_REQUEST), b'N');
     expect_sasl_offer(&mut s, "nosuch_user", &db.name);
     // Bytes pipelined behind an encryption request are refused: connection closed, no answer.
     let mut s = raw_connect(port);

@@ -83,7 +83,8 @@ fn shipped_examples_pass_dgf_check() {
 
     // README quick start.
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let start = readme.find("cat > dgf.toml <<'TOML'\n").expect("quick start block") + "cat > dgf.toml <<'TOML'\n".len();
+    let start =
+        readme.find("cat > dgf.toml <<'TOML'\n").expect("quick start block") + "cat > dgf.toml <<'TOML'\n".len();
     let end = start + readme[start..].find("\nTOML\n").expect("end of block");
     let quick = dir.path().join("quick.toml");
     std::fs::write(&quick, &readme[start..end]).unwrap();

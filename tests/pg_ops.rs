@@ -341,15 +341,20 @@ async fn admin_api_reports_health_readiness_metrics_and_pools() {
     }
     let e = c.simple_query("SELECT * FROM no_such_table").await.unwrap_err();
     assert_eq!(sqlstate(&e), "42P01");
+    // Postgres flushes an error before its ReadyForQuery: one more query makes sure dgf saw both.
+    assert_eq!(one(&c, "SELECT 3").await, 3);
     let m = metrics(&dgf);
-    assert_eq!(metric(&m, "dgf_queries_total", &[("route", "pg")]), Some(q1 + 6.0), "{m}");
+    assert_eq!(metric(&m, "dgf_queries_total", &[("route", "pg")]), Some(q1 + 7.0), "{m}");
     assert_eq!(metric(&m, "dgf_errors_total", &[("route", "pg"), ("code", "42P01")]), Some(1.0), "{m}");
 
+    let want = [("open", 1), ("idle", 1), ("active", 0), ("waiting", 0), ("max", 3)];
+    let settled = || want.iter().all(|(k, v)| pool_entry(&dgf, &db.name)[k] == *v);
+    tokio::task::block_in_place(|| eventually(Duration::from_secs(2), settled));
     let p = pool_entry(&dgf, &db.name);
     assert_eq!(p["route"], "pg", "{p}");
     assert_eq!(p["mode"], "transaction", "{p}");
-    for (k, want) in [("open", 1), ("idle", 1), ("active", 0), ("waiting", 0), ("max", 3)] {
-        assert_eq!(p[k], want, "{k} in {p}");
+    for (k, v) in want {
+        assert_eq!(p[k], v, "{k} in {p}");
     }
     drop(c);
     let gone = || metric(&metrics(&dgf), "dgf_client_connections", &[("route", "pg")]) == Some(0.0);

@@ -445,9 +445,10 @@ async fn session_mode_resets_the_server_connection_between_clients() {
     let port = free_port();
     let _dgf = Dgf::start(&basic_config(port, r#"{ mode = "session", size = 1 }"#), &[port]);
     let a = connect(port, "app", &db.name).await.unwrap();
-    a.batch_execute("SET my.var = 'a'; PREPARE s AS SELECT 1").await.unwrap();
+    // Statement names unlike tokio-postgres's own (s0, s1...), which D also prepares.
+    a.batch_execute("SET my.var = 'a'; PREPARE a_stmt AS SELECT 1").await.unwrap();
     let a_pid: i32 = a.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
-    let r = a.simple_query("EXECUTE s").await.expect("A's statement works in A's session");
+    let r = a.simple_query("EXECUTE a_stmt").await.expect("A's statement works in A's session");
     assert_eq!(simple_rows(&r), ["1"]);
     drop(a);
 
@@ -456,25 +457,42 @@ async fn session_mode_resets_the_server_connection_between_clients() {
     assert_eq!(r.get::<_, i32>(0), a_pid, "pool of 1: B must get A's server connection");
     let var: Option<String> = r.get(1);
     assert!(var.as_deref().unwrap_or("").is_empty(), "A's variable leaked: {var:?}");
-    let e = err(b.simple_query("EXECUTE s").await, "A's prepared statement leaked");
+    let e = err(b.simple_query("EXECUTE a_stmt").await, "A's prepared statement leaked");
+    assert_eq!(code(&e), "26000", "{e}");
+    drop(b);
+
+    // psql ends with a Terminate message: the connection is still reset and reused.
+    let ci = psql_conninfo(port, &db.name);
+    let pid = psql(&ci, "SET my.var = 'p'; PREPARE psql_stmt AS SELECT 2; SELECT pg_backend_pid()").expect("psql");
+    assert_eq!(
+        pid.lines().last(),
+        Some(a_pid.to_string().as_str()),
+        "pool of 1: psql must get the same server connection"
+    );
+    let d = within(10, "D connects", connect(port, "app", &db.name)).await.unwrap();
+    let r = d.query_one("SELECT pg_backend_pid(), current_setting('my.var', true)", &[]).await.unwrap();
+    assert_eq!(r.get::<_, i32>(0), a_pid, "a connection psql used was closed instead of reset and reused");
+    let var: Option<String> = r.get(1);
+    assert!(var.as_deref().unwrap_or("").is_empty(), "psql's variable leaked: {var:?}");
+    let e = err(d.simple_query("EXECUTE psql_stmt").await, "psql's prepared statement leaked");
     assert_eq!(code(&e), "26000", "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_caps_refuse_with_53300_and_free_up_on_disconnect() {
     let db = TestDb::create();
-    let caps: [(usize, fn(u16) -> String); 2] = [
-        (5, |p| format!("[server]\nmax_client_connections = 5\n{}", basic_config(p, POOL2))),
-        (3, |p| format!("{}max_client_connections = 3\n", basic_config(p, POOL2))), // route-level
-    ];
-    for (cap, cfg) in caps {
+    for (cap, route_level) in [(5, false), (3, true)] {
         let port = free_port();
-        let _dgf = Dgf::start(&cfg(port), &[port]);
+        let cfg = match route_level {
+            false => format!("[server]\nmax_client_connections = {cap}\n{}", basic_config(port, POOL2)),
+            true => format!("{}max_client_connections = {cap}\n", basic_config(port, POOL2)), // in [[routes]]
+        };
+        let _dgf = Dgf::start(&cfg, &[port]);
         let mut clients = Vec::new();
         for _ in 0..cap {
             clients.push(within(10, "connect", open(port, &db.name, "")).await.expect("under the cap"));
         }
-        let e = within(10, "connect over cap", open(port, &db.name, "")).await.err().expect("over the cap");
+        let e = err(within(10, "connect over cap", open(port, &db.name, "")).await, "over the cap");
         assert_eq!(code(&e), "53300", "cap {cap}: {e}");
         let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
         assert_eq!(msg, "sorry, too many clients already");

@@ -33,8 +33,11 @@ pub async fn negotiate(tcp: TcpStream, route: &Route, shared: &Shared) -> Result
     let mut buf = BytesMut::with_capacity(512);
     loop {
         let req = loop {
-            if let Some(r) = parse_startup(&mut buf)? {
-                break r;
+            match parse_startup(&mut buf) {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                // Like Postgres: a bad startup packet gets a FATAL with the SQLSTATE, then close.
+                Err(e) => return Err(fatal(&mut stream, e.sqlstate(), format!("invalid startup packet: {e}")).await),
             }
             if stream.read_buf(&mut buf).await? == 0 {
                 return Err(SessionError::ClientGone);
