@@ -60,6 +60,9 @@ pub struct ServerSettings {
     pub auth_failure_refill_secs: u64,
     /// What to do with a statement the policy engine cannot parse: "deny" (default) or "allow".
     pub on_parse_error: OnParseError,
+    /// Worker threads. 0 (default) = one per CPU core; 1 = a single-threaded event loop (the
+    /// most CPU-efficient per query, like PgBouncer). Not reloadable.
+    pub workers: usize,
 }
 
 impl Default for ServerSettings {
@@ -71,6 +74,7 @@ impl Default for ServerSettings {
             auth_failure_burst: 5,
             auth_failure_refill_secs: 12,
             on_parse_error: OnParseError::Deny,
+            workers: 0,
         }
     }
 }

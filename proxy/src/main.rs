@@ -68,7 +68,12 @@ fn main() -> ExitCode {
                 None => dgf_config::default_config(),
             };
             init_logging(&cfg);
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match cfg.server.workers {
+                1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+                0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+                n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+            };
+            let rt = match rt {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start runtime: {e}");
