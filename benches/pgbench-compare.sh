@@ -53,6 +53,12 @@ OUT_DIR="${OUT_DIR:-$ROOT/target/bench/pgbench-compare-$(date +%Y%m%d-%H%M%S)}"
 # Keep libpq and pgbench from picking up anything else from the environment.
 unset PGHOST PGHOSTADDR PGDATABASE PGUSER PGPASSWORD PGSERVICE PGOPTIONS
 export PGCONNECT_TIMEOUT=10
+# Every hop plaintext, for all three targets alike: libpq's default (prefer) would encrypt
+# pgbench->Postgres and dgf->Postgres (the local server has ssl=on) while PgBouncer's server
+# side defaults to plaintext, and TLS costs dominate a loopback benchmark. Override with
+# BENCH_SSLMODE=require to compare encrypted hops (set up TLS on the proxies first).
+BENCH_SSLMODE="${BENCH_SSLMODE:-disable}"
+export PGSSLMODE="$BENCH_SSLMODE"
 
 log() { printf '[pgbench-compare] %s\n' "$*" >&2; }
 die() {
@@ -263,7 +269,7 @@ auth = "trust"
 name = "bench"
 protocol = "postgres"
 listen = "$HOST:$DGF_PORT"
-upstream = "postgres://$PG_SUPERUSER@$HOST:$PG_PORT"
+upstream = "postgres://$PG_SUPERUSER@$HOST:$PG_PORT/?sslmode=$BENCH_SSLMODE"
 pool = { mode = "transaction", size = $POOL_SIZE, wait_timeout_ms = 60000 }
 EOF
   "$DGF_BIN_RESOLVED" --version >"$OUT_DIR/dgf-version.txt" 2>&1 || true
@@ -298,6 +304,7 @@ auth_type = trust
 auth_file = $PGB_DIR/userlist.txt
 pool_mode = transaction
 default_pool_size = $POOL_SIZE
+server_tls_sslmode = $BENCH_SSLMODE
 max_client_conn = 20000
 ignore_startup_parameters = extra_float_digits
 logfile = $PGB_DIR/pgbouncer.log

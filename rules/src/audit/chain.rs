@@ -1,0 +1,140 @@
+//! The hash chain: sealing a record into a line, and checking one line on its own.
+
+use super::{AuditError, AuditEvent};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first record of a chain: 64 zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// `,"hash":"` before the 64 hex digits and `"}` after them.
+const HASH_PREFIX: &[u8] = b",\"hash\":\"";
+const HASH_SUFFIX: &[u8] = b"\"}";
+/// Bytes of `,"hash":"<64 hex>"}` at the end of every line (before the newline).
+pub(crate) const SUFFIX_LEN: usize = HASH_PREFIX.len() + 64 + HASH_SUFFIX.len();
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// `lower_hex(SHA-256(prev_hash || body))`.
+pub(crate) fn chain_hash(prev_hash: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(body);
+    hex(&h.finalize())
+}
+
+fn is_hash(s: &[u8]) -> bool {
+    s.len() == 64 && s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Serialises `ev` (whose `seq`, `prev_hash` are set and `hash` is ignored) into its line,
+/// newline included, and returns the line and the record's hash.
+pub(crate) fn seal(ev: &mut AuditEvent) -> Result<(Vec<u8>, String), AuditError> {
+    ev.hash.clear();
+    let mut line = serde_json::to_vec(&ev).map_err(|e| AuditError::Encode(e.to_string()))?;
+    if line.last() != Some(&b'}') {
+        return Err(AuditError::Encode("record did not serialise to a JSON object".into()));
+    }
+    let hash = chain_hash(&ev.prev_hash, &line);
+    line.pop();
+    line.reserve(SUFFIX_LEN + 1);
+    line.extend_from_slice(HASH_PREFIX);
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(HASH_SUFFIX);
+    line.push(b'\n');
+    ev.hash.clone_from(&hash);
+    Ok((line, hash))
+}
+
+/// The chain fields of one line, after checking it on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// `seq` field.
+    pub seq: u64,
+    /// `prev_hash` field.
+    pub prev_hash: String,
+    /// `hash` field as written in the line.
+    pub hash: String,
+    /// Whether `hash` equals the hash recomputed from `prev_hash` and the body.
+    pub hash_ok: bool,
+}
+
+/// Only the chain fields; the hash covers the bytes of everything else.
+#[derive(Deserialize)]
+struct Link {
+    seq: u64,
+    prev_hash: String,
+}
+
+/// Checks one line (without its trailing newline). `Err` = not a record at all (malformed);
+/// `Ok` with `hash_ok == false` = a well-formed record whose content does not match its hash.
+pub(crate) fn check_line(line: &[u8]) -> Result<Checked, String> {
+    if line.len() < SUFFIX_LEN + 2 {
+        return Err(if line.is_empty() { "empty line".into() } else { "too short to be a record".into() });
+    }
+    let (head, tail) = line.split_at(line.len() - SUFFIX_LEN);
+    let (prefix, rest) = tail.split_at(HASH_PREFIX.len());
+    let (hash, suffix) = rest.split_at(64);
+    if prefix != HASH_PREFIX || suffix != HASH_SUFFIX || !is_hash(hash) {
+        return Err("does not end with ,\"hash\":\"<64 lower-case hex digits>\"}".into());
+    }
+    let mut body = Vec::with_capacity(head.len() + 1);
+    body.extend_from_slice(head);
+    body.push(b'}');
+    let link: Link = serde_json::from_slice(&body).map_err(|e| format!("not a JSON audit record: {e}"))?;
+    if !is_hash(link.prev_hash.as_bytes()) {
+        return Err("prev_hash is not 64 lower-case hex digits".into());
+    }
+    let hash = String::from_utf8_lossy(hash).into_owned();
+    let hash_ok = chain_hash(&link.prev_hash, &body) == hash;
+    Ok(Checked { seq: link.seq, prev_hash: link.prev_hash, hash, hash_ok })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_then_check_roundtrips_and_matches_documented_recipe() {
+        let mut ev = AuditEvent { seq: 7, prev_hash: GENESIS_HASH.into(), user: "alice".into(), ..Default::default() };
+        let (line, hash) = seal(&mut ev).unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        let text = std::str::from_utf8(&line[..line.len() - 1]).unwrap();
+        // The documented recipe: cut the 75-byte suffix, append '}', hash prev || body.
+        assert_eq!(SUFFIX_LEN, 75);
+        let body = format!("{}}}", &text[..text.len() - 75]);
+        assert!(!body.contains("\"hash\""), "{body}");
+        let mut h = Sha256::new();
+        h.update(GENESIS_HASH.as_bytes());
+        h.update(body.as_bytes());
+        assert_eq!(hex(&h.finalize()), hash);
+        // The line is the record as serde_json writes it, with the hash last.
+        let back: AuditEvent = serde_json::from_str(text).unwrap();
+        assert_eq!(back, ev);
+        let c = check_line(text.as_bytes()).unwrap();
+        assert_eq!(c, Checked { seq: 7, prev_hash: GENESIS_HASH.into(), hash, hash_ok: true });
+    }
+
+    #[test]
+    fn any_byte_change_breaks_the_hash() {
+        let mut ev = AuditEvent { seq: 1, prev_hash: GENESIS_HASH.into(), user: "alice".into(), ..Default::default() };
+        let (line, _) = seal(&mut ev).unwrap();
+        let text = String::from_utf8(line).unwrap();
+        let edited = text.trim_end().replacen("alice", "alicf", 1);
+        assert!(!check_line(edited.as_bytes()).unwrap().hash_ok);
+        let spaced = text.trim_end().replacen("\"user\":", "\"user\": ", 1);
+        assert!(!check_line(spaced.as_bytes()).unwrap().hash_ok);
+        assert!(check_line(b"").is_err());
+        assert!(check_line(b"{\"seq\":1}").is_err());
+        assert!(check_line(&text.as_bytes()[..text.len() - 10]).is_err());
+    }
+}

@@ -1,0 +1,479 @@
+//! Audit writer and verifier tests: tampering of every kind, rotation, restart, backpressure.
+
+use super::*;
+use dgf_config::{AuditConfig, AuditOverflow};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn cfg(path: &Path, queue: usize, max: u64, overflow: AuditOverflow) -> AuditConfig {
+    AuditConfig {
+        path: Some(path.display().to_string()),
+        sink: None,
+        overflow,
+        include_literals: false,
+        max_file_bytes: Some(max),
+        queue: Some(queue),
+    }
+}
+
+fn ev(i: usize) -> AuditEvent {
+    AuditEvent {
+        protocol: "postgres".into(),
+        route: "pg".into(),
+        client: "10.0.0.1:5555".into(),
+        user: format!("u{i}"),
+        roles: vec!["analyst".into()],
+        database: "app".into(),
+        kind: "select".into(),
+        fingerprint: "SELECT * FROM t WHERE id = $1".into(),
+        statement: Some(format!("SELECT * FROM t WHERE id = {i}")),
+        objects: vec!["public.t".into()],
+        decision: "allow".into(),
+        rules: vec![],
+        rows: Some(i as u64),
+        bytes: Some(10),
+        duration_us: Some(100),
+        error: None,
+        ..AuditEvent::default()
+    }
+}
+
+/// Writes `n` events to `path` and returns the writer's stats.
+fn write_n(path: &Path, n: usize, max: u64) -> AuditStats {
+    let w = AuditWriter::start(&cfg(path, 64, max, AuditOverflow::Block), "test-1").unwrap();
+    for i in 0..n {
+        w.record(ev(i)).unwrap();
+    }
+    w.shutdown()
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+}
+
+fn put_lines(path: &Path, lines: &[String]) {
+    fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+}
+
+fn first_error(paths: &[PathBuf]) -> VerifyError {
+    let r = verify(paths).unwrap();
+    match r.first_error {
+        Some(e) => e,
+        None => panic!("chain should be broken: {} records verified", r.records),
+    }
+}
+
+fn setup(n: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let stats = write_n(&path, n, DEFAULT_MAX_FILE_BYTES);
+    assert_eq!((stats.written, stats.dropped, stats.last_seq), (n as u64, 0, n as u64));
+    (dir, path)
+}
+
+#[test]
+fn written_chain_verifies_and_records_are_complete() {
+    let (_dir, path) = setup(200);
+    let r = verify(std::slice::from_ref(&path)).unwrap();
+    assert!(r.is_ok(), "{:?}", r.first_error);
+    assert_eq!((r.records, r.files, r.first_seq, r.last_seq), (200, 1, Some(1), Some(200)));
+    let all = lines(&path);
+    let mut prev = GENESIS_HASH.to_owned();
+    for (i, l) in all.iter().enumerate() {
+        let e: AuditEvent = serde_json::from_str(l).unwrap();
+        assert_eq!(e.seq, i as u64 + 1);
+        assert_eq!(e.prev_hash, prev);
+        assert_eq!(e.instance, "test-1");
+        assert_eq!(e.user, format!("u{i}"));
+        assert_eq!(e.statement, None, "literals are off by default");
+        assert!(e.time.len() == 24 && e.time.ends_with('Z'), "{}", e.time);
+        assert!(!l.contains("\"statement\""));
+        prev = e.hash;
+    }
+    assert_eq!(r.last_hash, Some(prev));
+}
+
+#[test]
+fn edited_field_is_reported_at_its_line() {
+    let (_dir, path) = setup(50);
+    let mut all = lines(&path);
+    all[36] = all[36].replacen("\"decision\":\"allow\"", "\"decision\":\"deny\"", 1);
+    put_lines(&path, &all);
+    let e = first_error(std::slice::from_ref(&path));
+    assert_eq!((e.file, e.line, e.seq, e.reason), (path, 37, Some(37), VerifyReason::HashMismatch));
+}
+
+#[test]
+fn rehashed_edit_breaks_the_next_link() {
+    let (_dir, path) = setup(20);
+    let mut all = lines(&path);
+    // A forger who recomputes the edited record's own hash still breaks the next prev_hash.
+    let mut e: AuditEvent = serde_json::from_str(&all[9]).unwrap();
+    e.user = "mallory".into();
+    let (line, _) = chain::seal(&mut e).unwrap();
+    all[9] = String::from_utf8(line).unwrap().trim_end().to_owned();
+    put_lines(&path, &all);
+    let e = first_error(&[path]);
+    assert_eq!((e.line, e.seq), (11, Some(11)));
+    assert!(matches!(e.reason, VerifyReason::PrevHashMismatch { .. }), "{e}");
+}
+
+#[test]
+fn deleted_line_is_a_gap_at_its_place() {
+    let (_dir, path) = setup(50);
+    let mut all = lines(&path);
+    all.remove(19);
+    put_lines(&path, &all);
+    let e = first_error(&[path]);
+    assert_eq!((e.line, e.seq, &e.reason), (20, Some(21), &VerifyReason::SeqGap { expected: 20, found: 21 }));
+    assert!(e.to_string().contains(":20: seq 21: seq 21 where 20 was expected"), "{e}");
+}
+
+#[test]
+fn deleted_first_line_is_reported() {
+    let (_dir, path) = setup(5);
+    let mut all = lines(&path);
+    all.remove(0);
+    put_lines(&path, &all);
+    let e = first_error(std::slice::from_ref(&path));
+    assert_eq!((e.line, e.reason), (1, VerifyReason::SeqGap { expected: 1, found: 2 }));
+    // Retention that removed old records: start anywhere, the rest still links.
+    let r = verify_with(&[path], &VerifyStart::Any).unwrap();
+    assert!(r.is_ok() && r.records == 4 && r.first_seq == Some(2), "{r:?}");
+}
+
+#[test]
+fn swapped_lines_are_reported() {
+    let (_dir, path) = setup(50);
+    let mut all = lines(&path);
+    all.swap(29, 30);
+    put_lines(&path, &all);
+    let e = first_error(&[path]);
+    assert_eq!((e.line, e.reason), (30, VerifyReason::SeqGap { expected: 30, found: 31 }));
+}
+
+#[test]
+fn record_moved_back_is_reported_as_backwards() {
+    let (_dir, path) = setup(10);
+    let mut all = lines(&path);
+    let dup = all[2].clone();
+    all.insert(6, dup); // replayed record
+    put_lines(&path, &all);
+    let e = first_error(&[path]);
+    assert_eq!((e.line, e.reason), (7, VerifyReason::SeqBackwards { expected: 7, found: 3 }));
+}
+
+#[test]
+fn truncated_last_line_is_reported() {
+    let (_dir, path) = setup(30);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+    let e = first_error(&[path]);
+    assert_eq!((e.line, e.reason), (30, VerifyReason::Truncated));
+    // Cut in the middle of the JSON too.
+    let (_dir2, path2) = setup(30);
+    let bytes = fs::read(&path2).unwrap();
+    let cut = bytes.len() - 150;
+    fs::write(&path2, &bytes[..cut]).unwrap();
+    assert_eq!(first_error(&[path2]).reason, VerifyReason::Truncated);
+}
+
+#[test]
+fn garbage_line_is_malformed() {
+    let (_dir, path) = setup(5);
+    let mut all = lines(&path);
+    all.insert(2, "hello".into());
+    put_lines(&path, &all);
+    let e = first_error(&[path]);
+    assert_eq!(e.line, 3);
+    assert!(matches!(e.reason, VerifyReason::Malformed(_)), "{e}");
+}
+
+#[test]
+fn rotation_spans_files_and_a_missing_middle_file_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    fs::write(dir.path().join("audit.jsonl.bak"), "not part of the chain\n").unwrap();
+    let stats = write_n(&path, 300, 4096);
+    assert_eq!(stats.written, 300);
+    let files = discover(&path).unwrap();
+    assert!(files.len() >= 5, "{files:?}");
+    assert_eq!(files.last(), Some(&path));
+    assert!(!files.iter().any(|f| f.to_string_lossy().ends_with(".bak")));
+    for f in &files {
+        let len = fs::metadata(f).unwrap().len();
+        assert!(len <= 4096, "{} is {len} bytes", f.display());
+    }
+    // Each continuation file starts with the last hash of the previous one.
+    for pair in files.windows(2) {
+        let last: AuditEvent = serde_json::from_str(lines(&pair[0]).last().unwrap()).unwrap();
+        let first: AuditEvent = serde_json::from_str(&lines(&pair[1])[0]).unwrap();
+        assert_eq!((first.prev_hash, first.seq), (last.hash, last.seq + 1));
+    }
+    let r = verify(&files).unwrap();
+    assert!(r.is_ok(), "{:?}", r.first_error);
+    assert_eq!((r.records, r.files), (300, files.len()));
+
+    let missing = files[2].clone();
+    let expected_first_of_next: AuditEvent = serde_json::from_str(&lines(&files[3])[0]).unwrap();
+    fs::remove_file(&missing).unwrap();
+    let after = discover(&path).unwrap();
+    assert_eq!(after.len(), files.len() - 1);
+    let e = first_error(&after);
+    assert_eq!((&e.file, e.line, e.seq), (&files[3], 1, Some(expected_first_of_next.seq)));
+    assert!(matches!(e.reason, VerifyReason::SeqGap { .. }), "{e}");
+}
+
+#[test]
+fn restart_continues_the_chain_also_across_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    write_n(&path, 10, DEFAULT_MAX_FILE_BYTES);
+    let stats = write_n(&path, 10, DEFAULT_MAX_FILE_BYTES);
+    assert_eq!(stats.last_seq, 20);
+    let r = verify(std::slice::from_ref(&path)).unwrap();
+    assert!(r.is_ok() && r.records == 20, "{r:?}");
+
+    write_n(&path, 40, 2048); // rotates on the way
+                              // The live file may be empty or missing after a restart: continue from the newest sibling.
+    fs::rename(&path, dir.path().join("audit.jsonl.20991231T000000.000Z")).unwrap();
+    fs::write(&path, b"").unwrap();
+    write_n(&path, 5, 2048);
+    let files = discover(&path).unwrap();
+    let r = verify(&files).unwrap();
+    assert!(r.is_ok(), "{:?}", r.first_error);
+    assert_eq!(r.records, 65);
+}
+
+#[test]
+fn restart_after_a_torn_last_line_sets_the_file_aside_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    write_n(&path, 10, DEFAULT_MAX_FILE_BYTES);
+    let before = lines(&path);
+    let ninth: AuditEvent = serde_json::from_str(&before[8]).unwrap();
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() - 30]).unwrap();
+
+    let w = AuditWriter::start(&cfg(&path, 8, DEFAULT_MAX_FILE_BYTES, AuditOverflow::Block), "test-2").unwrap();
+    let notice = w.notice().unwrap().to_owned();
+    assert!(notice.contains("truncated") && notice.contains("seq 9"), "{notice}");
+    for i in 0..3 {
+        w.record(ev(i)).unwrap();
+    }
+    assert_eq!(w.shutdown().written, 4, "marker + 3");
+
+    let live = lines(&path);
+    let marker: AuditEvent = serde_json::from_str(&live[0]).unwrap();
+    assert_eq!((marker.kind.as_str(), marker.seq, &marker.prev_hash), ("audit.recover", 10, &ninth.hash));
+    assert_eq!(marker.error.as_deref(), Some(notice.as_str()));
+    assert_eq!(marker.objects.len(), 1);
+
+    // The damaged file is kept and verification still points at the damage.
+    let files = discover(&path).unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0].display().to_string(), marker.objects[0]);
+    let e = first_error(&files);
+    assert_eq!((&e.file, e.line, e.reason.clone()), (&files[0], 10, VerifyReason::Truncated));
+    // From the last intact record on, the new file links up.
+    let r = verify_with(&files[1..], &VerifyStart::After { seq: 9, hash: ninth.hash }).unwrap();
+    assert!(r.is_ok() && r.records == 4, "{r:?}");
+}
+
+#[test]
+fn restart_after_an_edited_last_line_is_not_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    write_n(&path, 5, DEFAULT_MAX_FILE_BYTES);
+    let mut all = lines(&path);
+    all[4] = all[4].replacen("\"u4\"", "\"u9\"", 1);
+    put_lines(&path, &all);
+    let w = AuditWriter::start(&cfg(&path, 8, DEFAULT_MAX_FILE_BYTES, AuditOverflow::Block), "t").unwrap();
+    assert!(w.notice().unwrap().contains("does not match its hash"), "{:?}", w.notice());
+    drop(w);
+    let e = first_error(&discover(&path).unwrap());
+    assert_eq!((e.line, e.reason), (5, VerifyReason::HashMismatch));
+}
+
+#[test]
+fn block_mode_loses_nothing_under_contention_and_really_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let w = Arc::new(AuditWriter::start(&cfg(&path, 2, DEFAULT_MAX_FILE_BYTES, AuditOverflow::Block), "t").unwrap());
+    let (threads, per) = (8, 250);
+    let pause = w.pause();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (w, done) = (Arc::clone(&w), Arc::clone(&done));
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    w.record(ev(t * 1000 + i)).unwrap();
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 0, "callers must wait while the queue is full");
+    assert_eq!(w.written(), 0);
+    drop(pause);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let w = Arc::into_inner(w).unwrap();
+    let stats = w.shutdown();
+    assert_eq!((stats.written, stats.dropped), ((threads * per) as u64, 0));
+    let r = verify(std::slice::from_ref(&path)).unwrap();
+    assert!(r.is_ok() && r.records == (threads * per) as u64, "{r:?}");
+    // Every caller's events are there, each exactly once.
+    let mut users: Vec<String> =
+        lines(&path).iter().map(|l| serde_json::from_str::<AuditEvent>(l).unwrap().user).collect();
+    users.sort();
+    users.dedup();
+    assert_eq!(users.len(), threads * per);
+}
+
+#[test]
+fn drop_mode_counts_every_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let w = Arc::new(AuditWriter::start(&cfg(&path, 4, DEFAULT_MAX_FILE_BYTES, AuditOverflow::Drop), "t").unwrap());
+    let pause = w.pause();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || (0..250).for_each(|i| w.record(ev(t * 1000 + i)).unwrap()))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // The stalled writer holds at most one message and the queue four.
+    assert!(w.dropped() >= 995, "dropped {}", w.dropped());
+    drop(pause);
+    let stats = Arc::into_inner(w).unwrap().shutdown();
+    assert_eq!(stats.written + stats.dropped, 1000, "{stats:?}");
+    assert!(stats.written >= 4, "{stats:?}");
+    let r = verify(&[path]).unwrap();
+    assert!(r.is_ok() && r.records == stats.written, "{r:?}");
+}
+
+#[test]
+fn flushes_within_the_interval_without_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let w = AuditWriter::start(&cfg(&path, 8, DEFAULT_MAX_FILE_BYTES, AuditOverflow::Block), "t").unwrap();
+    w.record(ev(1)).unwrap();
+    std::thread::sleep(FLUSH_INTERVAL * 4);
+    assert_eq!(lines(&path).len(), 1);
+    assert_eq!(w.written(), 1);
+    assert_eq!(w.tip().0, 1);
+}
+
+#[test]
+fn literals_are_kept_only_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut c = cfg(&path, 8, DEFAULT_MAX_FILE_BYTES, AuditOverflow::Block);
+    c.include_literals = true;
+    let w = AuditWriter::start(&c, "t").unwrap();
+    w.record(ev(7)).unwrap();
+    w.shutdown();
+    let e: AuditEvent = serde_json::from_str(&lines(&path)[0]).unwrap();
+    assert_eq!(e.statement.as_deref(), Some("SELECT * FROM t WHERE id = 7"));
+    assert!(verify(&[path]).unwrap().is_ok());
+}
+
+#[test]
+fn writer_failure_is_reported_and_every_event_is_accounted_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let w = AuditWriter::start(&cfg(&path, 8, 300, AuditOverflow::Block), "t").unwrap();
+    fs::remove_file(&path).unwrap(); // the next rotation's rename fails
+    let mut errors = 0u64;
+    for i in 0..100 {
+        if w.record(ev(i)).is_err() {
+            errors += 1;
+        }
+        if i == 50 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(errors > 0);
+    assert!(w.failure().is_some());
+    let stats = w.shutdown();
+    assert!(stats.failure.unwrap().contains("audit.jsonl"));
+    assert_eq!(stats.written + stats.dropped, 100, "written {} dropped {}", stats.written, stats.dropped);
+}
+
+#[test]
+fn stdout_sink_and_config_errors() {
+    let c = AuditConfig {
+        path: None,
+        sink: Some("stdout".into()),
+        overflow: AuditOverflow::Block,
+        include_literals: false,
+        max_file_bytes: None,
+        queue: None,
+    };
+    let w = AuditWriter::start(&c, "t").unwrap();
+    w.record(ev(1)).unwrap();
+    assert_eq!(w.shutdown().written, 1);
+    let bad = AuditConfig { sink: Some("syslog".into()), ..c.clone() };
+    assert!(matches!(AuditWriter::start(&bad, "t"), Err(AuditError::Config(_))));
+    let none = AuditConfig { sink: None, ..c.clone() };
+    assert!(matches!(AuditWriter::start(&none, "t"), Err(AuditError::Config(_))));
+    let zero = AuditConfig { queue: Some(0), ..c };
+    assert!(matches!(AuditWriter::start(&zero, "t"), Err(AuditError::Config(_))));
+}
+
+#[test]
+fn timestamps_are_rfc3339_utc_millis() {
+    use std::time::UNIX_EPOCH;
+    let at = |ms: u64| rfc3339_utc(UNIX_EPOCH + Duration::from_millis(ms));
+    assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(at(951_782_400_123), "2000-02-29T00:00:00.123Z");
+    assert_eq!(at(1_738_324_800_999), "2025-01-31T12:00:00.999Z");
+    assert_eq!(at(4_102_444_799_000), "2099-12-31T23:59:59.000Z");
+    assert_eq!(file_stamp(UNIX_EPOCH + Duration::from_millis(1_738_324_800_999)), "20250131T120000.999Z");
+    assert!(now_rfc3339().starts_with("20"));
+}
+
+/// `T=4 cargo test --release -p dgf-rules -- --ignored audit_throughput --nocapture` (T = producer
+/// threads). On a 2-core box: ~150k records/s with one producer, ~100k/s with four.
+#[test]
+#[ignore = "measurement, not a check"]
+fn audit_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let w = Arc::new(
+        AuditWriter::start(&cfg(&path, DEFAULT_QUEUE, DEFAULT_MAX_FILE_BYTES, AuditOverflow::Block), "t").unwrap(),
+    );
+    let threads: usize = std::env::var("T").ok().and_then(|t| t.parse().ok()).unwrap_or(4);
+    let per = 400_000 / threads;
+    let t = std::time::Instant::now();
+    let mut e = ev(1);
+    e.prev_hash = GENESIS_HASH.into();
+    for _ in 0..100_000 {
+        std::hint::black_box(chain::seal(&mut e).unwrap());
+    }
+    println!("seal: {:.2}us", t.elapsed().as_secs_f64() * 10.0);
+    let t0 = std::time::Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || (0..per).for_each(|i| w.record(ev(t * per + i)).unwrap()))
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    let stats = Arc::into_inner(w).unwrap().shutdown();
+    let secs = t0.elapsed().as_secs_f64();
+    println!("{} records in {secs:.2}s = {:.0}/s", stats.written, stats.written as f64 / secs);
+    let t1 = std::time::Instant::now();
+    let r = verify(&discover(&path).unwrap()).unwrap();
+    assert!(r.is_ok(), "{:?}", r.first_error);
+    println!("verify: {} records in {:.2}s", r.records, t1.elapsed().as_secs_f64());
+}

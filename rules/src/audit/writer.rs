@@ -1,0 +1,560 @@
+//! The audit writer: a bounded queue to one writer thread that chains, buffers, flushes and
+//! rotates; resuming the chain of an existing file on start.
+
+use super::chain::{check_line, seal, GENESIS_HASH};
+use super::verify::{discover, rotated_name};
+use super::{file_stamp, now_rfc3339, AuditError, AuditEvent};
+use dgf_config::{AuditConfig, AuditOverflow};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Queue length when `audit.queue` is not set.
+pub const DEFAULT_QUEUE: usize = 65_536;
+/// Rotation size when `audit.max_file_bytes` is not set: 100 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
+/// Buffered records reach the OS at most this long after they were written.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+const WRITE_BUFFER: usize = 64 * 1024;
+/// A last line longer than this is treated as damaged when resuming.
+const MAX_TAIL_LINE: u64 = 64 * 1024 * 1024;
+
+/// Counters and chain tip, as returned by [`AuditWriter::shutdown`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Records flushed to the sink.
+    pub written: u64,
+    /// Records lost: dropped on a full queue in `drop` mode, or not written after a failure.
+    pub dropped: u64,
+    /// `seq` of the last flushed record (0 = none yet).
+    pub last_seq: u64,
+    /// `hash` of the last flushed record ([`GENESIS_HASH`] when none yet).
+    pub last_hash: String,
+    /// Why the writer stopped early, if it did.
+    pub failure: Option<String>,
+}
+
+enum Msg {
+    Event(Box<AuditEvent>),
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct Shared {
+    written: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    tip: Mutex<(u64, String)>,
+    /// Tests hold this to stall the writer thread between messages.
+    #[cfg(test)]
+    pause: Mutex<()>,
+}
+
+impl Shared {
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn fail(&self, why: String) {
+        let mut slot = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert(why);
+        self.failed.store(true, Ordering::Release);
+    }
+}
+
+/// Hands audit events to a dedicated writer thread through a bounded queue.
+///
+/// Share it through an `Arc`; [`record`](Self::record) takes `&self` and may be called from any
+/// number of threads. The writer thread assigns `seq`, `instance`, `prev_hash` and `hash` (and
+/// `time` when empty), so callers never coordinate. Dropping the writer drains it like
+/// [`shutdown`](Self::shutdown).
+#[derive(Debug)]
+pub struct AuditWriter {
+    tx: Option<SyncSender<Msg>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    drop_on_full: bool,
+    notice: Option<String>,
+}
+
+impl AuditWriter {
+    /// Opens the sink (continuing the chain of an existing file) and starts the writer thread.
+    pub fn start(cfg: &AuditConfig, instance: &str) -> Result<AuditWriter, AuditError> {
+        let queue = cfg.queue.unwrap_or(DEFAULT_QUEUE);
+        let max = cfg.max_file_bytes.unwrap_or(DEFAULT_MAX_FILE_BYTES);
+        if queue == 0 {
+            return Err(AuditError::Config("queue must be >= 1".into()));
+        }
+        if max == 0 {
+            return Err(AuditError::Config("max_file_bytes must be >= 1".into()));
+        }
+        let to_stdout = match (cfg.sink.as_deref(), cfg.path.as_deref()) {
+            (Some("stdout"), None | Some("-")) | (None | Some("file"), Some("-")) => true,
+            (None | Some("file"), Some(_)) => false,
+            (None | Some("file"), None) => {
+                return Err(AuditError::Config("set path = \"FILE\" or sink = \"stdout\"".into()))
+            }
+            (Some("stdout"), Some(_)) => return Err(AuditError::Config("sink = \"stdout\" takes no path".into())),
+            (Some(other), _) => {
+                return Err(AuditError::Config(format!("sink `{other}` is not \"file\" or \"stdout\"")))
+            }
+        };
+        let (sink, resume) = if to_stdout {
+            (Sink::Stdout(Vec::with_capacity(WRITE_BUFFER)), Resume::genesis())
+        } else {
+            let path = PathBuf::from(cfg.path.as_deref().unwrap_or_default());
+            let resume = resume(&path)?;
+            (Sink::File(FileSink::open(path, max)?), resume)
+        };
+        let shared = Arc::new(Shared {
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            tip: Mutex::new((resume.seq, resume.hash.clone())),
+            #[cfg(test)]
+            pause: Mutex::new(()),
+        });
+        let mut state = State {
+            sink,
+            seq: resume.seq,
+            hash: resume.hash,
+            instance: instance.to_owned(),
+            include_literals: cfg.include_literals,
+            pending: 0,
+            shared: Arc::clone(&shared),
+        };
+        if let Some(notice) = &resume.notice {
+            let marker = AuditEvent {
+                protocol: "dgf".into(),
+                kind: "audit.recover".into(),
+                decision: "recover".into(),
+                objects: resume.set_aside.iter().map(|p| p.display().to_string()).collect(),
+                error: Some(notice.clone()),
+                ..AuditEvent::default()
+            };
+            state.write_event(marker)?;
+            state.flush()?;
+        }
+        let (tx, rx) = sync_channel(queue);
+        let thread = std::thread::Builder::new()
+            .name("dgf-audit".into())
+            .spawn(move || state.run(&rx))
+            .map_err(AuditError::Spawn)?;
+        Ok(AuditWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+            shared,
+            drop_on_full: cfg.overflow == AuditOverflow::Drop,
+            notice: resume.notice,
+        })
+    }
+
+    /// Queues one event. With overflow `block` (default) this waits while the queue is full
+    /// (lossless backpressure); with `drop` a full queue drops the event and counts it.
+    ///
+    /// `Err(Stopped)` means the writer failed (disk error, closed stdout) and the event was not
+    /// written — it is counted in [`dropped`](Self::dropped). A governing proxy should treat that
+    /// as "audit unavailable" and fail closed.
+    pub fn record(&self, ev: AuditEvent) -> Result<(), AuditError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(self.lost());
+        }
+        let Some(tx) = &self.tx else { return Err(self.lost()) };
+        let msg = Msg::Event(Box::new(ev));
+        let sent = if self.drop_on_full {
+            match tx.try_send(msg) {
+                Err(TrySendError::Full(_)) => {
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                other => other.is_ok(),
+            }
+        } else {
+            tx.send(msg).is_ok()
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.lost())
+        }
+    }
+
+    fn lost(&self) -> AuditError {
+        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        AuditError::Stopped(self.shared.failure().unwrap_or_else(|| "the writer thread is gone".into()))
+    }
+
+    /// Records flushed to the sink so far.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Records lost so far (full queue in `drop` mode, or after a writer failure).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Why the writer stopped, once it has.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// What was repaired on start (a damaged last line set aside), for the operator's log.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    /// `(seq, hash)` of the last flushed record: anchor it elsewhere to detect tail truncation.
+    pub fn tip(&self) -> (u64, String) {
+        self.shared.tip.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Writes every queued event, flushes and syncs the file, and stops the thread.
+    pub fn shutdown(mut self) -> AuditStats {
+        self.finish();
+        let (last_seq, last_hash) = self.tip();
+        AuditStats { written: self.written(), dropped: self.dropped(), last_seq, last_hash, failure: self.failure() }
+    }
+
+    fn finish(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            // Err only when the thread is already gone; joining reports why.
+            let _ = tx.send(Msg::Shutdown);
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                self.shared.fail("the audit writer thread panicked".into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl AuditWriter {
+    /// Stalls the writer thread (before its next message) while the guard lives.
+    pub(crate) fn pause(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.shared.pause.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The writer thread's state.
+struct State {
+    sink: Sink,
+    seq: u64,
+    hash: String,
+    instance: String,
+    include_literals: bool,
+    /// Records written to the buffer since the last flush.
+    pending: u64,
+    shared: Arc<Shared>,
+}
+
+impl State {
+    fn run(mut self, rx: &Receiver<Msg>) {
+        let mut deadline: Option<Instant> = None;
+        let result = loop {
+            let msg = match deadline {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+            };
+            #[cfg(test)]
+            drop(self.shared.pause.lock().unwrap_or_else(PoisonError::into_inner));
+            match msg {
+                Ok(Msg::Event(ev)) => {
+                    if let Err(e) = self.write_event(*ev) {
+                        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        break Err(e);
+                    }
+                    let now = Instant::now();
+                    match deadline {
+                        None => deadline = Some(now + FLUSH_INTERVAL),
+                        Some(d) if now >= d => {
+                            deadline = None;
+                            if let Err(e) = self.flush() {
+                                break Err(e);
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    deadline = None;
+                    if let Err(e) = self.flush() {
+                        break Err(e);
+                    }
+                }
+                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                    break self.flush().and_then(|()| self.sync())
+                }
+            }
+        };
+        if let Err(e) = result {
+            self.shared.dropped.fetch_add(std::mem::take(&mut self.pending), Ordering::Relaxed);
+            self.shared.fail(e.to_string());
+            // Keep receiving so blocked callers wake up and every lost event is counted.
+            for msg in rx.iter() {
+                match msg {
+                    Msg::Event(_) => self.shared.dropped.fetch_add(1, Ordering::Relaxed),
+                    Msg::Shutdown => break,
+                };
+            }
+        }
+    }
+
+    fn write_event(&mut self, mut ev: AuditEvent) -> Result<(), AuditError> {
+        ev.seq = self.seq + 1;
+        ev.prev_hash.clone_from(&self.hash);
+        ev.instance.clone_from(&self.instance);
+        if ev.time.is_empty() {
+            ev.time = now_rfc3339();
+        }
+        if !self.include_literals {
+            ev.statement = None;
+        }
+        let (line, hash) = match seal(&mut ev) {
+            Ok(sealed) => sealed,
+            Err(_) => {
+                // Cannot happen for this struct; if it ever does, lose one event, not the log.
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        };
+        self.sink.write_line(&line)?;
+        self.seq = ev.seq;
+        self.hash = hash;
+        self.pending += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), AuditError> {
+        self.sink.flush()?;
+        self.shared.written.fetch_add(std::mem::take(&mut self.pending), Ordering::Relaxed);
+        let mut tip = self.shared.tip.lock().unwrap_or_else(PoisonError::into_inner);
+        tip.0 = self.seq;
+        tip.1.clone_from(&self.hash);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), AuditError> {
+        match &mut self.sink {
+            Sink::File(f) => f.sync(),
+            Sink::Stdout(_) => Ok(()),
+        }
+    }
+}
+
+enum Sink {
+    /// Whole lines buffered here and written under the stdout lock, so that other writers to
+    /// stdout (logs) can never land in the middle of a record.
+    Stdout(Vec<u8>),
+    File(FileSink),
+}
+
+impl Sink {
+    fn write_line(&mut self, line: &[u8]) -> Result<(), AuditError> {
+        match self {
+            Sink::Stdout(buf) => {
+                buf.extend_from_slice(line);
+                if buf.len() >= WRITE_BUFFER {
+                    flush_stdout(buf)?;
+                }
+                Ok(())
+            }
+            Sink::File(f) => f.write_line(line),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), AuditError> {
+        match self {
+            Sink::Stdout(buf) => flush_stdout(buf),
+            Sink::File(f) => f.out.flush().map_err(|e| AuditError::io(&f.path, e)),
+        }
+    }
+}
+
+fn flush_stdout(buf: &mut Vec<u8>) -> Result<(), AuditError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(buf).and_then(|()| out.flush()).map_err(|e| AuditError::io("<stdout>", e))?;
+    buf.clear();
+    Ok(())
+}
+
+struct FileSink {
+    path: PathBuf,
+    out: BufWriter<File>,
+    size: u64,
+    max: u64,
+}
+
+impl FileSink {
+    fn open(path: PathBuf, max: u64) -> Result<Self, AuditError> {
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| AuditError::io(&path, e))?;
+        let size = file.metadata().map_err(|e| AuditError::io(&path, e))?.len();
+        Ok(Self { out: BufWriter::with_capacity(WRITE_BUFFER, file), path, size, max })
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> Result<(), AuditError> {
+        if self.size > 0 && self.size + line.len() as u64 > self.max {
+            self.rotate()?;
+        }
+        self.out.write_all(line).map_err(|e| AuditError::io(&self.path, e))?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), AuditError> {
+        self.out.flush().map_err(|e| AuditError::io(&self.path, e))?;
+        self.out.get_ref().sync_data().map_err(|e| AuditError::io(&self.path, e))
+    }
+
+    /// Renames the full file aside and continues in a fresh one; the chain state lives in
+    /// [`State`], so the next record links to the last one of the renamed file.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        self.sync()?;
+        set_aside(&self.path)?;
+        *self = Self::open(self.path.clone(), self.max)?;
+        Ok(())
+    }
+}
+
+/// Renames `path` to a free rotated name and returns that name.
+fn set_aside(path: &Path) -> Result<PathBuf, AuditError> {
+    let stamp = file_stamp(SystemTime::now());
+    let mut n = 0u32;
+    loop {
+        let candidate = rotated_name(path, &stamp, n);
+        if !candidate.exists() {
+            std::fs::rename(path, &candidate).map_err(|e| AuditError::io(path, e))?;
+            return Ok(candidate);
+        }
+        n += 1;
+    }
+}
+
+/// Where the chain continues.
+struct Resume {
+    seq: u64,
+    hash: String,
+    notice: Option<String>,
+    set_aside: Option<PathBuf>,
+}
+
+impl Resume {
+    fn genesis() -> Self {
+        Self { seq: 0, hash: GENESIS_HASH.into(), notice: None, set_aside: None }
+    }
+}
+
+/// Finds the chain tip for a file sink at `path`: its last record, or the newest rotated
+/// sibling's when it is empty or missing. A damaged last line is never silently skipped.
+fn resume(path: &Path) -> Result<Resume, AuditError> {
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(AuditError::io(path, e)),
+    };
+    if len > 0 {
+        return match tail(path)? {
+            Ok((seq, hash)) => Ok(Resume { seq, hash, notice: None, set_aside: None }),
+            Err(why) => {
+                let good = last_intact(path)?;
+                let aside = set_aside(path)?;
+                Ok(damaged(&aside, &why, good, Some(aside.clone())))
+            }
+        };
+    }
+    let siblings = discover(path)?;
+    let Some(newest) = siblings.iter().rev().find(|p| p.as_path() != path) else {
+        return Ok(Resume::genesis());
+    };
+    match tail(newest)? {
+        Ok((seq, hash)) => Ok(Resume { seq, hash, notice: None, set_aside: None }),
+        Err(why) => Ok(damaged(newest, &why, last_intact(newest)?, None)),
+    }
+}
+
+fn damaged(file: &Path, why: &str, good: Option<(u64, String)>, set_aside: Option<PathBuf>) -> Resume {
+    let moved = if set_aside.is_some() { " (moved aside)" } else { "" };
+    let (seq, hash, from) = match good {
+        Some((seq, hash)) => (seq, hash, format!("continues from its last intact record, seq {seq}")),
+        None => (0, GENESIS_HASH.to_owned(), "has no intact record: the chain restarts at genesis".to_owned()),
+    };
+    let notice = format!("audit file {}{moved} ends with a damaged record ({why}); the chain {from}", file.display());
+    Resume { seq, hash, notice: Some(notice), set_aside }
+}
+
+/// `Ok(Ok((seq, hash)))` when the last line of `path` is a complete record matching its hash,
+/// `Ok(Err(why))` when it is damaged.
+fn tail(path: &Path) -> Result<Result<(u64, String), String>, AuditError> {
+    let io = |e| AuditError::io(path, e);
+    let mut f = File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    if len == 0 {
+        return Ok(Err("the file is empty".into()));
+    }
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::Start(len - 1)).map_err(io)?;
+    f.read_exact(&mut last).map_err(io)?;
+    if last[0] != b'\n' {
+        return Ok(Err("the last line is incomplete (truncated write)".into()));
+    }
+    // Walk back from the final newline to the previous one.
+    let end = len - 1;
+    let mut start = end;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    while start > 0 {
+        if end - start > MAX_TAIL_LINE {
+            return Ok(Err("the last line is implausibly long".into()));
+        }
+        let from = start.saturating_sub(WRITE_BUFFER as u64);
+        let mut chunk = vec![0u8; (start - from) as usize];
+        f.seek(SeekFrom::Start(from)).map_err(io)?;
+        f.read_exact(&mut chunk).map_err(io)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            chunks.push(chunk.split_off(i + 1));
+            break;
+        }
+        chunks.push(chunk);
+        start = from;
+    }
+    let line: Vec<u8> = chunks.into_iter().rev().flatten().collect();
+    Ok(match check_line(&line) {
+        Ok(c) if c.hash_ok => Ok((c.seq, c.hash)),
+        Ok(_) => Err("the last record does not match its hash".into()),
+        Err(why) => Err(format!("the last line is malformed: {why}")),
+    })
+}
+
+/// `(seq, hash)` of the last complete line of `path` that matches its own hash.
+fn last_intact(path: &Path) -> Result<Option<(u64, String)>, AuditError> {
+    let f = File::open(path).map_err(|e| AuditError::io(path, e))?;
+    let mut reader = BufReader::new(f);
+    let mut line = Vec::new();
+    let mut good = None;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(|e| AuditError::io(path, e))? == 0 {
+            return Ok(good);
+        }
+        let Some(complete) = line.strip_suffix(b"\n") else { return Ok(good) };
+        if let Ok(c) = check_line(complete) {
+            if c.hash_ok {
+                good = Some((c.seq, c.hash));
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The analysis cache: shape keys, bounds, concurrency.
+
+use super::*;
+use std::sync::Arc;
+
+#[test]
+fn same_shape_with_other_literals_hits() {
+    let c = Analyzer::new(100);
+    let a = c.analyze_cached("SELECT email FROM customers WHERE id = 1", Dialect::Postgres);
+    let b = c.analyze_cached("select email   from customers where id = 42 -- other", Dialect::Postgres);
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!((c.hits(), c.misses()), (1, 1));
+    let d = c.analyze_cached("SELECT email FROM customers WHERE id = 'x'", Dialect::Postgres);
+    assert!(!Arc::ptr_eq(&a, &d), "a string literal is a different parse text");
+    assert_eq!(*a, analyze("SELECT email FROM customers WHERE id = 7", Dialect::Postgres));
+}
+
+#[test]
+fn different_shapes_dialects_and_flags_miss() {
+    let c = Analyzer::new(100);
+    let a = c.analyze_cached("SELECT email FROM customers", Dialect::Postgres);
+    let b = c.analyze_cached("SELECT email FROM customers", Dialect::Mysql);
+    let o = c.analyze_cached("SELECT email FROM customers INTO OUTFILE '/tmp/x'", Dialect::Mysql);
+    let q = c.analyze_cached(r#"SELECT "email" FROM customers"#, Dialect::Postgres);
+    assert!(!Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&b, &o) && !Arc::ptr_eq(&a, &q));
+    assert!(o.statements[0].server_io && !b.statements[0].server_io);
+    // MySQL identifiers keep their case in the key (table names are case-sensitive there).
+    let u = c.analyze_cached("SELECT email FROM Customers", Dialect::Mysql);
+    assert_eq!(u.statements[0].tables[0].name, "Customers");
+}
+
+#[test]
+fn bounded_with_clock_eviction() {
+    let c = Analyzer::new(8);
+    assert_eq!(c.capacity(), 8);
+    for i in 0..200 {
+        let _ = c.analyze_cached(&format!("SELECT c{i} FROM t"), Dialect::Postgres);
+    }
+    assert!(c.len() <= 8, "{}", c.len());
+    // A hot entry survives a sweep of cold ones better than they do.
+    let hot = "SELECT hot FROM t";
+    for i in 0..50 {
+        let _ = c.analyze_cached(hot, Dialect::Postgres);
+        let _ = c.analyze_cached(&format!("SELECT d{i} FROM t"), Dialect::Postgres);
+    }
+    let before = c.misses();
+    let _ = c.analyze_cached(hot, Dialect::Postgres);
+    assert_eq!(c.misses(), before, "hot entry was evicted");
+    c.clear();
+    assert!(c.is_empty());
+}
+
+#[test]
+fn zero_capacity_disables_caching() {
+    let c = Analyzer::new(0);
+    let a = c.analyze_cached("SELECT 1", Dialect::Postgres);
+    let b = c.analyze_cached("SELECT 1", Dialect::Postgres);
+    assert!(!Arc::ptr_eq(&a, &b) && c.is_empty());
+}
+
+#[test]
+fn shared_across_threads() {
+    let c = Arc::new(Analyzer::new(64));
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..500 {
+                    let q = format!("SELECT email FROM customers WHERE id = {} AND k{} = 1", i, i % 10 + t % 2);
+                    let a = c.analyze_cached(&q, Dialect::Postgres);
+                    assert_eq!(a.statements[0].outputs[0].sources, vec![col("customers", "email")]);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().is_ok());
+    }
+    assert!(c.len() <= 11);
+    assert_eq!(c.hits() + c.misses(), 4000);
+}
+
+#[test]
+fn classify_returns_fingerprint_and_analysis() {
+    let c = Analyzer::new(10);
+    let (f, a) = c.classify("DELETE FROM t WHERE id = 5", Dialect::Postgres);
+    assert_eq!(f.text, "delete from t where id = ?");
+    assert_eq!(f, fingerprint("DELETE FROM t WHERE id = 6", Dialect::Postgres));
+    assert_eq!(a.statements[0].kind, StatementKind::Delete);
+}
+
+#[test]
+fn lexer_errors_are_never_served_from_the_cache() {
+    let c = Analyzer::new(10);
+    // Same parse text as the UESCAPE spelling below would decode to with the default escape.
+    let ok = c.analyze_cached(r#"SELECT "!0065mail" FROM customers"#, Dialect::Postgres);
+    assert!(ok.parse_error.is_none());
+    let bad = c.analyze_cached(r#"SELECT U&"!0065mail" UESCAPE '!' FROM customers"#, Dialect::Postgres);
+    assert!(bad.parse_error.is_some());
+    let bad = c.analyze_cached("SELECT 'unterminated", Dialect::Postgres);
+    assert!(bad.parse_error.is_some());
+}
+
+#[test]
+fn collapsed_rows_do_not_count_against_limits() {
+    let c = Analyzer::new(10);
+    let one = c.analyze_cached("INSERT INTO t VALUES (-1, -2)", Dialect::Postgres);
+    let many = format!("INSERT INTO t VALUES {}", vec!["(-1, -2)"; 20_000].join(", "));
+    let b = c.analyze_cached(&many, Dialect::Postgres);
+    assert!(Arc::ptr_eq(&one, &b) && b.parse_error.is_none());
+    assert!(analyze(&many, Dialect::Postgres).parse_error.is_none());
+}
+
+#[test]
+#[ignore]
+fn tmp_timing() {
+    use super::super::{
+        fingerprint::{normalize, Render},
+        lexer::lex,
+    };
+    let q = std::env::var("Q").unwrap_or_else(|_| "SELECT c.id, lower(c.email) AS email, o.total, o.created_at FROM public.customers c JOIN orders o ON o.customer_id = c.id WHERE c.region = 'eu' AND o.created_at > now() - interval '7 days' ORDER BY o.total DESC LIMIT 20".into());
+    let q = q.as_str();
+    let n: usize = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let c = Analyzer::new(100);
+    let m = std::env::var("M").unwrap_or_default();
+    for _ in 0..n {
+        match m.as_str() {
+            "lex" => {
+                std::hint::black_box(lex(std::hint::black_box(q), Dialect::Postgres));
+            }
+            "norm" => {
+                std::hint::black_box(normalize(std::hint::black_box(q), Dialect::Postgres, Render::Text));
+            }
+            "cached" => {
+                std::hint::black_box(c.analyze_cached(std::hint::black_box(q), Dialect::Postgres));
+            }
+            _ => {}
+        }
+    }
+}
