@@ -1,8 +1,8 @@
 //! Criterion: SQL fingerprinting and analysis (cold parse vs cached), the per-statement policy cost.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use std::hint::black_box;
 use dgf_rules::sql::{analyze, fingerprint, Analyzer, Dialect};
+use std::hint::black_box;
 
 const POINT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;";
 const JOIN: &str = "SELECT c.id, lower(c.email) AS email, o.total, o.created_at \
