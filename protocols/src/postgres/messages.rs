@@ -446,7 +446,7 @@ mod tests {
     fn golden_error_response() {
         let mut out = BytesMut::new();
         ErrorFields::new("ERROR", "42501", "no").encode(&mut out);
-        assert_eq!(&out[..], b"E\0\0\0\x1dSERROR\0VERROR\0C42501\0Mno\0\0");
+        assert_eq!(&out[..], b"E\0\0\0\x1eSERROR\0VERROR\0C42501\0Mno\0\0");
         let f = ErrorFields::decode(&out[5..]).unwrap();
         assert_eq!((f.severity.as_str(), f.code.as_str(), f.message.as_str()), ("ERROR", "42501", "no"));
         assert!(!f.is_fatal());

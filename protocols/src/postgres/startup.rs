@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn golden_startup_round_trip() {
         let encoded = encode_startup(&[("user", "app"), ("database", "shop")]);
-        let golden: &[u8] = b"\0\0\0\x22\0\x03\0\0user\0app\0database\0shop\0\0";
+        let golden: &[u8] = b"\0\0\0\x20\0\x03\0\0user\0app\0database\0shop\0\0";
         assert_eq!(&encoded[..], golden);
         let mut buf = BytesMut::from(golden);
         let Some(StartupRequest::Startup(m)) = parse_startup(&mut buf).unwrap() else { panic!("not a startup") };

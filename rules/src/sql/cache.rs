@@ -1,16 +1,23 @@
-//! `Analyzer`: a bounded, sharded, thread-safe cache of analyses keyed by normalised text.
+//! `Analyzer`: a bounded, sharded, thread-safe cache of analyses.
 //!
-//! Key: the dialect, the normalised parse text (literals already replaced, so the same shape
-//! with other literal values hits) and the rewrite flags; the stored text is compared on every
-//! hit, so a 64-bit hash collision costs a miss, never a wrong analysis. The analysis is a pure
-//! function of that key (see the module docs of `sql`), so caching cannot change a result.
+//! Two levels, both bounded by `capacity` entries:
+//! - **Shape** (the contract): key = dialect + normalised parse text (literals already replaced,
+//!   so the same shape with other literal values hits) + rewrite flags. The analysis is a pure
+//!   function of that key (see the `sql` module docs), so caching cannot change a result.
+//! - **Exact text** (a fast path): key = dialect + the client's bytes, value = fingerprint and
+//!   analysis (both pure functions of those bytes). Only statements *without literals* go here
+//!   (bind parameters, constant SQL: the text repeats verbatim), so a literal-varying workload
+//!   does not churn it and no literal value (a password in `ALTER ROLE`, say) is kept in memory.
 //!
-//! Eviction: each of up to 16 shards holds `ceil(capacity / shards)` entries in a ring and
-//! evicts with CLOCK (second chance): a hit sets the entry's reference bit; an insert into a
-//! full shard sweeps the hand forward, clearing set bits, and replaces the first entry whose bit
-//! was already clear. This approximates LRU with O(1) hits that only flip a bit under a short
-//! per-shard lock. Statements whose normalised text exceeds 16 KiB are analysed but not cached,
-//! which bounds memory at roughly `capacity * (16 KiB + analysis)` in the worst case.
+//! Every hit compares the stored text, so a 64-bit hash collision costs a miss, never a wrong
+//! analysis. Input with a lexer error is never cached (its error is not part of either key).
+//!
+//! Eviction: each level has up to 16 shards of `ceil(capacity / shards)` entries evicted with
+//! CLOCK (second chance): a hit sets the entry's reference bit; an insert into a full shard
+//! sweeps the hand forward, clearing set bits, and replaces the first entry whose bit was
+//! already clear. This approximates LRU with O(1) hits that flip a bit under a short per-shard
+//! lock. Texts over 16 KiB are analysed but not cached, bounding memory at roughly
+//! `2 * capacity * (16 KiB + analysis)` in the worst case.
 
 use super::analyze::analyze_normalized;
 use super::fingerprint::{normalize, stable_hash, Fingerprint, Normalized, Render};
@@ -20,7 +27,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Longest normalised text that is cached.
+/// Longest text that is cached.
 const MAX_CACHED_TEXT: usize = 16 * 1024;
 const MAX_SHARDS: usize = 16;
 
@@ -42,26 +49,114 @@ impl Hasher for IdHasher {
     }
 }
 
-struct Slot {
+struct Slot<V> {
     hash: u64,
     dialect: Dialect,
     text: Box<str>,
     flags: Box<[u8]>,
-    value: Arc<Analysis>,
+    value: V,
     referenced: bool,
 }
 
-#[derive(Default)]
-struct Shard {
+struct Shard<V> {
     index: HashMap<u64, usize, BuildHasherDefault<IdHasher>>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<V>>,
     hand: usize,
 }
 
+impl<V> Default for Shard<V> {
+    fn default() -> Self {
+        Self { index: HashMap::default(), slots: Vec::new(), hand: 0 }
+    }
+}
+
+/// One bounded CLOCK-evicted level.
+struct Level<V> {
+    shards: Box<[Mutex<Shard<V>>]>,
+    per_shard: usize,
+}
+
+impl<V: Clone> Level<V> {
+    fn new(capacity: usize) -> Self {
+        let n = capacity.clamp(1, MAX_SHARDS);
+        Self { shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(), per_shard: capacity.div_ceil(n) }
+    }
+
+    fn shard(&self, h: u64) -> MutexGuard<'_, Shard<V>> {
+        // A panic while holding the lock cannot leave a shard inconsistent in a way that
+        // matters (worst case a stale index entry, which `get` verifies): keep using it.
+        self.shards[(h >> 32) as usize % self.shards.len()].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, h: u64, dialect: Dialect, text: &str, flags: &[u8]) -> Option<V> {
+        if self.per_shard == 0 {
+            return None;
+        }
+        let mut s = self.shard(h);
+        let i = *s.index.get(&h)?;
+        let slot = s.slots.get_mut(i)?;
+        if slot.hash == h && slot.dialect == dialect && &*slot.text == text && &*slot.flags == flags {
+            slot.referenced = true;
+            return Some(slot.value.clone());
+        }
+        None
+    }
+
+    /// Insert unless present; returns the cached value (the existing one if another thread won).
+    fn insert(&self, h: u64, dialect: Dialect, text: &str, flags: &[u8], value: V) -> V {
+        if self.per_shard == 0 {
+            return value;
+        }
+        let mut s = self.shard(h);
+        if let Some(&i) = s.index.get(&h) {
+            if let Some(slot) = s.slots.get(i) {
+                if slot.dialect == dialect && &*slot.text == text && &*slot.flags == flags {
+                    return slot.value.clone();
+                }
+            }
+        }
+        let slot =
+            Slot { hash: h, dialect, text: text.into(), flags: flags.into(), value: value.clone(), referenced: false };
+        if s.slots.len() < self.per_shard {
+            s.slots.push(slot);
+            let i = s.slots.len() - 1;
+            s.index.insert(h, i);
+            return value;
+        }
+        let len = s.slots.len();
+        loop {
+            let i = s.hand % len;
+            s.hand = (i + 1) % len;
+            if std::mem::take(&mut s.slots[i].referenced) {
+                continue;
+            }
+            let old = s.slots[i].hash;
+            if s.index.get(&old) == Some(&i) {
+                s.index.remove(&old);
+            }
+            s.slots[i] = slot;
+            s.index.insert(h, i);
+            return value;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).slots.len()).sum()
+    }
+
+    fn clear(&self) {
+        for s in self.shards.iter() {
+            *s.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Shard::default();
+        }
+    }
+}
+
+type Classified = (Arc<Fingerprint>, Arc<Analysis>);
+
 /// Thread-safe analysis cache; share it behind an `Arc` (all methods take `&self`).
 pub struct Analyzer {
-    shards: Box<[Mutex<Shard>]>,
-    per_shard: usize,
+    shape: Level<Arc<Analysis>>,
+    exact: Level<Classified>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -85,125 +180,102 @@ fn key_hash(dialect: Dialect, text: &str, flags: &[u8]) -> u64 {
 }
 
 impl Analyzer {
-    /// A cache holding at most `capacity` analyses (0 disables caching).
+    /// A cache holding at most `capacity` analyses per level (0 disables caching).
     pub fn new(capacity: usize) -> Self {
-        let n = capacity.clamp(1, MAX_SHARDS);
-        let per_shard = capacity.div_ceil(n);
         Self {
-            shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
-            per_shard,
+            shape: Level::new(capacity),
+            exact: Level::new(capacity),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    /// Maximum number of cached analyses.
+    /// Maximum number of cached shapes.
     pub fn capacity(&self) -> usize {
-        self.per_shard * self.shards.len()
+        self.shape.per_shard * self.shape.shards.len()
     }
 
-    /// Number of cached analyses.
+    /// Number of cached shapes.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).slots.len()).sum()
+        self.shape.len()
     }
 
     /// Nothing cached.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == 0 && self.exact.len() == 0
     }
 
-    /// Cache hits so far.
+    /// Lookups answered from the cache so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
 
-    /// Cache misses so far (each one parsed a statement).
+    /// Lookups that had to parse (each one ran sqlparser).
     pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
     }
 
     /// Drop every cached analysis.
     pub fn clear(&self) {
-        for s in self.shards.iter() {
-            *lock(s) = Shard::default();
-        }
+        self.shape.clear();
+        self.exact.clear();
     }
 
     /// Analyse `sql`, reusing the analysis of any earlier statement of the same shape.
     pub fn analyze_cached(&self, sql: &str, dialect: Dialect) -> Arc<Analysis> {
-        self.lookup(&normalize(sql, dialect, Render::Text), dialect)
+        let cacheable = sql.len() <= MAX_CACHED_TEXT;
+        let h = key_hash(dialect, sql, &[]);
+        if cacheable {
+            if let Some(v) = self.exact.get(h, dialect, sql, &[]) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return v.1;
+            }
+        }
+        let n = normalize(sql, dialect, Render::Text);
+        let analysis = self.shape_lookup(&n, dialect);
+        if cacheable && n.error.is_none() && n.literals == 0 {
+            // Once per distinct text: the fingerprint pass the exact entry needs.
+            let fp = Arc::new(normalize(sql, dialect, Render::Fingerprint).fingerprint());
+            return self.exact.insert(h, dialect, sql, &[], (fp, analysis)).1;
+        }
+        analysis
     }
 
-    /// Fingerprint and analysis from one lexer pass (what the proxy needs per statement).
-    pub fn classify(&self, sql: &str, dialect: Dialect) -> (Fingerprint, Arc<Analysis>) {
+    /// Fingerprint and analysis of `sql` from at most one lexer pass (what the proxy needs per
+    /// statement: the fingerprint for the audit record, the analysis for the policy).
+    pub fn classify(&self, sql: &str, dialect: Dialect) -> (Arc<Fingerprint>, Arc<Analysis>) {
+        let cacheable = sql.len() <= MAX_CACHED_TEXT;
+        let h = key_hash(dialect, sql, &[]);
+        if cacheable {
+            if let Some(v) = self.exact.get(h, dialect, sql, &[]) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return v;
+            }
+        }
         let n = normalize(sql, dialect, Render::Both);
-        let a = self.lookup(&n, dialect);
-        (n.fingerprint(), a)
+        let analysis = self.shape_lookup(&n, dialect);
+        let (literals, clean) = (n.literals, n.error.is_none());
+        let fp = Arc::new(n.fingerprint());
+        if cacheable && clean && literals == 0 {
+            return self.exact.insert(h, dialect, sql, &[], (fp, analysis));
+        }
+        (fp, analysis)
     }
 
-    fn lookup(&self, n: &Normalized, dialect: Dialect) -> Arc<Analysis> {
+    fn shape_lookup(&self, n: &Normalized, dialect: Dialect) -> Arc<Analysis> {
         // A lexer error is not part of the key: such input is never cached (it is denied anyway).
-        if self.per_shard == 0 || n.text.len() > MAX_CACHED_TEXT || n.error.is_some() {
+        if n.text.len() > MAX_CACHED_TEXT || n.error.is_some() {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Arc::new(analyze_normalized(n, dialect));
         }
         let flags = flags_of(n);
         let h = key_hash(dialect, &n.text, &flags);
-        let shard = &self.shards[(h >> 32) as usize % self.shards.len()];
-        if let Some(v) = find(&mut lock(shard), h, dialect, &n.text, &flags) {
+        if let Some(v) = self.shape.get(h, dialect, &n.text, &flags) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return v;
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let value = Arc::new(analyze_normalized(n, dialect));
-        let mut s = lock(shard);
-        if let Some(v) = find(&mut s, h, dialect, &n.text, &flags) {
-            return v; // another thread analysed it meanwhile
-        }
-        let slot =
-            Slot { hash: h, dialect, text: n.text.as_str().into(), flags, value: value.clone(), referenced: false };
-        insert(&mut s, slot, self.per_shard);
-        value
-    }
-}
-
-fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // A panic while holding the lock cannot leave a shard inconsistent in a way that matters
-    // (worst case a stale index entry, which `find` verifies): keep using it.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn find(s: &mut Shard, h: u64, dialect: Dialect, text: &str, flags: &[u8]) -> Option<Arc<Analysis>> {
-    let i = *s.index.get(&h)?;
-    let slot = s.slots.get_mut(i)?;
-    if slot.hash == h && slot.dialect == dialect && &*slot.text == text && &*slot.flags == flags {
-        slot.referenced = true;
-        return Some(slot.value.clone());
-    }
-    None
-}
-
-fn insert(s: &mut Shard, slot: Slot, cap: usize) {
-    let h = slot.hash;
-    if s.slots.len() < cap {
-        s.slots.push(slot);
-        let i = s.slots.len() - 1;
-        s.index.insert(h, i);
-        return;
-    }
-    let len = s.slots.len();
-    loop {
-        let i = s.hand % len;
-        s.hand = (i + 1) % len;
-        if std::mem::take(&mut s.slots[i].referenced) {
-            continue;
-        }
-        let old = s.slots[i].hash;
-        if s.index.get(&old) == Some(&i) {
-            s.index.remove(&old);
-        }
-        s.slots[i] = slot;
-        s.index.insert(h, i);
-        return;
+        self.shape.insert(h, dialect, &n.text, &flags, value)
     }
 }

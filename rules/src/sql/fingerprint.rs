@@ -89,6 +89,8 @@ pub(crate) struct Normalized {
     pub stmts: Vec<StmtText>,
     /// Lexer error, if any.
     pub error: Option<String>,
+    /// Number of string and numeric literals (parameters excluded).
+    pub literals: usize,
     /// Render the fingerprint text.
     want_fp: bool,
     /// Render the parse text.
@@ -231,6 +233,7 @@ pub(crate) fn normalize(sql: &str, dialect: Dialect, what: Render) -> Normalized
         text: String::with_capacity(if want_text { sql.len() + 8 } else { 0 }),
         stmts: Vec::new(),
         error: lexed.error.clone(),
+        literals: toks.iter().filter(|t| matches!(t.kind, Kind::Str | Kind::Num)).count(),
         want_fp,
         want_text,
     };

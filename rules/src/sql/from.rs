@@ -78,7 +78,7 @@ impl Ctx {
                 if hide {
                     self.set_hidden(false);
                 }
-                Rel::derived(alias.as_ref().map(|a| names::ident(&a.name)), apply_alias(cols, alias.as_ref()))
+                Rel::query(alias.as_ref().map(|a| names::ident(&a.name)), apply_alias(cols, alias.as_ref()))
             }
             TableFactor::TableFunction { expr, alias } => {
                 let src = self.expr(expr);
@@ -116,7 +116,7 @@ impl Ctx {
                 self.table_with_joins(table_with_joins);
                 let inner = self.levels.pop().unwrap_or_default();
                 let cols: Vec<Col> = inner.rels.iter().flat_map(|r| r.cols.clone()).collect();
-                let mut r = Rel::derived(alias_name(alias), apply_alias(cols, alias.as_ref()));
+                let mut r = Rel::query(alias_name(alias), apply_alias(cols, alias.as_ref()));
                 r.merged = inner.merged || inner.rels.iter().any(|r| r.merged);
                 r
             }

@@ -75,6 +75,9 @@ pub(crate) struct Rel {
     pub cols: Vec<Col>,
     /// `*` over this relation cannot be expanded positionally (USING / NATURAL inside).
     pub merged: bool,
+    /// A subquery, CTE or aliased join: its whole row is a composite the masking layer cannot
+    /// take apart.
+    pub composite: bool,
 }
 
 impl Rel {
@@ -86,11 +89,18 @@ impl Rel {
             cte: None,
             cols: vec![Col::star(Star::Narrow, vec![src])],
             merged: false,
+            composite: false,
         }
     }
 
+    /// A relation computed by a function or other expression.
     pub(crate) fn derived(alias: Option<String>, cols: Vec<Col>) -> Self {
-        Self { alias, base: None, cte: None, cols, merged: false }
+        Self { alias, base: None, cte: None, cols, merged: false, composite: false }
+    }
+
+    /// A relation computed by a query (subquery, CTE, aliased join).
+    pub(crate) fn query(alias: Option<String>, cols: Vec<Col>) -> Self {
+        Self { composite: true, ..Self::derived(alias, cols) }
     }
 
     pub(crate) fn matches_qual(&self, d: Dialect, q: &[String]) -> bool {
@@ -349,7 +359,7 @@ impl Ctx {
         let alias_name = alias.map(|a| names::ident(&a.name));
         if schema.is_none() {
             if let Some(cols) = self.find_cte(&name) {
-                let mut r = Rel::derived(alias_name, apply_alias(cols, alias));
+                let mut r = Rel::query(alias_name, apply_alias(cols, alias));
                 r.cte = Some(name);
                 return r;
             }
@@ -442,6 +452,11 @@ impl Ctx {
             for r in level.rels.iter().filter(|r| r.matches_qual(self.d, &q)) {
                 found = true;
                 extend(&mut out, r.all_sources());
+                if r.composite {
+                    // A whole row of a subquery or CTE is a composite value the masking layer
+                    // cannot take apart (a base table's row is `AllColumnsOf`).
+                    extend(&mut out, [ColumnSource::Opaque]);
+                }
             }
         }
         found.then_some(out)

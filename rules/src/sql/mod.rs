@@ -20,8 +20,44 @@
 //! # Soundness contract for masking
 //! [`OutputColumn::sources`] may over-report (name more columns than the value really derives
 //! from) but must never under-report. Where the analyser cannot trace a value it says
-//! [`ColumnSource::Opaque`], and the masking layer fails closed. Known limits are listed in
-//! `docs/ARCHITECTURE.md` and in the `lineage` module documentation.
+//! [`ColumnSource::Opaque`], and the masking layer fails closed. `AllColumnsOf` on an entry that
+//! is not a wildcard means "some or all columns of that table" (a whole-row reference such as
+//! `SELECT c FROM customers c`): treat it as containing every labelled column of the table.
+//! [`StatementInfo::written_sources`] reports labelled data being copied somewhere else (another
+//! table, a file, a variable): a masked user doing that must be denied, or the copy read later
+//! will not be masked.
+//!
+//! # Known limits (what this layer cannot see; the caller must cover them)
+//! - **Session settings the lexer assumes.** Postgres `standard_conforming_strings = on` and an
+//!   ASCII-safe `client_encoding` (not SJIS, BIG5, GBK, GB18030, UHC, whose second bytes can be
+//!   `\`); MySQL `sql_mode` without `NO_BACKSLASH_ESCAPES` / `ANSI_QUOTES` and a client charset
+//!   that is not gbk, sjis, big5, cp932 or gb18030. Otherwise the server may end a string where
+//!   the lexer does not. The session must track or refuse changes to these
+//!   ([`StatementInfo::set_variables`] names them).
+//! - **The catalog.** Views, table inheritance and partitions (a parent's rows include its
+//!   children's), row-level security, columns renamed after labelling, and `search_path` /
+//!   `USE` for unqualified names (`schema: None`) are resolved by the masking/policy layer.
+//! - **User code.** Unknown functions and user-defined operators are `Opaque`, but a user
+//!   object *shadowing* a built-in name (an overloaded `=` for a user type, a `lower()` earlier
+//!   on `search_path` than `pg_catalog`), user-defined casts, triggers, rules (`CREATE RULE ...
+//!   ON SELECT`), `DO` blocks and procedures run code this layer does not see.
+//! - **Session state.** Cursors (`FETCH` is `Opaque`), SQL-level `EXECUTE` (`Opaque`), temp
+//!   tables filled from labelled data (see `written_sources`), MySQL user variables (reading
+//!   `@v` is `Opaque`), `set_config()` / `set_config('role', ...)`.
+//! - **Side channels.** Error messages can quote values (`SELECT email::int`), so can NOTIFY
+//!   payloads, statistics views (`pg_stats`, `pg_stat_statements`) and `EXPLAIN`; predicates
+//!   (WHERE, JOIN ON, ORDER BY, GROUP BY, EXISTS, LIMIT) leak by inference and are deliberately
+//!   not lineage.
+//! - **Parser coverage.** What sqlparser cannot parse (Postgres `DO`, `SET role TO x`, SQL
+//!   function bodies with `BEGIN ATOMIC`, MySQL `LOAD DATA`, `PREPARE ... FROM`, `HANDLER`, ...)
+//!   carries a parse error and a keyword-based kind. Statements over 256 KiB, with more than
+//!   8000 operator tokens or nested deeper than 400 levels are refused the same way. Residual
+//!   risk: a spelling sqlparser structures differently from the server.
+//! - **Deliberate over-reporting** (sound, may mask more than needed): unqualified names in
+//!   correlated subqueries also resolve to outer tables; set operations whose arms do not line
+//!   up; `*` over USING / NATURAL joins is one wildcard for all joined tables; MySQL executable
+//!   comments are code whatever their version number; nested DML under `EXPLAIN` counts as an
+//!   effect even without ANALYZE.
 
 mod analyze;
 mod cache;
@@ -35,6 +71,7 @@ mod lexer;
 mod lineage;
 mod names;
 mod select;
+mod spelling;
 mod statement;
 
 #[cfg(test)]
@@ -203,7 +240,7 @@ pub enum StatementKind {
     Show,
     /// EXPLAIN (the explained statement is analysed too; with ANALYZE it is an effect).
     Explain,
-    /// PREPARE name AS <stmt>.
+    /// `PREPARE name AS stmt` (the prepared statement is analysed and listed as an effect).
     Prepare,
     /// EXECUTE of a named prepared statement (its content is not visible here).
     Execute,

@@ -140,6 +140,8 @@ fn whole_row_references() {
         let i = pg(q);
         assert!(i.outputs[0].is_opaque(), "{q}");
     }
+    let i = pg("SELECT jsonb_agg(s) FROM (SELECT email FROM customers) s");
+    assert!(i.outputs[0].is_opaque() && out(&i, 0).contains(&col("customers", "email")));
     // Counting rows does not reveal their values.
     assert!(!pg("SELECT count(c) FROM customers c").outputs[0].is_opaque());
 }

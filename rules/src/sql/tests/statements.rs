@@ -359,3 +359,34 @@ fn show_use_and_transactions() {
     assert_eq!(i.set_variables, vec!["database".to_string()]);
     assert_eq!(pg("LISTEN ch").kind, StatementKind::Other("listen".into()));
 }
+
+#[test]
+fn comment_and_quote_confusion() {
+    // A MySQL executable comment can carry a whole second statement.
+    let a = analyze("SELECT 1 /*!50000 ; DROP TABLE x */", Dialect::Mysql);
+    assert_eq!(a.statements.len(), 2);
+    assert_eq!(a.statements[1].kind, StatementKind::Drop);
+    // Comments between keywords.
+    let i = pg("SELECT/**/email/**/FROM/**/customers");
+    assert_eq!(out(&i, 0), vec![col("customers", "email")]);
+    // PG nests block comments, MySQL does not.
+    let i = pg("SELECT 1 /* /* */ , email FROM customers */");
+    assert_eq!(i.outputs.len(), 1);
+    let a = analyze("SELECT 1 /* /* */ , email FROM customers */", Dialect::Mysql);
+    assert!(
+        a.parse_error.is_some()
+            || a.statements[0].outputs.iter().any(|o| o.sources.contains(&col("customers", "email")))
+    );
+    // A backslash ends a Postgres string but escapes the quote in MySQL.
+    let i = pg(r"SELECT 'a\' , email FROM customers -- '");
+    assert_eq!(out(&i, 1), vec![col("customers", "email")]);
+    let i = my(r"SELECT 'a\' , email FROM customers -- '");
+    assert_eq!(i.outputs.len(), 1);
+    assert!(i.tables.is_empty());
+    // `#` and `--` inside strings are not comments.
+    let i = my("SELECT '#', \"-- \", email FROM customers");
+    assert_eq!(out(&i, 2), vec![col("customers", "email")]);
+    // Postgres `#` is an operator (XOR), not a comment.
+    let i = pg("SELECT 1 # 2, email FROM customers");
+    assert_eq!(out(&i, 1), vec![col("customers", "email")]);
+}
