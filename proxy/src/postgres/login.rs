@@ -11,7 +11,6 @@ use dgf_protocols::postgres::messages::{self, tag, ErrorFields};
 use dgf_protocols::postgres::scram::{ScramServer, ScramVerifier};
 use dgf_protocols::postgres::startup::{parse_startup, StartupMessage, StartupRequest};
 use dgf_protocols::postgres::{auth, frame};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -172,11 +171,6 @@ pub fn requested_params(m: &StartupMessage) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-/// Record the peer for logs without exposing anything secret.
-pub fn peer_label(peer: &SocketAddr) -> String {
-    peer.to_string()
 }
 
 #[cfg(test)]
