@@ -83,6 +83,12 @@ with = "redact"
 name = "nobody drops or truncates"
 action = "deny"
 statements = ["drop", "truncate"]
+
+[[rules]]
+name = "watch notes"
+action = "deny"
+tables = ["notes"]
+mode = "shadow"
 "#
     )
 }
@@ -457,4 +463,33 @@ fn wait_records(path: &std::path::Path, want: usize) -> usize {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_metrics_and_reload() {
+    let env = setup();
+    let admin = client(&env, "admin").await;
+    // Shadow: decided and counted, not enforced.
+    admin.simple_query("INSERT INTO notes VALUES ('shadowed')").await.unwrap();
+    let _ = admin.simple_query("DROP TABLE customers").await.unwrap_err();
+    let (status, metrics) = env.dgf.admin("GET", "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains(r#"dgf_rule_hits_total{mode="shadow",rule="watch notes"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"dgf_rule_hits_total{mode="enforce",rule="nobody drops or truncates"} 1"#), "{metrics}");
+    assert!(metrics.contains("dgf_policy_decisions_total"), "{metrics}");
+    // Reload without the drop rule: the same session sees the new policy at its next statement.
+    let text = std::fs::read_to_string(&env.dgf.config).unwrap();
+    let relaxed = text.replace("statements = [\"drop\", \"truncate\"]", "statements = [\"truncate\"]");
+    assert_ne!(text, relaxed);
+    env.dgf.rewrite_config(&relaxed);
+    let (status, body) = env.dgf.admin("POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    admin.simple_query("CREATE TABLE scratch (a int)").await.unwrap();
+    admin.simple_query("DROP TABLE scratch").await.expect("drop allowed after reload");
+    // A broken policy is rejected and the old one keeps serving.
+    env.dgf.rewrite_config(&relaxed.replace("labels = [\"email\"]", "labels = [\"nope\"]"));
+    let (status, body) = env.dgf.admin("POST", "/reload");
+    assert_ne!(status, 200, "{body}");
+    let e = admin.simple_query("TRUNCATE notes").await.unwrap_err();
+    assert_eq!(code(&e), "42501");
 }
