@@ -443,7 +443,7 @@ async fn audit_records_every_statement_and_chain_verifies() {
     assert_eq!(first["user"], "analyst");
     assert!(first["fingerprint"].as_str().unwrap().contains("customers"));
     assert!(text.contains("\"decision\":\"deny\""));
-    let report = dgf_rules::audit::verify(&[env.audit.clone()]).unwrap();
+    let report = dgf_rules::audit::verify(std::slice::from_ref(&env.audit)).unwrap();
     assert!(report.is_ok(), "{:?}", report.first_error);
     drop(env.dgf);
 }
