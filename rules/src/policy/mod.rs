@@ -22,7 +22,7 @@ mod sql;
 mod tests;
 
 pub use glob::{glob_match, FieldPattern, FieldRef, Namespace};
-pub use sql::{check_sql, sql_output_masks, SqlVerdict};
+pub use sql::{check_sql, check_sql_cached, sql_output_masks, SqlVerdict};
 
 use crate::mask::{HashKey, MaskFn};
 use crate::RulesError;
@@ -284,6 +284,7 @@ impl Policy {
             masks: rules.iter().filter(|r| r.action == RuleAction::Mask).cloned().collect(),
             rules,
             parse_error_denies: self.inner.parse_error_denies,
+            verdicts: RwLock::default(),
         });
         if let Ok(mut m) = self.inner.views.write() {
             if m.len() < 10_000 {
@@ -347,6 +348,8 @@ pub struct RoleView {
     rules: Vec<Arc<Rule>>,
     masks: Vec<Arc<Rule>>,
     parse_error_denies: bool,
+    /// SQL verdicts by analysis (the analysis is kept alive so its address stays unique).
+    pub(crate) verdicts: RwLock<HashMap<usize, sql::CachedVerdict>>,
 }
 
 impl RoleView {
