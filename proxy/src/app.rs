@@ -220,11 +220,10 @@ impl App {
         for r in snap.routes.values() {
             if let Some(my) = &r.my {
                 for p in my.pools.iter() {
-                    let k = p.key();
-                    let database = if k.database.is_empty() { "(none)".to_owned() } else { k.database.clone() };
+                    let database = if p.key().found_rows { "* (found_rows)" } else { "*" };
                     out.push(PoolReport {
                         route: r.name.clone(),
-                        database: format!("{database} [collation {}{}]", k.collation, if k.found_rows { ", found_rows" } else { "" }),
+                        database: database.to_owned(),
                         mode: "transaction".into(),
                         stats: p.value().stats(),
                     });

@@ -24,6 +24,14 @@ pub fn new_salt() -> [u8; 20] {
     s
 }
 
+/// Character set and collation names of a collation id (for `SET NAMES cs COLLATE coll`).
+pub fn collation_names(id: u16) -> Option<(String, String)> {
+    let c = mysql_common::collations::Collation::from(mysql_common::collations::CollationId::from(id));
+    let (cs, coll) = (c.charset(), c.collation());
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    (ok(cs) && ok(coll)).then(|| (cs.to_owned(), coll.to_owned()))
+}
+
 /// The greeting dgf sends to a client.
 #[derive(Debug, Clone)]
 pub struct Greeting {
@@ -376,6 +384,13 @@ mod tests {
         encode_ssl_request(&mut b, cap::PROTOCOL_41, 45);
         assert_eq!(b.len(), 32);
         assert!(matches!(parse_client_hello(&b).unwrap(), ClientHello::SslRequest { .. }));
+    }
+
+    #[test]
+    fn collations() {
+        assert_eq!(collation_names(45), Some(("utf8mb4".into(), "utf8mb4_general_ci".into())));
+        assert_eq!(collation_names(8), Some(("latin1".into(), "latin1_swedish_ci".into())));
+        assert_eq!(collation_names(0), None);
     }
 
     #[test]

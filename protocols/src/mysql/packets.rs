@@ -153,8 +153,14 @@ impl OkPacket {
             if status & status::SESSION_STATE_CHANGED != 0 && !r.is_empty() {
                 ok.session_state = r.lenenc_bytes()?.to_vec();
             }
-        } else {
-            ok.info = r.rest().to_vec();
+        } else if !r.is_empty() {
+            // Servers write the message length-encoded (net_store_data) although the protocol
+            // documentation says string<EOF>; clients (libmysqlclient, libmariadb) read it so.
+            let rest = r.rest();
+            ok.info = match r.lenenc_bytes() {
+                Ok(b) if r.is_empty() => b.to_vec(),
+                _ => rest.to_vec(),
+            };
         }
         Ok(ok)
     }
@@ -177,8 +183,8 @@ impl OkPacket {
             if st & status::SESSION_STATE_CHANGED != 0 {
                 put_lenenc_bytes(dst, &self.session_state);
             }
-        } else {
-            dst.put_slice(&self.info);
+        } else if !self.info.is_empty() {
+            put_lenenc_bytes(dst, &self.info);
         }
     }
 
@@ -420,6 +426,21 @@ mod tests {
         let mut b = BytesMut::new();
         ok.encode(&mut b, 0, 0);
         assert_eq!(&b[..], &bytes);
+    }
+
+    #[test]
+    fn info_is_length_encoded() {
+        // INSERT of 2 rows: info "Records: 2" is written length-encoded, with or without
+        // session tracking
+        let mut b = BytesMut::new();
+        let ok = OkPacket { affected_rows: 2, status: 2, info: b"Records: 2".to_vec(), ..Default::default() };
+        ok.encode(&mut b, 0, 0);
+        assert_eq!(&b[..], b"\x00\x02\x00\x02\x00\x00\x00\x0aRecords: 2");
+        assert_eq!(OkPacket::parse(&b, 0).unwrap(), ok);
+        let mut t = BytesMut::new();
+        ok.encode(&mut t, 0, cap::SESSION_TRACK);
+        assert_eq!(&t[..], &b[..]);
+        assert_eq!(OkPacket::parse(&t, cap::SESSION_TRACK).unwrap(), ok);
     }
 
     #[test]

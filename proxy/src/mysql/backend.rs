@@ -9,7 +9,7 @@ use dgf_config::MySslMode;
 use dgf_protocols::mysql::auth::{ClientAuth, ClientStep};
 use dgf_protocols::mysql::consts::{cap, com, status};
 use dgf_protocols::mysql::frame::{put_packet, split_packet};
-use dgf_protocols::mysql::handshake::{encode_ssl_request, HandshakeResponse, ServerGreeting};
+use dgf_protocols::mysql::handshake::{collation_names, encode_ssl_request, HandshakeResponse, ServerGreeting};
 use dgf_protocols::mysql::packets::{is_eof, ErrPacket, OkPacket};
 use dgf_protocols::mysql::response::{Expect, Tracker};
 use dgf_protocols::mysql::MyProtoError;
@@ -70,17 +70,16 @@ impl std::fmt::Debug for MyTarget {
     }
 }
 
-/// What a pool's connections have in common: the schema they start in and the connection
-/// settings that cannot be changed after login.
+/// What a pool's connections have in common: the login settings that cannot be changed
+/// afterwards. Schema and character set are synchronised per checkout instead.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
-    /// Default schema ("" for none).
-    pub database: String,
-    /// Collation id sent at login (sets character_set_client/connection/results).
-    pub collation: u8,
     /// CLIENT_FOUND_ROWS (changes affected-row counts; fixed at login).
     pub found_rows: bool,
 }
+
+/// Collation every upstream connection logs in with (utf8mb4_general_ci).
+pub const LOGIN_COLLATION: u8 = 45;
 
 /// Why an upstream connection could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +132,10 @@ pub struct MyConn {
     pub version: String,
     /// Server thread id.
     pub thread_id: u32,
-    /// Current schema as far as dgf knows.
+    /// Current schema as far as dgf knows ("" for none).
     pub schema: String,
+    /// Collation of the connection's character set variables (0: unknown, e.g. after a reset).
+    pub collation: u8,
     /// Whether multi-statements are on (COM_SET_OPTION).
     pub multi_statements: bool,
     /// dgf statement id -> server statement id.
@@ -172,7 +173,7 @@ impl MyConn {
         if let (true, true, Some(connector)) = (want_tls, server_tls, &target.tls) {
             caps |= cap::SSL;
             let mut b = BytesMut::new();
-            encode_ssl_request(&mut b, caps, key.collation);
+            encode_ssl_request(&mut b, caps, LOGIN_COLLATION);
             let mut out = BytesMut::new();
             seq = put_packet(&mut out, seq, &b);
             stream.write_all(&out).await?;
@@ -193,7 +194,8 @@ impl MyConn {
             caps: 0,
             version: g.server_version.clone(),
             thread_id: g.connection_id,
-            schema: key.database.clone(),
+            schema: String::new(),
+            collation: LOGIN_COLLATION,
             multi_statements: true,
             prepared: HashMap::new(),
             dirty: false,
@@ -204,10 +206,10 @@ impl MyConn {
         let resp = HandshakeResponse {
             capabilities: caps,
             max_packet: 1 << 30,
-            collation: key.collation,
+            collation: LOGIN_COLLATION,
             user: target.user.clone(),
             auth_response: auth.initial(),
-            database: (!key.database.is_empty()).then(|| key.database.clone()),
+            database: None,
             plugin: Some(auth.plugin().to_owned()),
             attrs: vec![("program_name".into(), "dgf".into())],
         };
@@ -314,23 +316,29 @@ impl MyConn {
         }
     }
 
+    /// Switch character set and collation (`SET NAMES`).
+    pub async fn set_collation(&mut self, id: u8) -> Result<Result<(), ErrPacket>, BackendError> {
+        let Some((cs, coll)) = collation_names(id as u16) else {
+            return Ok(Ok(()));
+        };
+        let r = self.query_drain(&format!("SET NAMES {cs} COLLATE {coll}")).await?;
+        if r.is_ok() {
+            self.collation = id;
+        }
+        Ok(r)
+    }
+
     /// COM_RESET_CONNECTION: drop transactions, variables, temporary tables, locks and
-    /// prepared statements; then restore dgf's session settings and the pool's schema.
-    pub async fn reset(&mut self, schema: &str) -> Result<(), BackendError> {
+    /// prepared statements; then restore dgf's session settings. The schema is kept; the
+    /// character set variables fall back to the server defaults (synchronised on checkout).
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
         if let Err(e) = self.simple(&[com::RESET_CONNECTION]).await? {
             return Err(BackendError::Refused(e));
         }
         self.prepared.clear();
         self.multi_statements = true;
+        self.collation = 0;
         self.init_session().await?;
-        if self.schema != schema {
-            if schema.is_empty() {
-                return Err(BackendError::Protocol("cannot leave a schema without reconnecting".into()));
-            }
-            if let Err(e) = self.init_db(schema).await? {
-                return Err(BackendError::Refused(e));
-            }
-        }
         self.dirty = false;
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! The pools of one MySQL route: one per (schema, collation, FOUND_ROWS), created on first
-//! use, kept across reloads while the upstream URL is unchanged; plus the route's prepared
+//! The pools of one MySQL route: one for clients without CLIENT_FOUND_ROWS and, when such
+//! clients come, one for those with it (the flag is fixed at login); created on first use, kept across reloads while the upstream URL is unchanged; plus the route's prepared
 //! statement registry and the upstream version shown in greetings.
 
 use super::backend::{MyManager, MyTarget, PoolKey};
@@ -53,7 +53,7 @@ impl MyPools {
         if let Some(v) = self.version.load_full() {
             return v.to_string();
         }
-        let key = PoolKey { database: String::new(), collation: 45, found_rows: false };
+        let key = PoolKey { found_rows: false };
         let _ = self.pool(&key).get().await;
         self.version.load_full().map(|v| v.to_string()).unwrap_or_else(|| "8.0.36-dgf".into())
     }

@@ -293,11 +293,7 @@ impl Session {
     }
 
     fn key(&self) -> PoolKey {
-        PoolKey {
-            database: self.database.clone(),
-            collation: self.collation,
-            found_rows: self.caps & cap::FOUND_ROWS != 0,
-        }
+        PoolKey { found_rows: self.caps & cap::FOUND_ROWS != 0 }
     }
 
     /// Make sure a server connection is held. `Ok(false)`: an error was sent to the client.
@@ -317,23 +313,47 @@ impl Session {
                 return Ok(false);
             }
         };
-        if s.multi_statements != self.multi_statements {
-            if let Err(e) = s.set_multi_statements(self.multi_statements).await {
-                s.mark_broken();
-                self.send_err_packet(seq, &e.to_client_error());
-                return Ok(false);
-            }
+        if let Err(e) = self.sync(&mut s).await {
+            s.mark_broken();
+            self.send_err_packet(seq, &e);
+            return Ok(false);
         }
         self.server = Some(s);
         self.server_key = Some(key);
         Ok(true)
     }
 
+    /// Bring a checked-out connection to the client's session settings: schema, character
+    /// set, multi-statements. An error (e.g. unknown database) is the client's answer.
+    async fn sync(&self, s: &mut MyConn) -> Result<(), ErrPacket> {
+        let up = |e: BackendError| e.to_client_error();
+        if !self.database.is_empty() && s.schema != self.database {
+            s.init_db(&self.database).await.map_err(up)??;
+        }
+        if s.collation != self.collation {
+            s.set_collation(self.collation).await.map_err(up)??;
+        }
+        if s.multi_statements != self.multi_statements {
+            s.set_multi_statements(self.multi_statements).await.map_err(up)?;
+        }
+        Ok(())
+    }
+
     /// At login: check a connection of the client's pool out once (proves the schema exists
     /// and the upstream answers).
     pub(super) async fn check_upstream(&mut self) -> Option<ErrPacket> {
         match self.pools.pool(&self.key()).get().await {
-            Ok(_) => None,
+            Ok(mut s) => {
+                let r = self.sync(&mut s).await.err();
+                if r.is_some() && s.schema != self.database {
+                    // the schema does not exist or is not allowed: the connection is fine
+                    return r;
+                }
+                if r.is_some() {
+                    s.mark_broken();
+                }
+                r
+            }
             Err(e) => Some(checkout_error(&e)),
         }
     }
@@ -348,25 +368,13 @@ impl Session {
     /// Return the server connection to its pool, cleaning it first when it carries state.
     async fn release(&mut self) {
         let Some(mut s) = self.server.take() else { return };
-        let key = self.server_key.take().unwrap_or_else(|| self.key());
+        self.server_key = None;
         if s.is_broken() {
             return;
         }
-        let clean = s.status & status::IN_TRANS == 0 && !s.dirty && s.schema == key.database;
-        if !clean {
-            let result = if s.dirty || s.status & status::IN_TRANS != 0 {
-                s.reset(&key.database).await
-            } else if key.database.is_empty() {
-                Err(BackendError::Protocol("schema selected on a schema-less connection".into()))
-            } else {
-                match s.init_db(&key.database).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(BackendError::Refused(e)),
-                    Err(e) => Err(e),
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "server connection could not be cleaned; closing it");
+        if s.dirty || s.status & status::IN_TRANS != 0 {
+            if let Err(e) = s.reset().await {
+                tracing::debug!(error = %e, "server connection could not be reset; closing it");
                 s.mark_broken();
             }
         }
