@@ -5,7 +5,8 @@
 //! start(plugin, response)
 //!   mysql_native_password ........................ verify SHA-1 scramble -> Success | Failure
 //!   caching_sha2_password, scramble matches ...... Success (send 0x01 0x03 fast_auth_success, then OK)
-//!   caching_sha2_password, otherwise ............. Reply 0x01 0x04 (perform full auth) -> FullAuth
+//!   caching_sha2_password, otherwise ............. Failure (dgf knows the password: the cache is warm)
+//!   caching_sha2_password, always_full_auth ...... Reply 0x01 0x04 (perform full auth) -> FullAuth
 //!   any other plugin ............................. Reply AuthSwitchRequest(mysql_native_password) -> Switched
 //! FullAuth + 0x02 (public key request) ........... Reply 0x01 <PEM> -> AwaitRsa (needs a key)
 //! FullAuth + password\0 over TLS ................. Success | Failure (refused without TLS)
@@ -136,6 +137,11 @@ impl<'k> ServerAuth<'k> {
                 if fast {
                     self.state = SState::Done;
                     return ServerStep::Success { extra: Some(vec![0x01, 0x03]) };
+                }
+                if !self.always_full {
+                    // dgf holds the password, so its "cache" is always warm: a wrong scramble is
+                    // a wrong password, as on a MySQL server with the user cached.
+                    return self.verdict(false);
                 }
                 self.state = SState::FullAuth;
                 ServerStep::Reply(vec![0x01, 0x04])
@@ -325,13 +331,16 @@ mod tests {
         assert_eq!(s.start(Some(plugin::CACHING_SHA2), &c.initial()), ServerStep::Success { extra: Some(vec![1, 3]) });
         assert_eq!(c.next(&[1, 3]), ClientStep::Wait);
         assert_eq!(c.next(&[0, 0, 0, 2, 0, 0, 0]), ClientStep::Done);
-        // a wrong scramble asks for full auth; over TLS the cleartext decides
+        // a wrong scramble is a wrong password
         let mut s = ServerAuth::new(SALT, Some(b"pw"), true, None);
+        assert_eq!(s.start(Some(plugin::CACHING_SHA2), &[0u8; 32]), ServerStep::Failure);
+        // with full authentication forced, over TLS the cleartext decides
+        let mut s = ServerAuth::new(SALT, Some(b"pw"), true, None).always_full_auth(true);
         let ServerStep::Reply(r) = s.start(Some(plugin::CACHING_SHA2), &[0u8; 32]) else { panic!() };
         assert_eq!(c.next(&r), ClientStep::Send(b"pw\0".to_vec()));
         assert_eq!(s.next(b"pw\0"), ServerStep::Success { extra: None });
         // without TLS and without a key the cleartext path is refused
-        let mut s = ServerAuth::new(SALT, Some(b"pw"), false, None);
+        let mut s = ServerAuth::new(SALT, Some(b"pw"), false, None).always_full_auth(true);
         s.start(Some(plugin::CACHING_SHA2), &[]);
         assert_eq!(s.next(b"pw\0"), ServerStep::InsecureTransport);
         let mut c = ClientAuth::new(b"pw", false, plugin::CACHING_SHA2, &SALT);

@@ -29,7 +29,7 @@ pub fn collation_names(id: u16) -> Option<(String, String)> {
     let c = mysql_common::collations::Collation::from(mysql_common::collations::CollationId::from(id));
     let (cs, coll) = (c.charset(), c.collation());
     let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    (ok(cs) && ok(coll)).then(|| (cs.to_owned(), coll.to_owned()))
+    (ok(cs) && ok(coll) && cs != "unknown").then(|| (cs.to_owned(), coll.to_owned()))
 }
 
 /// The greeting dgf sends to a client.

@@ -74,6 +74,20 @@ async fn read_packet(stream: &mut Stream, buf: &mut BytesMut) -> Result<(u8, Byt
     }
 }
 
+/// Read exactly one packet (header, then payload) without reading ahead: a client sends its
+/// TLS ClientHello right behind the SSLRequest, and those bytes belong to the TLS acceptor.
+async fn read_packet_exact(stream: &mut Stream) -> Result<(u8, Bytes), SessionError> {
+    let mut h = [0u8; 4];
+    stream.read_exact(&mut h).await.map_err(|_| SessionError::ClientGone)?;
+    let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
+    if len > MAX_LOGIN_PACKET {
+        return Err(SessionError::Protocol(format!("login packet of {len} bytes")));
+    }
+    let mut p = vec![0u8; len];
+    stream.read_exact(&mut p).await.map_err(|_| SessionError::ClientGone)?;
+    Ok((h[3], Bytes::from(p)))
+}
+
 /// Send an ERR and give up on the client.
 pub async fn refuse(stream: &mut Stream, seq: u8, (n, state): (u16, &str), message: &str) -> SessionError {
     let mut b = BytesMut::new();
@@ -187,15 +201,12 @@ pub async fn login(
     let mut g = BytesMut::new();
     greeting.encode(&mut g);
     write_packet(&mut stream, 0, &g).await?;
-    let (mut last, p) = read_packet(&mut stream, &mut buf).await?;
+    let (mut last, p) = read_packet_exact(&mut stream).await?;
     let mut hello = parse_client_hello(&p).map_err(|e| SessionError::Protocol(e.to_string()))?;
     if let ClientHello::SslRequest { .. } = hello {
         let Some(acceptor) = route.tls.clone() else {
             return Err(SessionError::Protocol("SSLRequest without the SSL capability offered".into()));
         };
-        if !buf.is_empty() {
-            return Err(SessionError::Protocol("data after SSLRequest".into()));
-        }
         let Stream::Plain(tcp) = stream else { return Err(SessionError::Protocol("TLS twice".into())) };
         let tls = acceptor.accept(tcp).await.map_err(|e| SessionError::Tls(e.to_string()))?;
         stream = Stream::Tls(Box::new(tls.into()));
