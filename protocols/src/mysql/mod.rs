@@ -14,6 +14,7 @@ pub mod frame;
 pub mod handshake;
 pub mod packets;
 pub mod response;
+pub mod rows;
 
 pub use error::MyProtoError;
 pub use frame::{put_packet, split_frame, Frame, MAX_PAYLOAD};

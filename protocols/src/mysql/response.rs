@@ -48,6 +48,28 @@ pub enum Out {
     Rewrite(Vec<u8>),
 }
 
+/// What the packet just fed was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// Anything else (EOF after definitions, prepare OK, statistics, ...).
+    #[default]
+    Other,
+    /// Column count of a result set.
+    ColumnCount,
+    /// A column definition of a result set.
+    ColumnDef,
+    /// A row (first frame, when it spans several).
+    Row,
+    /// A later frame of a packet of 16 MiB or more.
+    Continuation,
+    /// End of a result set (EOF / OK 0xFE).
+    ResultEnd,
+    /// OK packet.
+    Ok,
+    /// ERR packet.
+    Err,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
     Start,
@@ -86,6 +108,8 @@ pub struct Tracker {
     pub result_sets: u32,
     /// Rows seen.
     pub rows: u64,
+    /// What the last packet fed was.
+    pub last: Kind,
 }
 
 impl Tracker {
@@ -106,6 +130,7 @@ impl Tracker {
             schema: None,
             result_sets: 0,
             rows: 0,
+            last: Kind::Other,
         }
     }
 
@@ -177,6 +202,29 @@ impl Tracker {
 
     /// Feed the next frame payload from the server.
     pub fn feed(&mut self, payload: &[u8]) -> Result<Out, MyProtoError> {
+        let before = self.st;
+        let was_continuation = self.continuation;
+        let out = self.feed_inner(payload)?;
+        let after = self.st;
+        let head = payload.first().copied();
+        self.last = if was_continuation {
+            Kind::Continuation
+        } else if head == Some(0xff) && self.error.is_some() {
+            Kind::Err
+        } else {
+            match (self.expect, before, after) {
+                (Expect::ResultSet, St::Start, St::Columns(_) | St::ColumnsEof) => Kind::ColumnCount,
+                (Expect::ResultSet, St::Start, _) => Kind::Ok,
+                (Expect::ResultSet, St::Columns(_), _) => Kind::ColumnDef,
+                (Expect::ResultSet | Expect::Fetch, St::Rows | St::Start, St::Rows) => Kind::Row,
+                (Expect::ResultSet | Expect::Fetch, St::Rows, _) => Kind::ResultEnd,
+                _ => Kind::Other,
+            }
+        };
+        Ok(out)
+    }
+
+    fn feed_inner(&mut self, payload: &[u8]) -> Result<Out, MyProtoError> {
         if self.continuation {
             self.continuation = payload.len() == MAX_PAYLOAD;
             return Ok(Out::Pass);
@@ -338,6 +386,26 @@ mod tests {
         assert!(t.done() && t.state_changed);
         assert_eq!(t.schema.as_deref(), Some("test"));
         assert_eq!((t.result_sets, t.rows), (1, 1));
+    }
+
+    #[test]
+    fn packet_kinds() {
+        let mut t = Tracker::new(Expect::ResultSet, 0, 0);
+        t.feed(&[1]).unwrap();
+        assert_eq!(t.last, Kind::ColumnCount);
+        t.feed(&coldef()).unwrap();
+        assert_eq!(t.last, Kind::ColumnDef);
+        t.feed(&EOF_END).unwrap();
+        assert_eq!(t.last, Kind::Other);
+        t.feed(&[1, b'x']).unwrap();
+        assert_eq!(t.last, Kind::Row);
+        t.feed(&EOF_MORE).unwrap();
+        assert_eq!(t.last, Kind::ResultEnd);
+        t.feed(&[0, 0, 0, 2, 0, 0, 0]).unwrap();
+        assert_eq!(t.last, Kind::Ok);
+        let mut t = Tracker::new(Expect::ResultSet, 0, 0);
+        t.feed(b"\xff\x10\x04#HY000x").unwrap();
+        assert_eq!(t.last, Kind::Err);
     }
 
     #[test]
