@@ -118,6 +118,19 @@ pub fn binary_row(payload: &[u8], types: &[u8]) -> Result<Vec<Option<Range<usize
     Ok(out)
 }
 
+/// The value bytes inside a binary-row field range (without its length prefix).
+pub fn binary_value<'a>(payload: &'a [u8], range: &Range<usize>, column_type: u8) -> &'a [u8] {
+    let field = &payload[range.clone()];
+    if fixed_len(column_type).is_some() {
+        return field;
+    }
+    if matches!(column_type, 0x07 | 0x0a | 0x0b | 0x0c) {
+        return field.get(1..).unwrap_or_default();
+    }
+    let mut r = Reader::new(field, "binary value");
+    r.lenenc_bytes().unwrap_or_default()
+}
+
 /// How one value is replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replace {
@@ -191,6 +204,8 @@ mod tests {
         let types = [ty::LONG, ty::VAR_STRING, ty::DOUBLE];
         let f = binary_row(&p, &types).unwrap();
         assert_eq!(f, vec![Some(2..6), Some(6..10), None]);
+        assert_eq!(binary_value(&p, &(6..10), ty::VAR_STRING), b"abc");
+        assert_eq!(binary_value(&p, &(2..6), ty::LONG), &7i32.to_le_bytes());
         let out = rebuild_binary_row(&p, &f, &[Replace::Null, Replace::Bytes(b"xy".to_vec()), Replace::Keep]);
         assert_eq!(out, vec![0x00, 0b0001_0100, 2, b'x', b'y']);
         assert_eq!(binary_row(&out, &types).unwrap(), vec![None, Some(2..5), None]);

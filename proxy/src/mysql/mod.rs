@@ -2,6 +2,7 @@
 //! over pooled upstream connections (transaction-level multiplexing with honest pinning).
 
 pub mod backend;
+pub mod govern;
 pub mod login;
 pub mod pools;
 pub mod session;

@@ -5,6 +5,7 @@
 //! "MySQL: what pins a client").
 
 use super::backend::{BackendError, MyConn, MyManager, PoolKey};
+use super::govern::{Gov, GovState};
 use super::login::{auth_exchange, AuthOutcome};
 use super::pools::MyPools;
 use super::state::{scan, StmtEntry};
@@ -20,7 +21,7 @@ use dgf_protocols::mysql::handshake::parse_change_user;
 use dgf_protocols::mysql::packets::{
     execute_layout, execute_with_types, put_eof, put_err, set_statement_id, statement_id, ErrPacket, OkPacket,
 };
-use dgf_protocols::mysql::response::{Expect, Out, Tracker};
+use dgf_protocols::mysql::response::{Expect, Kind, Out, Tracker};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,16 +35,10 @@ const FLUSH_AT: usize = 64 * 1024;
 /// A statement as one client sees it.
 struct ClientStmt {
     entry: Arc<StmtEntry>,
+    /// Governance decision made at prepare time.
+    gov: Option<Arc<Gov>>,
     /// Parameter types from the client's last execute that carried them.
     types: Option<Vec<u8>>,
-}
-
-/// A governance refusal (wired to the policy engine at this one point).
-pub struct Denial {
-    /// MySQL error number (1142 table, 1143 column, 1227 statement kind).
-    pub errno: u16,
-    /// Message naming the rule.
-    pub message: String,
 }
 
 /// A logged-in MySQL client.
@@ -75,6 +70,8 @@ pub struct Session {
     stmts: HashMap<u32, ClientStmt>,
     next_stmt: u32,
     pub(super) multi_statements: bool,
+    /// Governance state (policy view, masking plan, audit timing).
+    pub(super) gov: GovState,
 }
 
 enum Flow {
@@ -120,6 +117,7 @@ impl Session {
             stmts: HashMap::new(),
             next_stmt: 0,
             multi_statements: caps & cap::MULTI_STATEMENTS != 0,
+            gov: GovState::default(),
         }
     }
 
@@ -213,17 +211,26 @@ impl Session {
         put_frame(&mut self.cout, seq, &b);
     }
 
-    /// The single governance decision point for a command (policy engine plugs in here).
-    fn govern(&self, _command: u8, _sql: &[u8]) -> Result<(), Denial> {
-        Ok(())
+    /// Refuse a statement with a MySQL-native access error naming the rule.
+    fn deny(&mut self, seq: u8, gov: &Gov) {
+        let Some(d) = gov.denied() else { return };
+        let message = d.message.clone();
+        let code = if message.contains("column") || message.contains("masked data") {
+            errno::COLUMNACCESS_DENIED
+        } else {
+            errno::TABLEACCESS_DENIED
+        };
+        self.send_err(seq, code, &message);
+        self.audit_denied(gov);
     }
 
     async fn dispatch(&mut self, seq: u8, payload: Bytes) -> Result<Flow, SessionError> {
         let cmd = payload[0];
         let sql: &[u8] = if matches!(cmd, com::QUERY | com::STMT_PREPARE) { &payload[1..] } else { &[] };
-        if let Err(d) = self.govern(cmd, sql) {
-            let state = if d.errno == 1143 { errno::COLUMNACCESS_DENIED.1 } else { errno::TABLEACCESS_DENIED.1 };
-            self.send_err(seq, (d.errno, state), &d.message);
+        let gov = if sql.is_empty() { None } else { self.govern_sql(sql) };
+        if let Some(g) = gov.as_ref().filter(|g| g.denied().is_some()) {
+            let g = g.clone();
+            self.deny(seq, &g);
             return Ok(Flow::Continue);
         }
         if self.sticky && !(cmd == com::QUERY && scan(sql).uses_previous) {
@@ -234,6 +241,7 @@ impl Session {
             com::QUIT => return Ok(Flow::Quit),
             com::QUERY => {
                 self.route.metrics.queries.inc();
+                self.begin(gov, false);
                 self.query(seq, payload).await?
             }
             com::PING => {
@@ -252,7 +260,7 @@ impl Session {
                 self.forward(seq, &payload, Expect::Raw).await?;
                 self.maybe_release().await;
             }
-            com::STMT_PREPARE => self.prepare(seq, payload).await?,
+            com::STMT_PREPARE => self.prepare(seq, payload, gov).await?,
             com::STMT_EXECUTE => {
                 self.route.metrics.queries.inc();
                 self.execute(seq, payload).await?
@@ -431,8 +439,25 @@ impl Session {
                 Ok(o) => o,
                 Err(e) => return Err(self.upstream_failed(seq, BackendError::Protocol(e.to_string()), sent_any).await),
             };
-            let rewritten = if is_first { first(&frame.payload) } else { None };
+            let mut rewritten = if is_first { first(&frame.payload) } else { None };
             is_first = false;
+            if self.gov.active.is_some() {
+                match t.last {
+                    Kind::ColumnCount => self.on_column_count(&frame.payload),
+                    Kind::ColumnDef => self.on_column_def(&frame.payload),
+                    Kind::Row if frame.continues() && self.gov_masks() => {
+                        let e = BackendError::Protocol("a row of 16 MiB or more cannot be masked".into());
+                        return Err(self.upstream_failed(seq, e, sent_any).await);
+                    }
+                    Kind::Row => match self.on_row(&frame.payload) {
+                        Ok(Some(p)) => rewritten = Some(p),
+                        Ok(None) => {}
+                        Err(()) => continue,
+                    },
+                    Kind::ResultEnd => self.on_result_end(),
+                    _ => {}
+                }
+            }
             match (out, rewritten) {
                 (_, Some(p)) | (Out::Rewrite(p), None) => put_frame(&mut self.cout, cseq, &p),
                 (Out::Pass, None) => put_frame(&mut self.cout, cseq, &frame.payload),
@@ -494,7 +519,11 @@ impl Session {
 
     async fn query(&mut self, seq: u8, payload: Bytes) -> Result<(), SessionError> {
         let traits = scan(&payload[1..]);
-        let Some(t) = self.forward(seq, &payload, Expect::ResultSet).await? else { return Ok(()) };
+        let Some(t) = self.forward(seq, &payload, Expect::ResultSet).await? else {
+            self.finish_statement(Some("dgf".into()));
+            return Ok(());
+        };
+        self.finish_statement(t.error.as_ref().map(|e| e.errno.to_string()));
         if let Some(why) = traits.pin {
             self.pin_to(why);
         }
@@ -539,7 +568,7 @@ impl Session {
         Ok(())
     }
 
-    async fn prepare(&mut self, seq: u8, payload: Bytes) -> Result<(), SessionError> {
+    async fn prepare(&mut self, seq: u8, payload: Bytes, gov: Option<Arc<Gov>>) -> Result<(), SessionError> {
         if !self.acquire(seq).await? {
             return Ok(());
         }
@@ -569,7 +598,7 @@ impl Session {
                 }
                 cseq = cseq.wrapping_add(1);
             }
-            self.stmts.insert(client_id, ClientStmt { entry: e.clone(), types: None });
+            self.stmts.insert(client_id, ClientStmt { entry: e.clone(), gov, types: None });
             self.maybe_release().await;
             return Ok(());
         }
@@ -581,7 +610,7 @@ impl Session {
             if let Some(s) = self.server.as_mut() {
                 s.prepared.insert(entry.id, ok.statement_id);
             }
-            self.stmts.insert(client_id, ClientStmt { entry, types: None });
+            self.stmts.insert(client_id, ClientStmt { entry, gov, types: None });
         }
         self.maybe_release().await;
         Ok(())
@@ -632,6 +661,7 @@ impl Session {
             return Ok(());
         };
         let entry = cs.entry.clone();
+        let stmt_gov = cs.gov.clone();
         let layout = execute_layout(&payload, entry.num_params).map_err(|e| SessionError::Protocol(e.to_string()))?;
         if layout.types_included {
             cs.types = Some(payload[layout.types.clone()].to_vec());
@@ -655,7 +685,9 @@ impl Session {
         if layout.flags & 0x0f != 0 {
             self.pin_to("open cursor");
         }
+        self.begin(stmt_gov, true);
         let t = self.exchange(seq, &p, Expect::ResultSet, |_| None, None).await?;
+        self.finish_statement(t.error.as_ref().map(|e| e.errno.to_string()));
         self.after_response(&t);
         self.long_data = false;
         let ok = t.last_ok.as_ref();
