@@ -33,7 +33,8 @@ pool = { size = 4 }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dgf.toml");
     std::fs::write(&path, example).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dgf")).arg("check").arg("--config").arg(&path).output().unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_dgf")).arg("check").arg("--config").arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("route   mysql mysql 127.0.0.1:3307 -> mysql://root@127.0.0.1:3306"), "{text}");
@@ -78,14 +79,16 @@ fn cli_queries_multi_results_errors_and_use() {
     let e = via_dgf(port, "app", "app_pw", "no_such_db_dgf", "SELECT 1").unwrap_err();
     assert!(e.contains("1044") || e.contains("1049"), "{e}");
     // USE and DATABASE() follow the client
-    let out = via_dgf(port, "app", "app_pw", "", &format!("USE {n}; SELECT DATABASE(); SELECT COUNT(*) FROM t")).unwrap();
+    let out =
+        via_dgf(port, "app", "app_pw", "", &format!("USE {n}; SELECT DATABASE(); SELECT COUNT(*) FROM t")).unwrap();
     assert_eq!(out, format!("{n}\n3"));
     // LOAD DATA LOCAL INFILE is refused
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), "9\tz\n").unwrap();
     let sql = format!("LOAD DATA LOCAL INFILE '{}' INTO TABLE t", f.path().display());
-    let e = common::my::mysql_cli(&["-P", &port.to_string(), "-u", "app", "-papp_pw", "-D", n, "--local-infile=1"], &sql)
-        .unwrap_err();
+    let e =
+        common::my::mysql_cli(&["-P", &port.to_string(), "-u", "app", "-papp_pw", "-D", n, "--local-infile=1"], &sql)
+            .unwrap_err();
     assert!(e.contains("ERROR"), "{e}");
     assert_eq!(my_admin(&format!("SELECT COUNT(*) FROM {n}.t")), "3");
 }

@@ -64,10 +64,7 @@ except mysql.connector.Error as e:
         db = db.name
     );
     let out = python(&code).unwrap();
-    assert_eq!(
-        out,
-        "mysql_native_password (42, 'mysqlx')\ncaching_sha2_password (42, 'cachix')\ndenied 1045"
-    );
+    assert_eq!(out, "mysql_native_password (42, 'mysqlx')\ncaching_sha2_password (42, 'cachix')\ndenied 1045");
 }
 
 #[test]
@@ -83,8 +80,9 @@ fn tls_for_clients_and_caching_sha2_full_auth() {
     let p = port.to_string();
     // mysql CLI over TLS, verifying dgf's certificate
     let ssl_ca = format!("--ssl-ca={ca}");
-    let out = mysql_cli(&["-P", &p, "-u", "app", "-papp_pw", "--ssl", &ssl_ca, "--ssl-verify-server-cert"], "SELECT 7*6")
-        .unwrap();
+    let out =
+        mysql_cli(&["-P", &p, "-u", "app", "-papp_pw", "--ssl", &ssl_ca, "--ssl-verify-server-cert"], "SELECT 7*6")
+            .unwrap();
     assert_eq!(out, "42");
     // without TLS the route refuses
     let e = mysql_cli(&["-P", &p, "-u", "app", "-papp_pw", "--skip-ssl"], "SELECT 1").unwrap_err();

@@ -66,7 +66,9 @@ impl Drop for MyDb {
         let n = &self.name;
         let _ = mysql_cli(
             &["-P", "3306", "-u", "root"],
-            &format!("DROP DATABASE IF EXISTS {n}; DROP USER IF EXISTS '{n}'@'%'; DROP USER IF EXISTS '{n}'@'localhost';"),
+            &format!(
+                "DROP DATABASE IF EXISTS {n}; DROP USER IF EXISTS '{n}'@'%'; DROP USER IF EXISTS '{n}'@'localhost';"
+            ),
         );
     }
 }

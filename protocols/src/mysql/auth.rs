@@ -131,9 +131,11 @@ impl<'k> ServerAuth<'k> {
                 self.verdict(ok)
             }
             plugin::CACHING_SHA2 => {
-                let fast = !self.always_full && self.password.as_deref().is_some_and(|p| {
-                    response.len() == 32 && ct_eq(response, &sha2_scramble(&self.salt, p))
-                });
+                let fast = !self.always_full
+                    && self
+                        .password
+                        .as_deref()
+                        .is_some_and(|p| response.len() == 32 && ct_eq(response, &sha2_scramble(&self.salt, p)));
                 if fast {
                     self.state = SState::Done;
                     return ServerStep::Success { extra: Some(vec![0x01, 0x03]) };
@@ -225,7 +227,13 @@ impl std::fmt::Debug for ClientAuth {
 impl ClientAuth {
     /// A login with `password` (empty for none) over a connection that is `tls` or not.
     pub fn new(password: &[u8], tls: bool, greeting_plugin: &str, salt: &[u8]) -> Self {
-        Self { password: password.to_vec(), tls, plugin: greeting_plugin.to_owned(), salt: salt.to_vec(), awaiting_key: false }
+        Self {
+            password: password.to_vec(),
+            tls,
+            plugin: greeting_plugin.to_owned(),
+            salt: salt.to_vec(),
+            awaiting_key: false,
+        }
     }
 
     /// The plugin the first response is made for (unknown plugins fall back to native).

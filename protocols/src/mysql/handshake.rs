@@ -110,7 +110,10 @@ impl ServerGreeting {
             salt,
             capabilities,
             collation: h.default_collation(),
-            plugin: h.auth_plugin_name_str().map(|s| s.into_owned()).unwrap_or_else(|| super::consts::plugin::NATIVE.into()),
+            plugin: h
+                .auth_plugin_name_str()
+                .map(|s| s.into_owned())
+                .unwrap_or_else(|| super::consts::plugin::NATIVE.into()),
         })
     }
 }
@@ -181,8 +184,7 @@ pub fn parse_client_hello(payload: &[u8]) -> Result<ClientHello, MyProtoError> {
     } else {
         r.nul_bytes().to_vec()
     };
-    let mut resp =
-        HandshakeResponse { capabilities, max_packet, collation, user, auth_response, ..Default::default() };
+    let mut resp = HandshakeResponse { capabilities, max_packet, collation, user, auth_response, ..Default::default() };
     if capabilities & cap::CONNECT_WITH_DB != 0 && !r.is_empty() {
         let db = r.nul_str("database")?;
         if !db.is_empty() {
@@ -292,12 +294,8 @@ pub fn parse_change_user(payload: &[u8], caps: u32) -> Result<ChangeUser, MyProt
         r.nul_bytes().to_vec()
     };
     let db = r.nul_str("database")?;
-    let mut cu = ChangeUser {
-        user,
-        auth_response,
-        database: (!db.is_empty()).then(|| db.to_owned()),
-        ..Default::default()
-    };
+    let mut cu =
+        ChangeUser { user, auth_response, database: (!db.is_empty()).then(|| db.to_owned()), ..Default::default() };
     if r.rest().len() >= 2 {
         cu.collation = Some(r.u16()?);
         if caps & cap::PLUGIN_AUTH != 0 && !r.is_empty() {

@@ -180,7 +180,8 @@ impl Session {
         }
         self.gov.masked = true;
         let types: Vec<u8> = self.gov.cols.iter().map(|c| c.0).collect();
-        let fields = if self.gov.binary { rows::binary_row(payload, &types) } else { rows::text_row(payload, types.len()) };
+        let fields =
+            if self.gov.binary { rows::binary_row(payload, &types) } else { rows::text_row(payload, types.len()) };
         // A row that cannot be read under a masking plan is never passed through.
         let Ok(fields) = fields else {
             let all_null: Vec<Replace> = types.iter().map(|_| Replace::Null).collect();
@@ -205,8 +206,7 @@ impl Session {
                     if self.gov.binary && class != PgType::Text {
                         return Replace::Null;
                     }
-                    let value =
-                        if self.gov.binary { rows::binary_value(payload, r, *t) } else { &payload[r.clone()] };
+                    let value = if self.gov.binary { rows::binary_value(payload, r, *t) } else { &payload[r.clone()] };
                     match m.apply_pg_type(Some(value), class, Format::Text) {
                         MaskedValue::Null => Replace::Null,
                         MaskedValue::Bytes(b) => Replace::Bytes(b),

@@ -427,7 +427,11 @@ impl Session {
                     break f;
                 }
                 match server.stream.read_buf(&mut server.rbuf).await {
-                    Ok(0) => return Err(self.upstream_failed(seq, BackendError::Io(std::io::ErrorKind::UnexpectedEof.into()), sent_any).await),
+                    Ok(0) => {
+                        return Err(self
+                            .upstream_failed(seq, BackendError::Io(std::io::ErrorKind::UnexpectedEof.into()), sent_any)
+                            .await)
+                    }
                     Ok(_) => {}
                     Err(e) => return Err(self.upstream_failed(seq, BackendError::Io(e), sent_any).await),
                 }
@@ -651,7 +655,11 @@ impl Session {
     }
 
     fn unknown_stmt(&mut self, seq: u8, id: u32, what: &str) {
-        self.send_err(seq, errno::UNKNOWN_STMT_HANDLER, &format!("Unknown prepared statement handler ({id}) given to {what}"));
+        self.send_err(
+            seq,
+            errno::UNKNOWN_STMT_HANDLER,
+            &format!("Unknown prepared statement handler ({id}) given to {what}"),
+        );
     }
 
     async fn execute(&mut self, seq: u8, payload: Bytes) -> Result<(), SessionError> {
