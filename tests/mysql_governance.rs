@@ -180,6 +180,8 @@ const CORPUS: &[&str] = &[
     "TRUNCATE customers",
     "TRUNCATE TABLE `customers`",
     "SELECT 1; DROP TABLE customers",
+    "SELECT 1; SELECT email FROM customers",
+    "DO 1; SELECT name, ssn FROM customers",
     "/*!50000 DROP TABLE customers */",
     "SELECT 1 /*! ; DROP TABLE customers */",
     "DR/**/OP TABLE customers",

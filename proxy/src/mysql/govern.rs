@@ -34,7 +34,8 @@ impl Gov {
     pub fn denied(&self) -> Option<&dgf_rules::Denial> {
         self.sql.verdict.deny.as_ref()
     }
-    fn needs_plan(&self) -> bool {
+    /// Results need masking or a row cap.
+    pub fn needs_plan(&self) -> bool {
         self.sql.needs_masking || self.sql.verdict.row_limit.is_some()
     }
 }

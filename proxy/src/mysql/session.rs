@@ -458,7 +458,7 @@ impl Session {
                         Ok(None) => {}
                         Err(()) => continue,
                     },
-                    Kind::ResultEnd => self.on_result_end(),
+                    Kind::ResultEnd | Kind::Ok => self.on_result_end(),
                     _ => {}
                 }
             }
@@ -691,6 +691,13 @@ impl Session {
         };
         set_statement_id(&mut p, server_id);
         if layout.flags & 0x0f != 0 {
+            if stmt_gov.as_ref().is_some_and(|g| g.needs_plan()) {
+                // Rows fetched later (COM_STMT_FETCH) would bypass the masking plan: fail closed.
+                let msg = "dgf: permission denied: masked data cannot be read through a server-side cursor";
+                self.send_err(seq, errno::COLUMNACCESS_DENIED, msg);
+                self.maybe_release().await;
+                return Ok(());
+            }
             self.pin_to("open cursor");
         }
         self.begin(stmt_gov, true);
