@@ -54,6 +54,10 @@ for plugin in ("mysql_native_password", "caching_sha2_password"):
     cur = c.cursor(prepared=True)
     cur.execute("SELECT ? + ?, CONCAT(?, 'x')", (40, 2, plugin[:5]))
     print(plugin, cur.fetchone())
+    # a file-like parameter goes through COM_STMT_SEND_LONG_DATA
+    import io
+    cur.execute("SELECT LENGTH(?), ?", (io.BytesIO(b"z" * 300000), 5))
+    print(cur.fetchone())
     c.close()
 try:
     mysql.connector.connect(host="127.0.0.1", port={port}, user="app", password="bad", database="{db}",
@@ -64,7 +68,7 @@ except mysql.connector.Error as e:
         db = db.name
     );
     let out = python(&code).unwrap();
-    assert_eq!(out, "mysql_native_password (42, 'mysqlx')\ncaching_sha2_password (42, 'cachix')\ndenied 1045");
+    assert_eq!(out, "mysql_native_password (42, 'mysqlx')\n(300000, 5)\ncaching_sha2_password (42, 'cachix')\n(300000, 5)\ndenied 1045");
 }
 
 #[test]
