@@ -14,6 +14,7 @@
 #   DGF_BIN=path         dgf binary; when unset: cargo build --release -p dgf --bin dgf
 #   OUT_DIR=dir          logs and results (default target/bench/mysql-compare-<timestamp>)
 #   KEEP_DB=1            keep the dgf_sbtest database
+#   AUDIT=0              run dgf without an audit file (default 1: audit on)
 #
 # Every address is 127.0.0.1; everything the script starts is stopped on exit.
 set -euo pipefail
@@ -96,9 +97,10 @@ listen = "127.0.0.1:$DGF_PORT"
 upstream = "mysql://root@$HOST:$MY_PORT/$DB?ssl-mode=DISABLED"
 pool = { size = $POOL_SIZE }
 
-[audit]
-path = "$OUT_DIR/audit.jsonl"
 TOML
+if [[ ${AUDIT:-1} != 0 ]]; then
+  printf '\n[audit]\npath = "%s"\n' "$OUT_DIR/audit.jsonl" >>"$OUT_DIR/dgf.toml"
+fi
 DGF_LOG=warn "$DGF" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
 DGF_PID=$!
 for _ in $(seq 100); do
@@ -130,4 +132,4 @@ for test in $TESTS; do
   cpu=$(python3 -c "print(f'{($after-$before)/$CLK*1e6/max(1,$viadgf*$DURATION):.1f}')")
   printf '%-20s %12s %12s %8s %14s\n' "$test" "$direct" "$viadgf" "$ratio" "$cpu" | tee -a "$OUT_DIR/results.txt"
 done
-log "results in $OUT_DIR (audit records: $(wc -l <"$OUT_DIR/audit.jsonl"))"
+log "results in $OUT_DIR (audit records: $(cat "$OUT_DIR/audit.jsonl" 2>/dev/null | wc -l))"

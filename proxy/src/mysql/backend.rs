@@ -25,6 +25,9 @@ use tokio_rustls::TlsConnector;
 /// Cap on one logical packet from a server (rows can be large; max_allowed_packet is 1 GiB).
 pub const MAX_SERVER_PACKET: usize = 256 * 1024 * 1024;
 
+/// Server-side prepared statements kept per upstream connection.
+pub const MAX_PREPARED_PER_CONN: usize = 256;
+
 /// Capabilities dgf asks of every upstream connection. Classic EOF packets (no
 /// DEPRECATE_EOF) so result sets always carry intermediate status; session tracking so state
 /// changes are reported by the server itself.
@@ -314,6 +317,23 @@ impl MyConn {
             }
             Err(e) => Err(BackendError::Refused(e)),
         }
+    }
+
+    /// Record that dgf statement `id` is prepared here as `server_id`. Past
+    /// [`MAX_PREPARED_PER_CONN`] another statement is closed on the server (it is prepared
+    /// again when next needed), so distinct statement texts cannot exhaust the server's
+    /// max_prepared_stmt_count.
+    pub async fn remember_statement(&mut self, id: u64, server_id: u32) -> Result<(), BackendError> {
+        self.prepared.insert(id, server_id);
+        if self.prepared.len() > MAX_PREPARED_PER_CONN {
+            if let Some((&old, &sid)) = self.prepared.iter().find(|(k, _)| **k != id) {
+                self.prepared.remove(&old);
+                let mut p = vec![com::STMT_CLOSE];
+                p.extend_from_slice(&sid.to_le_bytes());
+                self.command(&p).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Switch character set and collation (`SET NAMES`).

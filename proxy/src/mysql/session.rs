@@ -612,7 +612,10 @@ impl Session {
         if let (Some(ok), None) = (t.prepare_ok, &t.error) {
             let entry = self.pools.statements.insert(&schema, payload, ok.num_params, ok.num_columns, packets);
             if let Some(s) = self.server.as_mut() {
-                s.prepared.insert(entry.id, ok.statement_id);
+                if let Err(e) = s.remember_statement(entry.id, ok.statement_id).await {
+                    tracing::debug!(error = %e, "closing a prepared statement failed");
+                    s.mark_broken();
+                }
             }
             self.stmts.insert(client_id, ClientStmt { entry, gov, types: None });
         }
@@ -642,7 +645,9 @@ impl Session {
         .await;
         match r {
             Ok(Ok(id)) => {
-                s.prepared.insert(entry.id, id);
+                if s.remember_statement(entry.id, id).await.is_err() {
+                    s.mark_broken();
+                }
                 Ok(Ok(id))
             }
             Ok(Err(e)) => Ok(Err(e)),
