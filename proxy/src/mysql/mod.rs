@@ -2,11 +2,13 @@
 //! over pooled upstream connections (transaction-level multiplexing with honest pinning).
 
 pub mod backend;
+pub mod control;
 pub mod govern;
 pub mod login;
 pub mod pools;
 pub mod session;
 pub mod state;
+pub mod statements;
 
 use crate::live::Route;
 use crate::shared::{ClientSlot, Shared};

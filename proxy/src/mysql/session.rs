@@ -6,7 +6,6 @@
 
 use super::backend::{BackendError, MyConn, MyManager, PoolKey};
 use super::govern::{Gov, GovState};
-use super::login::{auth_exchange, AuthOutcome};
 use super::pools::MyPools;
 use super::state::{scan, StmtEntry};
 use super::SessionError;
@@ -17,10 +16,7 @@ use crate::stream::Stream;
 use bytes::{Bytes, BytesMut};
 use dgf_protocols::mysql::consts::{cap, com, errno, status};
 use dgf_protocols::mysql::frame::{put_frame, split_frame, split_packet};
-use dgf_protocols::mysql::handshake::parse_change_user;
-use dgf_protocols::mysql::packets::{
-    execute_layout, execute_with_types, put_eof, put_err, set_statement_id, statement_id, ErrPacket, OkPacket,
-};
+use dgf_protocols::mysql::packets::{put_eof, put_err, statement_id, ErrPacket, OkPacket};
 use dgf_protocols::mysql::response::{Expect, Kind, Out, Tracker};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,12 +29,12 @@ pub const MAX_CLIENT_PACKET: usize = 64 * 1024 * 1024;
 const FLUSH_AT: usize = 64 * 1024;
 
 /// A statement as one client sees it.
-struct ClientStmt {
-    entry: Arc<StmtEntry>,
+pub(super) struct ClientStmt {
+    pub(super) entry: Arc<StmtEntry>,
     /// Governance decision made at prepare time.
-    gov: Option<Arc<Gov>>,
+    pub(super) gov: Option<Arc<Gov>>,
     /// Parameter types from the client's last execute that carried them.
-    types: Option<Vec<u8>>,
+    pub(super) types: Option<Vec<u8>>,
 }
 
 /// A logged-in MySQL client.
@@ -67,14 +63,14 @@ pub struct Session {
     pub(super) sticky: bool,
     /// COM_STMT_SEND_LONG_DATA sent; held until the execute.
     pub(super) long_data: bool,
-    stmts: HashMap<u32, ClientStmt>,
-    next_stmt: u32,
+    pub(super) stmts: HashMap<u32, ClientStmt>,
+    pub(super) next_stmt: u32,
     pub(super) multi_statements: bool,
     /// Governance state (policy view, masking plan, audit timing).
     pub(super) gov: GovState,
 }
 
-enum Flow {
+pub(super) enum Flow {
     Continue,
     Quit,
 }
@@ -178,7 +174,7 @@ impl Session {
         }
     }
 
-    async fn flush(&mut self) -> Result<(), SessionError> {
+    pub(super) async fn flush(&mut self) -> Result<(), SessionError> {
         if !self.cout.is_empty() {
             self.client.write_all(&self.cout).await?;
             self.route.metrics.bytes_out.inc_by(self.cout.len() as u64);
@@ -187,25 +183,25 @@ impl Session {
         Ok(())
     }
 
-    fn status_flags(&self) -> u16 {
+    pub(super) fn status_flags(&self) -> u16 {
         status::AUTOCOMMIT | if self.in_trans { status::IN_TRANS } else { 0 }
     }
 
-    fn send_ok(&mut self, seq: u8) {
+    pub(super) fn send_ok(&mut self, seq: u8) {
         let ok = OkPacket { status: self.status_flags(), ..Default::default() };
         let mut b = BytesMut::new();
         ok.encode(&mut b, 0, self.caps);
         put_frame(&mut self.cout, seq, &b);
     }
 
-    fn send_err(&mut self, seq: u8, (n, state): (u16, &str), message: &str) {
+    pub(super) fn send_err(&mut self, seq: u8, (n, state): (u16, &str), message: &str) {
         let mut b = BytesMut::new();
         put_err(&mut b, n, state, message);
         put_frame(&mut self.cout, seq, &b);
         self.route.metrics.error(&n.to_string());
     }
 
-    fn send_err_packet(&mut self, seq: u8, e: &ErrPacket) {
+    pub(super) fn send_err_packet(&mut self, seq: u8, e: &ErrPacket) {
         let mut b = BytesMut::new();
         e.encode(&mut b);
         put_frame(&mut self.cout, seq, &b);
@@ -305,7 +301,7 @@ impl Session {
     }
 
     /// Make sure a server connection is held. `Ok(false)`: an error was sent to the client.
-    async fn acquire(&mut self, seq: u8) -> Result<bool, SessionError> {
+    pub(super) async fn acquire(&mut self, seq: u8) -> Result<bool, SessionError> {
         if self.server.is_some() {
             return Ok(true);
         }
@@ -367,14 +363,14 @@ impl Session {
     }
 
     /// Give the server connection back unless something ties the client to it.
-    async fn maybe_release(&mut self) {
+    pub(super) async fn maybe_release(&mut self) {
         if self.pin.is_none() && !self.in_trans && !self.sticky && !self.long_data {
             self.release().await;
         }
     }
 
     /// Return the server connection to its pool, cleaning it first when it carries state.
-    async fn release(&mut self) {
+    pub(super) async fn release(&mut self) {
         let Some(mut s) = self.server.take() else { return };
         self.server_key = None;
         if s.is_broken() {
@@ -390,7 +386,12 @@ impl Session {
 
     /// Send `payload` to the held server and stream the response to the client.
     /// `None`: nothing was sent (an error already went to the client).
-    async fn forward(&mut self, seq: u8, payload: &[u8], expect: Expect) -> Result<Option<Tracker>, SessionError> {
+    pub(super) async fn forward(
+        &mut self,
+        seq: u8,
+        payload: &[u8],
+        expect: Expect,
+    ) -> Result<Option<Tracker>, SessionError> {
         if !self.acquire(seq).await? {
             return Ok(None);
         }
@@ -401,7 +402,7 @@ impl Session {
 
     /// The I/O of one command on the held server. `first` may rewrite the first response
     /// packet; `keep` collects the server's packets.
-    async fn exchange(
+    pub(super) async fn exchange(
         &mut self,
         seq: u8,
         payload: &[u8],
@@ -492,7 +493,7 @@ impl Session {
     }
 
     /// Bookkeeping after a response: transaction status, schema, server-reported state.
-    fn after_response(&mut self, t: &Tracker) {
+    pub(super) fn after_response(&mut self, t: &Tracker) {
         if let Some(st) = t.status {
             self.in_trans = st & status::IN_TRANS != 0;
             if let Some(s) = self.server.as_mut() {
@@ -511,7 +512,7 @@ impl Session {
         }
     }
 
-    fn pin_to(&mut self, why: &'static str) {
+    pub(super) fn pin_to(&mut self, why: &'static str) {
         if self.pin.is_none() {
             tracing::debug!(reason = why, "client pinned to its server connection");
         }
@@ -543,298 +544,6 @@ impl Session {
         self.sticky = traits.leaves_previous || ok.is_some_and(|o| o.last_insert_id != 0 || o.affected_rows != 0);
         self.maybe_release().await;
         Ok(())
-    }
-
-    async fn init_db(&mut self, seq: u8, db: &[u8]) -> Result<(), SessionError> {
-        let db = String::from_utf8_lossy(db).into_owned();
-        if self.server.is_some() {
-            let mut p = vec![com::INIT_DB];
-            p.extend_from_slice(db.as_bytes());
-            if let Some(t) = self.forward(seq, &p, Expect::Ok).await? {
-                if t.error.is_none() {
-                    self.database = db.clone();
-                    if let Some(s) = self.server.as_mut() {
-                        s.schema = db;
-                    }
-                }
-            }
-            self.maybe_release().await;
-            return Ok(());
-        }
-        // Not tied to a connection: prove the schema exists on a connection of its pool.
-        let old = std::mem::replace(&mut self.database, db);
-        if self.acquire(seq).await? {
-            self.send_ok(seq);
-            self.release().await;
-        } else {
-            self.database = old;
-        }
-        Ok(())
-    }
-
-    async fn prepare(&mut self, seq: u8, payload: Bytes, gov: Option<Arc<Gov>>) -> Result<(), SessionError> {
-        if !self.acquire(seq).await? {
-            return Ok(());
-        }
-        let schema = self.server.as_ref().map(|s| s.schema.clone()).unwrap_or_default();
-        self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
-        let client_id = self.next_stmt;
-        let rewrite = move |p: &[u8]| {
-            let mut v = p.to_vec();
-            if v.first() == Some(&0) {
-                set_statement_id(&mut v, client_id);
-            }
-            Some(v)
-        };
-        let known = self.pools.statements.get(&schema, &payload);
-        let held = self.server.as_ref().expect("held");
-        if let Some(e) = known.as_ref().filter(|e| held.prepared.contains_key(&e.id)) {
-            // Already prepared on this connection: replay the metadata.
-            let mut t = Tracker::new(Expect::Prepare, held.caps, self.caps);
-            let mut cseq = seq;
-            for (i, p) in e.response.iter().enumerate() {
-                let out = t.feed(p).map_err(|e| SessionError::Upstream(e.to_string()))?;
-                let p = if i == 0 { rewrite(p) } else { None };
-                match (out, p) {
-                    (_, Some(p)) | (Out::Rewrite(p), None) => put_frame(&mut self.cout, cseq, &p),
-                    (Out::Pass, None) => put_frame(&mut self.cout, cseq, &e.response[i]),
-                    (Out::Drop, None) => continue,
-                }
-                cseq = cseq.wrapping_add(1);
-            }
-            self.stmts.insert(client_id, ClientStmt { entry: e.clone(), gov, types: None });
-            self.maybe_release().await;
-            return Ok(());
-        }
-        let mut packets = Vec::new();
-        let t = self.exchange(seq, &payload, Expect::Prepare, rewrite, Some(&mut packets)).await?;
-        self.after_response(&t);
-        if let (Some(ok), None) = (t.prepare_ok, &t.error) {
-            let entry = self.pools.statements.insert(&schema, payload, ok.num_params, ok.num_columns, packets);
-            if let Some(s) = self.server.as_mut() {
-                if let Err(e) = s.remember_statement(entry.id, ok.statement_id).await {
-                    tracing::debug!(error = %e, "closing a prepared statement failed");
-                    s.mark_broken();
-                }
-            }
-            self.stmts.insert(client_id, ClientStmt { entry, gov, types: None });
-        }
-        self.maybe_release().await;
-        Ok(())
-    }
-
-    /// Make sure the held connection has `entry` prepared; its server id, or the error.
-    async fn ensure_prepared(&mut self, entry: &StmtEntry) -> Result<Result<u32, ErrPacket>, SessionError> {
-        let s = self.server.as_mut().expect("held");
-        if let Some(id) = s.prepared.get(&entry.id) {
-            return Ok(Ok(*id));
-        }
-        let r: Result<Result<u32, ErrPacket>, BackendError> = async {
-            s.command(&entry.prepare).await?;
-            let mut t = Tracker::new(Expect::Prepare, s.caps, s.caps);
-            while !t.done() {
-                let (_, p) = s.read_packet().await?;
-                t.feed(&p)?;
-            }
-            match (t.prepare_ok, t.error) {
-                (_, Some(e)) => Ok(Err(e)),
-                (Some(ok), None) => Ok(Ok(ok.statement_id)),
-                (None, None) => Err(BackendError::Protocol("no COM_STMT_PREPARE_OK".into())),
-            }
-        }
-        .await;
-        match r {
-            Ok(Ok(id)) => {
-                if s.remember_statement(entry.id, id).await.is_err() {
-                    s.mark_broken();
-                }
-                Ok(Ok(id))
-            }
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(e) => {
-                s.mark_broken();
-                self.server = None;
-                Err(SessionError::Upstream(e.to_string()))
-            }
-        }
-    }
-
-    fn unknown_stmt(&mut self, seq: u8, id: u32, what: &str) {
-        self.send_err(
-            seq,
-            errno::UNKNOWN_STMT_HANDLER,
-            &format!("Unknown prepared statement handler ({id}) given to {what}"),
-        );
-    }
-
-    async fn execute(&mut self, seq: u8, payload: Bytes) -> Result<(), SessionError> {
-        let id = statement_id(&payload).map_err(|e| SessionError::Protocol(e.to_string()))?;
-        let Some(cs) = self.stmts.get_mut(&id) else {
-            self.unknown_stmt(seq, id, "mysqld_stmt_execute");
-            return Ok(());
-        };
-        let entry = cs.entry.clone();
-        let stmt_gov = cs.gov.clone();
-        let layout = execute_layout(&payload, entry.num_params).map_err(|e| SessionError::Protocol(e.to_string()))?;
-        if layout.types_included {
-            cs.types = Some(payload[layout.types.clone()].to_vec());
-        }
-        let mut p = match (&cs.types, layout.types_included || entry.num_params == 0) {
-            (Some(types), false) => execute_with_types(&payload, &layout, types),
-            _ => payload.to_vec(),
-        };
-        if !self.acquire(seq).await? {
-            return Ok(());
-        }
-        let server_id = match self.ensure_prepared(&entry).await? {
-            Ok(id) => id,
-            Err(e) => {
-                self.send_err_packet(seq, &e);
-                self.maybe_release().await;
-                return Ok(());
-            }
-        };
-        set_statement_id(&mut p, server_id);
-        if layout.flags & 0x0f != 0 {
-            if stmt_gov.as_ref().is_some_and(|g| g.needs_plan()) {
-                // Rows fetched later (COM_STMT_FETCH) would bypass the masking plan: fail closed.
-                let msg = "dgf: permission denied: masked data cannot be read through a server-side cursor";
-                self.send_err(seq, errno::COLUMNACCESS_DENIED, msg);
-                self.maybe_release().await;
-                return Ok(());
-            }
-            self.pin_to("open cursor");
-        }
-        self.begin(stmt_gov, true);
-        let t = self.exchange(seq, &p, Expect::ResultSet, |_| None, None).await?;
-        self.finish_statement(t.error.as_ref().map(|e| e.errno.to_string()));
-        self.after_response(&t);
-        self.long_data = false;
-        let ok = t.last_ok.as_ref();
-        self.sticky = ok.is_some_and(|o| o.last_insert_id != 0 || o.affected_rows != 0);
-        self.maybe_release().await;
-        Ok(())
-    }
-
-    async fn long_data(&mut self, payload: Bytes) -> Result<(), SessionError> {
-        let Ok(id) = statement_id(&payload) else { return Ok(()) };
-        let Some(entry) = self.stmts.get(&id).map(|c| c.entry.clone()) else { return Ok(()) };
-        // No response exists for this command: errors surface on the execute.
-        let mut scratch = std::mem::take(&mut self.cout);
-        let acquired = self.acquire(0).await?;
-        std::mem::swap(&mut self.cout, &mut scratch);
-        if !acquired {
-            return Ok(());
-        }
-        let Ok(server_id) = self.ensure_prepared(&entry).await? else { return Ok(()) };
-        let mut p = payload.to_vec();
-        set_statement_id(&mut p, server_id);
-        let s = self.server.as_mut().expect("held");
-        if let Err(e) = s.command(&p).await {
-            s.mark_broken();
-            self.server = None;
-            return Err(SessionError::Upstream(e.to_string()));
-        }
-        self.long_data = true;
-        Ok(())
-    }
-
-    /// COM_STMT_RESET / COM_STMT_FETCH: only meaningful on the connection that holds the
-    /// statement's long data or cursor.
-    async fn stmt_on_server(&mut self, seq: u8, payload: Bytes) -> Result<(), SessionError> {
-        let cmd = payload[0];
-        let id = statement_id(&payload).map_err(|e| SessionError::Protocol(e.to_string()))?;
-        let Some(entry) = self.stmts.get(&id).map(|c| c.entry.clone()) else {
-            let what = if cmd == com::STMT_FETCH { "mysqld_stmt_fetch" } else { "mysqld_stmt_reset" };
-            self.unknown_stmt(seq, id, what);
-            return Ok(());
-        };
-        let server_id = self.server.as_ref().and_then(|s| s.prepared.get(&entry.id).copied());
-        match (server_id, cmd) {
-            (Some(sid), _) => {
-                let mut p = payload.to_vec();
-                set_statement_id(&mut p, sid);
-                let expect = if cmd == com::STMT_FETCH { Expect::Fetch } else { Expect::Ok };
-                let t = self.exchange(seq, &p, expect, |_| None, None).await?;
-                self.after_response(&t);
-            }
-            (None, com::STMT_RESET) => self.send_ok(seq),
-            (None, _) => self.send_err(seq, (1421, "HY000"), "The statement has no open cursor"),
-        }
-        if cmd == com::STMT_RESET {
-            self.long_data = false;
-            self.maybe_release().await;
-        }
-        Ok(())
-    }
-
-    /// COM_RESET_CONNECTION / successful COM_CHANGE_USER: forget every piece of session
-    /// state, and clean the server connection the client held.
-    async fn reset_client_state(&mut self) {
-        if let Some(s) = self.server.as_mut() {
-            if s.pin_worthy() {
-                s.dirty = true;
-            }
-        }
-        if self.pin.is_some() || self.in_trans {
-            if let Some(s) = self.server.as_mut() {
-                s.dirty = true;
-            }
-        }
-        self.pin = (self.route.cfg.pool.mode == dgf_config::PoolMode::Session).then_some("pool mode = session");
-        self.in_trans = false;
-        self.sticky = false;
-        self.long_data = false;
-        self.stmts.clear();
-        self.release().await;
-    }
-
-    async fn change_user(&mut self, seq: u8, payload: Bytes) -> Result<Flow, SessionError> {
-        let cu = parse_change_user(&payload, self.caps).map_err(|e| SessionError::Protocol(e.to_string()))?;
-        let snap = self.shared.live.load_full();
-        let user = snap.users.get(&cu.user).cloned();
-        let tls = self.client.is_tls();
-        let outcome = auth_exchange(
-            &mut self.client,
-            &mut self.cin,
-            seq,
-            self.salt,
-            cu.plugin.as_deref(),
-            &cu.auth_response,
-            user.as_ref(),
-            tls,
-            self.pools.rsa.as_deref(),
-            super::login::full_auth_always(&self.route),
-        )
-        .await?;
-        let (next, failure) = match outcome {
-            AuthOutcome::Ok(s) => (s, None),
-            AuthOutcome::Failed(s, e) => (s, Some(e)),
-        };
-        match (failure, user) {
-            (None, Some(user)) => {
-                self.reset_client_state().await;
-                self.user = user;
-                self.database = cu.database.unwrap_or_default();
-                if let Some(c) = cu.collation {
-                    self.collation = c as u8;
-                }
-                tracing::debug!(user = %self.user.name, "COM_CHANGE_USER");
-                self.send_ok(next);
-                Ok(Flow::Continue)
-            }
-            (failure, _) => {
-                let e = failure.flatten().unwrap_or(ErrPacket {
-                    errno: errno::ACCESS_DENIED.0,
-                    sqlstate: errno::ACCESS_DENIED.1.into(),
-                    message: format!("Access denied for user '{}'@'{}'", cu.user, self.peer.ip()),
-                });
-                self.send_err_packet(next, &e);
-                self.route.metrics.login_failures.inc();
-                let _ = self.flush().await;
-                Ok(Flow::Quit)
-            }
-        }
     }
 
     /// The client is gone: clean or drop the server connection it held.
@@ -876,7 +585,7 @@ fn only_schema_changed(state: &[u8]) -> bool {
 
 impl MyConn {
     /// Whether this connection is known to carry state of the current client.
-    fn pin_worthy(&self) -> bool {
+    pub(super) fn pin_worthy(&self) -> bool {
         self.status & status::IN_TRANS != 0
     }
 }
