@@ -2,6 +2,7 @@
 //! load once per login or checkout and that reload replaces atomically.
 
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::mysql::pools::MyPools;
 use crate::pool::{Pool, PoolSettings};
 use crate::postgres::backend::{PgManager, PgTarget};
 use crate::postgres::catalog::Catalog;
@@ -133,6 +134,8 @@ pub struct Route {
     pub clients: Arc<AtomicUsize>,
     /// Postgres pools (Postgres routes only).
     pub pg: Option<Arc<PgPools>>,
+    /// MySQL pools (MySQL routes only).
+    pub my: Option<Arc<MyPools>>,
 }
 
 /// Everything a session needs, immutable.
@@ -240,13 +243,22 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
             None => None,
         };
         let old = previous.and_then(|p| p.routes.get(&r.name));
+        let reusable = old.filter(|o| o.cfg.upstream == r.upstream && o.protocol == r.protocol);
+        let mut my = None;
         let pg = match r.protocol {
             Protocol::Postgres => {
-                let reuse = old.filter(|o| o.cfg.upstream == r.upstream).and_then(|o| o.pg.clone());
+                let reuse = reusable.and_then(|o| o.pg.clone());
                 Some(match reuse {
                     Some(pools) => pools,
                     None => Arc::new(build_pg(r)?),
                 })
+            }
+            Protocol::Mysql => {
+                my = Some(match reusable.and_then(|o| o.my.clone()) {
+                    Some(pools) => pools,
+                    None => Arc::new(crate::mysql::pools::build(r, pool_settings(r))?),
+                });
+                None
             }
             other => {
                 return Err(BuildError::Invalid(format!(
@@ -266,6 +278,7 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
                 metrics: metrics.route(&r.name),
                 clients: old.map(|o| o.clients.clone()).unwrap_or_default(),
                 pg,
+                my,
             }),
         );
     }
@@ -283,6 +296,13 @@ impl Snapshot {
                     p.value().update_settings(opts.settings.clone());
                 }
                 pg.opts.store(Arc::new(opts));
+            }
+            if let Some(my) = &r.my {
+                let settings = pool_settings(&r.cfg);
+                for p in my.pools.iter() {
+                    p.value().update_settings(settings.clone());
+                }
+                my.settings.store(Arc::new(settings));
             }
         }
     }
