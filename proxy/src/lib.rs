@@ -11,3 +11,4 @@ pub mod postgres;
 pub mod shared;
 pub mod stream;
 pub mod tls;
+pub mod tools;
