@@ -169,6 +169,9 @@ pub struct Policy {
     inner: Arc<Inner>,
 }
 
+/// (route, roles) a [`RoleView`] is cached under.
+type ViewKey = (String, Vec<String>);
+
 #[derive(Debug, Default)]
 struct Inner {
     rules: Vec<Arc<Rule>>,
@@ -176,7 +179,7 @@ struct Inner {
     exempt: Vec<String>,
     parse_error_denies: bool,
     has_user_policy: bool,
-    views: RwLock<HashMap<(String, Vec<String>), Arc<RoleView>>>,
+    views: RwLock<HashMap<ViewKey, Arc<RoleView>>>,
 }
 
 fn lower(v: &[String]) -> Vec<String> {

@@ -107,11 +107,17 @@ fn check_statement(view: &RoleView, st: &StatementInfo, multi: bool, out: &mut S
 fn masking_checks(view: &RoleView, st: &StatementInfo, objects: &[String], v: &mut Verdict, out: &mut SqlVerdict) {
     let masked: Option<MaskRule> = objects.iter().find_map(|o| view.mask_for_object(Namespace::Sql, o));
     let any = || view.masks.first().map(|m| (m.id, m.name.clone(), m.shadow));
-    let untraceable = matches!(st.kind, StatementKind::Execute)
+    let untraceable = matches!(st.kind, StatementKind::Execute | StatementKind::Prepare)
         || matches!(&st.kind, StatementKind::Other(k) if k == "fetch" || k == "move" || k == "do");
     if untraceable {
         if let Some((id, name, shadow)) = any() {
-            fail_closed(v, id, &name, shadow, "its results cannot be traced to their columns (EXECUTE / FETCH / DO)");
+            fail_closed(
+                v,
+                id,
+                &name,
+                shadow,
+                "its results cannot be traced to their columns (SQL-level PREPARE / EXECUTE / FETCH, DO)",
+            );
         }
         return;
     }
