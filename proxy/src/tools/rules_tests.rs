@@ -195,3 +195,34 @@ fn bad_cases_files_are_refused() {
     assert!(e.to_string().contains("colour"), "{e}");
     assert!(parse_cases("", p).is_err());
 }
+
+/// The worked examples of docs/policies.md: each ```` ```toml cases ```` block passes against the
+/// configuration block just before it, so the documented behaviour is the real one.
+#[test]
+fn worked_examples_in_policies_md_behave_as_documented() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/policies.md");
+    let doc = std::fs::read_to_string(path).expect("docs/policies.md");
+    let examples = doc.split("## Worked examples").nth(1).expect("worked examples section");
+    let env = |n: &str| (n == "DGF_MASK_KEY").then(|| "0123456789abcdef0123456789abcdef".to_owned());
+    let mut checker: Option<Checker> = None;
+    let mut ran = 0;
+    for block in examples.split("```toml").skip(1) {
+        let (info, body) = block.split_once('\n').expect("fence line");
+        let body = body.split("```").next().unwrap_or_default();
+        match info.trim() {
+            "" => {
+                let cfg = dgf_config::parse_str(body, "policies.md", &env).expect("example config");
+                checker = Some(Checker::new(cfg).expect("example policy"));
+            }
+            "cases" => {
+                let c = checker.as_ref().expect("a config block before the cases");
+                for case in parse_cases(body, Path::new("policies.md")).expect("cases") {
+                    assert_eq!(run_case(c, &case), Ok(()), "case \"{}\" of docs/policies.md", case.name);
+                    ran += 1;
+                }
+            }
+            other => panic!("unknown fence info `toml {other}`"),
+        }
+    }
+    assert!(ran >= 15, "only {ran} documented cases ran");
+}
