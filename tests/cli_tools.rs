@@ -90,7 +90,15 @@ fn write(dir: &Path, name: &str, body: &str) -> String {
 fn rules_explain_prints_decision_and_mask_plan() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "dgf.toml", CONFIG);
-    let o = dgf(&["rules", "explain", "--config", &cfg, "--role", "analyst", "SELECT id, upper(email) AS e FROM customers"]);
+    let o = dgf(&[
+        "rules",
+        "explain",
+        "--config",
+        &cfg,
+        "--role",
+        "analyst",
+        "SELECT id, upper(email) AS e FROM customers",
+    ]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(t.contains("route: pg"), "{t}");

@@ -124,9 +124,9 @@ fn main() -> ExitCode {
             let never = std::sync::atomic::AtomicBool::new(false);
             tool(tools::audit::tail_cmd(&file, lines, follow, &never, &mut std::io::stdout()))
         }
-        Command::Rules { command: RulesCommand::Explain { config, roles, route, dialect, json, sql } } => {
-            tool(tools::rules::explain_cmd(&config, &roles, route.as_deref(), &dialect, json, &sql, &mut std::io::stdout()))
-        }
+        Command::Rules { command: RulesCommand::Explain { config, roles, route, dialect, json, sql } } => tool(
+            tools::rules::explain_cmd(&config, &roles, route.as_deref(), &dialect, json, &sql, &mut std::io::stdout()),
+        ),
         Command::Rules { command: RulesCommand::Test { config, cases } } => {
             tool(tools::rules::test_cmd(&config, &cases, &mut std::io::stdout()))
         }

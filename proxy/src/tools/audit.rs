@@ -50,10 +50,7 @@ pub fn verify_cmd(paths: &[PathBuf], any_start: bool, out: &mut dyn Write) -> Re
         None => {
             w(
                 out,
-                format!(
-                    "OK: {} record(s) in {} file(s), {range}, last hash {last_hash}",
-                    report.records, report.files
-                ),
+                format!("OK: {} record(s) in {} file(s), {range}, last hash {last_hash}", report.records, report.files),
             )?;
             Ok(Outcome::Ok)
         }

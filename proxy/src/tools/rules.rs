@@ -163,7 +163,8 @@ impl Checker {
             self.cfg.labels.iter().map(|l| (l.name.as_str(), &l.matches)).collect();
         let mut out: Vec<MaskInfo> = Vec::new();
         for r in self.cfg.rules.iter().filter(|r| r.action == RuleAction::Mask) {
-            let pats = r.columns.iter().chain(r.labels.iter().filter_map(|l| labels.get(l.as_str())).flat_map(|v| v.iter()));
+            let pats =
+                r.columns.iter().chain(r.labels.iter().filter_map(|l| labels.get(l.as_str())).flat_map(|v| v.iter()));
             for p in pats.map(|p| FieldPattern::parse(p)) {
                 let Some(field) = p.field.as_deref() else { continue };
                 if !p.matches_object(Namespace::Sql, object) {
@@ -225,12 +226,17 @@ impl Checker {
             .iter()
             .map(|st| StatementExplain {
                 kinds: st.classes().iter().map(|s| (*s).to_owned()).collect(),
-                objects: st.tables.iter().map(|t| format!("{}.{}", t.schema.as_deref().unwrap_or("*"), t.name)).collect(),
+                objects: st
+                    .tables
+                    .iter()
+                    .map(|t| format!("{}.{}", t.schema.as_deref().unwrap_or("*"), t.name))
+                    .collect(),
                 functions: st.functions.clone(),
                 columns: self.columns(&view, st),
             })
             .collect();
-        let all_masks = || statements.iter().flat_map(|s| &s.columns).flat_map(|c| c.mask.iter().chain(&c.masked_columns));
+        let all_masks =
+            || statements.iter().flat_map(|s| &s.columns).flat_map(|c| c.mask.iter().chain(&c.masked_columns));
         let mut shadow: Vec<String> = v.verdict.shadow.iter().map(|id| name(*id)).collect();
         for m in all_masks().filter(|m| m.shadow) {
             if !shadow.contains(&m.rule) {
@@ -252,7 +258,11 @@ impl Checker {
                 Dialect::Mysql => "mysql",
             },
             decision,
-            denied_by: v.verdict.deny.as_ref().map(|d| DenyInfo { rule: d.rule.to_string(), message: d.message.clone() }),
+            denied_by: v
+                .verdict
+                .deny
+                .as_ref()
+                .map(|d| DenyInfo { rule: d.rule.to_string(), message: d.message.clone() }),
             rules_fired: v.verdict.hits.iter().map(|id| name(*id)).collect(),
             shadow,
             row_limit: v.verdict.row_limit,

@@ -69,7 +69,8 @@ fn roles(r: &[&str]) -> Vec<String> {
 #[test]
 fn explains_masks_by_lineage() {
     let c = checker();
-    let e = c.explain(&roles(&["analyst"]), "pg", Dialect::Postgres, "SELECT id, lower(email) AS e, card FROM customers");
+    let e =
+        c.explain(&roles(&["analyst"]), "pg", Dialect::Postgres, "SELECT id, lower(email) AS e, card FROM customers");
     assert_eq!(e.decision, "mask");
     assert_eq!(e.row_limit, Some(50));
     assert_eq!(e.rules_fired, vec!["cap analysts".to_owned()]);
