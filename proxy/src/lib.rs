@@ -12,3 +12,4 @@ pub mod postgres;
 pub mod shared;
 pub mod stream;
 pub mod tls;
+pub mod tools;

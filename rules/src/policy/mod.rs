@@ -19,6 +19,8 @@ mod glob;
 mod sql;
 
 #[cfg(test)]
+mod doc_examples;
+#[cfg(test)]
 mod tests;
 
 pub use glob::{glob_match, FieldPattern, FieldRef, Namespace};
