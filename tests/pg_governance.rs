@@ -452,7 +452,9 @@ async fn audit_records_every_statement_and_chain_verifies() {
     deleted.remove(5);
     let mut swapped = lines.clone();
     swapped.swap(7, 8);
-    for (what, body) in [("edited", edited), ("deleted", deleted.join("\n") + "\n"), ("swapped", swapped.join("\n") + "\n")] {
+    for (what, body) in
+        [("edited", edited), ("deleted", deleted.join("\n") + "\n"), ("swapped", swapped.join("\n") + "\n")]
+    {
         let p = env._dir.path().join(format!("{what}.jsonl"));
         std::fs::write(&p, body).unwrap();
         let r = dgf_rules::audit::verify(&[p]).unwrap();
@@ -511,7 +513,8 @@ async fn shadow_metrics_and_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_and_psycopg_see_masked_values() {
     let env = setup();
-    let conninfo = |u: &str| format!("host=127.0.0.1 port={} user={u} dbname={} sslmode=disable", env.port, env.db.name);
+    let conninfo =
+        |u: &str| format!("host=127.0.0.1 port={} user={u} dbname={} sslmode=disable", env.port, env.db.name);
     let out = common::psql(&conninfo("analyst"), "SELECT email, ssn FROM customers ORDER BY id").expect("psql");
     assert!(out.contains("a***@example.com|*******6789"), "{out}");
     let out = common::psql(&conninfo("admin"), "SELECT email FROM customers ORDER BY id").expect("psql");
@@ -519,7 +522,10 @@ async fn psql_and_psycopg_see_masked_values() {
     let err = common::psql(&conninfo("analyst"), "DELETE FROM customers").unwrap_err();
     assert!(err.contains("analysts read only"), "{err}");
 
-    let venv = std::process::Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/py-venv.sh")).output().expect("py-venv.sh");
+    let venv = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/py-venv.sh"))
+        .output()
+        .expect("py-venv.sh");
     assert!(venv.status.success(), "py-venv.sh: {}", String::from_utf8_lossy(&venv.stderr));
     let python = format!("{}/bin/python", String::from_utf8_lossy(&venv.stdout).trim());
     let script = r#"
@@ -537,7 +543,8 @@ with psycopg.connect(dsn) as c:
         c.rollback()
     print("after", c.execute("SELECT 1").fetchone())
 "#;
-    let out = std::process::Command::new(&python).arg("-c").arg(script).arg(conninfo("analyst")).output().expect("python");
+    let out =
+        std::process::Command::new(&python).arg("-c").arg(script).arg(conninfo("analyst")).output().expect("python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "psycopg: {stdout} {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("False ('a***@example.com', None, '************1111')"), "{stdout}");

@@ -433,9 +433,9 @@ impl RoleView {
         }
         if !r.fields.is_empty()
             && !a.fields.iter().any(|f| {
-                r.fields.iter().any(|p| {
-                    p.matches(f) && !(strict && f.object.starts_with("*.") && !p.object.starts_with("*."))
-                })
+                r.fields
+                    .iter()
+                    .any(|p| p.matches(f) && !(strict && f.object.starts_with("*.") && !p.object.starts_with("*.")))
             })
         {
             return false;
