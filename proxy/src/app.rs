@@ -3,6 +3,7 @@
 
 use crate::live::{self, Snapshot};
 use crate::metrics::Metrics;
+use crate::mongodb;
 use crate::postgres;
 use crate::shared::{AuthLimiter, Shared};
 use dgf_config::{Config, Protocol};
@@ -177,6 +178,13 @@ impl App {
                 }
             }
         }
+        for (name, r) in &old.routes {
+            let Some(m) = &r.mongo else { continue };
+            let kept = snap.routes.get(name).and_then(|n| n.mongo.as_ref()).is_some_and(|n| Arc::ptr_eq(n, m));
+            if !kept {
+                m.pool.close();
+            }
+        }
         self.shared.live.store(Arc::new(snap));
         Ok(())
     }
@@ -186,8 +194,12 @@ impl App {
         let snap = self.shared.live.load_full();
         let mut out = Vec::new();
         for r in snap.routes.values() {
-            let Some(pg) = &r.pg else { continue };
-            let addr = format!("{}:{}", pg.target.host, pg.target.port);
+            let (host, port) = match (&r.pg, &r.mongo) {
+                (Some(pg), _) => (pg.target.host.clone(), pg.target.port),
+                (_, Some(m)) => (m.target.host.clone(), m.target.port),
+                _ => continue,
+            };
+            let addr = format!("{host}:{port}");
             let ok = matches!(
                 tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
                 Ok(Ok(_))
@@ -202,6 +214,14 @@ impl App {
         let snap = self.shared.live.load_full();
         let mut out = Vec::new();
         for r in snap.routes.values() {
+            if let Some(m) = &r.mongo {
+                out.push(PoolReport {
+                    route: r.name.clone(),
+                    database: "*".into(),
+                    mode: "request".into(),
+                    stats: m.pool.stats(),
+                });
+            }
             let Some(pg) = &r.pg else { continue };
             let mode = format!("{:?}", pg.opts.load().mode).to_lowercase();
             for p in pg.pools.iter() {
@@ -235,6 +255,16 @@ impl App {
                 let s = &snap.config.server;
                 app.shared.auth_limiter.sweep(s.auth_failure_burst, s.auth_failure_refill_secs);
                 for r in snap.routes.values() {
+                    if let Some(m) = &r.mongo {
+                        for _ in 0..m.pool.maintain() {
+                            let pool = m.pool.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = pool.prefill_one().await {
+                                    tracing::warn!(error = %e, "min_idle connection failed");
+                                }
+                            });
+                        }
+                    }
                     let Some(pg) = &r.pg else { continue };
                     for p in pg.pools.iter() {
                         let pool = p.value().clone();
@@ -287,6 +317,9 @@ async fn accept_loop(shared: Arc<Shared>, route_name: String, listener: TcpListe
         match route.protocol {
             Protocol::Postgres => {
                 tokio::spawn(postgres::serve(shared.clone(), route, tcp, peer));
+            }
+            Protocol::Mongodb => {
+                tokio::spawn(mongodb::serve(shared.clone(), route, tcp, peer));
             }
             _ => drop(tcp),
         }

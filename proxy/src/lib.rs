@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod live;
 pub mod metrics;
+pub mod mongodb;
 pub mod pool;
 pub mod postgres;
 pub mod shared;

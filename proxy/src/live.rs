@@ -2,6 +2,8 @@
 //! load once per login or checkout and that reload replaces atomically.
 
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::mongodb::backend::{MongoManager, MongoTarget};
+use crate::mongodb::MongoRoute;
 use crate::pool::{Pool, PoolSettings};
 use crate::postgres::backend::{PgManager, PgTarget};
 use crate::postgres::prepared::Registry as StatementRegistry;
@@ -115,6 +117,8 @@ pub struct Route {
     pub clients: Arc<AtomicUsize>,
     /// Postgres pools (Postgres routes only).
     pub pg: Option<Arc<PgPools>>,
+    /// MongoDB pool and pins (MongoDB routes only).
+    pub mongo: Option<Arc<MongoRoute>>,
 }
 
 /// Everything a session needs, immutable.
@@ -202,6 +206,41 @@ fn build_pg(r: &RouteConfig) -> Result<PgPools, BuildError> {
     })
 }
 
+fn build_mongo(r: &RouteConfig) -> Result<MongoRoute, BuildError> {
+    let bad = |e: String| BuildError::Invalid(format!("route {}: {e}", r.name));
+    let up = r.upstream().map_err(bad)?;
+    let flag = |k: &str| matches!(up.param(k), Some("true"));
+    let tls = if flag("tls") || flag("ssl") {
+        let v = if flag("tlsInsecure") || flag("tlsAllowInvalidCertificates") {
+            tls::Verify::None
+        } else if flag("tlsAllowInvalidHostnames") {
+            tls::Verify::Chain
+        } else {
+            tls::Verify::Full
+        };
+        Some(
+            tls::connector(v, up.param("tlsCAFile"), true)
+                .map_err(|e| BuildError::Tls(format!("route {} upstream", r.name), e))?,
+        )
+    } else {
+        None
+    };
+    let server_name = ServerName::try_from(up.host.clone()).map_err(|e| bad(format!("host name: {e}")))?;
+    let auth_source =
+        up.param("authSource").map(str::to_owned).or(up.database.clone()).unwrap_or_else(|| "admin".into());
+    let target = Arc::new(MongoTarget {
+        host: up.host.clone(),
+        port: up.port,
+        user: up.user.clone(),
+        password: up.password.clone(),
+        auth_source,
+        tls,
+        server_name,
+    });
+    let manager = MongoManager { target: target.clone(), limits: Default::default() };
+    Ok(MongoRoute { target, pool: Pool::new(manager, pool_settings(r)), pins: Default::default() })
+}
+
 /// Build a snapshot, reusing pools and counters of `previous` where the upstream is unchanged.
 pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
     let policy = Arc::new(Policy::from_config(&config)?);
@@ -221,13 +260,23 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
             None => None,
         };
         let old = previous.and_then(|p| p.routes.get(&r.name));
-        let pg = match r.protocol {
+        let same_upstream = old.filter(|o| o.cfg.upstream == r.upstream);
+        let (pg, mongo) = match r.protocol {
             Protocol::Postgres => {
-                let reuse = old.filter(|o| o.cfg.upstream == r.upstream).and_then(|o| o.pg.clone());
-                Some(match reuse {
+                let reuse = same_upstream.and_then(|o| o.pg.clone());
+                let pools = match reuse {
                     Some(pools) => pools,
                     None => Arc::new(build_pg(r)?),
-                })
+                };
+                (Some(pools), None)
+            }
+            Protocol::Mongodb => {
+                let reuse = same_upstream.and_then(|o| o.mongo.clone());
+                let m = match reuse {
+                    Some(m) => m,
+                    None => Arc::new(build_mongo(r)?),
+                };
+                (None, Some(m))
             }
             other => {
                 return Err(BuildError::Invalid(format!(
@@ -247,6 +296,7 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
                 metrics: metrics.route(&r.name),
                 clients: old.map(|o| o.clients.clone()).unwrap_or_default(),
                 pg,
+                mongo,
             }),
         );
     }
@@ -264,6 +314,9 @@ impl Snapshot {
                     p.value().update_settings(opts.settings.clone());
                 }
                 pg.opts.store(Arc::new(opts));
+            }
+            if let Some(m) = &r.mongo {
+                m.pool.update_settings(pool_settings(&r.cfg));
             }
         }
     }
