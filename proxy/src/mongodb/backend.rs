@@ -270,19 +270,17 @@ impl Manager for MongoManager {
     type Conn = MongoConn;
     type Error = BackendError;
 
-    fn connect(&self) -> impl std::future::Future<Output = Result<MongoConn, BackendError>> + Send {
-        async move {
-            let (c, l) = connect(&self.target).await?;
-            let _ = self.limits.set(l);
-            Ok(c)
-        }
+    async fn connect(&self) -> Result<MongoConn, BackendError> {
+        let (c, l) = connect(&self.target).await?;
+        let _ = self.limits.set(l);
+        Ok(c)
     }
 
     fn is_alive(&self, conn: &mut MongoConn) -> bool {
         conn.is_quiet_and_open()
     }
 
-    fn check(&self, conn: &mut MongoConn) -> impl std::future::Future<Output = bool> + Send {
-        async move { matches!(conn.command(&doc! { "ping": 1, "$db": "admin" }).await, Ok(d) if ok(&d)) }
+    async fn check(&self, conn: &mut MongoConn) -> bool {
+        matches!(conn.command(&doc! { "ping": 1, "$db": "admin" }).await, Ok(d) if ok(&d))
     }
 }
