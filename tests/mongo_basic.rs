@@ -35,9 +35,11 @@ fn pymongo_crud_cursors_transactions_through_a_pool_of_two() {
         r#"
 import pymongo, threading, time
 from pymongo import WriteConcern
-direct = pymongo.MongoClient("{direct}")
+# polling monitor and one pooled connection: this client's own count stays constant
+direct = pymongo.MongoClient("{direct}", serverMonitoringMode="poll", maxPoolSize=1)
 def dgf_connections():
     return direct.admin.command("serverStatus")["connections"]["current"]
+dgf_connections(); time.sleep(0.3)
 base = dgf_connections()
 seen = [0]
 stop = [False]
