@@ -29,8 +29,26 @@ pub struct Denied {
     pub message: String,
 }
 
-/// Decide about one command. Until the policy engine lands this allows everything and masks
-/// nothing; the session already calls it once per command and applies the plan to replies.
-pub fn govern(_info: &CommandInfo<'_>, _roles: &[String]) -> Result<MaskPlan, Denied> {
+/// Decide about one command: its kinds (name + class, see `dgf_rules::mongodb`) and the
+/// collection it touches (`mongodb:db.coll`) go through the role's policy view. Masking plans
+/// are not built yet (the reply hook applies whatever plan this returns).
+pub fn govern(
+    policy: &dgf_rules::Policy,
+    route: &str,
+    roles: &[String],
+    info: &CommandInfo<'_>,
+) -> Result<MaskPlan, Denied> {
+    let kinds_owned = dgf_rules::mongodb::kinds(info.name, None);
+    let kinds: Vec<&str> = kinds_owned.iter().map(String::as_str).collect();
+    let objects: Vec<String> = match (info.db, info.collection) {
+        (Some(db), Some(c)) => vec![format!("mongodb:{db}.{c}")],
+        (Some(db), None) => vec![format!("mongodb:{db}")],
+        _ => Vec::new(),
+    };
+    let view = policy.view(route, roles);
+    let v = view.check(&dgf_rules::Action { kinds: &kinds, objects: &objects, ..Default::default() });
+    if let Some(d) = v.deny {
+        return Err(Denied { rule: d.rule.to_string(), message: d.message });
+    }
     Ok(MaskPlan::default())
 }

@@ -187,7 +187,8 @@ impl Session {
             let msg = format!("command {} requires authentication", info.name);
             return self.reply_error(rid, 13, "Unauthorized", &msg).await;
         };
-        let plan = match govern::govern(&info, &user.roles) {
+        let policy = self.shared.live.load().policy.clone();
+        let plan = match govern::govern(&policy, &self.route.name, &user.roles, &info) {
             Ok(p) => p,
             Err(d) => {
                 let msg = format!("dgf: denied by rule \"{}\": {}", d.rule, d.message);
