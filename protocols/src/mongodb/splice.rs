@@ -3,6 +3,9 @@
 //! the `email` of every document in the batch and `addresses.city` every address), hand each
 //! string found to a callback, write the new value and fix the lengths of every enclosing
 //! document. Untouched bytes are copied as they are.
+//!
+//! Path segments: a key; `*` (any key at this level); `key.*` (the key itself or any key that
+//! starts with `key.`, for the flattened dotted keys of change-stream `updatedFields`).
 
 use super::bsonwalk::{elements, kind};
 use super::MongoProtoError as E;
@@ -16,6 +19,16 @@ pub enum Replacement {
     Null,
 }
 
+/// A value found at the end of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// A UTF-8 string.
+    Str(&'a str),
+    /// Any other type (the BSON element type byte); documents included, arrays never (their
+    /// elements are visited instead).
+    Other(u8),
+}
+
 /// Replace every string reached by `path` in `doc`. Returns `None` when nothing changed.
 /// `f` gets each string and returns its replacement (or `None` to keep it). Depth is capped
 /// by `max_depth` (the document itself is depth 1).
@@ -25,10 +38,35 @@ pub fn replace_strings(
     max_depth: usize,
     f: &mut dyn FnMut(&str) -> Option<Replacement>,
 ) -> Result<Option<Vec<u8>>, E> {
+    replace_values(doc, path, max_depth, &mut |v| match v {
+        Value::Str(s) => f(s),
+        Value::Other(_) => None,
+    })
+}
+
+/// Like [`replace_strings`], for values of any type: `f` also sees non-string values
+/// (numbers, dates, subdocuments...) and may replace them.
+pub fn replace_values(
+    doc: &[u8],
+    path: &[&str],
+    max_depth: usize,
+    f: &mut dyn FnMut(Value<'_>) -> Option<Replacement>,
+) -> Result<Option<Vec<u8>>, E> {
     if path.is_empty() {
         return Ok(None);
     }
     rewrite(doc, 0, path, false, 1, max_depth, f)
+}
+
+/// Whether path segment `seg` names `key` (see the module docs).
+fn seg_matches(seg: &str, key: &[u8]) -> bool {
+    if seg == "*" || seg.as_bytes() == key {
+        return true;
+    }
+    match seg.strip_suffix(".*") {
+        Some(head) => key == head.as_bytes() || (key.starts_with(head.as_bytes()) && key.get(head.len()) == Some(&b'.')),
+        None => false,
+    }
 }
 
 /// Count the values reached by `path` (any type); used to decide whether a reply needs work.
@@ -45,7 +83,7 @@ fn count(b: &[u8], at: usize, path: &[&str], array: bool, depth: usize, max: usi
     for e in elements(b, at)? {
         let rest = if array {
             path
-        } else if e.key == path[0].as_bytes() {
+        } else if seg_matches(path[0], e.key) {
             &path[1..]
         } else {
             continue;
@@ -69,7 +107,7 @@ fn rewrite(
     array: bool,
     depth: usize,
     max: usize,
-    f: &mut dyn FnMut(&str) -> Option<Replacement>,
+    f: &mut dyn FnMut(Value<'_>) -> Option<Replacement>,
 ) -> Result<Option<Vec<u8>>, E> {
     if depth > max {
         return Err(E::TooDeep(max));
@@ -80,7 +118,7 @@ fn rewrite(
     for e in &els {
         let rest = if array {
             path
-        } else if e.key == path[0].as_bytes() {
+        } else if seg_matches(path[0], e.key) {
             &path[1..]
         } else {
             continue;
@@ -90,20 +128,18 @@ fn rewrite(
             kind::STRING if rest.is_empty() => {
                 let s = std::str::from_utf8(&b[e.value_start + 4..e.end - 1])
                     .map_err(|_| E::Bson("string is not UTF-8"))?;
-                f(s).map(|r| match r {
-                    Replacement::Str(s) => {
-                        let mut v = Vec::with_capacity(s.len() + 5);
-                        v.extend_from_slice(&((s.len() + 1) as i32).to_le_bytes());
-                        v.extend_from_slice(s.as_bytes());
-                        v.push(0);
-                        (kind::STRING, v)
-                    }
+                f(Value::Str(s)).map(|r| match r {
+                    Replacement::Str(s) => (kind::STRING, bson_string(&s)),
                     Replacement::Null => (kind::NULL, Vec::new()),
                 })
             }
             kind::DOCUMENT if !rest.is_empty() => {
                 rewrite(b, e.value_start, rest, false, depth + 1, max, f)?.map(|v| (kind::DOCUMENT, v))
             }
+            k if rest.is_empty() => f(Value::Other(k)).map(|r| match r {
+                Replacement::Str(s) => (kind::STRING, bson_string(&s)),
+                Replacement::Null => (kind::NULL, Vec::new()),
+            }),
             _ => None,
         };
         if let Some((k, v)) = new_value {
@@ -125,6 +161,14 @@ fn rewrite(
     let len = o.len() as i32;
     o[..4].copy_from_slice(&len.to_le_bytes());
     Ok(Some(o))
+}
+
+fn bson_string(s: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(s.len() + 5);
+    v.extend_from_slice(&((s.len() + 1) as i32).to_le_bytes());
+    v.extend_from_slice(s.as_bytes());
+    v.push(0);
+    v
 }
 
 #[cfg(test)]
@@ -177,5 +221,24 @@ mod tests {
         let out = replace_strings(&b, &["a", "b"], 8, &mut |_| Some(Replacement::Null)).unwrap().unwrap();
         assert_eq!(Document::from_reader(&out[..]).unwrap(), doc! { "a": { "b": null } });
         assert_eq!(replace_strings(&b, &["a", "b"], 1, &mut |_| None), Err(E::TooDeep(1)));
+    }
+
+    #[test]
+    fn other_types_and_segment_globs() {
+        let d = doc! { "a": 5, "b": { "c": 1.5, "d": [ { "e": "x" }, { "e": { "f": 1 } } ] }, "u": { "p.q": "s", "p.q.0": "t", "p.qq": "k" } };
+        let b = d.to_vec().unwrap();
+        let mut nulls = |v: Value<'_>| match v {
+            Value::Str(_) => Some(Replacement::Str("m".into())),
+            Value::Other(_) => Some(Replacement::Null),
+        };
+        let out = replace_values(&b, &["b", "d", "e"], 8, &mut nulls).unwrap().unwrap();
+        let want = doc! { "a": 5, "b": { "c": 1.5, "d": [ { "e": "m" }, { "e": null } ] }, "u": { "p.q": "s", "p.q.0": "t", "p.qq": "k" } };
+        assert_eq!(Document::from_reader(&out[..]).unwrap(), want);
+        let out = replace_values(&b, &["*"], 8, &mut nulls).unwrap().unwrap();
+        assert_eq!(Document::from_reader(&out[..]).unwrap(), doc! { "a": null, "b": null, "u": null });
+        let out = replace_values(&b, &["u", "p.q.*"], 8, &mut nulls).unwrap().unwrap();
+        let u = Document::from_reader(&out[..]).unwrap().get_document("u").unwrap().clone();
+        assert_eq!(u, doc! { "p.q": "m", "p.q.0": "m", "p.qq": "k" });
+        assert_eq!(replace_strings(&b, &["a"], 8, &mut |_| Some(Replacement::Null)).unwrap(), None);
     }
 }
