@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod govern;
 pub mod hello;
+pub mod lineage;
 pub mod pins;
 pub mod session;
 

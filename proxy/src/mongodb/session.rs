@@ -3,7 +3,7 @@
 //! pinned to), bookkeep cursors and transactions from the reply, mask, and send it back.
 
 use super::backend::{Frame, Limits, MongoConn};
-use super::govern::{self, MaskPlan};
+use super::govern::{self, Decision, GovState};
 use super::hello::{self, Conversation, Step};
 use super::pins::{self, Key};
 use super::{MongoRoute, SessionError};
@@ -17,7 +17,6 @@ use dgf_protocols::mongodb::frame::{self, Message, OpCode};
 use dgf_protocols::mongodb::inspect::{self, CommandInfo};
 use dgf_protocols::mongodb::legacy::{self, OpQuery};
 use dgf_protocols::mongodb::msg::{self, CHECKSUM_PRESENT, EXHAUST_ALLOWED, MORE_TO_COME};
-use dgf_protocols::mongodb::splice::{self, Replacement};
 use dgf_protocols::mongodb::{compress, MongoProtoError, OpMsg, DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,6 +69,7 @@ pub struct Session {
     next_id: i32,
     max_message: usize,
     max_depth: usize,
+    gov: GovState,
 }
 
 fn opt_usize(route: &Route, key: &str, default: usize) -> usize {
@@ -103,6 +103,7 @@ impl Session {
             next_id: 0,
             max_message,
             max_depth,
+            gov: GovState::default(),
         }
     }
 
@@ -188,13 +189,23 @@ impl Session {
             return self.reply_error(rid, 13, "Unauthorized", &msg).await;
         };
         let policy = self.shared.live.load().policy.clone();
-        let plan = match govern::govern(&policy, &self.route.name, &user.roles, &info) {
-            Ok(p) => p,
-            Err(d) => {
-                let msg = format!("dgf: denied by rule \"{}\": {}", d.rule, d.message);
-                return self.reply_error(rid, 13, "Unauthorized", &msg).await;
-            }
+        let env = govern::Env {
+            policy: &policy,
+            gov: &self.shared.governance,
+            route: &self.route.name,
+            roles: &user.roles,
         };
+        let mut decision = self.gov.decide(&env, cmd, &info);
+        if let Some(d) = decision.as_mut().filter(|d| d.deny.is_some()) {
+            d.error = Some("13".into());
+            govern::audit(&env, d, &self.peer.to_string(), &user.name);
+            let msg = d.deny.as_ref().map(|x| x.message.clone()).unwrap_or_default();
+            self.route.metrics.error("Unauthorized");
+            if op.flags & MORE_TO_COME != 0 {
+                return Ok(());
+            }
+            return self.reply_doc(rid, &inspect::error_reply(13, "Unauthorized", &msg)).await;
+        }
         self.route.metrics.queries.inc();
         let bytes = if op.flags & (EXHAUST_ALLOWED | CHECKSUM_PRESENT) != 0 {
             // dgf never streams several replies for one request: clear exhaustAllowed, and
@@ -206,7 +217,17 @@ impl Session {
         } else {
             m.to_bytes()
         };
-        self.forward(rid, &bytes, &info, op.flags & MORE_TO_COME != 0, &plan).await
+        let r = self.forward(rid, &bytes, &info, op.flags & MORE_TO_COME != 0, decision.as_mut()).await;
+        if let Some(d) = &decision {
+            let env = govern::Env {
+                policy: &policy,
+                gov: &self.shared.governance,
+                route: &self.route.name,
+                roles: &user.roles,
+            };
+            govern::audit(&env, d, &self.peer.to_string(), &user.name);
+        }
+        r
     }
 
     /// Commands dgf answers itself; `None` when the command goes upstream.
@@ -341,12 +362,17 @@ impl Session {
         bytes: &[u8],
         info: &CommandInfo<'_>,
         more_to_come: bool,
-        plan: &MaskPlan,
+        mut decision: Option<&mut Decision>,
     ) -> Result<(), SessionError> {
         let txn = info.lsid.filter(|_| info.txn_number.is_some()).map(|l| Key::Txn(l.to_vec()));
         let mut lease = match self.lease(info, txn.as_ref()).await {
             Ok(l) => l,
-            Err((code, name, msg)) => return self.reply_error(rid, code, name, &msg).await,
+            Err((code, name, msg)) => {
+                if let Some(d) = decision {
+                    d.error = Some(code.to_string());
+                }
+                return self.reply_error(rid, code, name, &msg).await;
+            }
         };
         let sent = lease.conn().send(bytes).await;
         if more_to_come {
@@ -363,15 +389,21 @@ impl Session {
             Ok(f) => f,
             Err(e) => {
                 lease.broken(&self.mongo.pins);
+                if let Some(d) = decision {
+                    d.error = Some("6".into());
+                }
                 return self.reply_error(rid, 6, "HostUnreachable", &format!("dgf: {e}")).await;
             }
         };
-        let out = self.bookkeep(lease, &frame, info, txn, plan);
+        let out = self.bookkeep(lease, &frame, info, txn, decision.as_deref_mut());
         match out {
             Ok(Some(masked)) => self.write_client(&masked).await,
             Ok(None) => self.write_client(&frame.bytes).await,
             Err(e) => {
                 let (code, name) = e.code();
+                if let Some(d) = decision {
+                    d.error = Some(code.to_string());
+                }
                 self.reply_error(rid, code, name, &format!("dgf: cannot process the server reply: {e}")).await
             }
         }
@@ -379,12 +411,12 @@ impl Session {
 
     /// Pin or unpin from the reply; apply the mask plan. Returns replacement bytes if masked.
     fn bookkeep(
-        &self,
+        &mut self,
         lease: Lease,
         frame: &Frame,
         info: &CommandInfo<'_>,
         txn: Option<Key>,
-        plan: &MaskPlan,
+        decision: Option<&mut Decision>,
     ) -> Result<Option<BytesMut>, MongoProtoError> {
         if frame.header.op_code != OpCode::Msg.code() {
             return Ok(None);
@@ -396,10 +428,12 @@ impl Session {
         if let Some(id) = info.get_more {
             if !r.ok || r.cursor_id == Some(0) {
                 pins.remove(&Key::Cursor(id));
+                self.gov.cursor_closed(id);
             }
         }
         for id in &info.kill_cursors {
             pins.remove(&Key::Cursor(*id));
+            self.gov.cursor_closed(*id);
         }
         let ends_txn = matches!(info.name, "commitTransaction" | "abortTransaction");
         if ends_txn {
@@ -414,6 +448,9 @@ impl Session {
             let shared = lease.into_shared();
             if let Some(id) = new_cursor {
                 pins.insert(Key::Cursor(id), shared.clone(), self.id, ns, 0);
+                if let Some(d) = &decision {
+                    self.gov.cursor_opened(id, &d.plan);
+                }
             }
             if let (true, Some(k)) = (start_txn, txn) {
                 pins.insert(k, shared, self.id, None, info.txn_number.unwrap_or(0));
@@ -421,23 +458,12 @@ impl Session {
         } else {
             drop(lease);
         }
-        if plan.is_empty() {
+        let Some(d) = decision else { return Ok(None) };
+        (d.rows, d.error) = govern::outcome(body);
+        if d.plan.is_empty() {
             return Ok(None);
         }
-        let mut doc = op.body.to_vec();
-        let mut changed = false;
-        for (path, f) in &plan.paths {
-            let p: Vec<&str> = path.iter().map(String::as_str).collect();
-            if let Some(d) =
-                splice::replace_strings(&doc, &p, self.max_depth.max(200), &mut |s| Some(Replacement::Str(f(s))))?
-            {
-                doc = d;
-                changed = true;
-            }
-        }
-        if !changed {
-            return Ok(None);
-        }
+        let Some(doc) = d.plan.apply(op.body, self.max_depth.max(200))? else { return Ok(None) };
         let mut out = BytesMut::new();
         let seqs: Vec<(&str, &[&[u8]])> = op.sequences.iter().map(|s| (s.identifier, &s.documents[..])).collect();
         msg::put_msg(
