@@ -12,6 +12,7 @@ use super::lineage::{self, Ctx, Refusal, Taint};
 use bson::{Bson, Document, RawDocument};
 use dgf_protocols::mongodb::inspect::CommandInfo;
 use dgf_protocols::mongodb::splice::{self, Replacement, Value};
+use dgf_protocols::mongodb::msg::Sequence;
 use dgf_protocols::mongodb::MongoProtoError;
 use dgf_rules::audit::{now_rfc3339, AuditEvent};
 use dgf_rules::mask::MaskFn;
@@ -110,13 +111,29 @@ impl GovState {
         self.view.clone().unwrap_or_else(|| env.policy.view(env.route, env.roles))
     }
 
-    /// Decide about one command. `None`: governance is off (no rules, guards or audit).
-    pub fn decide(&mut self, env: &Env<'_>, cmd: &RawDocument, info: &CommandInfo<'_>) -> Option<Decision> {
+    /// Decide about one command (its body and OP_MSG document sequences, e.g. `updates`).
+    /// `None`: governance is off (no rules, guards or audit).
+    pub fn decide(
+        &mut self,
+        env: &Env<'_>,
+        cmd: &RawDocument,
+        seqs: &[Sequence<'_>],
+        info: &CommandInfo<'_>,
+    ) -> Option<Decision> {
         if env.policy.rule_names().is_empty() && !env.gov.auditing() {
             return None;
         }
         let view = self.view(env);
-        let doc = Document::try_from(cmd).unwrap_or_default();
+        let mut doc = Document::try_from(cmd).unwrap_or_default();
+        for s in seqs.iter().filter(|s| s.identifier != "documents") {
+            let docs: Vec<Bson> = s
+                .documents
+                .iter()
+                .map(|d| RawDocument::from_bytes(d).ok().and_then(|r| Document::try_from(r).ok()))
+                .map(|d| d.map_or(Bson::Null, Bson::Document))
+                .collect();
+            doc.insert(s.identifier, docs);
+        }
         let db = info.db.unwrap_or("admin");
         let kinds_owned = dgf_rules::mongodb::kinds(info.name, Some(&doc));
         let kinds: Vec<&str> = kinds_owned.iter().map(String::as_str).collect();

@@ -195,7 +195,7 @@ impl Session {
             route: &self.route.name,
             roles: &user.roles,
         };
-        let mut decision = self.gov.decide(&env, cmd, &info);
+        let mut decision = self.gov.decide(&env, cmd, &op.sequences, &info);
         if let Some(d) = decision.as_mut().filter(|d| d.deny.is_some()) {
             d.error = Some("13".into());
             govern::audit(&env, d, &self.peer.to_string(), &user.name);
