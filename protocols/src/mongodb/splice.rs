@@ -64,7 +64,9 @@ fn seg_matches(seg: &str, key: &[u8]) -> bool {
         return true;
     }
     match seg.strip_suffix(".*") {
-        Some(head) => key == head.as_bytes() || (key.starts_with(head.as_bytes()) && key.get(head.len()) == Some(&b'.')),
+        Some(head) => {
+            key == head.as_bytes() || (key.starts_with(head.as_bytes()) && key.get(head.len()) == Some(&b'.'))
+        }
         None => false,
     }
 }

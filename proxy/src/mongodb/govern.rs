@@ -11,8 +11,8 @@
 use super::lineage::{self, Ctx, Refusal, Taint};
 use bson::{Bson, Document, RawDocument};
 use dgf_protocols::mongodb::inspect::CommandInfo;
-use dgf_protocols::mongodb::splice::{self, Replacement, Value};
 use dgf_protocols::mongodb::msg::Sequence;
+use dgf_protocols::mongodb::splice::{self, Replacement, Value};
 use dgf_protocols::mongodb::MongoProtoError;
 use dgf_rules::audit::{now_rfc3339, AuditEvent};
 use dgf_rules::mask::MaskFn;
@@ -174,7 +174,8 @@ impl GovState {
                         d.plan = Arc::new(p);
                         d.mask_rules = rules;
                     }
-                    Err((rule, why)) => {
+                    Err(b) => {
+                        let (rule, why) = *b;
                         let message = format!("dgf: permission denied: {why} (rule \"{}\")", rule.rule);
                         d.verdict.hits.push(rule.id);
                         d.deny = Some(Denial { id: rule.id, rule: rule.rule, message });
@@ -228,7 +229,7 @@ struct Masks<'a> {
 }
 
 impl Masks<'_> {
-    fn taints(&self, db: &str, coll: &str) -> Result<Vec<Taint>, (MaskRule, String)> {
+    fn taints(&self, db: &str, coll: &str) -> Result<Vec<Taint>, Refused> {
         let object = format!("{db}.{coll}");
         let mut out = Vec::new();
         for (i, (p, m)) in self.pats.iter().enumerate() {
@@ -243,7 +244,7 @@ impl Masks<'_> {
             let path: Vec<String> = field.split('.').map(str::to_owned).collect();
             if path.iter().any(|s| s != "*" && (s.contains('*') || s.contains('?'))) {
                 let why = format!("label pattern {object}.{field} cannot be applied to documents");
-                return Err((m.clone(), why));
+                return Err(Box::new((m.clone(), why)));
             }
             out.push(Taint { path, mask: i });
         }
@@ -251,13 +252,16 @@ impl Masks<'_> {
     }
 
     fn db_masked(&self, db: &str) -> Option<usize> {
-        self.pats.iter().position(|(p, m)| {
-            !m.shadow && glob_match(p.object.split('.').next().unwrap_or("*"), db, false)
-        })
+        self.pats
+            .iter()
+            .position(|(p, m)| !m.shadow && glob_match(p.object.split('.').next().unwrap_or("*"), db, false))
     }
 }
 
-type Planned = Result<(MaskPlan, Vec<usize>), (MaskRule, String)>;
+/// A refusal by masking: the rule and why.
+type Refused = Box<(MaskRule, String)>;
+
+type Planned = Result<(MaskPlan, Vec<usize>), Refused>;
 
 /// Masking plan (or refusal) for a command of a role with mask rules.
 fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &Document) -> Planned {
@@ -265,9 +269,9 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
     let enforced = masks.pats.iter().position(|(_, m)| !m.shadow);
     let Some(any) = enforced else { return Ok((MaskPlan::default(), Vec::new())) };
     let rule_of = |i: usize| masks.pats.get(i).map(|(_, m)| m.clone()).unwrap_or_else(|| masks.pats[any].1.clone());
-    let fail = |r: Refusal| (rule_of(r.mask), r.why);
+    let fail = |r: Refusal| Box::new((rule_of(r.mask), r.why));
     if dgf_rules::mongodb::runs_javascript(info.name, doc) {
-        return Err((rule_of(any), "server-side JavaScript is not allowed for a masked role".into()));
+        return Err(Box::new((rule_of(any), "server-side JavaScript is not allowed for a masked role".into())));
     }
     let coll = info.collection.unwrap_or("");
     let base = if coll.is_empty() { Vec::new() } else { masks.taints(db, coll)? };
@@ -290,7 +294,7 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
         "aggregate" => {
             if coll.is_empty() && info.change_stream {
                 if let Some(i) = masks.db_masked(db) {
-                    return Err((rule_of(i), "a database-wide change stream of masked data".into()));
+                    return Err(Box::new((rule_of(i), "a database-wide change stream of masked data".into())));
                 }
             }
             let t = lineage::pipeline(dgf_rules::mongodb::pipeline(doc), base, &ctx, 0).map_err(fail)?;
@@ -318,15 +322,18 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
             let p = doc.get_array("pipeline").map(Vec::as_slice).unwrap_or(&[]);
             lineage::pipeline(p, src.clone(), &ctx, 0).map_err(fail)?;
             if let Some(t) = src.first() {
-                return Err((rule_of(t.mask), "a view over masked data is not allowed for a masked role".into()));
+                return Err(Box::new((
+                    rule_of(t.mask),
+                    "a view over masked data is not allowed for a masked role".into(),
+                )));
             }
             (&[], Vec::new())
         }
         "mapReduce" | "geoNear" if !base.is_empty() => {
-            return Err((rule_of(base[0].mask), format!("{} on masked data", info.name)));
+            return Err(Box::new((rule_of(base[0].mask), format!("{} on masked data", info.name))));
         }
         _ if dgf_rules::mongodb::class_of(info.name) == "unknown" && !base.is_empty() => {
-            return Err((rule_of(base[0].mask), format!("unknown command {} on masked data", info.name)));
+            return Err(Box::new((rule_of(base[0].mask), format!("unknown command {} on masked data", info.name))));
         }
         _ => (&[], Vec::new()),
     };

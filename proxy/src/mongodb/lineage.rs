@@ -169,7 +169,7 @@ fn accumulators(spec: &Document, skip: &str, taints: &[Taint], out: &mut Vec<Tai
         };
         let Some((op, arg)) = acc.iter().next() else { continue };
         if PASS_ACC.contains(&op.as_str()) {
-            out.extend(prefixed(&[k.clone()], expr(arg, taints, 1)?));
+            out.extend(prefixed(std::slice::from_ref(k), expr(arg, taints, 1)?));
         } else if let Some(m) = reads_taint(v, taints, 1) {
             return Err(refuse(m, format!("{op} computes over a masked field")));
         }
@@ -240,7 +240,7 @@ pub fn pipeline(stages: &[Bson], mut taints: Vec<Taint>, ctx: &Ctx<'_>, depth: u
                 let mut new = Vec::new();
                 for (k, sub) in sd {
                     let sub = sub.as_array().map(Vec::as_slice).unwrap_or(&[]);
-                    new.extend(prefixed(&[k.clone()], pipeline(sub, taints.clone(), ctx, depth + 1)?));
+                    new.extend(prefixed(std::slice::from_ref(k), pipeline(sub, taints.clone(), ctx, depth + 1)?));
                 }
                 taints.extend(new);
             }
@@ -284,7 +284,10 @@ pub fn change_events(taints: &[Taint]) -> Vec<Taint> {
     let mut out = Vec::new();
     for t in taints {
         for top in ["fullDocument", "fullDocumentBeforeChange", "documentKey"] {
-            out.push(Taint { path: std::iter::once(top.to_owned()).chain(t.path.iter().cloned()).collect(), mask: t.mask });
+            out.push(Taint {
+                path: std::iter::once(top.to_owned()).chain(t.path.iter().cloned()).collect(),
+                mask: t.mask,
+            });
         }
         let uf = ["updateDescription".to_owned(), "updatedFields".to_owned()];
         out.push(Taint { path: uf.iter().cloned().chain(t.path.iter().cloned()).collect(), mask: t.mask });
@@ -344,10 +347,13 @@ mod tests {
         assert!(r.contains(&"j.email".into()), "{r:?}");
         let r = run(vec![doc! { "$facet": { "f": [{ "$project": { "x": "$email" } }] } }]).unwrap();
         assert!(r.contains(&"f.x".into()), "{r:?}");
-        assert!(run(vec![doc! { "$facet": { "f": [{ "$project": { "x": { "$substr": ["$email", 0, 3] } } }] } }])
-            .is_err());
+        assert!(
+            run(vec![doc! { "$facet": { "f": [{ "$project": { "x": { "$substr": ["$email", 0, 3] } } }] } }]).is_err()
+        );
         let r = run(vec![doc! { "$changeStream": {} }]).unwrap();
-        assert!(r.contains(&"fullDocument.email".into()) && r.contains(&"updateDescription.updatedFields.email.*".into()));
+        assert!(
+            r.contains(&"fullDocument.email".into()) && r.contains(&"updateDescription.updatedFields.email.*".into())
+        );
         assert_eq!(distinct("profile", &[t("profile.phone")])[0].path, segs("phone"));
         assert!(distinct("email", &[t("email")])[0].path.is_empty());
     }

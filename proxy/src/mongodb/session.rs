@@ -189,12 +189,8 @@ impl Session {
             return self.reply_error(rid, 13, "Unauthorized", &msg).await;
         };
         let policy = self.shared.live.load().policy.clone();
-        let env = govern::Env {
-            policy: &policy,
-            gov: &self.shared.governance,
-            route: &self.route.name,
-            roles: &user.roles,
-        };
+        let env =
+            govern::Env { policy: &policy, gov: &self.shared.governance, route: &self.route.name, roles: &user.roles };
         let mut decision = self.gov.decide(&env, cmd, &op.sequences, &info);
         if let Some(d) = decision.as_mut().filter(|d| d.deny.is_some()) {
             d.error = Some("13".into());
