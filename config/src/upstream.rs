@@ -274,6 +274,48 @@ pub fn parse_upstream(url: &str, protocol: Protocol) -> Result<Upstream, String>
     Ok(Upstream { scheme, host, port, user, password, database, params })
 }
 
+/// Problems with a `mongodb://` upstream's options: dgf connects to exactly one server, so
+/// `directConnection` may only be `true`; `tls`/`ssl` and the relaxing TLS flags take
+/// `true`/`false`; only SCRAM-SHA-256 is spoken upstream; a password needs a user.
+pub fn mongodb_problems(u: &Upstream) -> Vec<String> {
+    let mut out = Vec::new();
+    let boolean =
+        ["tls", "ssl", "directConnection", "tlsInsecure", "tlsAllowInvalidCertificates", "tlsAllowInvalidHostnames"];
+    for k in boolean {
+        if let Some(v) = u.param(k) {
+            if v != "true" && v != "false" {
+                out.push(format!("{k} must be true or false, not `{v}`"));
+            }
+        }
+    }
+    if u.param("directConnection") == Some("false") {
+        out.push("directConnection=false is not supported: dgf connects to the one host given".into());
+    }
+    if u.param("replicaSet").is_some() {
+        out.push("replicaSet is not supported: dgf connects to the one host given (use directConnection=true)".into());
+    }
+    if u.param("loadBalanced") == Some("true") {
+        out.push("loadBalanced=true is not supported".into());
+    }
+    if let Some(m) = u.param("authMechanism") {
+        if m != "SCRAM-SHA-256" {
+            out.push(format!("authMechanism `{m}` is not supported upstream (use SCRAM-SHA-256)"));
+        }
+    }
+    if u.param("authSource").is_some_and(str::is_empty) {
+        out.push("authSource must not be empty".into());
+    }
+    if u.password.is_some() && u.user.is_none() {
+        out.push("a password needs a user name (mongodb://user:password@host)".into());
+    }
+    if let Some(c) = u.param("compressors") {
+        if !c.split(',').all(|x| matches!(x, "snappy" | "zlib" | "zstd" | "noop")) {
+            out.push(format!("compressors `{c}`: expected a list of snappy, zlib, zstd"));
+        }
+    }
+    out
+}
+
 /// Decodes `%XX` escapes (no `+` to space: libpq does not do that either).
 fn percent_decode(s: &str, what: &str) -> Result<String, String> {
     let bytes = s.as_bytes();
@@ -371,6 +413,22 @@ mod tests {
         let e = parse_upstream("mysql://h:3306", Protocol::Postgres).unwrap_err();
         assert!(e.contains("scheme `mysql` does not match protocol postgres"), "{e}");
         assert!(e.contains("postgres:// or postgresql://"), "{e}");
+        let u = parse_upstream(
+            "mongodb://u:p%40ss@db.example.net:27017/app?tls=true&authSource=admin&directConnection=true",
+            Protocol::Mongodb,
+        )
+        .unwrap();
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref(), u.database.as_deref()),
+            (Some("u"), Some("p@ss"), Some("app"))
+        );
+        assert!(mongodb_problems(&u).is_empty());
+        let u = parse_upstream(
+            "mongodb://:p@h/?tls=yes&directConnection=false&authMechanism=SCRAM-SHA-1",
+            Protocol::Mongodb,
+        )
+        .unwrap();
+        assert_eq!(mongodb_problems(&u).len(), 4, "{:?}", mongodb_problems(&u));
         let e = parse_upstream("mongodb+srv://c.example.net", Protocol::Mongodb).unwrap_err();
         assert!(e.contains("mongodb+srv:// (DNS seed list) is not supported"), "{e}");
         let e = parse_upstream("localhost:5432", Protocol::Postgres).unwrap_err();

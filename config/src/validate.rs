@@ -229,6 +229,15 @@ impl Validator<'_> {
             }
             return;
         }
+        if r.protocol == Protocol::Mongodb {
+            for e in crate::upstream::mongodb_problems(&u) {
+                self.err(&path, e);
+            }
+            if let Some(ca) = u.param("tlsCAFile") {
+                self.file_exists(&path, ca, "tlsCAFile CA file");
+            }
+            return;
+        }
         if r.protocol != Protocol::Postgres {
             if u.param("sslmode").is_some() {
                 self.err(&path, "sslmode applies to postgres upstreams only");

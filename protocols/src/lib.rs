@@ -2,5 +2,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod mongodb;
 pub mod mysql;
 pub mod postgres;

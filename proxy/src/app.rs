@@ -3,6 +3,7 @@
 
 use crate::live::{self, Snapshot};
 use crate::metrics::Metrics;
+use crate::mongodb;
 use crate::postgres;
 use crate::shared::{AuthLimiter, Shared};
 use dgf_config::{Config, Protocol};
@@ -194,6 +195,13 @@ impl App {
                 }
             }
         }
+        for (name, r) in &old.routes {
+            let Some(m) = &r.mongo else { continue };
+            let kept = snap.routes.get(name).and_then(|n| n.mongo.as_ref()).is_some_and(|n| Arc::ptr_eq(n, m));
+            if !kept {
+                m.pool.close();
+            }
+        }
         self.shared.live.store(Arc::new(snap));
         Ok(())
     }
@@ -203,9 +211,10 @@ impl App {
         let snap = self.shared.live.load_full();
         let mut out = Vec::new();
         for r in snap.routes.values() {
-            let addr = match (&r.pg, &r.my) {
-                (Some(pg), _) => format!("{}:{}", pg.target.host, pg.target.port),
-                (None, Some(my)) => format!("{}:{}", my.target.host, my.target.port),
+            let addr = match (&r.pg, &r.my, &r.mongo) {
+                (Some(pg), _, _) => format!("{}:{}", pg.target.host, pg.target.port),
+                (None, Some(my), _) => format!("{}:{}", my.target.host, my.target.port),
+                (None, None, Some(m)) => format!("{}:{}", m.target.host, m.target.port),
                 _ => continue,
             };
             let ok = matches!(
@@ -232,6 +241,14 @@ impl App {
                         stats: p.value().stats(),
                     });
                 }
+            }
+            if let Some(m) = &r.mongo {
+                out.push(PoolReport {
+                    route: r.name.clone(),
+                    database: "*".into(),
+                    mode: "request".into(),
+                    stats: m.pool.stats(),
+                });
             }
             let Some(pg) = &r.pg else { continue };
             let mode = format!("{:?}", pg.opts.load().mode).to_lowercase();
@@ -277,6 +294,16 @@ impl App {
                                     }
                                 });
                             }
+                        }
+                    }
+                    if let Some(m) = &r.mongo {
+                        for _ in 0..m.pool.maintain() {
+                            let pool = m.pool.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = pool.prefill_one().await {
+                                    tracing::warn!(error = %e, "min_idle connection failed");
+                                }
+                            });
                         }
                     }
                     let Some(pg) = &r.pg else { continue };
@@ -334,6 +361,9 @@ async fn accept_loop(shared: Arc<Shared>, route_name: String, listener: TcpListe
             }
             Protocol::Mysql => {
                 tokio::spawn(crate::mysql::serve(shared.clone(), route, tcp, peer));
+            }
+            Protocol::Mongodb => {
+                tokio::spawn(mongodb::serve(shared.clone(), route, tcp, peer));
             }
             _ => drop(tcp),
         }

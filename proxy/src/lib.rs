@@ -6,6 +6,7 @@ pub mod app;
 pub mod governance;
 pub mod live;
 pub mod metrics;
+pub mod mongodb;
 pub mod mysql;
 pub mod pool;
 pub mod postgres;

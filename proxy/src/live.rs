@@ -2,6 +2,8 @@
 //! load once per login or checkout and that reload replaces atomically.
 
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::mongodb::backend::{MongoManager, MongoTarget};
+use crate::mongodb::MongoRoute;
 use crate::mysql::pools::MyPools;
 use crate::pool::{Pool, PoolSettings};
 use crate::postgres::backend::{PgManager, PgTarget};
@@ -136,6 +138,8 @@ pub struct Route {
     pub pg: Option<Arc<PgPools>>,
     /// MySQL pools (MySQL routes only).
     pub my: Option<Arc<MyPools>>,
+    /// MongoDB pool and pins (MongoDB routes only).
+    pub mongo: Option<Arc<MongoRoute>>,
 }
 
 /// Everything a session needs, immutable.
@@ -224,6 +228,41 @@ fn build_pg(r: &RouteConfig) -> Result<PgPools, BuildError> {
     })
 }
 
+fn build_mongo(r: &RouteConfig) -> Result<MongoRoute, BuildError> {
+    let bad = |e: String| BuildError::Invalid(format!("route {}: {e}", r.name));
+    let up = r.upstream().map_err(bad)?;
+    let flag = |k: &str| matches!(up.param(k), Some("true"));
+    let tls = if flag("tls") || flag("ssl") {
+        let v = if flag("tlsInsecure") || flag("tlsAllowInvalidCertificates") {
+            tls::Verify::None
+        } else if flag("tlsAllowInvalidHostnames") {
+            tls::Verify::Chain
+        } else {
+            tls::Verify::Full
+        };
+        Some(
+            tls::connector(v, up.param("tlsCAFile"), true)
+                .map_err(|e| BuildError::Tls(format!("route {} upstream", r.name), e))?,
+        )
+    } else {
+        None
+    };
+    let server_name = ServerName::try_from(up.host.clone()).map_err(|e| bad(format!("host name: {e}")))?;
+    let auth_source =
+        up.param("authSource").map(str::to_owned).or(up.database.clone()).unwrap_or_else(|| "admin".into());
+    let target = Arc::new(MongoTarget {
+        host: up.host.clone(),
+        port: up.port,
+        user: up.user.clone(),
+        password: up.password.clone(),
+        auth_source,
+        tls,
+        server_name,
+    });
+    let manager = MongoManager { target: target.clone(), limits: Default::default() };
+    Ok(MongoRoute { target, pool: Pool::new(manager, pool_settings(r)), pins: Default::default() })
+}
+
 /// Build a snapshot, reusing pools and counters of `previous` where the upstream is unchanged.
 pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
     let policy = Arc::new(Policy::from_config(&config)?);
@@ -244,21 +283,26 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
         };
         let old = previous.and_then(|p| p.routes.get(&r.name));
         let reusable = old.filter(|o| o.cfg.upstream == r.upstream && o.protocol == r.protocol);
-        let mut my = None;
-        let pg = match r.protocol {
+        let (mut pg, mut my, mut mongo) = (None, None, None);
+        match r.protocol {
             Protocol::Postgres => {
                 let reuse = reusable.and_then(|o| o.pg.clone());
-                Some(match reuse {
+                pg = Some(match reuse {
                     Some(pools) => pools,
                     None => Arc::new(build_pg(r)?),
-                })
+                });
+            }
+            Protocol::Mongodb => {
+                mongo = Some(match reusable.and_then(|o| o.mongo.clone()) {
+                    Some(m) => m,
+                    None => Arc::new(build_mongo(r)?),
+                });
             }
             Protocol::Mysql => {
                 my = Some(match reusable.and_then(|o| o.my.clone()) {
                     Some(pools) => pools,
                     None => Arc::new(crate::mysql::pools::build(r, pool_settings(r))?),
                 });
-                None
             }
             other => {
                 return Err(BuildError::Invalid(format!(
@@ -266,7 +310,7 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
                     r.name
                 )))
             }
-        };
+        }
         routes.insert(
             r.name.clone(),
             Arc::new(Route {
@@ -279,6 +323,7 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
                 clients: old.map(|o| o.clients.clone()).unwrap_or_default(),
                 pg,
                 my,
+                mongo,
             }),
         );
     }
@@ -303,6 +348,9 @@ impl Snapshot {
                     p.value().update_settings(settings.clone());
                 }
                 my.settings.store(Arc::new(settings));
+            }
+            if let Some(m) = &r.mongo {
+                m.pool.update_settings(pool_settings(&r.cfg));
             }
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod mask;
+pub mod mongodb;
 pub mod policy;
 pub mod sql;
 

@@ -188,7 +188,7 @@ fn xor32(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
     out
 }
 
-fn random_nonce() -> String {
+pub(crate) fn random_nonce() -> String {
     let mut raw = [0u8; NONCE_RAW_LEN];
     rand::rng().fill_bytes(&mut raw);
     B64.encode(raw)

@@ -371,6 +371,19 @@ impl RoleView {
         Some(MaskRule { id: r.id, rule: r.name.clone(), func: r.mask.clone()?, shadow: r.shadow })
     }
 
+    /// Every mask rule's field patterns in `ns` (enforced and shadow), in rule order: for
+    /// protocols that must enumerate the labelled paths of an object (MongoDB documents).
+    pub fn mask_patterns(&self, ns: Namespace) -> Vec<(&FieldPattern, MaskRule)> {
+        let mut out = Vec::new();
+        for r in &self.masks {
+            let Some(func) = r.mask.clone() else { continue };
+            for p in r.fields.iter().filter(|p| p.ns == ns) {
+                out.push((p, MaskRule { id: r.id, rule: r.name.clone(), func: func.clone(), shadow: r.shadow }));
+            }
+        }
+        out
+    }
+
     /// The first mask rule that may apply to some field of `object` (`None` = clean object).
     pub fn mask_for_object(&self, ns: Namespace, object: &str) -> Option<MaskRule> {
         self.mask_for(&FieldRef { ns, object, field: None })

@@ -1,0 +1,286 @@
+//! Server side of the MongoDB route: open, encrypt and authenticate (SCRAM-SHA-256) an
+//! upstream connection, learn the server's limits from its `hello`, and the pool manager.
+
+use crate::pool::Manager;
+use crate::stream::Stream;
+use bson::{doc, Document, RawDocument};
+use bytes::{Bytes, BytesMut};
+use dgf_protocols::mongodb::frame::{self, Header, OpCode, HEADER_LEN};
+use dgf_protocols::mongodb::{compress, msg, sasl, MongoProtoError, OpMsg};
+use rustls_pki_types::ServerName;
+use std::io;
+use std::sync::{Arc, OnceLock};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Cap on a server message (a reply batch is at most 16 MiB plus overhead; be generous).
+pub const MAX_SERVER_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Where and how to log in upstream.
+pub struct MongoTarget {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User (None: no authentication).
+    pub user: Option<String>,
+    /// Password. Never logged.
+    pub password: Option<String>,
+    /// Database holding the user (`authSource`, else the URL path, else `admin`).
+    pub auth_source: String,
+    /// TLS connector (`tls=true`), verifying the chain and host name.
+    pub tls: Option<TlsConnector>,
+    /// Name to verify.
+    pub server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for MongoTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Limits the upstream announced in its `hello` (dgf repeats them to clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// maxBsonObjectSize.
+    pub max_bson: i32,
+    /// maxMessageSizeBytes.
+    pub max_message: i32,
+    /// maxWriteBatchSize.
+    pub max_write_batch: i32,
+    /// minWireVersion.
+    pub min_wire: i32,
+    /// maxWireVersion.
+    pub max_wire: i32,
+    /// logicalSessionTimeoutMinutes (None: sessions unsupported).
+    pub session_timeout: Option<i32>,
+}
+
+impl Limits {
+    fn from_hello(d: &Document) -> Self {
+        let int = |k: &str, def: i32| match d.get(k) {
+            Some(bson::Bson::Int32(i)) => *i,
+            Some(bson::Bson::Int64(i)) => i32::try_from(*i).unwrap_or(def),
+            Some(bson::Bson::Double(f)) => *f as i32,
+            _ => def,
+        };
+        Limits {
+            max_bson: int("maxBsonObjectSize", 16 * 1024 * 1024),
+            max_message: int("maxMessageSizeBytes", 48_000_000),
+            max_write_batch: int("maxWriteBatchSize", 100_000),
+            min_wire: int("minWireVersion", 0),
+            max_wire: int("maxWireVersion", 6),
+            session_timeout: d
+                .contains_key("logicalSessionTimeoutMinutes")
+                .then(|| int("logicalSessionTimeoutMinutes", 30)),
+        }
+    }
+}
+
+/// Why an upstream connection could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Network failure.
+    #[error("upstream I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The upstream sent something we cannot parse.
+    #[error("upstream protocol: {0}")]
+    Proto(#[from] MongoProtoError),
+    /// TLS handshake failed.
+    #[error("upstream TLS: {0}")]
+    Tls(String),
+    /// Authentication with the route's credentials failed.
+    #[error("upstream authentication failed: {0}")]
+    Auth(String),
+    /// The upstream closed the connection.
+    #[error("upstream closed the connection")]
+    Closed,
+}
+
+/// One upstream message, kept whole so it can be forwarded as is.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Header.
+    pub header: Header,
+    /// Whole message bytes (header included).
+    pub bytes: Bytes,
+}
+
+impl Frame {
+    /// Bytes after the header.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[HEADER_LEN..]
+    }
+}
+
+/// An authenticated upstream connection.
+pub struct MongoConn {
+    stream: Stream,
+    buf: BytesMut,
+    next_id: i32,
+}
+
+impl MongoConn {
+    /// Send raw message bytes.
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Read one message (OP_COMPRESSED is unwrapped).
+    pub async fn recv(&mut self) -> Result<Frame, BackendError> {
+        loop {
+            if let Some(len) = frame::needed(&self.buf, MAX_SERVER_MESSAGE)? {
+                if self.buf.len() >= len {
+                    let bytes = self.buf.split_to(len).freeze();
+                    let header = Header::parse(&bytes)?;
+                    if header.op_code == OpCode::Compressed.code() {
+                        let (m, _) = compress::decompress(&header, &bytes[HEADER_LEN..], MAX_SERVER_MESSAGE)?;
+                        return Ok(Frame { header: m.header, bytes: m.to_bytes().freeze() });
+                    }
+                    return Ok(Frame { header, bytes });
+                }
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(BackendError::Closed);
+            }
+        }
+    }
+
+    /// Run a command of dgf's own and return the reply body.
+    pub async fn command(&mut self, cmd: &Document) -> Result<Document, BackendError> {
+        let body = cmd.to_vec().map_err(|_| MongoProtoError::Bson("encode"))?;
+        self.next_id = self.next_id.wrapping_add(1);
+        let mut out = BytesMut::new();
+        msg::put_msg(&mut out, self.next_id, 0, 0, &body, &[]);
+        self.send(&out).await?;
+        let f = self.recv().await?;
+        if f.header.op_code != OpCode::Msg.code() {
+            return Err(MongoProtoError::UnsupportedOpCode(f.header.op_code).into());
+        }
+        let m = OpMsg::parse(&f.header, f.body(), None)?;
+        let raw = RawDocument::from_bytes(m.body).map_err(|_| MongoProtoError::Bson("reply"))?;
+        Document::try_from(raw).map_err(|_| MongoProtoError::Bson("reply").into())
+    }
+
+    /// Whether the socket is open and silent.
+    pub fn is_quiet_and_open(&self) -> bool {
+        self.buf.is_empty() && self.stream.is_quiet_and_open()
+    }
+}
+
+fn ok(d: &Document) -> bool {
+    match d.get("ok") {
+        Some(bson::Bson::Double(f)) => *f == 1.0,
+        Some(bson::Bson::Int32(i)) => *i == 1,
+        Some(bson::Bson::Int64(i)) => *i == 1,
+        _ => false,
+    }
+}
+
+fn errmsg(d: &Document) -> String {
+    d.get_str("errmsg").unwrap_or("no error message").to_owned()
+}
+
+fn payload(d: &Document) -> Result<Vec<u8>, BackendError> {
+    match d.get("payload") {
+        Some(bson::Bson::Binary(b)) => Ok(b.bytes.clone()),
+        _ => Err(BackendError::Auth("reply without payload".into())),
+    }
+}
+
+fn binary(b: Vec<u8>) -> bson::Binary {
+    bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: b }
+}
+
+/// Open, encrypt, greet and authenticate one upstream connection.
+pub async fn connect(t: &MongoTarget) -> Result<(MongoConn, Limits), BackendError> {
+    let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let stream = match &t.tls {
+        None => Stream::Plain(tcp),
+        Some(c) => {
+            let s = c.connect(t.server_name.clone(), tcp).await.map_err(|e| BackendError::Tls(e.to_string()))?;
+            Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s)))
+        }
+    };
+    let mut conn = MongoConn { stream, buf: BytesMut::with_capacity(16 * 1024), next_id: 0 };
+    let hello = conn
+        .command(&doc! {
+            "hello": 1,
+            "client": { "driver": { "name": "dgf", "version": env!("CARGO_PKG_VERSION") }, "os": { "type": std::env::consts::OS } },
+            "$db": "admin",
+        })
+        .await?;
+    if !ok(&hello) {
+        return Err(BackendError::Auth(format!("hello refused: {}", errmsg(&hello))));
+    }
+    let limits = Limits::from_hello(&hello);
+    if let (Some(user), Some(password)) = (&t.user, &t.password) {
+        let db = t.auth_source.as_str();
+        let mut scram = sasl::scram_client(user, password);
+        let r = conn
+            .command(&doc! {
+                "saslStart": 1, "mechanism": "SCRAM-SHA-256", "payload": binary(scram.client_first()),
+                "options": { "skipEmptyExchange": true }, "$db": db,
+            })
+            .await?;
+        if !ok(&r) {
+            return Err(BackendError::Auth(errmsg(&r)));
+        }
+        let conv = r.get("conversationId").cloned().unwrap_or(bson::Bson::Int32(1));
+        let fin = scram.handle_server_first(&payload(&r)?).map_err(|e| BackendError::Auth(e.to_string()))?;
+        let mut r = conn
+            .command(&doc! { "saslContinue": 1, "conversationId": conv.clone(), "payload": binary(fin), "$db": db })
+            .await?;
+        if !ok(&r) {
+            return Err(BackendError::Auth(errmsg(&r)));
+        }
+        scram.handle_server_final(&payload(&r)?).map_err(|e| BackendError::Auth(e.to_string()))?;
+        while !r.get_bool("done").unwrap_or(false) {
+            r = conn
+                .command(
+                    &doc! { "saslContinue": 1, "conversationId": conv.clone(), "payload": binary(vec![]), "$db": db },
+                )
+                .await?;
+            if !ok(&r) {
+                return Err(BackendError::Auth(errmsg(&r)));
+            }
+        }
+    }
+    Ok((conn, limits))
+}
+
+/// Makes upstream connections for a route's pool; remembers the upstream's limits from the
+/// first `hello` (the pool's lifetime: a changed upstream URL builds a new pool).
+pub struct MongoManager {
+    /// Upstream.
+    pub target: Arc<MongoTarget>,
+    /// Limits from the first successful hello.
+    pub limits: OnceLock<Limits>,
+}
+
+impl Manager for MongoManager {
+    type Conn = MongoConn;
+    type Error = BackendError;
+
+    async fn connect(&self) -> Result<MongoConn, BackendError> {
+        let (c, l) = connect(&self.target).await?;
+        let _ = self.limits.set(l);
+        Ok(c)
+    }
+
+    fn is_alive(&self, conn: &mut MongoConn) -> bool {
+        conn.is_quiet_and_open()
+    }
+
+    async fn check(&self, conn: &mut MongoConn) -> bool {
+        matches!(conn.command(&doc! { "ping": 1, "$db": "admin" }).await, Ok(d) if ok(&d))
+    }
+}

@@ -1,0 +1,446 @@
+//! The single governance hook of the MongoDB route: one decision per command before it is
+//! forwarded (rules by command kind/class and collection, fail-closed masking lineage), the
+//! masking of its replies (cursor batches, `findAndModify` `value`, `distinct` `values`,
+//! change-stream events; getMore batches with the plan of the cursor's command), metrics, and
+//! one audit record per command.
+//!
+//! Masked values: strings go through the rule's mask function; values of any other type
+//! (numbers, dates, subdocuments...) become the mask's text for `redact` and `fixed("...")`
+//! and null for every other function (`email`, `partial`, `hash`, `null`).
+
+use super::lineage::{self, Ctx, Refusal, Taint};
+use bson::{Bson, Document, RawDocument};
+use dgf_protocols::mongodb::inspect::CommandInfo;
+use dgf_protocols::mongodb::msg::Sequence;
+use dgf_protocols::mongodb::splice::{self, Replacement, Value};
+use dgf_protocols::mongodb::MongoProtoError;
+use dgf_rules::audit::{now_rfc3339, AuditEvent};
+use dgf_rules::mask::MaskFn;
+use dgf_rules::policy::{glob_match, FieldPattern};
+use dgf_rules::{Action, Denial, FieldRef, MaskRule, Namespace, Policy, RoleView, Verdict};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where masked fields are in a command's reply.
+#[derive(Default, Debug)]
+pub struct MaskPlan {
+    /// Reply paths (e.g. `cursor.firstBatch.email`) and their masks.
+    pub paths: Vec<(Vec<String>, MaskFn)>,
+}
+
+impl MaskPlan {
+    /// Whether replies pass untouched.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Mask one reply body; `None` when nothing changed.
+    pub fn apply(&self, body: &[u8], max_depth: usize) -> Result<Option<Vec<u8>>, MongoProtoError> {
+        let mut doc: Option<Vec<u8>> = None;
+        for (path, f) in &self.paths {
+            let p: Vec<&str> = path.iter().map(String::as_str).collect();
+            let cur = doc.as_deref().unwrap_or(body);
+            if let Some(d) = splice::replace_values(cur, &p, max_depth, &mut |v| mask_value(f, v))? {
+                doc = Some(d);
+            }
+        }
+        Ok(doc)
+    }
+}
+
+fn mask_value(f: &MaskFn, v: Value<'_>) -> Option<Replacement> {
+    Some(match v {
+        Value::Str(s) => f.apply_str(s).map_or(Replacement::Null, Replacement::Str),
+        Value::Other(0x0A) => return None, // already null
+        Value::Other(_) => match f {
+            MaskFn::Redact | MaskFn::Fixed(_) => f.apply_str("").map_or(Replacement::Null, Replacement::Str),
+            _ => Replacement::Null,
+        },
+    })
+}
+
+/// The decision about one command, kept until its reply for the audit record.
+pub struct Decision {
+    /// Refusal (rules or masking lineage).
+    pub deny: Option<Denial>,
+    /// Reply masking.
+    pub plan: Arc<MaskPlan>,
+    verdict: Verdict,
+    mask_rules: Vec<usize>,
+    kind: String,
+    fingerprint: String,
+    statement: Option<String>,
+    objects: Vec<String>,
+    database: String,
+    started: Instant,
+    /// Documents returned.
+    pub rows: Option<u64>,
+    /// Error code of a failed reply.
+    pub error: Option<String>,
+}
+
+/// Per-session governance state.
+#[derive(Default)]
+pub struct GovState {
+    policy: Option<Arc<Policy>>,
+    view: Option<Arc<RoleView>>,
+    cursors: HashMap<i64, Arc<MaskPlan>>,
+}
+
+/// The shared pieces a decision needs.
+pub struct Env<'a> {
+    /// Current policy.
+    pub policy: &'a Arc<Policy>,
+    /// Governance (audit, metrics).
+    pub gov: &'a crate::governance::Governance,
+    /// Route name.
+    pub route: &'a str,
+    /// User roles.
+    pub roles: &'a [String],
+}
+
+impl GovState {
+    fn view(&mut self, env: &Env<'_>) -> Arc<RoleView> {
+        let fresh = self.policy.as_ref().is_none_or(|p| !Arc::ptr_eq(p, env.policy));
+        if fresh || self.view.is_none() {
+            self.view = Some(env.policy.view(env.route, env.roles));
+            self.policy = Some(env.policy.clone());
+            self.cursors.clear();
+        }
+        self.view.clone().unwrap_or_else(|| env.policy.view(env.route, env.roles))
+    }
+
+    /// Decide about one command (its body and OP_MSG document sequences, e.g. `updates`).
+    /// `None`: governance is off (no rules, guards or audit).
+    pub fn decide(
+        &mut self,
+        env: &Env<'_>,
+        cmd: &RawDocument,
+        seqs: &[Sequence<'_>],
+        info: &CommandInfo<'_>,
+    ) -> Option<Decision> {
+        if env.policy.rule_names().is_empty() && !env.gov.auditing() {
+            return None;
+        }
+        let view = self.view(env);
+        let mut doc = Document::try_from(cmd).unwrap_or_default();
+        for s in seqs.iter().filter(|s| s.identifier != "documents") {
+            let docs: Vec<Bson> = s
+                .documents
+                .iter()
+                .map(|d| RawDocument::from_bytes(d).ok().and_then(|r| Document::try_from(r).ok()))
+                .map(|d| d.map_or(Bson::Null, Bson::Document))
+                .collect();
+            doc.insert(s.identifier, docs);
+        }
+        let db = info.db.unwrap_or("admin");
+        let kinds_owned = dgf_rules::mongodb::kinds(info.name, Some(&doc));
+        let kinds: Vec<&str> = kinds_owned.iter().map(String::as_str).collect();
+        let objects: Vec<String> = match info.collection {
+            Some(c) => vec![format!("mongodb:{db}.{c}")],
+            None => vec![format!("mongodb:{db}")],
+        };
+        let object = info.collection.map(|c| format!("{db}.{c}"));
+        let fields = read_fields(info.name, &doc);
+        let refs: Vec<FieldRef<'_>> = match &object {
+            Some(o) => match &fields {
+                Some(f) => f.iter().map(|p| FieldRef { ns: Namespace::Mongo, object: o, field: Some(p) }).collect(),
+                None => vec![FieldRef { ns: Namespace::Mongo, object: o, field: None }],
+            },
+            None => Vec::new(),
+        };
+        let verdict = view.check(&Action { kinds: &kinds, objects: &objects, fields: &refs, ..Default::default() });
+        let mut d = Decision {
+            deny: verdict.deny.clone(),
+            plan: Arc::new(MaskPlan::default()),
+            verdict,
+            mask_rules: Vec::new(),
+            kind: dgf_rules::mongodb::class_of(info.name).to_owned(),
+            fingerprint: if env.gov.auditing() { dgf_rules::mongodb::fingerprint(&doc) } else { String::new() },
+            statement: env.gov.include_literals().then(|| doc.to_string()),
+            objects,
+            database: db.to_owned(),
+            started: Instant::now(),
+            rows: None,
+            error: None,
+        };
+        if d.deny.is_none() {
+            if let Some(id) = info.get_more {
+                d.plan = self.cursors.get(&id).cloned().unwrap_or_default();
+            } else if view.masks_anything() {
+                match plan(&view, env, db, info, &doc) {
+                    Ok((p, rules)) => {
+                        d.plan = Arc::new(p);
+                        d.mask_rules = rules;
+                    }
+                    Err(b) => {
+                        let (rule, why) = *b;
+                        let message = format!("dgf: permission denied: {why} (rule \"{}\")", rule.rule);
+                        d.verdict.hits.push(rule.id);
+                        d.deny = Some(Denial { id: rule.id, rule: rule.rule, message });
+                    }
+                }
+            }
+        }
+        let masked = !d.plan.is_empty();
+        let mut counted = d.verdict.clone();
+        counted.deny = d.deny.clone();
+        counted.hits.extend(d.mask_rules.iter().copied());
+        env.gov.count(env.policy, env.route, &counted, masked);
+        Some(d)
+    }
+
+    /// Remember the plan of a new cursor (its getMore batches are masked alike).
+    pub fn cursor_opened(&mut self, id: i64, plan: &Arc<MaskPlan>) {
+        if !plan.is_empty() && self.cursors.len() < 100_000 {
+            self.cursors.insert(id, plan.clone());
+        }
+    }
+
+    /// Forget a cursor.
+    pub fn cursor_closed(&mut self, id: i64) {
+        self.cursors.remove(&id);
+    }
+}
+
+/// The fields a command reads, when known (`None`: whole documents).
+fn read_fields(name: &str, doc: &Document) -> Option<Vec<String>> {
+    match name {
+        "distinct" => Some(vec![doc.get_str("key").unwrap_or("").to_owned()]),
+        "count" | "delete" | "insert" => Some(Vec::new()),
+        "find" => {
+            let p = doc.get_document("projection").ok()?;
+            let plain = p.iter().all(|(_, v)| matches!(v, Bson::Int32(1) | Bson::Int64(1) | Bson::Boolean(true)));
+            let mut f: Vec<String> = p.keys().cloned().collect();
+            if !p.contains_key("_id") {
+                f.push("_id".into());
+            }
+            (plain && !p.is_empty()).then_some(f)
+        }
+        _ => None,
+    }
+}
+
+/// The role's enforced masks of one collection as taints; shadow masks are counted.
+struct Masks<'a> {
+    pats: Vec<(&'a FieldPattern, MaskRule)>,
+    gov: &'a crate::governance::Governance,
+}
+
+impl Masks<'_> {
+    fn taints(&self, db: &str, coll: &str) -> Result<Vec<Taint>, Refused> {
+        let object = format!("{db}.{coll}");
+        let mut out = Vec::new();
+        for (i, (p, m)) in self.pats.iter().enumerate() {
+            if !p.matches_object(Namespace::Mongo, &object) {
+                continue;
+            }
+            if m.shadow {
+                self.gov.shadow_mask(&m.rule);
+                continue;
+            }
+            let field = p.field.as_deref().unwrap_or("*");
+            let path: Vec<String> = field.split('.').map(str::to_owned).collect();
+            if path.iter().any(|s| s != "*" && (s.contains('*') || s.contains('?'))) {
+                let why = format!("label pattern {object}.{field} cannot be applied to documents");
+                return Err(Box::new((m.clone(), why)));
+            }
+            out.push(Taint { path, mask: i });
+        }
+        Ok(out)
+    }
+
+    fn db_masked(&self, db: &str) -> Option<usize> {
+        self.pats
+            .iter()
+            .position(|(p, m)| !m.shadow && glob_match(p.object.split('.').next().unwrap_or("*"), db, false))
+    }
+}
+
+/// A refusal by masking: the rule and why.
+type Refused = Box<(MaskRule, String)>;
+
+type Planned = Result<(MaskPlan, Vec<usize>), Refused>;
+
+/// Masking plan (or refusal) for a command of a role with mask rules.
+fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &Document) -> Planned {
+    let masks = Masks { pats: view.mask_patterns(Namespace::Mongo), gov: env.gov };
+    let enforced = masks.pats.iter().position(|(_, m)| !m.shadow);
+    let Some(any) = enforced else { return Ok((MaskPlan::default(), Vec::new())) };
+    let rule_of = |i: usize| masks.pats.get(i).map(|(_, m)| m.clone()).unwrap_or_else(|| masks.pats[any].1.clone());
+    let fail = |r: Refusal| Box::new((rule_of(r.mask), r.why));
+    if dgf_rules::mongodb::runs_javascript(info.name, doc) {
+        return Err(Box::new((rule_of(any), "server-side JavaScript is not allowed for a masked role".into())));
+    }
+    let coll = info.collection.unwrap_or("");
+    let base = if coll.is_empty() { Vec::new() } else { masks.taints(db, coll)? };
+    let taints_err = std::cell::RefCell::new(None);
+    let taints_of = |d: &str, c: &str| {
+        masks.taints(d, c).unwrap_or_else(|e| {
+            taints_err.borrow_mut().get_or_insert(e);
+            Vec::new()
+        })
+    };
+    let ctx = Ctx { db, taints_of: &taints_of, masked_role: Some(any) };
+    let (prefixes, taints): (&[&[&str]], Vec<Taint>) = match info.name {
+        "find" => {
+            let t = match doc.get_document("projection") {
+                Ok(p) => lineage::projection(p, base).map_err(fail)?,
+                Err(_) => base,
+            };
+            (&[&["cursor", "firstBatch"], &["cursor", "nextBatch"]], t)
+        }
+        "aggregate" => {
+            if coll.is_empty() && info.change_stream {
+                if let Some(i) = masks.db_masked(db) {
+                    return Err(Box::new((rule_of(i), "a database-wide change stream of masked data".into())));
+                }
+            }
+            let t = lineage::pipeline(dgf_rules::mongodb::pipeline(doc), base, &ctx, 0).map_err(fail)?;
+            (&[&["cursor", "firstBatch"], &["cursor", "nextBatch"]], t)
+        }
+        "findAndModify" | "findandmodify" => {
+            check_update(doc.get("update"), &base).map_err(fail)?;
+            let t = match doc.get_document("fields") {
+                Ok(p) => lineage::projection(p, base).map_err(fail)?,
+                Err(_) => base,
+            };
+            (&[&["value"]], t)
+        }
+        "update" => {
+            for u in doc.get_array("updates").map(Vec::as_slice).unwrap_or(&[]) {
+                let u = u.as_document().and_then(|u| u.get("u"));
+                check_update(u, &base).map_err(fail)?;
+            }
+            (&[], Vec::new())
+        }
+        "distinct" => (&[&["values"]], lineage::distinct(doc.get_str("key").unwrap_or(""), &base)),
+        "create" | "collMod" if doc.contains_key("viewOn") => {
+            let on = doc.get_str("viewOn").unwrap_or("");
+            let src = masks.taints(db, on)?;
+            let p = doc.get_array("pipeline").map(Vec::as_slice).unwrap_or(&[]);
+            lineage::pipeline(p, src.clone(), &ctx, 0).map_err(fail)?;
+            if let Some(t) = src.first() {
+                return Err(Box::new((
+                    rule_of(t.mask),
+                    "a view over masked data is not allowed for a masked role".into(),
+                )));
+            }
+            (&[], Vec::new())
+        }
+        "mapReduce" | "geoNear" if !base.is_empty() => {
+            return Err(Box::new((rule_of(base[0].mask), format!("{} on masked data", info.name))));
+        }
+        _ if dgf_rules::mongodb::class_of(info.name) == "unknown" && !base.is_empty() => {
+            return Err(Box::new((rule_of(base[0].mask), format!("unknown command {} on masked data", info.name))));
+        }
+        _ => (&[], Vec::new()),
+    };
+    if let Some(e) = taints_err.into_inner() {
+        return Err(e);
+    }
+    let mut out = MaskPlan::default();
+    let mut rules = Vec::new();
+    for t in &taints {
+        let m = rule_of(t.mask);
+        if !rules.contains(&m.id) {
+            rules.push(m.id);
+        }
+        for pre in prefixes {
+            let path: Vec<String> = pre.iter().map(|s| (*s).to_owned()).chain(t.path.iter().cloned()).collect();
+            if !out.paths.iter().any(|(p, _)| *p == path) {
+                out.paths.push((path, m.func.clone()));
+            }
+        }
+    }
+    if out.paths.is_empty() {
+        rules.clear();
+    }
+    Ok((out, rules))
+}
+
+/// Updates that copy masked values elsewhere (pipeline updates reading them, `$rename`).
+fn check_update(u: Option<&Bson>, taints: &[Taint]) -> Result<(), Refusal> {
+    match u {
+        Some(Bson::Array(stages)) => {
+            for s in stages {
+                if let Some(m) = lineage::reads_taint(s, taints, 1) {
+                    return Err(Refusal { mask: m, why: "an update pipeline reads a masked field".into() });
+                }
+            }
+            Ok(())
+        }
+        Some(Bson::Document(d)) => {
+            let Ok(r) = d.get_document("$rename") else { return Ok(()) };
+            for k in r.keys() {
+                let field = Bson::String(format!("${k}"));
+                if let Some(m) = lineage::reads_taint(&field, taints, 1) {
+                    return Err(Refusal { mask: m, why: "$rename of a masked field".into() });
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Documents returned (or written) and the error code of a reply.
+pub fn outcome(body: &RawDocument) -> (Option<u64>, Option<String>) {
+    let ok = body.get("ok").ok().flatten().and_then(|v| v.as_f64().or(v.as_i32().map(f64::from)));
+    if ok != Some(1.0) {
+        let code = body.get_i32("code").map(|c| c.to_string()).unwrap_or_else(|_| "?".into());
+        return (Some(0), Some(code));
+    }
+    let len = |a: Option<&bson::RawArray>| a.map(|a| a.into_iter().count() as u64);
+    let rows = if let Ok(c) = body.get_document("cursor") {
+        len(c.get_array("firstBatch").ok().or(c.get_array("nextBatch").ok()))
+    } else if let Ok(v) = body.get_array("values") {
+        len(Some(v))
+    } else if let Ok(Some(v)) = body.get("value") {
+        Some(u64::from(v.as_null().is_none()))
+    } else {
+        body.get_i32("n").ok().map(|n| n.max(0) as u64)
+    };
+    (rows, None)
+}
+
+/// Write the audit record of a command (no-op without an audit sink).
+pub fn audit(env: &Env<'_>, d: &Decision, client: &str, user: &str) {
+    if !env.gov.auditing() {
+        return;
+    }
+    let names = env.policy.rule_names();
+    let v = &d.verdict;
+    let rules: Vec<String> = v
+        .hits
+        .iter()
+        .chain(&v.shadow)
+        .chain(&d.mask_rules)
+        .filter_map(|&i| names.get(i).map(|n| n.to_string()))
+        .collect();
+    let mut shown = v.clone();
+    shown.deny = d.deny.clone();
+    let ev = AuditEvent {
+        time: now_rfc3339(),
+        protocol: "mongodb".into(),
+        route: env.route.to_owned(),
+        client: client.to_owned(),
+        user: user.to_owned(),
+        roles: env.roles.to_vec(),
+        database: d.database.clone(),
+        kind: d.kind.clone(),
+        fingerprint: d.fingerprint.clone(),
+        statement: d.statement.clone(),
+        objects: d.objects.clone(),
+        decision: crate::governance::decision(&shown, !d.plan.is_empty()).to_owned(),
+        rules,
+        rows: d.rows,
+        duration_us: Some(d.started.elapsed().as_micros() as u64),
+        error: d.error.clone(),
+        ..AuditEvent::default()
+    };
+    if !env.gov.record(ev) {
+        tracing::error!("mongodb audit record lost");
+    }
+}

@@ -1,0 +1,164 @@
+//! The MongoDB route: accept clients (optionally TLS), answer the handshake and
+//! authentication, and relay each command over a server connection checked out for that
+//! command alone (cursors and transactions pin theirs; see `pins`).
+
+pub mod backend;
+pub mod govern;
+pub mod hello;
+pub mod lineage;
+pub mod pins;
+pub mod session;
+
+use crate::live::{Route, User};
+use crate::pool::Pool;
+use crate::shared::{ClientSlot, Shared};
+use crate::stream::Stream;
+use backend::{MongoManager, MongoTarget};
+use bson::{doc, Document};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+/// Pool and pins of one MongoDB route (kept across reloads while the upstream is unchanged).
+pub struct MongoRoute {
+    /// Upstream.
+    pub target: Arc<MongoTarget>,
+    /// Server connections (`pool.size` is the cap).
+    pub pool: Pool<MongoManager>,
+    /// Connections held by cursors and transactions.
+    pub pins: pins::Pins,
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Socket error.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client broke the protocol beyond an error reply.
+    #[error("client protocol violation: {0}")]
+    Protocol(String),
+    /// TLS handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Refused before the first command (caps, TLS required).
+    #[error("refused: {0}")]
+    Refused(&'static str),
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Serve one accepted client connection to completion.
+pub async fn serve(shared: Arc<Shared>, route: Arc<Route>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let snap = shared.live.load_full();
+    let slot = ClientSlot::acquire(
+        &shared.clients,
+        snap.config.server.max_client_connections,
+        &route.clients,
+        route.cfg.max_client_connections,
+    );
+    route.metrics.clients_total.inc();
+    route.metrics.clients.inc();
+    let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("mongo", route = %route.name, %peer, conn = id, user = tracing::field::Empty);
+    let result = async {
+        let Some(mongo) = route.mongo.clone() else { return Err(SessionError::Refused("not a MongoDB route")) };
+        if slot.over_cap {
+            route.metrics.clients_rejected.inc();
+            return Err(SessionError::Refused("too many clients"));
+        }
+        let login_timeout = Duration::from_millis(snap.config.server.client_login_timeout_ms);
+        let stream = match tokio::time::timeout(login_timeout, accept(tcp, &route)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(SessionError::Refused("TLS handshake timed out")),
+        };
+        if route.cfg.require_tls && !stream.is_tls() {
+            return Err(SessionError::Refused("route requires TLS"));
+        }
+        let anon = anonymous_user(&snap, &route);
+        let mut s = session::Session::new(shared.clone(), route.clone(), mongo, stream, peer, id, anon);
+        s.run().await
+    }
+    .instrument(span.clone())
+    .await;
+    if let Some(mongo) = &route.mongo {
+        release_owned(mongo, id).await;
+    }
+    route.metrics.clients.dec();
+    drop(slot);
+    let _e = span.enter();
+    match result {
+        Ok(()) => tracing::debug!("client disconnected"),
+        Err(e) => tracing::info!(error = %e, "session ended"),
+    }
+}
+
+/// Who a client is before it authenticates: the first `auth = "trust"` user; with no users
+/// configured at all, an anonymous user without roles on loopback listeners; otherwise nobody
+/// (commands other than the handshake need authentication).
+fn anonymous_user(snap: &crate::live::Snapshot, route: &Route) -> Option<Arc<User>> {
+    if let Some(u) = snap.config.users.iter().find(|u| u.auth == dgf_config::AuthMethod::Trust) {
+        return snap.users.get(&u.name).cloned();
+    }
+    (snap.users.is_empty() && route.listen.ip().is_loopback()).then(|| {
+        Arc::new(User {
+            name: String::new(),
+            auth: dgf_config::AuthMethod::Trust,
+            secret: None,
+            scram: None,
+            roles: Vec::new(),
+        })
+    })
+}
+
+/// TLS in MongoDB starts with the first byte (no negotiation message): a TLS ClientHello
+/// record (0x16 0x03 0x00..0x04) cannot be a sane MongoDB message length.
+async fn accept(tcp: TcpStream, route: &Route) -> Result<Stream, SessionError> {
+    let Some(acceptor) = &route.tls else { return Ok(Stream::Plain(tcp)) };
+    let mut b = [0u8; 3];
+    loop {
+        let n = tcp.peek(&mut b).await?;
+        if n == 0 {
+            return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        if n >= 3 || b[0] != 0x16 || (n >= 2 && b[1] != 0x03) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if b[0] == 0x16 && b[1] == 0x03 && b[2] <= 0x04 {
+        let s = acceptor.accept(tcp).await.map_err(|e| SessionError::Tls(e.to_string()))?;
+        return Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s))));
+    }
+    Ok(Stream::Plain(tcp))
+}
+
+/// Kill the cursors and abort the transactions a departed client left pinned.
+async fn release_owned(mongo: &MongoRoute, owner: u64) {
+    for (key, entry) in mongo.pins.take_owned(owner) {
+        let cmd: Document = match &key {
+            pins::Key::Cursor(id) => {
+                let ns = entry.ns.clone().unwrap_or_default();
+                let (db, coll) = ns.split_once('.').unwrap_or(("admin", ""));
+                doc! { "killCursors": coll, "cursors": [*id], "$db": db }
+            }
+            pins::Key::Txn(lsid) => {
+                let Ok(lsid) = Document::from_reader(&lsid[..]) else { continue };
+                doc! { "abortTransaction": 1, "lsid": lsid, "txnNumber": entry.txn_number, "autocommit": false, "$db": "admin" }
+            }
+        };
+        let conn = entry.conn.clone();
+        drop(entry);
+        let mut g = conn.clone().lock_owned().await;
+        let done = tokio::time::timeout(Duration::from_secs(5), g.command(&cmd)).await;
+        if !matches!(done, Ok(Ok(_))) {
+            g.mark_broken();
+            mongo.pins.remove_conn(&conn);
+        }
+        tracing::debug!(?key, "released pin of a departed client");
+    }
+}

@@ -1,0 +1,479 @@
+//! One client session: read a command, answer it locally (handshake, auth) or forward it on a
+//! server connection checked out for that command (or the one its cursor / transaction is
+//! pinned to), bookkeep cursors and transactions from the reply, mask, and send it back.
+
+use super::backend::{Frame, Limits, MongoConn};
+use super::govern::{self, Decision, GovState};
+use super::hello::{self, Conversation, Step};
+use super::pins::{self, Key};
+use super::{MongoRoute, SessionError};
+use crate::live::{Route, User};
+use crate::pool::{CheckoutError, Pooled};
+use crate::shared::Shared;
+use crate::stream::Stream;
+use bson::{doc, Document, RawDocument};
+use bytes::BytesMut;
+use dgf_protocols::mongodb::frame::{self, Message, OpCode};
+use dgf_protocols::mongodb::inspect::{self, CommandInfo};
+use dgf_protocols::mongodb::legacy::{self, OpQuery};
+use dgf_protocols::mongodb::msg::{self, CHECKSUM_PRESENT, EXHAUST_ALLOWED, MORE_TO_COME};
+use dgf_protocols::mongodb::{compress, MongoProtoError, OpMsg, DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex as AsyncMutex;
+
+/// A server connection in use for one command.
+enum Lease {
+    Pool(Pooled<super::backend::MongoManager>),
+    Pinned(pins::Shared, pins::Guard),
+}
+
+impl Lease {
+    fn conn(&mut self) -> &mut MongoConn {
+        match self {
+            Lease::Pool(p) => p,
+            Lease::Pinned(_, g) => g,
+        }
+    }
+    fn broken(&mut self, pins: &pins::Pins) {
+        match self {
+            Lease::Pool(p) => p.mark_broken(),
+            Lease::Pinned(s, g) => {
+                g.mark_broken();
+                pins.remove_conn(s);
+            }
+        }
+    }
+    /// The shared handle, pinning a pool connection if needed.
+    fn into_shared(self) -> pins::Shared {
+        match self {
+            Lease::Pool(p) => Arc::new(AsyncMutex::new(p)),
+            Lease::Pinned(s, _) => s,
+        }
+    }
+}
+
+/// A client session.
+pub struct Session {
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+    mongo: Arc<MongoRoute>,
+    client: Stream,
+    peer: SocketAddr,
+    id: u64,
+    user: Option<Arc<User>>,
+    sasl: Option<Conversation>,
+    cin: BytesMut,
+    out: BytesMut,
+    next_id: i32,
+    max_message: usize,
+    max_depth: usize,
+    gov: GovState,
+}
+
+fn opt_usize(route: &Route, key: &str, default: usize) -> usize {
+    route.cfg.options.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+impl Session {
+    /// A session for an accepted (and possibly TLS) client.
+    pub fn new(
+        shared: Arc<Shared>,
+        route: Arc<Route>,
+        mongo: Arc<MongoRoute>,
+        client: Stream,
+        peer: SocketAddr,
+        id: u64,
+        anonymous: Option<Arc<User>>,
+    ) -> Self {
+        let max_message = opt_usize(&route, "max_message_bytes", DEFAULT_MAX_MESSAGE);
+        let max_depth = opt_usize(&route, "max_bson_depth", DEFAULT_MAX_DEPTH);
+        Session {
+            shared,
+            route,
+            mongo,
+            client,
+            peer,
+            id,
+            user: anonymous,
+            sasl: None,
+            cin: BytesMut::with_capacity(8 * 1024),
+            out: BytesMut::new(),
+            next_id: 0,
+            max_message,
+            max_depth,
+            gov: GovState::default(),
+        }
+    }
+
+    /// Serve commands until the client leaves.
+    pub async fn run(&mut self) -> Result<(), SessionError> {
+        loop {
+            let Some(m) = self.read_client().await? else { return Ok(()) };
+            let m = if m.header.op_code == OpCode::Compressed.code() {
+                match compress::decompress(&m.header, &m.body, self.max_message) {
+                    Ok((inner, _)) => inner,
+                    Err(e) => return Err(SessionError::Protocol(e.to_string())),
+                }
+            } else {
+                m
+            };
+            self.route.metrics.bytes_in.inc_by(m.body.len() as u64 + 16);
+            match m.op() {
+                Ok(OpCode::Msg) => self.on_msg(&m).await?,
+                Ok(OpCode::Query) => self.on_query(&m).await?,
+                _ => return Err(SessionError::Protocol(format!("unsupported opcode {}", m.header.op_code))),
+            }
+        }
+    }
+
+    async fn read_client(&mut self) -> Result<Option<Message>, SessionError> {
+        loop {
+            match frame::split_frame(&mut self.cin, self.max_message) {
+                Ok(Some(m)) => return Ok(Some(m)),
+                Ok(None) => {}
+                Err(e) => return Err(SessionError::Protocol(e.to_string())),
+            }
+            if self.client.read_buf(&mut self.cin).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn write_client(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        self.route.metrics.bytes_out.inc_by(bytes.len() as u64);
+        self.client.write_all(bytes).await?;
+        Ok(())
+    }
+
+    async fn reply_doc(&mut self, response_to: i32, d: &[u8]) -> Result<(), SessionError> {
+        self.next_id = self.next_id.wrapping_add(1);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        msg::put_msg(&mut out, self.next_id, response_to, 0, d, &[]);
+        let r = self.write_client(&out).await;
+        self.out = out;
+        r
+    }
+
+    async fn reply_error(&mut self, response_to: i32, code: i32, name: &str, msg: &str) -> Result<(), SessionError> {
+        self.route.metrics.error(name);
+        self.reply_doc(response_to, &inspect::error_reply(code, name, msg)).await
+    }
+
+    async fn on_msg(&mut self, m: &Message) -> Result<(), SessionError> {
+        let rid = m.header.request_id;
+        let parsed = OpMsg::parse(&m.header, &m.body, Some(self.max_depth));
+        let op = match parsed {
+            Ok(op) => op,
+            Err(e) => {
+                let (code, name) = e.code();
+                return self.reply_error(rid, code, name, &format!("dgf: {e}")).await;
+            }
+        };
+        let cmd = op.command().map_err(|e| SessionError::Protocol(e.to_string()))?;
+        let info = match inspect::command(cmd) {
+            Ok(i) => i,
+            Err(e) => return self.reply_error(rid, 2, "BadValue", &format!("dgf: {e}")).await,
+        };
+        if let Some(reply) = self.local(cmd, &info).await? {
+            if op.flags & MORE_TO_COME == 0 {
+                let bytes = reply.to_vec().map_err(|e| SessionError::Protocol(e.to_string()))?;
+                self.reply_doc(rid, &bytes).await?;
+            }
+            return Ok(());
+        }
+        let Some(user) = self.user.clone() else {
+            let msg = format!("command {} requires authentication", info.name);
+            return self.reply_error(rid, 13, "Unauthorized", &msg).await;
+        };
+        let policy = self.shared.live.load().policy.clone();
+        let env =
+            govern::Env { policy: &policy, gov: &self.shared.governance, route: &self.route.name, roles: &user.roles };
+        let mut decision = self.gov.decide(&env, cmd, &op.sequences, &info);
+        if let Some(d) = decision.as_mut().filter(|d| d.deny.is_some()) {
+            d.error = Some("13".into());
+            govern::audit(&env, d, &self.peer.to_string(), &user.name);
+            let msg = d.deny.as_ref().map(|x| x.message.clone()).unwrap_or_default();
+            self.route.metrics.error("Unauthorized");
+            if op.flags & MORE_TO_COME != 0 {
+                return Ok(());
+            }
+            return self.reply_doc(rid, &inspect::error_reply(13, "Unauthorized", &msg)).await;
+        }
+        self.route.metrics.queries.inc();
+        let bytes = if op.flags & (EXHAUST_ALLOWED | CHECKSUM_PRESENT) != 0 {
+            // dgf never streams several replies for one request: clear exhaustAllowed, and
+            // re-encode without the checksum (the flags changed).
+            let mut out = BytesMut::new();
+            let flags = op.flags & !(EXHAUST_ALLOWED | CHECKSUM_PRESENT);
+            OpMsg { flags, ..op.clone() }.encode(&mut out, rid, 0);
+            out
+        } else {
+            m.to_bytes()
+        };
+        let r = self.forward(rid, &bytes, &info, op.flags & MORE_TO_COME != 0, decision.as_mut()).await;
+        if let Some(d) = &decision {
+            let env = govern::Env {
+                policy: &policy,
+                gov: &self.shared.governance,
+                route: &self.route.name,
+                roles: &user.roles,
+            };
+            govern::audit(&env, d, &self.peer.to_string(), &user.name);
+        }
+        r
+    }
+
+    /// Commands dgf answers itself; `None` when the command goes upstream.
+    async fn local(&mut self, cmd: &RawDocument, info: &CommandInfo<'_>) -> Result<Option<Document>, SessionError> {
+        Ok(Some(match info.name {
+            "hello" | "isMaster" | "ismaster" => self.hello(cmd, info.name != "hello").await?,
+            "saslStart" => {
+                let users = self.shared.live.load().users.clone();
+                let (conv, step) = hello::start(cmd, &users);
+                self.sasl = conv;
+                self.sasl_step(step)
+            }
+            "saslContinue" => match self.sasl.as_mut() {
+                None => error(17, "ProtocolError", "No SASL session state found"),
+                Some(c) => {
+                    let (step, more) = c.next(cmd);
+                    if !more {
+                        self.sasl = None;
+                    }
+                    self.sasl_step(step)
+                }
+            },
+            "authenticate" => error(334, "MechanismUnavailable", "dgf supports SCRAM-SHA-256 only"),
+            "logout" => doc! { "ok": 1.0 },
+            "ping" => doc! { "ok": 1.0 },
+            _ => return Ok(None),
+        }))
+    }
+
+    fn sasl_step(&mut self, step: Step) -> Document {
+        let srv = &self.shared.live.load().config.server;
+        match step {
+            Step::Reply(d) => d,
+            Step::Done(u, d) => {
+                tracing::Span::current().record("user", u.name.as_str());
+                self.user = Some(u);
+                d
+            }
+            Step::Failed(why) => {
+                self.shared.auth_limiter.failed(self.peer.ip(), srv.auth_failure_burst, srv.auth_failure_refill_secs);
+                self.route.metrics.login_failures.inc();
+                tracing::info!(reason = %why, "authentication failed");
+                error(18, "AuthenticationFailed", "Authentication failed.")
+            }
+        }
+    }
+
+    async fn limits(&mut self) -> Option<Limits> {
+        if let Some(l) = self.mongo.pool.manager().limits.get() {
+            return Some(*l);
+        }
+        match self.mongo.pool.get().await {
+            Ok(p) => drop(p),
+            Err(e) => tracing::warn!(error = %e, "upstream unavailable for hello"),
+        }
+        self.mongo.pool.manager().limits.get().copied()
+    }
+
+    async fn hello(&mut self, cmd: &RawDocument, legacy: bool) -> Result<Document, SessionError> {
+        let Some(limits) = self.limits().await else {
+            return Ok(error(6, "HostUnreachable", "dgf: the upstream server is unreachable"));
+        };
+        let mut d = hello::reply(cmd, legacy, &limits, (self.id & 0x7fff_ffff) as i32);
+        if let Ok(spec) = cmd.get_document("speculativeAuthenticate") {
+            let srv = &self.shared.live.load().config.server;
+            if self.shared.auth_limiter.allowed(self.peer.ip(), srv.auth_failure_burst, srv.auth_failure_refill_secs) {
+                let users = self.shared.live.load().users.clone();
+                if let (Some(conv), Step::Reply(r)) = hello::start(spec, &users) {
+                    self.sasl = Some(conv);
+                    d.insert("speculativeAuthenticate", r);
+                }
+            }
+        }
+        d.insert("ok", 1.0);
+        Ok(d)
+    }
+
+    async fn on_query(&mut self, m: &Message) -> Result<(), SessionError> {
+        let rid = m.header.request_id;
+        let q = OpQuery::parse(&m.body, self.max_depth).map_err(|e| SessionError::Protocol(e.to_string()))?;
+        let cmd = RawDocument::from_bytes(q.query).map_err(|e| SessionError::Protocol(e.to_string()))?;
+        // Legacy drivers may wrap the command: {$query: {...}, $readPreference: ...}.
+        let cmd = cmd.get_document("$query").unwrap_or(cmd);
+        let name = cmd.iter().next().and_then(|r| r.ok()).map(|(k, _)| k.as_str().to_owned()).unwrap_or_default();
+        let reply = if q.collection.ends_with(".$cmd") && matches!(name.as_str(), "hello" | "isMaster" | "ismaster") {
+            self.hello(cmd, name != "hello").await?
+        } else {
+            error(352, "UnsupportedOpQueryCommand", "dgf: OP_QUERY is only supported for the handshake; use OP_MSG")
+        };
+        let bytes = reply.to_vec().map_err(|e| SessionError::Protocol(e.to_string()))?;
+        self.next_id = self.next_id.wrapping_add(1);
+        let mut out = BytesMut::new();
+        legacy::put_reply(&mut out, self.next_id, rid, &[&bytes]);
+        self.write_client(&out).await
+    }
+
+    /// The connection this command must run on, or a fresh checkout.
+    async fn lease(&mut self, info: &CommandInfo<'_>, txn: Option<&Key>) -> Result<Lease, (i32, &'static str, String)> {
+        let pins = &self.mongo.pins;
+        let pinned = if let Some(id) = info.get_more {
+            pins.get(&Key::Cursor(id), self.id)
+        } else if let Some(id) = info.kill_cursors.first() {
+            pins.get(&Key::Cursor(*id), self.id)
+        } else {
+            txn.and_then(|k| pins.get(k, self.id))
+        };
+        if let Some(s) = pinned {
+            let g = s.clone().lock_owned().await;
+            return Ok(Lease::Pinned(s, g));
+        }
+        let st = self.mongo.pool.stats();
+        if st.idle == 0 && st.open >= st.max && txn.is_none() {
+            if let Some((s, g)) = pins.borrow_idle() {
+                return Ok(Lease::Pinned(s, g));
+            }
+        }
+        let started = std::time::Instant::now();
+        let r = self.mongo.pool.get().await;
+        self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
+        match r {
+            Ok(p) => Ok(Lease::Pool(p)),
+            Err(CheckoutError::Timeout(t)) => {
+                Err((89, "NetworkTimeout", format!("dgf: no server connection available within {t:?}")))
+            }
+            Err(e) => Err((6, "HostUnreachable", format!("dgf: upstream unavailable: {e}"))),
+        }
+    }
+
+    async fn forward(
+        &mut self,
+        rid: i32,
+        bytes: &[u8],
+        info: &CommandInfo<'_>,
+        more_to_come: bool,
+        mut decision: Option<&mut Decision>,
+    ) -> Result<(), SessionError> {
+        let txn = info.lsid.filter(|_| info.txn_number.is_some()).map(|l| Key::Txn(l.to_vec()));
+        let mut lease = match self.lease(info, txn.as_ref()).await {
+            Ok(l) => l,
+            Err((code, name, msg)) => {
+                if let Some(d) = decision {
+                    d.error = Some(code.to_string());
+                }
+                return self.reply_error(rid, code, name, &msg).await;
+            }
+        };
+        let sent = lease.conn().send(bytes).await;
+        if more_to_come {
+            if sent.is_err() {
+                lease.broken(&self.mongo.pins);
+            }
+            return Ok(());
+        }
+        let reply = match sent {
+            Ok(()) => lease.conn().recv().await,
+            Err(e) => Err(e.into()),
+        };
+        let frame = match reply {
+            Ok(f) => f,
+            Err(e) => {
+                lease.broken(&self.mongo.pins);
+                if let Some(d) = decision {
+                    d.error = Some("6".into());
+                }
+                return self.reply_error(rid, 6, "HostUnreachable", &format!("dgf: {e}")).await;
+            }
+        };
+        let out = self.bookkeep(lease, &frame, info, txn, decision.as_deref_mut());
+        match out {
+            Ok(Some(masked)) => self.write_client(&masked).await,
+            Ok(None) => self.write_client(&frame.bytes).await,
+            Err(e) => {
+                let (code, name) = e.code();
+                if let Some(d) = decision {
+                    d.error = Some(code.to_string());
+                }
+                self.reply_error(rid, code, name, &format!("dgf: cannot process the server reply: {e}")).await
+            }
+        }
+    }
+
+    /// Pin or unpin from the reply; apply the mask plan. Returns replacement bytes if masked.
+    fn bookkeep(
+        &mut self,
+        lease: Lease,
+        frame: &Frame,
+        info: &CommandInfo<'_>,
+        txn: Option<Key>,
+        decision: Option<&mut Decision>,
+    ) -> Result<Option<BytesMut>, MongoProtoError> {
+        if frame.header.op_code != OpCode::Msg.code() {
+            return Ok(None);
+        }
+        let op = OpMsg::parse(&frame.header, frame.body(), None)?;
+        let body = op.command()?;
+        let r = inspect::reply(body);
+        let pins = &self.mongo.pins;
+        if let Some(id) = info.get_more {
+            if !r.ok || r.cursor_id == Some(0) {
+                pins.remove(&Key::Cursor(id));
+                self.gov.cursor_closed(id);
+            }
+        }
+        for id in &info.kill_cursors {
+            pins.remove(&Key::Cursor(*id));
+            self.gov.cursor_closed(*id);
+        }
+        let ends_txn = matches!(info.name, "commitTransaction" | "abortTransaction");
+        if ends_txn {
+            if let Some(k) = &txn {
+                pins.remove(k);
+            }
+        }
+        let new_cursor = r.cursor_id.filter(|&id| id != 0 && info.get_more != Some(id));
+        let start_txn = info.start_transaction && !ends_txn;
+        if new_cursor.is_some() || start_txn {
+            let ns = body.get_document("cursor").ok().and_then(|c| c.get_str("ns").ok()).map(str::to_owned);
+            let shared = lease.into_shared();
+            if let Some(id) = new_cursor {
+                pins.insert(Key::Cursor(id), shared.clone(), self.id, ns, 0);
+                if let Some(d) = &decision {
+                    self.gov.cursor_opened(id, &d.plan);
+                }
+            }
+            if let (true, Some(k)) = (start_txn, txn) {
+                pins.insert(k, shared, self.id, None, info.txn_number.unwrap_or(0));
+            }
+        } else {
+            drop(lease);
+        }
+        let Some(d) = decision else { return Ok(None) };
+        (d.rows, d.error) = govern::outcome(body);
+        if d.plan.is_empty() {
+            return Ok(None);
+        }
+        let Some(doc) = d.plan.apply(op.body, self.max_depth.max(200))? else { return Ok(None) };
+        let mut out = BytesMut::new();
+        let seqs: Vec<(&str, &[&[u8]])> = op.sequences.iter().map(|s| (s.identifier, &s.documents[..])).collect();
+        msg::put_msg(
+            &mut out,
+            frame.header.request_id,
+            frame.header.response_to,
+            op.flags & !CHECKSUM_PRESENT,
+            &doc,
+            &seqs,
+        );
+        Ok(Some(out))
+    }
+}
+
+fn error(code: i32, name: &str, msg: &str) -> Document {
+    doc! { "ok": 0.0, "errmsg": msg, "code": code, "codeName": name }
+}

@@ -1,0 +1,294 @@
+//! MongoDB commands for the policy engine: command classes (what `statements = [...]` in a
+//! rule matches), a filter fingerprint with every value stripped (audit and caching), and the
+//! pipeline facts masking needs (stages that copy data out or run server-side JavaScript).
+
+use bson::{Bson, Document};
+use std::fmt::Write;
+
+/// Read commands.
+pub const READ: &[&str] = &[
+    "find",
+    "aggregate",
+    "count",
+    "distinct",
+    "getMore",
+    "listCollections",
+    "listIndexes",
+    "dbStats",
+    "collStats",
+    "explain",
+    "mapReduce",
+    "geoNear",
+    "dataSize",
+];
+/// Write commands.
+pub const WRITE: &[&str] = &["insert", "update", "delete", "findAndModify", "bulkWrite"];
+/// Data-definition commands.
+pub const DDL: &[&str] = &[
+    "create",
+    "drop",
+    "dropDatabase",
+    "createIndexes",
+    "dropIndexes",
+    "collMod",
+    "renameCollection",
+    "convertToCapped",
+    "cloneCollectionAsCapped",
+    "compact",
+    "reIndex",
+];
+/// Administrative commands.
+pub const ADMIN: &[&str] = &[
+    "createUser",
+    "updateUser",
+    "dropUser",
+    "dropAllUsersFromDatabase",
+    "grantRolesToUser",
+    "revokeRolesFromUser",
+    "createRole",
+    "updateRole",
+    "dropRole",
+    "usersInfo",
+    "rolesInfo",
+    "shutdown",
+    "fsync",
+    "fsyncUnlock",
+    "setParameter",
+    "getParameter",
+    "killOp",
+    "currentOp",
+    "serverStatus",
+    "listDatabases",
+    "getLog",
+    "logRotate",
+    "configureFailPoint",
+    "setFeatureCompatibilityVersion",
+    "replSetGetStatus",
+    "replSetReconfig",
+    "replSetStepDown",
+    "killAllSessions",
+    "killSessions",
+    "top",
+];
+/// Session, transaction and cursor housekeeping.
+pub const SESSION: &[&str] =
+    &["commitTransaction", "abortTransaction", "endSessions", "startSession", "refreshSessions", "killCursors"];
+/// Commands that run server-side JavaScript.
+pub const SERVER_JS: &[&str] = &["mapReduce", "$where", "$function", "$accumulator"];
+
+/// The kinds a rule can match for `command`: its lower-case name and its class
+/// (`read`, `write`, `ddl`, `admin`, `session` or `unknown`). An aggregate with `$out` or
+/// `$merge` is also a `write`. E.g. `["find", "read"]`, `["drop", "ddl"]`.
+pub fn kinds(command: &str, doc: Option<&Document>) -> Vec<String> {
+    let class = class_of(command);
+    let mut out = vec![command.to_ascii_lowercase(), class.to_owned()];
+    if command == "aggregate" && doc.is_some_and(|d| writes_out(pipeline(d))) {
+        out.push("write".into());
+    }
+    out
+}
+
+/// The class of a command name (case-sensitive, as the wire carries it; `ismaster` aside).
+pub fn class_of(command: &str) -> &'static str {
+    if READ.contains(&command) {
+        "read"
+    } else if WRITE.contains(&command) {
+        "write"
+    } else if DDL.contains(&command) {
+        "ddl"
+    } else if ADMIN.contains(&command) {
+        "admin"
+    } else if SESSION.contains(&command) {
+        "session"
+    } else {
+        "unknown"
+    }
+}
+
+/// The `pipeline` of an aggregate (empty when absent).
+pub fn pipeline(doc: &Document) -> &[Bson] {
+    doc.get_array("pipeline").map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Stage names of a pipeline, including those nested in `$facet`, `$lookup`/`$unionWith`
+/// sub-pipelines.
+pub fn stages(pipeline: &[Bson]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in pipeline {
+        let Bson::Document(d) = s else { continue };
+        for (k, v) in d {
+            out.push(k.clone());
+            match (k.as_str(), v) {
+                ("$facet", Bson::Document(f)) => {
+                    for sub in f.values() {
+                        if let Bson::Array(a) = sub {
+                            out.extend(stages(a));
+                        }
+                    }
+                }
+                ("$lookup" | "$unionWith", Bson::Document(l)) => {
+                    if let Ok(p) = l.get_array("pipeline") {
+                        out.extend(stages(p));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Whether the pipeline writes its result somewhere (`$out`, `$merge`).
+pub fn writes_out(pipeline: &[Bson]) -> bool {
+    stages(pipeline).iter().any(|s| s == "$out" || s == "$merge")
+}
+
+/// Whether a command runs server-side JavaScript anywhere (`$where`, `$function`,
+/// `$accumulator`, mapReduce).
+pub fn runs_javascript(command: &str, doc: &Document) -> bool {
+    command == "mapReduce" || any_key(&Bson::Document(doc.clone()), &|k| SERVER_JS.contains(&k), 0)
+}
+
+fn any_key(v: &Bson, pred: &dyn Fn(&str) -> bool, depth: usize) -> bool {
+    if depth > 100 {
+        return true; // fail closed on absurd nesting
+    }
+    match v {
+        Bson::Document(d) => d.iter().any(|(k, v)| pred(k) || any_key(v, pred, depth + 1)),
+        Bson::Array(a) => a.iter().any(|v| any_key(v, pred, depth + 1)),
+        _ => false,
+    }
+}
+
+/// Fields that carry no shape (session plumbing) and are left out of fingerprints.
+const PLUMBING: &[&str] = &[
+    "lsid",
+    "$clusterTime",
+    "txnNumber",
+    "$db",
+    "autocommit",
+    "startTransaction",
+    "$readPreference",
+    "readConcern",
+    "writeConcern",
+    "comment",
+    "maxTimeMS",
+];
+
+/// A fingerprint of a command with every value stripped: keys and operators stay, scalars
+/// become `?`, arrays keep one representative element, inserted documents and plumbing
+/// (lsid, txnNumber, $clusterTime...) go. Two finds that differ only in values fingerprint
+/// the same. E.g. `{find:"users",filter:{age:{$gt:?},email:?}}`.
+pub fn fingerprint(doc: &Document) -> String {
+    let mut out = String::new();
+    out.push('{');
+    let mut first = true;
+    for (i, (k, v)) in doc.iter().enumerate() {
+        if PLUMBING.contains(&k.as_str()) {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(k);
+        out.push(':');
+        if i == 0 {
+            // The command's target (collection name) is shape, not data.
+            match v {
+                Bson::String(s) => {
+                    let _ = write!(out, "{s:?}");
+                }
+                _ => out.push('?'),
+            }
+        } else if k == "documents" {
+            out.push('?');
+        } else {
+            shape(v, &mut out, 0);
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn shape(v: &Bson, out: &mut String, depth: usize) {
+    if depth > 64 {
+        out.push('…');
+        return;
+    }
+    match v {
+        Bson::Document(d) => {
+            out.push('{');
+            let mut keys: Vec<(&String, &Bson)> = d.iter().collect();
+            keys.sort_by(|a, b| a.0.cmp(b.0));
+            for (i, (k, v)) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(k);
+                out.push(':');
+                shape(v, out, depth + 1);
+            }
+            out.push('}');
+        }
+        Bson::Array(a) => {
+            out.push('[');
+            if let Some(first) = a.iter().find(|x| matches!(x, Bson::Document(_) | Bson::Array(_))) {
+                shape(first, out, depth + 1);
+            } else if !a.is_empty() {
+                out.push('?');
+            }
+            out.push(']');
+        }
+        _ => out.push('?'),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn classes() {
+        assert_eq!(kinds("find", None), vec!["find", "read"]);
+        assert_eq!(kinds("drop", None), vec!["drop", "ddl"]);
+        assert_eq!(kinds("findAndModify", None), vec!["findandmodify", "write"]);
+        assert_eq!(kinds("createUser", None), vec!["createuser", "admin"]);
+        assert_eq!(kinds("frobnicate", None), vec!["frobnicate", "unknown"]);
+        let agg = doc! { "aggregate": "c", "pipeline": [{ "$match": {} }, { "$merge": { "into": "x" } }] };
+        assert_eq!(kinds("aggregate", Some(&agg)), vec!["aggregate", "read", "write"]);
+        for c in ["create", "dropDatabase", "createIndexes", "collMod", "renameCollection"] {
+            assert_eq!(class_of(c), "ddl", "{c}");
+        }
+    }
+
+    #[test]
+    fn pipelines() {
+        let p = doc! { "pipeline": [
+            { "$facet": { "a": [{ "$project": { "e": "$email" } }], "b": [{ "$out": "copy" }] } },
+            { "$lookup": { "from": "u", "pipeline": [{ "$addFields": { "x": 1 } }], "as": "j" } },
+        ] };
+        let s = stages(pipeline(&p));
+        assert_eq!(s, vec!["$facet", "$project", "$out", "$lookup", "$addFields"]);
+        assert!(writes_out(pipeline(&p)));
+        let js = doc! { "find": "c", "filter": { "$or": [{ "$where": "this.a > 1" }] } };
+        assert!(runs_javascript("find", &js));
+        let js = doc! { "aggregate": "c", "pipeline": [{ "$group": { "_id": 1, "x": { "$accumulator": {} } } }] };
+        assert!(runs_javascript("aggregate", &js));
+        assert!(!runs_javascript("find", &doc! { "find": "c", "filter": { "a": "$where" } }));
+    }
+
+    #[test]
+    fn fingerprints_strip_values() {
+        let a = doc! { "find": "users", "filter": { "email": "a@b.c", "age": { "$gt": 30 } }, "lsid": { "id": 1 }, "$db": "app" };
+        let b = doc! { "find": "users", "filter": { "age": { "$gt": 99 }, "email": "z@y.x" }, "$db": "app", "txnNumber": 4i64 };
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(&a), r#"{find:"users",filter:{age:{$gt:?},email:?}}"#);
+        let i = doc! { "insert": "users", "documents": [{ "email": "secret@x.y" }], "ordered": true };
+        let f = fingerprint(&i);
+        assert!(!f.contains("secret"), "{f}");
+        let ids = doc! { "find": "c", "filter": { "_id": { "$in": [1, 2, 3] } } };
+        assert_eq!(fingerprint(&ids), r#"{find:"c",filter:{_id:{$in:[?]}}}"#);
+    }
+}

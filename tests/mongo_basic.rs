@@ -1,0 +1,213 @@
+//! End-to-end: the MongoDB route with pymongo (sync and async) and the Rust driver against a
+//! real MongoDB-wire server (secantusdb): CRUD, cursors with getMore across many clients
+//! sharing a pool of 2, transactions, unacknowledged writes, both client URI forms, and
+//! cleanup of cursors left open by a departed client.
+
+mod common;
+use bson::doc;
+use common::mongo::{python, MongoServer};
+use common::*;
+
+fn config(port: u16, upstream_port: u16, size: usize) -> String {
+    // The configuration of issue 6 (minus labels, which the policy engine will enforce).
+    format!(
+        r#"
+[admin]
+listen = "{{admin}}"
+
+[[routes]]
+name = "docs"
+protocol = "mongodb"
+listen = "127.0.0.1:{port}"
+upstream = "mongodb://127.0.0.1:{upstream_port}/?directConnection=true"
+pool = {{ size = {size}, wait_timeout_ms = 20000 }}
+"#
+    )
+}
+
+#[test]
+fn pymongo_crud_cursors_transactions_through_a_pool_of_two() {
+    let server = MongoServer::start();
+    let port = free_port();
+    let dgf = Dgf::start(&config(port, server.port, 2), &[port]);
+    let db = unique("dgfm");
+    let script = format!(
+        r#"
+import pymongo, threading, time
+from pymongo import WriteConcern
+# polling monitor and one pooled connection: this client's own count stays constant
+direct = pymongo.MongoClient("{direct}", serverMonitoringMode="poll", maxPoolSize=1)
+def dgf_connections():
+    return direct.admin.command("serverStatus")["connections"]["current"]
+dgf_connections(); time.sleep(0.3)
+base = dgf_connections()
+seen = [0]
+stop = [False]
+def monitor():
+    while not stop[0]:
+        seen[0] = max(seen[0], dgf_connections() - base)
+        time.sleep(0.01)
+mon = threading.Thread(target=monitor); mon.start()
+for uri in ["mongodb://127.0.0.1:{port}/?directConnection=true", "mongodb://127.0.0.1:{port}"]:
+    c = pymongo.MongoClient(uri, serverSelectionTimeoutMS=10000)
+    col = c["{db}"].items
+    col.drop()
+    col.insert_many([{{"i": i, "email": "u%d@example.com" % i}} for i in range(200)])
+    assert col.count_documents({{}}) == 200
+    assert col.find_one({{"i": 7}})["email"] == "u7@example.com"
+    col.update_one({{"i": 7}}, {{"$set": {{"v": 1}}}})
+    assert col.find_one({{"i": 7}})["v"] == 1
+    col.delete_one({{"i": 8}})
+    assert col.count_documents({{}}) == 199
+    agg = list(col.aggregate([{{"$match": {{"i": {{"$lt": 5}}}}}}, {{"$group": {{"_id": None, "n": {{"$sum": 1}}}}}}]))
+    assert agg[0]["n"] == 5, agg
+    # transaction: committed and aborted
+    with c.start_session() as s:
+        with s.start_transaction():
+            col.insert_one({{"txn": "commit"}}, session=s)
+            col.update_one({{"i": 1}}, {{"$set": {{"txn": 1}}}}, session=s)
+    assert col.count_documents({{"txn": "commit"}}) == 1
+    with c.start_session() as s:
+        s.start_transaction()
+        col.insert_one({{"txn": "abort"}}, session=s)
+        s.abort_transaction()
+    assert col.count_documents({{"txn": "abort"}}) == 0
+    # unacknowledged write (moreToCome)
+    col.with_options(write_concern=WriteConcern(w=0)).insert_one({{"w0": 1}})
+    for _ in range(100):
+        if col.count_documents({{"w0": 1}}) == 1: break
+        time.sleep(0.02)
+    assert col.count_documents({{"w0": 1}}) == 1
+    col.delete_many({{"w0": 1}})
+    col.delete_many({{"txn": "commit"}})
+    c.close()
+
+# many clients, each with its own connections to dgf, iterating cursors with small batches
+errors = []
+def worker(k):
+    try:
+        cl = pymongo.MongoClient("mongodb://127.0.0.1:{port}", maxPoolSize=2)
+        col = cl["{db}"].items
+        for _ in range(3):
+            got = [d["i"] for d in col.find({{}}, batch_size=9).sort("i", 1)]
+            assert len(got) == 199, len(got)
+        cl.close()
+    except Exception as e:
+        errors.append(repr(e))
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+stop[0] = True; mon.join()
+assert not errors, errors
+c = pymongo.MongoClient("mongodb://127.0.0.1:{port}")
+c.drop_database("{db}")
+print("max dgf connections", seen[0])
+"#,
+        direct = server.direct_uri()
+    );
+    let out = python(&script, &[]).unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
+    let max: i64 = out.trim().rsplit(' ').next().and_then(|n| n.parse().ok()).expect("count");
+    assert!(max <= 2, "secantusdb saw {max} connections from dgf (pool size 2)");
+    assert!(max >= 1, "the monitor saw no dgf connection at all: {out}");
+    let (_, pools) = dgf.admin("GET", "/pools");
+    assert!(pools.contains("\"max\":2"), "{pools}");
+}
+
+#[test]
+fn async_pymongo_and_departed_cursor_cleanup() {
+    let server = MongoServer::start();
+    let port = free_port();
+    let dgf = Dgf::start(&config(port, server.port, 3), &[port]);
+    let db = unique("dgfa");
+    let script = format!(
+        r#"
+import asyncio, pymongo
+from pymongo import AsyncMongoClient
+async def main():
+    c = AsyncMongoClient("mongodb://127.0.0.1:{port}/?directConnection=true")
+    col = c["{db}"].a
+    await col.insert_many([{{"i": i}} for i in range(50)])
+    n = 0
+    async for d in col.find({{}}, batch_size=4):
+        n += 1
+    assert n == 50, n
+    assert (await col.find_one({{"i": 3}}))["i"] == 3
+    await c.close()
+asyncio.run(main())
+print("ok")
+"#
+    );
+    let out = python(&script, &[]).unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
+    assert!(out.contains("ok"));
+
+    // A raw client opens a cursor and vanishes without killCursors: dgf kills it upstream
+    // and releases the pinned connection.
+    let find = doc! { "find": "a", "filter": {}, "batchSize": 2, "$db": db.as_str() };
+    let reply = raw_command(port, &find);
+    let cursor = reply.get_document("cursor").unwrap().get_i64("id").unwrap();
+    assert_ne!(cursor, 0, "{reply}");
+    let mut held = String::new();
+    for _ in 0..100 {
+        let (_, pools) = dgf.admin("GET", "/pools");
+        if pools.contains("\"active\":0") {
+            held.clear();
+            break;
+        }
+        held = pools;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(held.is_empty(), "connection still pinned after the client left: {held}");
+    let more = doc! { "getMore": cursor, "collection": "a", "$db": db.as_str() };
+    let reply = raw_command(port, &more);
+    assert_ne!(reply.get_f64("ok").unwrap_or(1.0), 1.0, "cursor must be gone: {reply}");
+}
+
+/// One OP_MSG command over a fresh socket (no driver); the socket is closed afterwards.
+fn raw_command(port: u16, cmd: &bson::Document) -> bson::Document {
+    use dgf_protocols::mongodb::{frame, msg, OpMsg};
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut out = bytes::BytesMut::new();
+    msg::put_msg(&mut out, 1, 0, 0, &cmd.to_vec().unwrap(), &[]);
+    s.write_all(&out).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some(m) = frame::split_frame(&mut buf, 1 << 26).unwrap() {
+            let op = OpMsg::parse(&m.header, &m.body, None).unwrap();
+            return bson::Document::from_reader(op.body).unwrap();
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "dgf closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_driver_crud_and_cursors() {
+    use futures_util::TryStreamExt;
+    use mongodb::bson::doc;
+    let server = MongoServer::start();
+    let port = free_port();
+    let _dgf = Dgf::start(&config(port, server.port, 2), &[port]);
+    let db = unique("dgfr");
+    for uri in [format!("mongodb://127.0.0.1:{port}/?directConnection=true"), format!("mongodb://127.0.0.1:{port}")] {
+        let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
+        let col = client.database(&db).collection::<mongodb::bson::Document>("r");
+        col.drop().await.expect("drop");
+        let docs: Vec<_> = (0..120).map(|i| doc! { "i": i, "name": format!("n{i}") }).collect();
+        col.insert_many(docs).await.expect("insert");
+        let all: Vec<_> = col.find(doc! {}).batch_size(10).await.expect("find").try_collect().await.expect("cursor");
+        assert_eq!(all.len(), 120);
+        let one = col.find_one(doc! { "i": 42 }).await.expect("find_one").expect("doc");
+        assert_eq!(one.get_str("name").unwrap(), "n42");
+        let r = col.update_many(doc! { "i": { "$lt": 10 } }, doc! { "$set": { "low": true } }).await.expect("update");
+        assert_eq!(r.modified_count, 10);
+        assert_eq!(col.count_documents(doc! { "low": true }).await.unwrap(), 10);
+        let mut session = client.start_session().await.expect("session");
+        session.start_transaction().await.expect("start");
+        col.insert_one(doc! { "in_txn": 1 }).session(&mut session).await.expect("txn insert");
+        session.commit_transaction().await.expect("commit");
+        assert_eq!(col.count_documents(doc! { "in_txn": 1 }).await.unwrap(), 1);
+        client.database(&db).drop().await.expect("drop db");
+    }
+}

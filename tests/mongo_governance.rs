@@ -1,0 +1,281 @@
+//! End-to-end: governance on the MongoDB route with pymongo against secantusdb. The route and
+//! label of issue 6 as written (only the ports differ), masking for an analyst vs clear values
+//! for an admin (cursor batches, getMore, findAndModify, distinct, nested and array paths,
+//! non-string values), a denied `drop` on a still-usable connection, a corpus of aggregation
+//! and projection bypass attempts that must be refused or come back masked, and the audit
+//! chain (one record per command, fingerprints without values, verifies).
+
+mod common;
+use common::mongo::{python, MongoServer};
+use common::*;
+
+/// The configuration block of issue 6, verbatim.
+const ISSUE_CONFIG: &str = r#"[[routes]]
+name = "docs"
+protocol = "mongodb"
+listen = "127.0.0.1:27018"
+upstream = "mongodb://127.0.0.1:27017/?directConnection=true"
+pool = { size = 4 }
+
+[[labels]]
+name = "email"
+match = ["mongodb:app.users.email"]
+"#;
+
+fn config(port: u16, upstream: u16, audit: &str) -> String {
+    let issue = ISSUE_CONFIG.replace("27018", &port.to_string()).replace("27017", &upstream.to_string());
+    assert_eq!(issue.matches(&port.to_string()).count(), 1);
+    format!(
+        r#"
+[admin]
+listen = "{{admin}}"
+
+[audit]
+path = "{audit}"
+
+[[users]]
+name = "analyst"
+password = "analyst-pw"
+roles = ["analyst"]
+
+[[users]]
+name = "admin"
+password = "admin-pw"
+roles = ["admin"]
+
+{issue}
+[[labels]]
+name = "phone"
+match = ["mongodb:app.users.contacts.phone"]
+
+[[rules]]
+name = "mask email for analysts"
+roles = ["analyst"]
+action = "mask"
+labels = ["email"]
+with = "email"
+
+[[rules]]
+name = "hide phones"
+roles = ["analyst"]
+action = "mask"
+labels = ["phone"]
+with = "redact"
+
+[[rules]]
+name = "analysts never drop"
+roles = ["analyst"]
+action = "deny"
+statements = ["drop", "dropDatabase"]
+"#
+    )
+}
+
+#[test]
+fn issue_config_starts_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dgf.toml");
+    std::fs::write(&path, ISSUE_CONFIG).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dgf"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("dgf check");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("email"), "{text}");
+}
+
+const SCRIPT: &str = r#"
+import pymongo, json
+from pymongo.errors import OperationFailure
+SECRETS = ["s3cr3t", "555-01", "555-02", "12345"]
+def leaks(x):
+    s = json.dumps(x, default=str).lower()
+    return [k for k in SECRETS if k in s]
+ad = pymongo.MongoClient("mongodb://admin:admin-pw@127.0.0.1:PORT/?directConnection=true")
+an = pymongo.MongoClient("mongodb://analyst:analyst-pw@127.0.0.1:PORT/?directConnection=true")
+A, U = ad.app, an.app
+A.users.drop(); A.orders.drop()
+A.users.insert_many([
+  {"_id": 1, "name": "alice", "email": "s3cr3t.alice@example.com", "age": 30,
+   "contacts": [{"kind": "home", "phone": "555-0101"}, {"kind": "work", "phone": "555-0102"}]},
+  {"_id": 2, "name": "bob", "email": "s3cr3t.bob@example.org", "age": 40, "contacts": [{"kind": "home", "phone": "555-0201"}]},
+  {"_id": 3, "name": "carol", "email": 12345, "age": 50, "contacts": []},
+])
+A.orders.insert_many([{"_id": 10, "user": 1, "item": "book"}, {"_id": 11, "user": 2, "item": "pen"}])
+
+# admin sees clear values
+docs = list(A.users.find({}).sort("_id", 1))
+assert docs[0]["email"] == "s3cr3t.alice@example.com" and docs[0]["contacts"][1]["phone"] == "555-0102", docs
+# analyst: masked strings, nested arrays, non-string -> null, getMore batches
+for bs in [0, 1]:
+    cur = U.users.find({}).sort("_id", 1)
+    if bs: cur = cur.batch_size(1)
+    got = list(cur)
+    assert len(got) == 3 and not leaks(got), got
+    assert got[0]["email"] == "s***@example.com", got
+    assert got[0]["contacts"][0] == {"kind": "home", "phone": "[REDACTED]"}, got
+    assert got[2]["email"] is None, got
+    assert got[1]["name"] == "bob"
+v = U.users.find_one_and_update({"_id": 1}, {"$set": {"age": 31}}, return_document=True)
+assert v["email"] == "s***@example.com" and v["age"] == 31, v
+assert not leaks(U.users.distinct("email"))
+# change streams: events carry masked fullDocument / updatedFields (if the server has them)
+try:
+    with U.users.watch(full_document="updateLookup", max_await_time_ms=500) as cs:
+        A.users.insert_one({"_id": 9, "email": "s3cr3t.new@example.com", "contacts": [{"phone": "555-0999"}]})
+        A.users.update_one({"_id": 9}, {"$set": {"email": "s3cr3t.upd@example.com"}})
+        evs = [cs.try_next() or cs.try_next() for _ in range(2)]
+    evs = [e for e in evs if e]
+    assert evs and not leaks(evs), evs
+    print("CHANGE STREAM OK", len(evs))
+except OperationFailure as e:
+    print("CHANGE STREAM unsupported by the server:", e)
+A.users.delete_one({"_id": 9})
+print("MASKING OK")
+
+# denied drop, connection still usable
+try:
+    U.users.drop(); raise SystemExit("drop was not refused")
+except OperationFailure as e:
+    assert e.code == 13 and "analysts never drop" in str(e), e
+assert U.users.count_documents({}) == 3
+assert A.users.count_documents({}) == 3
+print("DENY OK")
+
+P = lambda *st: (lambda: list(U.users.aggregate(list(st))))
+O = lambda *st: (lambda: list(U.orders.aggregate(list(st))))
+fn = {"$function": {"body": "function(e){return e}", "args": ["$email"], "lang": "js"}}
+corpus = [
+  ("rename", P({"$project": {"e": "$email"}})),
+  ("addFields rename", P({"$addFields": {"e": "$email", "p": "$contacts.phone"}})),
+  ("set concat", P({"$set": {"x": {"$concat": ["$email", "!"]}}})),
+  ("toUpper", P({"$project": {"x": {"$toUpper": "$email"}}})),
+  ("substr", P({"$project": {"x": {"$substr": ["$email", 0, 6]}}})),
+  ("substrCP", P({"$project": {"x": {"$substrCP": ["$email", 0, 6]}}})),
+  ("arrayElemAt", P({"$project": {"x": {"$arrayElemAt": ["$contacts.phone", 0]}}})),
+  ("ifNull", P({"$project": {"x": {"$ifNull": ["$email", "none"]}}})),
+  ("getField", P({"$project": {"x": {"$getField": "email"}}})),
+  ("objectToArray ROOT", P({"$project": {"x": {"$objectToArray": "$$ROOT"}}})),
+  ("facet rename", P({"$facet": {"f": [{"$project": {"e": "$email"}}]}})),
+  ("facet concat", P({"$facet": {"f": [{"$project": {"e": {"$concat": ["$email"]}}}]}})),
+  ("replaceRoot literal doc", P({"$replaceRoot": {"newRoot": {"e": "$email", "c": "$contacts"}}})),
+  ("replaceRoot ROOT", P({"$replaceRoot": {"newRoot": "$$ROOT"}})),
+  ("replaceWith mergeObjects", P({"$replaceWith": {"$mergeObjects": ["$$ROOT", {"z": 1}]}})),
+  ("group by email", P({"$group": {"_id": "$email"}})),
+  ("group push", P({"$group": {"_id": None, "all": {"$push": "$email"}}})),
+  ("group push ROOT", P({"$group": {"_id": None, "all": {"$push": "$$ROOT"}}})),
+  ("group max", P({"$group": {"_id": None, "m": {"$max": "$email"}}})),
+  ("group addToSet toLower", P({"$group": {"_id": None, "s": {"$addToSet": {"$toLower": "$email"}}}})),
+  ("sortByCount", P({"$sortByCount": "$email"})),
+  ("bucketAuto", P({"$bucketAuto": {"groupBy": "$email", "buckets": 2}})),
+  ("unwind + rename phone", P({"$unwind": "$contacts"}, {"$project": {"p": "$contacts.phone"}})),
+  ("lookup join", O({"$lookup": {"from": "users", "localField": "user", "foreignField": "_id", "as": "u"}})),
+  ("lookup pipeline rename", O({"$lookup": {"from": "users", "pipeline": [{"$project": {"e": "$email"}}], "as": "u"}})),
+  ("lookup let", P({"$lookup": {"from": "orders", "let": {"e": "$email"}, "pipeline": [{"$match": {}}], "as": "o"}})),
+  ("unionWith rename", O({"$unionWith": {"coll": "users", "pipeline": [{"$project": {"e": "$email"}}]}})),
+  ("graphLookup", O({"$graphLookup": {"from": "users", "startWith": "$user", "connectFromField": "_id", "connectToField": "_id", "as": "g"}})),
+  ("out", P({"$out": "stolen"})),
+  ("merge", P({"$merge": {"into": "stolen2"}})),
+  ("facet out", P({"$facet": {"a": [{"$match": {}}]}}, {"$out": "stolen3"})),
+  ("where", lambda: list(U.users.find({"$where": "this.email.length > 0"}))),
+  ("function", P({"$project": {"x": fn}})),
+  ("expr function", P({"$match": {"$expr": fn}})),
+  ("accumulator", P({"$group": {"_id": None, "x": {"$accumulator": {"init": "function(){return 0}", "accumulate": "function(s,e){return e}", "accumulateArgs": ["$email"], "merge": "function(a,b){return a}", "lang": "js"}}}})),
+  ("mapReduce", lambda: U.command("mapReduce", "users", map="function(){emit(this.email,1)}", reduce="function(k,v){return 1}", out={"inline": 1})),
+  ("find projection rename", lambda: list(U.users.find({}, {"e": "$email"}))),
+  ("find positional", lambda: list(U.users.find({"contacts.kind": "home"}, {"contacts.$": 1}))),
+  ("find elemMatch", lambda: list(U.users.find({}, {"contacts": {"$elemMatch": {"kind": "home"}}}))),
+  ("find slice", lambda: list(U.users.find({}, {"contacts": {"$slice": 1}, "email": 1}))),
+  ("distinct email", lambda: U.users.distinct("email")),
+  ("distinct contacts", lambda: U.users.distinct("contacts")),
+  ("distinct phone", lambda: U.users.distinct("contacts.phone")),
+  ("findAndModify projection", lambda: U.users.find_one_and_update({"_id": 2}, {"$set": {"t": 1}}, projection={"e": "$email"})),
+  ("view on masked", lambda: U.command("create", "v_users", viewOn="users", pipeline=[{"$project": {"e": "$email"}}])),
+  ("update pipeline copy", lambda: U.users.update_many({}, [{"$set": {"copy": "$email"}}]).raw_result),
+  ("rename field", lambda: U.users.update_many({}, {"$rename": {"email": "copy2"}}).raw_result),
+  ("literal is not a reference", P({"$project": {"e": {"$literal": "$email"}}})),
+]
+denied, masked, server_err = [], [], []
+for name, f in corpus:
+    try:
+        r = f()
+    except OperationFailure as e:
+        if e.code == 13 and "dgf:" in str(e) and "rule" in str(e):
+            denied.append(name); continue
+        server_err.append("%s: %s" % (name, e)); continue
+    bad = leaks(r)
+    assert not bad, "LEAK %s: %s -> %r" % (name, bad, r)
+    masked.append(name)
+print("DENIED", denied)
+print("MASKED", masked)
+print("SERVER", server_err)
+# nothing was copied anywhere, the data is intact
+after = list(U.users.find({}))
+assert not leaks(after), after
+assert A.users.count_documents({"copy": {"$exists": True}}) == 0, list(A.users.find({}))
+assert A.users.count_documents({"copy2": {"$exists": True}}) == 0, list(A.users.find({}))
+names = A.list_collection_names()
+assert "stolen" not in names and "stolen2" not in names and "v_users" not in names, names
+assert A.users.find_one({"_id": 1})["email"] == "s3cr3t.alice@example.com"
+print("CORPUS", len(corpus), "denied", len(denied), "masked", len(masked), "server errors", len(server_err))
+"#;
+
+#[test]
+fn masking_denials_bypass_corpus_and_audit() {
+    let server = MongoServer::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let dgf = Dgf::start(&config(port, server.port, &audit.display().to_string()), &[port]);
+    let out = python(&SCRIPT.replace("PORT", &port.to_string()), &[]).unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
+    println!("{out}");
+    assert!(out.contains("MASKING OK") && out.contains("DENY OK"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("CORPUS")).expect("corpus line");
+    let n: Vec<usize> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    assert!(n[0] >= 30, "{line}");
+    assert!(n[1] >= 20, "at least the computing tricks are refused: {out}");
+    assert_eq!(n[1] + n[2] + n[3], n[0]);
+    for must in [
+        "\"update pipeline copy\"",
+        "\"rename field\"",
+        "\"view on masked\"",
+        "\"out\"",
+        "\"merge\"",
+        "\"where\"",
+        "\"function\"",
+        "\"mapReduce\"",
+        "\"toUpper\"",
+        "\"lookup let\"",
+    ] {
+        let denied = out.lines().find(|l| l.starts_with("DENIED")).unwrap();
+        assert!(denied.contains(&must.replace('"', "'")), "{must} not refused: {out}");
+    }
+
+    // Audit: one record per command, values stripped, chain verifies.
+    drop(dgf);
+    let text = std::fs::read_to_string(&audit).expect("audit file");
+    assert!(!text.to_lowercase().contains("s3cr3t"), "audit carries values");
+    let recs: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(recs.len() > 60, "{}", recs.len());
+    assert!(recs.iter().all(|r| r["protocol"] == "mongodb"));
+    let drop_rec = recs
+        .iter()
+        .find(|r| r["user"] == "analyst" && r["fingerprint"].as_str().unwrap_or("").starts_with("{drop:"))
+        .expect("audit of the denied drop");
+    assert_eq!(drop_rec["decision"], "deny");
+    assert_eq!(drop_rec["kind"], "ddl");
+    assert!(drop_rec["rules"].to_string().contains("analysts never drop"), "{drop_rec}");
+    let find = recs
+        .iter()
+        .find(|r| r["user"] == "analyst" && r["fingerprint"].as_str().unwrap_or("").starts_with("{find:\"users\""))
+        .expect("audit of the analyst find");
+    assert_eq!(find["decision"], "mask", "{find}");
+    assert_eq!(find["rows"], 3, "{find}");
+    assert_eq!(find["objects"][0], "mongodb:app.users");
+    assert!(recs.iter().any(|r| r["user"] == "admin" && r["decision"] == "allow" && r["rows"] == 3));
+    let report = dgf_rules::audit::verify(std::slice::from_ref(&audit)).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_error);
+}
