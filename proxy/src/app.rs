@@ -4,6 +4,7 @@
 use crate::live::{self, Snapshot};
 use crate::metrics::Metrics;
 use crate::postgres;
+use crate::redis;
 use crate::shared::{AuthLimiter, Shared};
 use dgf_config::{Config, Protocol};
 use serde::Serialize;
@@ -169,6 +170,17 @@ impl App {
                 .and_then(|n| n.pg.as_ref())
                 .zip(r.pg.as_ref())
                 .is_some_and(|(a, b)| Arc::ptr_eq(a, b));
+            let redis_kept = snap
+                .routes
+                .get(name)
+                .and_then(|n| n.redis.as_ref())
+                .zip(r.redis.as_ref())
+                .is_some_and(|(a, b)| Arc::ptr_eq(a, b));
+            if !redis_kept {
+                if let Some(rr) = &r.redis {
+                    rr.close();
+                }
+            }
             if !kept {
                 if let Some(pg) = &r.pg {
                     for p in pg.pools.iter() {
@@ -186,8 +198,11 @@ impl App {
         let snap = self.shared.live.load_full();
         let mut out = Vec::new();
         for r in snap.routes.values() {
-            let Some(pg) = &r.pg else { continue };
-            let addr = format!("{}:{}", pg.target.host, pg.target.port);
+            let addr = match (&r.pg, &r.redis) {
+                (Some(pg), _) => format!("{}:{}", pg.target.host, pg.target.port),
+                (_, Some(rr)) => format!("{}:{}", rr.target.host, rr.target.port),
+                _ => continue,
+            };
             let ok = matches!(
                 tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
                 Ok(Ok(_))
@@ -202,6 +217,14 @@ impl App {
         let snap = self.shared.live.load_full();
         let mut out = Vec::new();
         for r in snap.routes.values() {
+            if let Some(rr) = &r.redis {
+                out.push(PoolReport {
+                    route: r.name.clone(),
+                    database: rr.target.db.to_string(),
+                    mode: "multiplexed".into(),
+                    stats: rr.pool.stats(),
+                });
+            }
             let Some(pg) = &r.pg else { continue };
             let mode = format!("{:?}", pg.opts.load().mode).to_lowercase();
             for p in pg.pools.iter() {
@@ -287,6 +310,9 @@ async fn accept_loop(shared: Arc<Shared>, route_name: String, listener: TcpListe
         match route.protocol {
             Protocol::Postgres => {
                 tokio::spawn(postgres::serve(shared.clone(), route, tcp, peer));
+            }
+            Protocol::Redis => {
+                tokio::spawn(redis::serve(shared.clone(), route, tcp, peer));
             }
             _ => drop(tcp),
         }

@@ -7,6 +7,7 @@ pub mod live;
 pub mod metrics;
 pub mod pool;
 pub mod postgres;
+pub mod redis;
 pub mod shared;
 pub mod stream;
 pub mod tls;

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod mask;
+pub mod redis;
 pub mod sql;
 
 use std::net::SocketAddr;

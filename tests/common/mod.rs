@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pg_instance;
+pub mod redis;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
