@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySpec {
     /// No keys.
-    None,
+    NoKeys,
     /// Keys at `first`, `first+step`, ... up to `last` (negative: counted from the end, -1 =
     /// last argument).
     Range(usize, isize, usize),
@@ -67,11 +67,11 @@ const TABLE: &[(&str, &[&str], KeySpec)] = &[
     ("incrbyfloat", W, ONE), ("mset", W, Range(1, -1, 2)), ("msetnx", W, Range(1, -1, 2)),
     // keys
     ("exists", R, ALL), ("type", R, ONE), ("ttl", R, ONE), ("pttl", R, ONE), ("expiretime", R, ONE),
-    ("pexpiretime", R, ONE), ("dump", R, ONE), ("touch", R, ALL), ("randomkey", R, None), ("scan", R, None),
+    ("pexpiretime", R, ONE), ("dump", R, ONE), ("touch", R, ALL), ("randomkey", R, NoKeys), ("scan", R, NoKeys),
     ("del", W, ALL), ("unlink", W, ALL), ("expire", W, ONE), ("pexpire", W, ONE), ("expireat", W, ONE),
     ("pexpireat", W, ONE), ("persist", W, ONE), ("rename", W, TWO), ("renamenx", W, TWO), ("copy", W, TWO),
     ("move", W, ONE), ("restore", W, ONE), ("sort", W, Sort), ("sort_ro", R, ONE), ("object", R, Second),
-    ("keys", DR, None), ("migrate", DW, Migrate), ("wait", R, None), ("waitaof", R, None),
+    ("keys", DR, NoKeys), ("migrate", DW, Migrate), ("wait", R, NoKeys), ("waitaof", R, NoKeys),
     // hashes
     ("hget", R, ONE), ("hmget", R, ONE), ("hgetall", R, ONE), ("hkeys", R, ONE), ("hvals", R, ONE),
     ("hlen", R, ONE), ("hexists", R, ONE), ("hstrlen", R, ONE), ("hrandfield", R, ONE), ("hscan", R, ONE),
@@ -118,22 +118,22 @@ const TABLE: &[(&str, &[&str], KeySpec)] = &[
     ("eval", S, NumKeys { at: 2, dest: None }), ("evalsha", S, NumKeys { at: 2, dest: None }),
     ("eval_ro", S, NumKeys { at: 2, dest: None }), ("evalsha_ro", S, NumKeys { at: 2, dest: None }),
     ("fcall", S, NumKeys { at: 2, dest: None }), ("fcall_ro", S, NumKeys { at: 2, dest: None }),
-    ("script", D, None), ("function", D, None),
+    ("script", D, NoKeys), ("function", D, NoKeys),
     // pub/sub, transactions, connection
-    ("publish", P, None), ("spublish", P, None), ("subscribe", P, None), ("psubscribe", P, None),
-    ("ssubscribe", P, None), ("unsubscribe", P, None), ("punsubscribe", P, None), ("sunsubscribe", P, None),
-    ("pubsub", P, None),
-    ("multi", T, None), ("exec", T, None), ("discard", T, None), ("watch", T, ALL), ("unwatch", T, None),
-    ("auth", C, None), ("hello", C, None), ("ping", C, None), ("echo", C, None), ("select", C, None),
-    ("quit", C, None), ("reset", C, None), ("client", C, None),
+    ("publish", P, NoKeys), ("spublish", P, NoKeys), ("subscribe", P, NoKeys), ("psubscribe", P, NoKeys),
+    ("ssubscribe", P, NoKeys), ("unsubscribe", P, NoKeys), ("punsubscribe", P, NoKeys), ("sunsubscribe", P, NoKeys),
+    ("pubsub", P, NoKeys),
+    ("multi", T, NoKeys), ("exec", T, NoKeys), ("discard", T, NoKeys), ("watch", T, ALL), ("unwatch", T, NoKeys),
+    ("auth", C, NoKeys), ("hello", C, NoKeys), ("ping", C, NoKeys), ("echo", C, NoKeys), ("select", C, NoKeys),
+    ("quit", C, NoKeys), ("reset", C, NoKeys), ("client", C, NoKeys),
     // server
-    ("info", A, None), ("dbsize", R, None), ("time", R, None), ("lastsave", A, None), ("command", C, None),
-    ("memory", A, Second), ("latency", A, None), ("slowlog", A, None), ("role", A, None), ("lolwut", R, None),
-    ("flushall", DW, None), ("flushdb", DW, None), ("config", D, None), ("debug", D, None),
-    ("shutdown", D, None), ("save", D, None), ("bgsave", D, None), ("bgrewriteaof", D, None),
-    ("replicaof", D, None), ("slaveof", D, None), ("acl", D, None), ("monitor", D, None), ("module", D, None),
-    ("swapdb", DW, None), ("failover", D, None), ("sync", D, None), ("psync", D, None),
-    ("cluster", A, None), ("readonly", C, None), ("readwrite", C, None),
+    ("info", A, NoKeys), ("dbsize", R, NoKeys), ("time", R, NoKeys), ("lastsave", A, NoKeys), ("command", C, NoKeys),
+    ("memory", A, Second), ("latency", A, NoKeys), ("slowlog", A, NoKeys), ("role", A, NoKeys), ("lolwut", R, NoKeys),
+    ("flushall", DW, NoKeys), ("flushdb", DW, NoKeys), ("config", D, NoKeys), ("debug", D, NoKeys),
+    ("shutdown", D, NoKeys), ("save", D, NoKeys), ("bgsave", D, NoKeys), ("bgrewriteaof", D, NoKeys),
+    ("replicaof", D, NoKeys), ("slaveof", D, NoKeys), ("acl", D, NoKeys), ("monitor", D, NoKeys), ("module", D, NoKeys),
+    ("swapdb", DW, NoKeys), ("failover", D, NoKeys), ("sync", D, NoKeys), ("psync", D, NoKeys),
+    ("cluster", A, NoKeys), ("readonly", C, NoKeys), ("readwrite", C, NoKeys),
 ];
 
 /// The classes every unknown command gets: treated as a dangerous admin command, so that a
@@ -172,7 +172,7 @@ pub fn keys<'a>(argv: &[&'a [u8]]) -> Vec<&'a [u8]> {
     let n = argv.len();
     let mut out = Vec::new();
     match info.keys {
-        None => {}
+        NoKeys => {}
         Range(first, last, step) => {
             let last = if last < 0 { n as isize + last } else { last };
             let mut i = first as isize;
