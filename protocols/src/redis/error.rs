@@ -38,6 +38,6 @@ pub enum RespError {
     #[error("unknown RESP type byte {0:#04x}")]
     UnknownType(u8),
     /// Anything else structurally wrong.
-    #[error("protocol error: {0}")]
+    #[error("{0}")]
     Malformed(&'static str),
 }

@@ -244,7 +244,7 @@ impl Session {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    self.fatal = Some(format!("Protocol error: {e}"));
+                    self.fatal = Some(format!("ERR Protocol error: {e}"));
                     break;
                 }
             };
