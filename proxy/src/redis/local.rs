@@ -213,14 +213,21 @@ impl Session {
         self.subs.iter().filter(|(k, _)| (*k == Kind::Shard) == shard).count() as i64
     }
 
-    fn confirm(&mut self, what: &[u8], name: Option<&[u8]>, count: i64) {
-        enc::push(&mut self.cout, self.proto, 3);
-        enc::bulk(&mut self.cout, what);
+    fn confirmation(&self, what: &[u8], name: Option<&[u8]>, count: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        enc::push(&mut out, self.proto, 3);
+        enc::bulk(&mut out, what);
         match name {
-            Some(n) => enc::bulk(&mut self.cout, n),
-            None => enc::null(&mut self.cout, self.proto),
+            Some(n) => enc::bulk(&mut out, n),
+            None => enc::null(&mut out, self.proto),
         }
-        enc::int(&mut self.cout, count);
+        enc::int(&mut out, count);
+        out
+    }
+
+    fn confirm(&mut self, what: &[u8], name: Option<&[u8]>, count: i64) {
+        let c = self.confirmation(what, name, count);
+        self.cout.extend_from_slice(&c);
     }
 
     fn subscribe(&mut self, kind: Kind, argv: &[&[u8]]) {
@@ -237,11 +244,12 @@ impl Session {
             Kind::Shard => b"ssubscribe",
         };
         for ch in &argv[1..] {
-            if self.subs.insert((kind, ch.to_vec())) {
-                self.rr.hub.subscribe(kind, ch, self.id, &self.tx, self.proto);
-            }
+            self.subs.insert((kind, ch.to_vec()));
             let n = self.count(kind);
-            self.confirm(what, Some(ch), n);
+            let c = self.confirmation(what, Some(ch), n);
+            // The hub sends the confirmation once the upstream subscription is active.
+            self.rr.hub.subscribe(kind, ch, self.id, &self.tx, self.proto, c);
+            self.outstanding += 1;
         }
     }
 

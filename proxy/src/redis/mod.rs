@@ -3,6 +3,7 @@
 //! docs/ARCHITECTURE.md, "Redis").
 
 pub mod commands;
+pub mod govern;
 pub mod local;
 pub mod pubsub;
 pub mod session;

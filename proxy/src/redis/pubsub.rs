@@ -38,9 +38,27 @@ struct Sub {
     proto: u8,
 }
 
+/// Subscribers of one channel/pattern, and whether the upstream has confirmed it.
+#[derive(Default)]
+struct Entry {
+    clients: HashMap<u64, Sub>,
+    active: bool,
+    /// Confirmations owed to clients, sent once the upstream confirms (so that a message
+    /// published after a client saw its confirmation always reaches it).
+    waiting: Vec<(ReplyTx, Vec<u8>)>,
+}
+
+impl Entry {
+    fn release_waiting(&mut self) {
+        for (tx, c) in self.waiting.drain(..) {
+            let _ = tx.send(Msg::Replies(Bytes::from(c), 1));
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
-    subs: HashMap<(Kind, Vec<u8>), HashMap<u64, Sub>>,
+    subs: HashMap<(Kind, Vec<u8>), Entry>,
     conn: Option<mpsc::UnboundedSender<Vec<u8>>>,
 }
 
@@ -65,12 +83,19 @@ impl Hub {
         self.lock().subs.len()
     }
 
-    /// Subscribe client `id` to `name`.
-    pub fn subscribe(&self, kind: Kind, name: &[u8], id: u64, tx: &ReplyTx, proto: u8) {
+    /// Subscribe client `id` to `name`. `confirmation` is sent to the client as one reply once
+    /// the upstream subscription is active (at once if it already is).
+    pub fn subscribe(&self, kind: Kind, name: &[u8], id: u64, tx: &ReplyTx, proto: u8, confirmation: Vec<u8>) {
         let mut st = self.lock();
         let key = (kind, name.to_vec());
         let first = !st.subs.contains_key(&key);
-        st.subs.entry(key).or_default().insert(id, Sub { tx: tx.clone(), proto });
+        let e = st.subs.entry(key).or_default();
+        e.clients.insert(id, Sub { tx: tx.clone(), proto });
+        if e.active {
+            let _ = tx.send(Msg::Replies(Bytes::from(confirmation), 1));
+        } else {
+            e.waiting.push((tx.clone(), confirmation));
+        }
         if first {
             let mut cmd = Vec::new();
             encode_command(&mut cmd, [kind.commands().0, name].into_iter());
@@ -83,9 +108,11 @@ impl Hub {
         let mut st = self.lock();
         let key = (kind, name.to_vec());
         let Some(m) = st.subs.get_mut(&key) else { return };
-        m.remove(&id);
-        if m.is_empty() {
-            st.subs.remove(&key);
+        m.clients.remove(&id);
+        if m.clients.is_empty() {
+            if let Some(mut e) = st.subs.remove(&key) {
+                e.release_waiting();
+            }
             let mut cmd = Vec::new();
             encode_command(&mut cmd, [kind.commands().1, name].into_iter());
             self.send_locked(&mut st, cmd);
@@ -131,8 +158,11 @@ async fn run(target: Arc<RedisTarget>, state: Arc<Mutex<State>>, mut rx: mpsc::U
         // later commands are sent under the same lock, so none is lost.
         let mut initial = Vec::new();
         {
-            let st = state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
             while rx.try_recv().is_ok() {}
+            for e in st.subs.values_mut() {
+                e.active = false;
+            }
             for (kind, name) in st.subs.keys() {
                 encode_command(&mut initial, [kind.commands().0, name.as_slice()].into_iter());
             }
@@ -177,10 +207,23 @@ fn dispatch(state: &Mutex<State>, buf: &mut BytesMut) -> bool {
             (Some(b"message"), Some(ch)) => (Kind::Channel, ch.to_vec()),
             (Some(b"pmessage"), Some(p)) => (Kind::Pattern, p.to_vec()),
             (Some(b"smessage"), Some(ch)) => (Kind::Shard, ch.to_vec()),
-            _ => continue, // subscribe / unsubscribe confirmations
+            (Some(what @ (b"subscribe" | b"psubscribe" | b"ssubscribe")), Some(name)) => {
+                let kind = match what {
+                    b"subscribe" => Kind::Channel,
+                    b"psubscribe" => Kind::Pattern,
+                    _ => Kind::Shard,
+                };
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = st.subs.get_mut(&(kind, name.to_vec())) {
+                    e.active = true;
+                    e.release_waiting();
+                }
+                continue;
+            }
+            _ => continue, // unsubscribe confirmations
         };
         let st = state.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(subs) = st.subs.get(&key) else { continue };
+        let Some(subs) = st.subs.get(&key).map(|e| &e.clients) else { continue };
         let mut resp3: Option<Bytes> = None;
         for s in subs.values() {
             let b = if s.proto >= 3 {

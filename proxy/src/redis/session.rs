@@ -66,7 +66,7 @@ pub struct Session {
     pub(super) lib: (Option<String>, Option<String>),
     pub(super) tx: ReplyTx,
     rx: mpsc::UnboundedReceiver<Msg>,
-    outstanding: usize,
+    pub(super) outstanding: usize,
     batch: BytesMut,
     batch_n: u32,
     batch_resets: bool,
