@@ -21,7 +21,7 @@ fn config_example_and_redis_cli() {
     // Inline commands (telnet style) are re-encoded as RESP upstream.
     let mut raw = Raw::connect(r.port);
     raw.send(format!("SET {k} \"a b\"\r\nGET {k}\r\nDEL {k}\r\n").as_bytes());
-    assert_eq!(raw.replies(3), format!("+OK\r\n$3\r\na b\r\n:1\r\n").into_bytes());
+    assert_eq!(raw.replies(3), b"+OK\r\n$3\r\na b\r\n:1\r\n");
     cleanup(&p);
 }
 
@@ -35,7 +35,8 @@ fn redis_rs_client_works() {
     let _: () = redis::cmd("HSET").arg(&k).arg("a").arg("1").arg("b").arg("2").query(&mut c).unwrap();
     let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL").arg(&k).query(&mut c).unwrap();
     assert_eq!(all.len(), 2);
-    let (a, b): (String, String) = redis::pipe().cmd("HGET").arg(&k).arg("a").cmd("HGET").arg(&k).arg("b").query(&mut c).unwrap();
+    let (a, b): (String, String) =
+        redis::pipe().cmd("HGET").arg(&k).arg("a").cmd("HGET").arg(&k).arg("b").query(&mut c).unwrap();
     assert_eq!((a.as_str(), b.as_str()), ("1", "2"));
     let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap();
     assert!(id > 0);
@@ -123,8 +124,10 @@ roles = ["analyst"]
     assert!(h2.replies(1).starts_with(b"-NOAUTH"));
     // redis-cli with a password.
     assert_eq!(cli(r.port, &["--no-auth-warning", "--user", "bob", "--pass", "bobpw", "PING"]), "PONG");
-    assert!(cli(r.port, &["--no-auth-warning", "--user", "bob", "--pass", "bad", "PING"]).contains("WRONGPASS")
-        || cli(r.port, &["--no-auth-warning", "--user", "bob", "--pass", "bad", "PING"]).contains("NOAUTH"));
+    assert!(
+        cli(r.port, &["--no-auth-warning", "--user", "bob", "--pass", "bad", "PING"]).contains("WRONGPASS")
+            || cli(r.port, &["--no-auth-warning", "--user", "bob", "--pass", "bad", "PING"]).contains("NOAUTH")
+    );
 }
 
 #[test]

@@ -53,7 +53,15 @@ fn redis_py_resp2_and_resp3() {
     let py = venv_python();
     let r = start(4, "");
     let p = unique("dgft_py");
-    let out = Command::new("timeout").arg("120").arg(py).arg("-c").arg(PY).arg(r.port.to_string()).arg(&p).output().expect("python");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(py)
+        .arg("-c")
+        .arg(PY)
+        .arg(r.port.to_string())
+        .arg(&p)
+        .output()
+        .expect("python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.lines().filter(|l| l.starts_with("ok")).count(), 3, "{stdout}");
@@ -104,7 +112,14 @@ fn ioredis_works() {
     let p = unique("dgft_js");
     let script = dir.join("t.js");
     std::fs::write(&script, JS).unwrap();
-    let out = Command::new("timeout").arg("60").arg("node").arg(&script).arg(r.port.to_string()).arg(&p).output().expect("node");
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("node")
+        .arg(&script)
+        .arg(r.port.to_string())
+        .arg(&p)
+        .output()
+        .expect("node");
     assert!(
         out.status.success(),
         "stdout: {}\nstderr: {}",

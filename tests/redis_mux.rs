@@ -85,7 +85,10 @@ fn multi_exec_is_pinned_and_others_keep_working() {
     assert_eq!(t.replies(1), b"+OK\r\n");
     o.cmd(&["SET", &k, "changed"]);
     assert_eq!(o.replies(1), b"+OK\r\n");
-    t.send(format!("*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n$1\r\nx\r\n*1\r\n$4\r\nEXEC\r\n", k.len()).as_bytes());
+    t.send(
+        format!("*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n$1\r\nx\r\n*1\r\n$4\r\nEXEC\r\n", k.len())
+            .as_bytes(),
+    );
     assert_eq!(t.replies(3), b"+OK\r\n+QUEUED\r\n*-1\r\n");
     // Pipelined: commands after EXEC go back to the shared connection, in order.
     t.send(b"*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nECHO\r\n$1\r\na\r\n*1\r\n$4\r\nEXEC\r\n*2\r\n$4\r\nECHO\r\n$1\r\nb\r\n");

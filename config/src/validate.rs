@@ -245,7 +245,9 @@ impl Validator<'_> {
                 }
                 "tls_ca" | "tls_verify" => {}
                 "sslmode" => self.err(path, "sslmode applies to postgres upstreams only (use rediss:// for TLS)"),
-                other => self.err(path, format!("unknown redis upstream parameter `{other}` (expected tls_ca, tls_verify)")),
+                other => {
+                    self.err(path, format!("unknown redis upstream parameter `{other}` (expected tls_ca, tls_verify)"))
+                }
             }
         }
         if let Some(v) = u.param("tls_verify") {

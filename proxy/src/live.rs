@@ -234,7 +234,10 @@ fn build_redis(r: &RouteConfig) -> Result<RedisRoute, BuildError> {
         server_name,
         client_name: format!(
             "dgf-{}",
-            r.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect::<String>()
+            r.name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .collect::<String>()
         ),
     };
     Ok(RedisRoute::new(target, pool_settings(r)))

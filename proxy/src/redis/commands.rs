@@ -53,8 +53,15 @@ pub fn route(name: &[u8], args: &[&[u8]]) -> Where {
 pub fn allowed_while_subscribed(name: &[u8]) -> bool {
     matches!(
         name,
-        b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SUNSUBSCRIBE" | b"PING"
-            | b"QUIT" | b"RESET"
+        b"SUBSCRIBE"
+            | b"PSUBSCRIBE"
+            | b"SSUBSCRIBE"
+            | b"UNSUBSCRIBE"
+            | b"PUNSUBSCRIBE"
+            | b"SUNSUBSCRIBE"
+            | b"PING"
+            | b"QUIT"
+            | b"RESET"
     )
 }
 

@@ -41,9 +41,7 @@ pub fn plan(argv: &[&[u8]], resolve: &Resolver) -> Option<MaskPlan> {
         MaskShape::StringValue => MaskPlan::Positional(vec![resolve(key, None)]),
         MaskShape::StringValues => MaskPlan::Positional(argv[1..].iter().map(|k| resolve(k, None)).collect()),
         MaskShape::HashField => MaskPlan::Positional(vec![resolve(key, argv.get(2).copied())]),
-        MaskShape::HashFields => {
-            MaskPlan::Positional(argv.iter().skip(2).map(|f| resolve(key, Some(f))).collect())
-        }
+        MaskShape::HashFields => MaskPlan::Positional(argv.iter().skip(2).map(|f| resolve(key, Some(f))).collect()),
         MaskShape::HashPairs => return Some(MaskPlan::Pairs(key.to_vec(), resolve.clone())),
     };
     match &p {
@@ -146,8 +144,8 @@ mod tests {
         let out = run(&[b"HGET", b"user:1", b"email"], b"$13\r\njane@acme.com\r\n", 2).unwrap();
         assert!(!out.contains("jane@"), "{out}");
         assert!(plan(&[b"HGET", b"user:1", b"name"], &resolver()).is_none());
-        let out = run(&[b"HMGET", b"user:1", b"name", b"email"], b"*2\r\n$4\r\nJane\r\n$13\r\njane@acme.com\r\n", 2)
-            .unwrap();
+        let out =
+            run(&[b"HMGET", b"user:1", b"name", b"email"], b"*2\r\n$4\r\nJane\r\n$13\r\njane@acme.com\r\n", 2).unwrap();
         assert!(out.contains("Jane") && !out.contains("jane@"), "{out}");
         let r2 = b"*4\r\n$4\r\nname\r\n$4\r\nJane\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
         let out = run(&[b"HGETALL", b"user:1"], r2, 2).unwrap();

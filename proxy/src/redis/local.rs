@@ -1,9 +1,9 @@
 //! Commands dgf answers itself: AUTH, HELLO, CLIENT, QUIT, RESET, PING while subscribed, and
 //! the pub/sub subscription commands (served by the route's shared subscriber connection).
 
+use super::check_password;
 use super::pubsub::Kind;
 use super::session::Session;
-use super::check_password;
 use dgf_protocols::redis::value::enc;
 
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";

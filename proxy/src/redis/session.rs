@@ -383,7 +383,8 @@ impl Session {
                 None => self.rr.shared_conn(self.id).await.inspect(|c| self.shared_conn = Some(c.clone())),
             },
         };
-        let batch = Batch { bytes, count: n, db: self.db, proto: self.proto, reply: self.tx.clone(), resets_db: resets };
+        let batch =
+            Batch { bytes, count: n, db: self.db, proto: self.proto, reply: self.tx.clone(), resets_db: resets };
         match conn {
             Ok(c) => {
                 if c.send(batch).is_err() {

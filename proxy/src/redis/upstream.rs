@@ -244,11 +244,7 @@ fn sync_cmd(out: &mut Vec<u8>, name: &[u8], arg: u32) {
     dgf_protocols::redis::request::encode_command(out, [name, a.as_bytes()].into_iter());
 }
 
-async fn writer(
-    mut rx: mpsc::UnboundedReceiver<Batch>,
-    mut wr: tokio::io::WriteHalf<Stream>,
-    shared: Arc<ConnShared>,
-) {
+async fn writer(mut rx: mpsc::UnboundedReceiver<Batch>, mut wr: tokio::io::WriteHalf<Stream>, shared: Arc<ConnShared>) {
     let (mut db, mut proto) = (DB_UNKNOWN, 2u8);
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut pending: Vec<Slot> = Vec::new();
