@@ -41,6 +41,93 @@ pub struct Config {
     /// Audit log settings. Optional: no section, no audit file.
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+    /// Built-in guards (always-on deny rules for dangerous statements). Reloadable.
+    #[serde(default)]
+    pub guards: GuardsConfig,
+    /// Masking settings (the key of the `hash` mask function). Reloadable.
+    #[serde(default)]
+    pub masking: MaskingConfig,
+}
+
+/// Built-in guards: deny rules that ship with dgf, each switchable. An `allow` rule that matches
+/// a statement lifts a guard for it, as it lifts any deny rule.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct GuardsConfig {
+    /// Deny `UPDATE` without `WHERE`. Default false.
+    pub update_without_where: bool,
+    /// Deny `DELETE` without `WHERE`. Default false.
+    pub delete_without_where: bool,
+    /// Deny several statements in one simple query. Default false.
+    pub multi_statement: bool,
+    /// Deny DDL (CREATE / ALTER / DROP / TRUNCATE / GRANT / REVOKE / COMMENT). Default false.
+    pub ddl: bool,
+    /// Deny `COPY ... TO/FROM PROGRAM` (runs a shell command on the database host). Default true.
+    pub copy_program: bool,
+    /// Deny `SET ROLE` / `SET SESSION AUTHORIZATION` / `RESET ROLE` (changes the server-side
+    /// identity behind dgf's back). Default true.
+    pub set_role: bool,
+    /// Deny calls to the functions in `denied_functions`. Default true.
+    pub functions: bool,
+    /// Functions refused when `functions = true` (lower case; schema-qualified names match
+    /// their last part too). Default: file, large-object, dblink and admin functions.
+    pub denied_functions: Vec<String>,
+    /// Roles the guards do not apply to. Default none.
+    pub exempt_roles: Vec<String>,
+}
+
+/// Default `guards.denied_functions`.
+pub const DEFAULT_DENIED_FUNCTIONS: &[&str] = &[
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+    "pg_file_write",
+    "lo_import",
+    "lo_export",
+    "lo_from_bytea",
+    "dblink",
+    "dblink_exec",
+    "dblink_connect",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "set_config",
+    "load_file",
+    "sys_exec",
+    "sys_eval",
+];
+
+impl Default for GuardsConfig {
+    fn default() -> Self {
+        Self {
+            update_without_where: false,
+            delete_without_where: false,
+            multi_statement: false,
+            ddl: false,
+            copy_program: true,
+            set_role: true,
+            functions: true,
+            denied_functions: DEFAULT_DENIED_FUNCTIONS.iter().map(|s| (*s).to_owned()).collect(),
+            exempt_roles: Vec::new(),
+        }
+    }
+}
+
+/// Masking settings.
+#[derive(Clone, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct MaskingConfig {
+    /// Secret key (at least 16 bytes) of the `hash` mask function: HMAC-SHA-256 pseudonyms are
+    /// stable for one key. Required when a rule uses `with = "hash"`. Use `${ENV}`.
+    pub hash_key: Option<String>,
+}
+
+impl std::fmt::Debug for MaskingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskingConfig").field("hash_key", &self.hash_key.as_ref().map(|_| "***")).finish()
+    }
 }
 
 /// Process-wide settings.

@@ -15,7 +15,7 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-const SECTIONS: &str = "server, admin, log, tls, users, routes, labels, rules, audit";
+const SECTIONS: &str = "server, admin, log, tls, users, routes, labels, rules, audit, guards, masking";
 
 /// Maps config paths (`routes[0].pool.size`) to positions in the source, and makes errors.
 pub(crate) struct Locator {
@@ -145,6 +145,8 @@ pub(crate) fn parse(src: &str, file: &str, env: &dyn Fn(&str) -> Option<String>)
             "log" => config.log = sections.one(value, &name).unwrap_or_default(),
             "tls" => config.tls = sections.one(value, &name),
             "audit" => config.audit = sections.one(value, &name),
+            "guards" => config.guards = sections.one(value, &name).unwrap_or_default(),
+            "masking" => config.masking = sections.one(value, &name).unwrap_or_default(),
             "users" => (config.users, indices.users) = sections.list(value, &name),
             "routes" => (config.routes, indices.routes) = sections.list(value, &name),
             "labels" => (config.labels, indices.labels) = sections.list(value, &name),

@@ -560,8 +560,10 @@ with = "hash"
             (Some(23), "rules[3].with".into()),
             (Some(24), "rules[3].max_rows".into()),
             (Some(25), "rules[4]".into()),
+            (Some(28), "rules[4].with".into()),
         ]
     );
+    assert!(has(&e, "rules[4].with", "`hash` needs a key"));
     assert!(has(&e, "rules[0].labels[1]", "unknown label `secret`"));
     assert!(has(&e, "rules[2].routes[0]", "unknown route `nope`"));
     assert!(has(&e, "rules[2]", "a limit rule needs `max_rows`"));

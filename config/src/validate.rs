@@ -311,8 +311,17 @@ impl Validator<'_> {
                     "a mask rule needs `with` (redact | null | email | hash | partial(keep_last=4) | fixed(\"x\"))",
                 ),
                 (RuleAction::Mask, Some(spec)) => {
-                    if let Err(e) = parse_mask_spec(spec) {
-                        self.err(&format!("{p}.with"), e);
+                    match parse_mask_spec(spec) {
+                        Err(e) => self.err(&format!("{p}.with"), e),
+                        Ok(crate::MaskSpec::Hash) => match &self.cfg.masking.hash_key {
+                            None => self.err(
+                                &format!("{p}.with"),
+                                "`hash` needs a key: set [masking] hash_key = \"${DGF_MASK_KEY}\" (16+ bytes)",
+                            ),
+                            Some(k) if k.len() < 16 => self.err("masking.hash_key", "must be at least 16 bytes"),
+                            Some(_) => {}
+                        },
+                        Ok(_) => {}
                     }
                     if r.labels.is_empty() && r.columns.is_empty() {
                         self.err(p.as_str(), "a mask rule needs `labels` or `columns` to say what to mask");

@@ -28,6 +28,7 @@ async fn ready(State(app): State<Arc<App>>) -> impl IntoResponse {
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.refresh_pool_metrics();
+    app.shared.governance.refresh_metrics();
     ([("content-type", "text/plain; version=0.0.4")], app.shared.metrics.render())
 }
 

@@ -63,6 +63,8 @@ impl App {
     /// Build from a validated config; binds nothing yet.
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Self>, live::BuildError> {
         let metrics = Arc::new(Metrics::new());
+        let governance = crate::governance::Governance::start(&config, metrics.registry())
+            .map_err(|e| live::BuildError::Invalid(e.to_string()))?;
         let snap = live::build(config, &metrics, None)?;
         snap.activate();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -72,6 +74,7 @@ impl App {
             cancels: Default::default(),
             auth_limiter: AuthLimiter::default(),
             clients: Default::default(),
+            governance,
             shutdown: shutdown_rx,
         });
         Ok(Arc::new(Self {
@@ -159,6 +162,7 @@ impl App {
         if config.admin != old.config.admin {
             tracing::warn!("admin.listen changes need a restart; keeping the current admin listener");
         }
+        self.shared.governance.check_reload(&config);
         let snap = live::build(config, &self.shared.metrics, Some(&old)).map_err(|e| e.to_string())?;
         self.sync_listeners(&snap).await.map_err(|e| e.to_string())?;
         snap.activate();

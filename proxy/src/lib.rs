@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod governance;
 pub mod live;
 pub mod metrics;
 pub mod pool;

@@ -4,6 +4,7 @@
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pool::{Pool, PoolSettings};
 use crate::postgres::backend::{PgManager, PgTarget};
+use crate::postgres::catalog::Catalog;
 use crate::postgres::prepared::Registry as StatementRegistry;
 use crate::redis::upstream::RedisTarget;
 use crate::redis::RedisRoute;
@@ -74,9 +75,26 @@ pub struct PgPools {
     pub pools: DashMap<String, Pool<PgManager>>,
     /// Prepared statements seen on this route (dedup across clients).
     pub statements: StatementRegistry,
+    /// Catalog caches for masking, per database.
+    pub catalogs: DashMap<String, Arc<Catalog>>,
 }
 
 impl PgPools {
+    /// The cached catalog of `database`, if loaded and fresh.
+    pub fn catalog(&self, database: &str) -> Option<Arc<Catalog>> {
+        self.catalogs.get(database).map(|c| c.clone()).filter(|c| !c.expired())
+    }
+
+    /// Cache a freshly loaded catalog.
+    pub fn set_catalog(&self, database: &str, c: Catalog) {
+        self.catalogs.insert(database.to_owned(), Arc::new(c));
+    }
+
+    /// Forget a catalog (after DDL, or when an unknown table shows up).
+    pub fn invalidate_catalog(&self, database: &str) {
+        self.catalogs.remove(database);
+    }
+
     /// The pool for `database`, created on first use.
     pub fn pool(&self, database: &str) -> Pool<PgManager> {
         if let Some(p) = self.pools.get(database) {
@@ -203,6 +221,7 @@ fn build_pg(r: &RouteConfig) -> Result<PgPools, BuildError> {
         opts: ArcSwap::from_pointee(pg_opts(r)),
         pools: DashMap::new(),
         statements: StatementRegistry::default(),
+        catalogs: DashMap::new(),
     })
 }
 

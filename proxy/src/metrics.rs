@@ -120,6 +120,11 @@ impl Metrics {
         }
     }
 
+    /// The registry (for families registered elsewhere).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Resolve the handles of one route.
     pub fn route(&self, route: &str) -> RouteMetrics {
         RouteMetrics {

@@ -24,6 +24,8 @@ pub struct Shared {
     pub auth_limiter: AuthLimiter,
     /// Connected clients, all routes.
     pub clients: Arc<AtomicUsize>,
+    /// Analysis cache, audit writer, policy metrics.
+    pub governance: crate::governance::Governance,
     /// Flips to true on SIGTERM.
     pub shutdown: watch::Receiver<bool>,
 }

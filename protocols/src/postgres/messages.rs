@@ -438,6 +438,13 @@ pub fn put_sasl_response(out: &mut BytesMut, data: &[u8]) {
     finish(out, p);
 }
 
+pub use super::rowdesc::{row_description, FieldDesc};
+/// The NUL-terminated string at the start of `body` (e.g. Execute's portal name); "" when it is
+/// not terminated or not UTF-8.
+pub fn cstr_prefix(body: &[u8]) -> &str {
+    body.iter().position(|&b| b == 0).and_then(|end| std::str::from_utf8(&body[..end]).ok()).unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod frame;
 pub mod messages;
+pub mod rowdesc;
 pub mod scram;
 pub mod startup;
 

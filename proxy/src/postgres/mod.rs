@@ -2,6 +2,8 @@
 
 pub mod backend;
 pub mod cancel;
+pub mod catalog;
+mod govern;
 pub mod login;
 pub mod prepared;
 pub mod relay;
@@ -230,5 +232,6 @@ async fn login(
         client_flush: false,
         server_flush: false,
         copy_in: false,
+        gov: Default::default(),
     }))
 }

@@ -81,8 +81,14 @@ pub enum Pending {
     CopyEnd,
     /// Bind forwarded.
     Bind,
-    /// Describe forwarded.
-    Describe,
+    /// Describe forwarded: of a statement (`statement`) or a portal; `swallow` when dgf sent
+    /// it itself (to learn a portal's result formats for masking).
+    Describe {
+        /// Statement (true) or portal (false).
+        statement: bool,
+        /// Hide the reply from the client.
+        swallow: bool,
+    },
     /// Execute forwarded.
     Execute,
     /// Close forwarded.

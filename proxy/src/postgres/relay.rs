@@ -10,6 +10,7 @@
 
 use super::backend::{ServerConn, MAX_SERVER_MESSAGE};
 use super::cancel::CancelSlot;
+use super::govern::{GovState, InFlight};
 use super::prepared::{Pending, Statement};
 use super::SessionError;
 use crate::live::{PgPools, Route, User};
@@ -21,7 +22,6 @@ use bytes::BytesMut;
 use dgf_config::PoolMode;
 use dgf_protocols::postgres::frame::{frame_len, split_frame};
 use dgf_protocols::postgres::messages::{self, btag, tag, Bind, ErrorFields, Parse, Target};
-use dgf_rules::{Decision, QueryContext, Source};
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -72,6 +72,8 @@ pub struct Session {
     /// The server is in copy-in mode and the client has not sent CopyDone/CopyFail yet. The
     /// server ignores Sync then (it answers only the Sync after the copy ends).
     pub(super) copy_in: bool,
+    /// Policy state: decisions per statement/portal, statements in flight, result plan.
+    pub(super) gov: GovState,
 }
 
 impl Session {
@@ -245,26 +247,20 @@ impl Session {
         if self.server.is_none() && self.answer_without_server(t, body)? {
             return Ok(true);
         }
+        let mut query_gov = None;
         match t {
             tag::TERMINATE => return Ok(false),
             tag::QUERY | tag::PARSE => {
                 let text = if t == tag::QUERY { messages::query_text(body)? } else { Parse::decode(body)?.query()? };
-                let name = if t == tag::PARSE { Parse::decode(body)?.name } else { "" };
-                let snap = self.shared.live.load();
-                let ctx = QueryContext {
-                    protocol: dgf_rules::Protocol::Postgres,
-                    route: &self.route.name,
-                    user: &self.user.name,
-                    roles: &self.user.roles,
-                    database: &self.database,
-                    client_addr: Some(self.peer),
-                    text,
-                    source: if t == tag::QUERY { Source::Simple } else { Source::Prepare { name } },
-                };
-                if let Decision::Deny(d) = snap.policy.decide(&ctx) {
-                    let f = ErrorFields::new("ERROR", "42501", format!("{} (rule \"{}\")", d.message, d.rule));
-                    self.local_error(t == tag::QUERY, &f);
-                    return Ok(true);
+                if let Some(gov) = self.govern(text) {
+                    if gov.denied().is_some() {
+                        self.deny(t == tag::QUERY, gov);
+                        return Ok(true);
+                    }
+                    if gov.sql.needs_masking {
+                        self.ensure_catalog().await;
+                    }
+                    query_gov = Some(gov);
                 }
             }
             _ => {}
@@ -279,9 +275,16 @@ impl Session {
                 self.route.metrics.queries.inc();
                 self.pending.push_back(Pending::Query { internal: false });
                 self.sout.extend_from_slice(raw);
+                if let Some(gov) = query_gov {
+                    self.gov.inflight.push_back(InFlight::new(gov, false));
+                }
             }
             tag::PARSE => {
                 let p = Parse::decode(body)?;
+                match query_gov {
+                    Some(gov) => drop(self.gov.stmts.insert(p.name.to_owned(), gov)),
+                    None => drop(self.gov.stmts.remove(p.name)),
+                }
                 if p.name.is_empty() || !txn {
                     self.pending.push_back(Pending::Parse { id: None, swallow: false });
                     self.sout.extend_from_slice(raw);
@@ -307,6 +310,17 @@ impl Session {
                     None => self.sout.extend_from_slice(raw),
                 }
                 self.pending.push_back(Pending::Bind);
+                match self.gov.stmts.get(b.statement).cloned() {
+                    Some(gov) => {
+                        if gov.sql.needs_masking || gov.sql.verdict.row_limit.is_some() {
+                            // The result formats are only known per portal: ask for them.
+                            messages::put_target(&mut self.sout, tag::DESCRIBE, b'P', b.portal);
+                            self.pending.push_back(Pending::Describe { statement: false, swallow: true });
+                        }
+                        self.gov.portals.insert(b.portal.to_owned(), gov);
+                    }
+                    None => drop(self.gov.portals.remove(b.portal)),
+                }
             }
             tag::DESCRIBE | tag::CLOSE => {
                 let target = Target::decode(body)?;
@@ -317,7 +331,7 @@ impl Session {
                     (tag::DESCRIBE, Some(stmt)) => {
                         ensure_prepared(server, stmt, &mut self.sout, &mut self.pending);
                         messages::put_target(&mut self.sout, tag::DESCRIBE, b'S', &stmt.server_name);
-                        self.pending.push_back(Pending::Describe);
+                        self.pending.push_back(Pending::Describe { statement: true, swallow: false });
                     }
                     (tag::CLOSE, Some(_)) => {
                         // Shared server-side statement: only this client's name goes away.
@@ -326,7 +340,11 @@ impl Session {
                     }
                     _ => {
                         self.sout.extend_from_slice(raw);
-                        self.pending.push_back(if t == tag::DESCRIBE { Pending::Describe } else { Pending::Close });
+                        self.pending.push_back(if t == tag::DESCRIBE {
+                            Pending::Describe { statement: target.kind == b'S', swallow: false }
+                        } else {
+                            Pending::Close
+                        });
                     }
                 }
             }
@@ -334,6 +352,10 @@ impl Session {
                 self.route.metrics.queries.inc();
                 self.pending.push_back(Pending::Execute);
                 self.sout.extend_from_slice(raw);
+                let portal = messages::cstr_prefix(body);
+                if let Some(gov) = self.gov.portals.get(portal).cloned() {
+                    self.gov.inflight.push_back(InFlight::new(gov, true));
+                }
             }
             tag::SYNC => {
                 // A Sync sent during copy-in gets no ReadyForQuery: do not wait for one. (tokio-
@@ -360,7 +382,7 @@ impl Session {
 
     /// Answer a refused statement locally: error, then ReadyForQuery (simple) or skip to Sync.
     /// Ordered after the replies to anything the client pipelined before it.
-    fn local_error(&mut self, simple: bool, f: &ErrorFields) {
+    pub(super) fn local_error(&mut self, simple: bool, f: &ErrorFields) {
         let mut b = BytesMut::new();
         f.encode(&mut b);
         self.push_local(&b);
@@ -409,7 +431,7 @@ impl Session {
 
     /// Make sure a server connection is held. Returns false when none could be had (the client
     /// got an error and the session goes on).
-    async fn ensure_server(&mut self, simple: bool) -> Result<bool, SessionError> {
+    pub(super) async fn ensure_server(&mut self, simple: bool) -> Result<bool, SessionError> {
         if self.server.is_some() {
             return Ok(true);
         }
@@ -459,7 +481,7 @@ impl Session {
         }
     }
 
-    fn emit_synthetic(&mut self) {
+    pub(super) fn emit_synthetic(&mut self) {
         while let Some(p) = self.pending.front() {
             match p {
                 Pending::SynthParseComplete => messages::put_empty(&mut self.cout, btag::PARSE_COMPLETE),
@@ -525,16 +547,36 @@ impl Session {
                     }
                 }
             }
-            btag::BIND_COMPLETE | btag::CLOSE_COMPLETE | btag::NO_DATA => {
+            btag::BIND_COMPLETE | btag::CLOSE_COMPLETE => {
                 self.pending.pop_front();
             }
-            btag::ROW_DESCRIPTION if self.pending.front() == Some(&Pending::Describe) => {
-                self.pending.pop_front();
+            btag::NO_DATA => {
+                if let Some(Pending::Describe { swallow, .. }) = self.pending.pop_front() {
+                    forward = !swallow;
+                }
             }
+            btag::ROW_DESCRIPTION if internal => {}
+            btag::ROW_DESCRIPTION => match self.pending.front() {
+                Some(Pending::Describe { statement: true, .. }) => drop(self.pending.pop_front()),
+                Some(&Pending::Describe { statement: false, swallow }) => {
+                    self.pending.pop_front();
+                    forward = !swallow;
+                    self.plan_result(body);
+                }
+                _ => self.plan_result(body),
+            },
+            btag::DATA_ROW if !internal && self.gov.plan.is_some() => forward = self.mask_row(raw),
             btag::COMMAND_COMPLETE | btag::EMPTY_QUERY | btag::PORTAL_SUSPENDED => {
                 if self.pending.front() == Some(&Pending::Execute) {
                     self.pending.pop_front();
                 }
+                if !internal {
+                    if let Some(tag) = self.result_done(body, t == btag::PORTAL_SUSPENDED) {
+                        self.cout.extend_from_slice(&tag);
+                        forward = false;
+                    }
+                }
+                let Some(server) = self.server.as_mut() else { return Ok(()) };
                 if t == btag::COMMAND_COMPLETE
                     && (body.starts_with(b"DISCARD ALL\0") || body.starts_with(b"DEALLOCATE ALL\0"))
                 {
@@ -559,14 +601,22 @@ impl Session {
                 }
                 if internal {
                     if let Ok(f) = ErrorFields::decode(body) {
-                        tracing::warn!(code = %f.code, message = %f.message, "parameter sync failed");
+                        tracing::debug!(code = %f.code, message = %f.message, "internal statement failed");
                     }
-                } else if let Some(code) = error_code(body) {
-                    self.route.metrics.error(code);
+                } else {
+                    let code = error_code(body);
+                    if let Some(code) = code {
+                        self.route.metrics.error(code);
+                    }
+                    self.result_error(code);
                 }
             }
             btag::READY_FOR_QUERY => {
                 server.status = messages::ready_status(body)?;
+                if !internal {
+                    self.ready();
+                }
+                let Some(server) = self.server.as_mut() else { return Ok(()) };
                 loop {
                     match self.pending.pop_front() {
                         Some(p) if p.ends_at_ready() => break,

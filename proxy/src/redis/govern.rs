@@ -7,7 +7,11 @@ use dgf_protocols::redis::value::enc;
 use dgf_protocols::redis::{decode, Limits, Value};
 use dgf_rules::mask::MaskFn;
 use dgf_rules::redis::{keys, kinds, mask_shape, MaskShape};
+use dgf_rules::audit::{now_rfc3339, AuditEvent};
+use dgf_rules::{Action, FieldRef, Namespace, Policy, RoleView};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What the policy is asked about one command.
 pub struct Facts<'a> {
@@ -169,5 +173,116 @@ mod tests {
         let f = facts(&[b"MSET", b"a", b"1", b"b", b"2"]);
         assert_eq!(f.kinds, ["mset", "write"]);
         assert_eq!(f.keys, [&b"a"[..], b"b"]);
+    }
+}
+
+/// A session's view of the policy (None in the session when governance is off).
+pub struct GovCtx {
+    /// The policy the view came from.
+    pub policy: Arc<Policy>,
+    /// Rules for the user's roles on this route.
+    pub view: Arc<RoleView>,
+    /// Mask lookups (None when no mask rule applies to these roles).
+    pub resolver: Option<Resolver>,
+    /// Whether audit records are written.
+    pub audit: bool,
+    /// Whether audit records keep key names and the command line.
+    pub literals: bool,
+}
+
+impl GovCtx {
+    /// Build for a user's roles; None when there is nothing to enforce or record.
+    pub fn new(policy: &Arc<Policy>, route: &str, roles: &[String], audit: bool, literals: bool) -> Option<Self> {
+        if policy.rule_names().is_empty() && !audit {
+            return None;
+        }
+        let view = policy.view(route, roles);
+        let resolver: Option<Resolver> = view.masks_anything().then(|| {
+            let v = view.clone();
+            Arc::new(move |key: &[u8], field: Option<&[u8]>| {
+                let key = String::from_utf8_lossy(key);
+                // String values: only whole-value labels (`redis:session:*`) apply, not
+                // hash-field labels of the same key pattern.
+                let field = String::from_utf8_lossy(field.unwrap_or_default());
+                let m = v.mask_for(&FieldRef { ns: Namespace::Redis, object: &key, field: Some(&field) })?;
+                (!m.shadow).then_some(m.func)
+            }) as Resolver
+        });
+        Some(Self { policy: policy.clone(), view, resolver, audit, literals })
+    }
+}
+
+/// What is kept about a forwarded command until its reply arrives.
+pub struct Pending {
+    /// Reply masking.
+    pub plan: Option<MaskPlan>,
+    /// Audit record to complete.
+    pub audit: Option<AuditEvent>,
+    /// When it was sent.
+    pub started: Instant,
+}
+
+/// Key fingerprint for audit: the key itself with `include_literals`, else a short hash.
+pub fn key_label(key: &[u8], literals: bool) -> String {
+    if literals {
+        return format!("redis:{}", String::from_utf8_lossy(key));
+    }
+    let h = Sha256::digest(key);
+    let hex: String = h.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("redis:#{hex}")
+}
+
+/// The outcome of checking one command (pure: nothing counted or recorded yet).
+pub struct Checked {
+    /// `NOPERM ...` when refused.
+    pub denied: Option<String>,
+    /// What to keep until the reply.
+    pub pending: Pending,
+    verdict: dgf_rules::Verdict,
+}
+
+impl Checked {
+    /// Count the decision and, for a refusal, write its audit record. Called once the command
+    /// is actually handled (not when it waits behind a barrier).
+    pub fn settle(&mut self, g: &GovCtx, route: &str, gov: &crate::governance::Governance) {
+        gov.count(&g.policy, route, &self.verdict, self.pending.plan.is_some());
+        if self.denied.is_some() {
+            if let Some(mut ev) = self.pending.audit.take() {
+                ev.error = Some("NOPERM".into());
+                gov.record(ev);
+            }
+        }
+    }
+}
+
+/// Check one command against the policy and prepare its mask plan and audit record.
+pub fn check(g: &GovCtx, argv: &[&[u8]], base: &AuditEvent) -> Checked {
+    let f = facts(argv);
+    let kinds: Vec<&str> = f.kinds.iter().map(String::as_str).collect();
+    let objects: Vec<String> = f.keys.iter().map(|k| format!("redis:{}", String::from_utf8_lossy(k))).collect();
+    let action = Action { kinds: &kinds, objects: &objects, fields: &[], functions: &[], flags: Default::default() };
+    let v = g.view.check(&action);
+    let plan = g.resolver.as_ref().and_then(|r| plan(argv, r));
+    let audit = g.audit.then(|| {
+        let names = g.policy.rule_names();
+        let rules = v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| n.to_string())).collect();
+        let statement = g.literals.then(|| {
+            argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
+        });
+        AuditEvent {
+            time: now_rfc3339(),
+            kind: f.kinds.get(1).cloned().unwrap_or_default(),
+            fingerprint: f.kinds.first().map(|n| n.to_uppercase()).unwrap_or_default(),
+            statement,
+            objects: f.keys.iter().map(|k| key_label(k, g.literals)).collect(),
+            decision: crate::governance::decision(&v, plan.is_some()).to_owned(),
+            rules,
+            ..base.clone()
+        }
+    });
+    Checked {
+        denied: v.deny.as_ref().map(|d| format!("NOPERM {}", d.message)),
+        pending: Pending { plan, audit, started: Instant::now() },
+        verdict: v,
     }
 }

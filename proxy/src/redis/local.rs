@@ -53,6 +53,7 @@ impl Session {
             Some(u) => {
                 self.user = Some(u);
                 self.authed = true;
+                self.refresh_gov();
                 Ok(())
             }
             None => {

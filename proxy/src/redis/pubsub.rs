@@ -51,7 +51,7 @@ struct Entry {
 impl Entry {
     fn release_waiting(&mut self) {
         for (tx, c) in self.waiting.drain(..) {
-            let _ = tx.send(Msg::Replies(Bytes::from(c), 1));
+            let _ = tx.send(Msg::Confirm(Bytes::from(c)));
         }
     }
 }
@@ -92,7 +92,7 @@ impl Hub {
         let e = st.subs.entry(key).or_default();
         e.clients.insert(id, Sub { tx: tx.clone(), proto });
         if e.active {
-            let _ = tx.send(Msg::Replies(Bytes::from(confirmation), 1));
+            let _ = tx.send(Msg::Confirm(Bytes::from(confirmation)));
         } else {
             e.waiting.push((tx.clone(), confirmation));
         }

@@ -6,6 +6,7 @@
 //! already requested has arrived (a barrier), so the client sees replies in request order.
 
 use super::commands::{self, Where};
+use super::govern::{self, GovCtx, Pending};
 use super::pubsub::Kind;
 use super::upstream::{lost, Batch, Msg, MuxConn, ReplyTx};
 use super::{initial_identity, RedisRoute, SessionError};
@@ -16,7 +17,7 @@ use bytes::{Buf, BytesMut};
 use dgf_protocols::redis::request::encode_command;
 use dgf_protocols::redis::value::enc;
 use dgf_protocols::redis::{parse_request, Limits};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -80,6 +81,10 @@ pub struct Session {
     pub(super) closing: bool,
     fatal: Option<String>,
     stalled: bool,
+    gov: Option<GovCtx>,
+    /// One entry per forwarded command while masking or auditing is on.
+    pending: VecDeque<Pending>,
+    per_reply: bool,
 }
 
 impl Session {
@@ -129,6 +134,36 @@ impl Session {
             closing: false,
             fatal: None,
             stalled: false,
+            gov: None,
+            pending: VecDeque::new(),
+            per_reply: false,
+        }
+        .with_gov()
+    }
+
+    fn with_gov(mut self) -> Self {
+        self.refresh_gov();
+        self
+    }
+
+    /// (Re)build the policy view for the current user (after login or RESET).
+    pub(super) fn refresh_gov(&mut self) {
+        let snap = self.shared.live.load();
+        let g = &self.shared.governance;
+        let roles = self.user.as_ref().map(|u| u.roles.clone()).unwrap_or_default();
+        self.gov = GovCtx::new(&snap.policy, &self.route.name, &roles, g.auditing(), g.include_literals());
+        self.per_reply = self.gov.as_ref().is_some_and(|g| g.resolver.is_some() || g.audit);
+    }
+
+    fn audit_base(&self) -> dgf_rules::audit::AuditEvent {
+        dgf_rules::audit::AuditEvent {
+            protocol: "redis".into(),
+            route: self.route.name.clone(),
+            client: self.peer.to_string(),
+            user: self.user.as_ref().map_or_else(|| "default".to_owned(), |u| u.name.clone()),
+            roles: self.user.as_ref().map(|u| u.roles.clone()).unwrap_or_default(),
+            database: self.db.to_string(),
+            ..Default::default()
         }
     }
 
@@ -207,10 +242,48 @@ impl Session {
                         self.db = db;
                     }
                 }
-                self.cout.extend_from_slice(&b);
+                if self.per_reply {
+                    self.per_reply_out(&b, n);
+                } else {
+                    self.cout.extend_from_slice(&b);
+                }
             }
             Msg::Push(b) => self.cout.extend_from_slice(&b),
+            Msg::Confirm(b) => {
+                self.outstanding = self.outstanding.saturating_sub(1);
+                self.cout.extend_from_slice(&b);
+            }
         }
+    }
+
+    /// Mask and audit replies one by one (only while governance needs it).
+    fn per_reply_out(&mut self, mut b: &[u8], n: u32) {
+        for _ in 0..n {
+            let len = match dgf_protocols::redis::reply_len(b, &Limits::SERVER) {
+                Ok(Some(l)) => l,
+                _ => b.len(),
+            };
+            let (reply, rest) = b.split_at(len);
+            b = rest;
+            let Some(p) = self.pending.pop_front() else {
+                self.cout.extend_from_slice(reply);
+                continue;
+            };
+            let masked = p.plan.as_ref().and_then(|plan| govern::apply(plan, reply, self.proto));
+            let out: &[u8] = masked.as_deref().unwrap_or(reply);
+            self.cout.extend_from_slice(out);
+            if let Some(mut ev) = p.audit {
+                ev.duration_us = Some(p.started.elapsed().as_micros() as u64);
+                ev.bytes = Some(out.len() as u64);
+                if reply.first() == Some(&b'-') {
+                    ev.error = Some(String::from_utf8_lossy(&reply[1..]).split_whitespace().next().unwrap_or("").to_owned());
+                }
+                if !self.shared.governance.record(ev) {
+                    self.route.metrics.error("dgf_audit");
+                }
+            }
+        }
+        self.cout.extend_from_slice(b);
     }
 
     /// Give a pinned connection back once its section is over and all its replies are in.
@@ -255,7 +328,7 @@ impl Session {
             let argv: Vec<&[u8]> = argv_ranges.iter().map(|r| &cin[r.clone()]).collect();
             let mut nb = [0u8; 32];
             let name: Vec<u8> = commands::upper(argv[0], &mut nb).unwrap_or(argv[0]).to_vec();
-            let act = self.decide(&name, &argv);
+            let (act, mut checked) = self.decide(&name, &argv);
             let needs_barrier = match &act {
                 Act::Error(_) | Act::Local => self.busy(),
                 Act::Forward(Where::Select) => self.busy(),
@@ -268,6 +341,18 @@ impl Session {
                 break;
             }
             self.route.metrics.queries.inc();
+            let mut act = act;
+            let mut pending = None;
+            if let (Some(c), Some(g)) = (checked.as_mut(), self.gov.as_ref()) {
+                c.settle(g, &self.route.name, &self.shared.governance);
+                if let Some(msg) = c.denied.take() {
+                    act = Act::Error(msg);
+                } else if matches!(act, Act::Forward(Where::Shared | Where::Pinned | Where::Select)) && self.per_reply {
+                    pending = checked.map(|c| c.pending);
+                } else if let Some(ev) = checked.and_then(|c| c.pending.audit) {
+                    self.shared.governance.record(ev);
+                }
+            }
             match act {
                 Act::Error(msg) => enc::error(&mut self.cout, &msg),
                 Act::Local | Act::Forward(Where::Local) => self.local(&name, &argv),
@@ -301,6 +386,13 @@ impl Session {
                         self.batch.extend_from_slice(&cin[..req.len]);
                     }
                     self.batch_n += 1;
+                    if self.per_reply {
+                        self.pending.push_back(pending.take().unwrap_or_else(|| Pending {
+                            plan: None,
+                            audit: None,
+                            started: std::time::Instant::now(),
+                        }));
+                    }
                     if w == Where::Select || name == b"EXEC" || name == b"RESET" {
                         self.batch_resets = true;
                     }
@@ -321,7 +413,16 @@ impl Session {
     }
 
     /// The hook point of the query path: classify, authorise and route one command.
-    fn decide(&self, name: &[u8], argv: &[&[u8]]) -> Act {
+    fn decide(&self, name: &[u8], argv: &[&[u8]]) -> (Act, Option<govern::Checked>) {
+        let act = self.route_cmd(name, argv);
+        if matches!(act, Act::Error(_)) {
+            return (act, None);
+        }
+        let checked = self.gov.as_ref().map(|g| govern::check(g, argv, &self.audit_base()));
+        (act, checked)
+    }
+
+    fn route_cmd(&self, name: &[u8], argv: &[&[u8]]) -> Act {
         if !self.authed && !commands::allowed_before_auth(name) {
             return Act::Error("NOAUTH Authentication required.".into());
         }
@@ -337,9 +438,6 @@ impl Session {
                 return Act::Local;
             }
         }
-        if let Err(msg) = self.govern(name, argv) {
-            return Act::Error(msg);
-        }
         let w = commands::route(name, argv);
         if self.in_section() && matches!(w, Where::Shared | Where::Select) {
             return Act::Forward(Where::Pinned);
@@ -348,11 +446,6 @@ impl Session {
             Where::Local => Act::Local,
             other => Act::Forward(other),
         }
-    }
-
-    /// Governance: `Err(message)` refuses the command with that error (e.g. `NOPERM ...`).
-    fn govern(&self, _name: &[u8], _argv: &[&[u8]]) -> Result<(), String> {
-        Ok(())
     }
 
     fn track_section(&mut self, name: &[u8]) {
@@ -419,5 +512,6 @@ impl Session {
         let (authed, user) = initial_identity(&self.shared.live.load());
         self.authed = authed;
         self.user = user;
+        self.refresh_gov();
     }
 }

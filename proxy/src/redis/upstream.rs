@@ -140,6 +140,8 @@ pub enum Msg {
     Replies(Bytes, u32),
     /// An out-of-band push (pub/sub message); answers no request.
     Push(Bytes),
+    /// A subscription confirmation owed to a SUBSCRIBE dgf answered itself.
+    Confirm(Bytes),
 }
 
 /// A session's inbox.

@@ -1,0 +1,152 @@
+//! Process-wide governance state: the SQL analysis cache, the audit writer and the policy
+//! metrics (per-rule hits, decisions, audit records written/dropped).
+
+use dgf_config::Config;
+use dgf_rules::audit::{AuditEvent, AuditWriter};
+use dgf_rules::sql::Analyzer;
+use dgf_rules::{Policy, Verdict};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// Capacity of the analysis cache (distinct statement shapes).
+const ANALYSIS_CACHE: usize = 16_384;
+
+/// Errors starting governance.
+#[derive(Debug, thiserror::Error)]
+pub enum GovernanceError {
+    /// The audit sink could not be opened.
+    #[error("audit: {0}")]
+    Audit(#[from] dgf_rules::audit::AuditError),
+}
+
+/// Shared by every session.
+pub struct Governance {
+    /// Parsed statement shapes.
+    pub analyzer: Analyzer,
+    audit: Option<AuditWriter>,
+    audit_cfg: Option<dgf_config::AuditConfig>,
+    rule_hits: IntCounterVec,
+    decisions: IntCounterVec,
+    audit_records: IntGaugeVec,
+}
+
+impl Governance {
+    /// Start the audit writer (if configured) and register metrics.
+    pub fn start(cfg: &Config, registry: &Registry) -> Result<Self, GovernanceError> {
+        let instance = std::env::var("DGF_INSTANCE")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("dgf-{}", std::process::id()));
+        let audit = match &cfg.audit {
+            Some(a) => Some(AuditWriter::start(a, &instance)?),
+            None => None,
+        };
+        let rule_hits = IntCounterVec::new(
+            Opts::new("dgf_rule_hits_total", "Policy rules that fired, by rule and mode (enforce or shadow)"),
+            &["rule", "mode"],
+        )
+        .expect("valid metric");
+        let decisions = IntCounterVec::new(
+            Opts::new("dgf_policy_decisions_total", "Policy decisions by route and outcome"),
+            &["route", "decision"],
+        )
+        .expect("valid metric");
+        let audit_records =
+            IntGaugeVec::new(Opts::new("dgf_audit_records", "Audit records by state (written, dropped)"), &["state"])
+                .expect("valid metric");
+        for m in [Box::new(rule_hits.clone()) as Box<dyn prometheus::core::Collector>, Box::new(decisions.clone())] {
+            let _ = registry.register(m);
+        }
+        let _ = registry.register(Box::new(audit_records.clone()));
+        Ok(Self {
+            analyzer: Analyzer::new(ANALYSIS_CACHE),
+            audit,
+            audit_cfg: cfg.audit.clone(),
+            rule_hits,
+            decisions,
+            audit_records,
+        })
+    }
+
+    /// Whether audit records keep statement text with literals.
+    pub fn include_literals(&self) -> bool {
+        self.audit_cfg.as_ref().is_some_and(|a| a.include_literals)
+    }
+
+    /// Count a shadow mask rule that would have masked a column.
+    pub fn shadow_mask(&self, rule: &str) {
+        self.rule_hits.with_label_values(&[rule, "shadow"]).inc();
+    }
+
+    /// Whether audit records are written.
+    pub fn auditing(&self) -> bool {
+        self.audit.is_some()
+    }
+
+    /// Reloads cannot move the audit sink (the chain would fork): warn when it differs.
+    pub fn check_reload(&self, cfg: &Config) {
+        if cfg.audit != self.audit_cfg {
+            tracing::warn!("[audit] changes take effect at the next restart (the running chain is kept)");
+        }
+    }
+
+    /// Queue one audit record. Returns false when the writer has failed (fail closed).
+    pub fn record(&self, ev: AuditEvent) -> bool {
+        match &self.audit {
+            None => true,
+            Some(w) => match w.record(ev) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit record lost");
+                    false
+                }
+            },
+        }
+    }
+
+    /// Count the rules that fired and the decision.
+    pub fn count(&self, policy: &Policy, route: &str, v: &Verdict, masked: bool) {
+        let names = policy.rule_names();
+        for &id in &v.hits {
+            if let Some(n) = names.get(id) {
+                self.rule_hits.with_label_values(&[n, "enforce"]).inc();
+            }
+        }
+        for &id in &v.shadow {
+            if let Some(n) = names.get(id) {
+                self.rule_hits.with_label_values(&[n, "shadow"]).inc();
+            }
+        }
+        if v.deny.as_ref().is_some_and(|d| d.id == usize::MAX) {
+            self.rule_hits.with_label_values(&["on_parse_error", "enforce"]).inc();
+        }
+        let d = decision(v, masked);
+        self.decisions.with_label_values(&[route, d]).inc();
+    }
+
+    /// Refresh the audit gauges (scrape time).
+    pub fn refresh_metrics(&self) {
+        if let Some(w) = &self.audit {
+            self.audit_records.with_label_values(&["written"]).set(w.written() as i64);
+            self.audit_records.with_label_values(&["dropped"]).set(w.dropped() as i64);
+        }
+    }
+}
+
+/// The audit / metrics word for a verdict.
+pub fn decision(v: &Verdict, masked: bool) -> &'static str {
+    match (&v.deny, masked, v.shadow.is_empty()) {
+        (Some(_), _, _) => "deny",
+        (None, true, _) => "mask",
+        (None, false, false) => "shadow",
+        (None, false, true) => "allow",
+    }
+}
+
+impl Drop for Governance {
+    fn drop(&mut self) {
+        if let Some(w) = self.audit.take() {
+            let stats = w.shutdown();
+            tracing::info!(written = stats.written, dropped = stats.dropped, "audit writer stopped");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Catalog cache for masking: table OID + attnum (as RowDescription reports them) to
+//! `schema.table` and column name. Loaded per database on the session's own server connection
+//! (never an extra connection: the pool cap holds), dropped after DDL or when an unknown OID
+//! shows up, and refreshed at most every [`MAX_AGE`].
+
+use super::backend::{BackendError, ServerConn};
+use bytes::BytesMut;
+use dgf_protocols::postgres::frame::frame_len;
+use dgf_protocols::postgres::messages::{self, btag, ErrorFields};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A cached catalog is reloaded after this long even without DDL seen through dgf.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// Refuse to cache catalogs larger than this many columns.
+const MAX_COLUMNS: usize = 2_000_000;
+
+const QUERY: &str = "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
+     FROM pg_catalog.pg_attribute a \
+     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r','v','m','p','f') \
+     AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'";
+
+/// Columns of one database.
+#[derive(Debug)]
+pub struct Catalog {
+    tables: HashMap<u32, (String, HashMap<i16, String>)>,
+    /// When it was loaded.
+    pub loaded: Instant,
+}
+
+impl Catalog {
+    /// `schema.table` and column of a RowDescription field.
+    pub fn column(&self, oid: u32, attnum: i16) -> Option<(&str, &str)> {
+        let (t, cols) = self.tables.get(&oid)?;
+        Some((t.as_str(), cols.get(&attnum)?.as_str()))
+    }
+
+    /// Whether it is too old to use.
+    pub fn expired(&self) -> bool {
+        self.loaded.elapsed() > MAX_AGE
+    }
+
+    /// Read the catalog through an idle server connection.
+    pub async fn load(conn: &mut ServerConn) -> Result<Catalog, BackendError> {
+        let mut out = BytesMut::new();
+        messages::put_query(&mut out, QUERY);
+        conn.stream.write_all(&out).await?;
+        conn.stream.flush().await?;
+        let mut tables: HashMap<u32, (String, HashMap<i16, String>)> = HashMap::new();
+        let mut failed = None;
+        let mut count = 0usize;
+        loop {
+            let n = loop {
+                if let Some(n) = frame_len(&conn.rbuf, super::backend::MAX_SERVER_MESSAGE)? {
+                    break n;
+                }
+                if conn.stream.read_buf(&mut conn.rbuf).await? == 0 {
+                    return Err(BackendError::Protocol("server closed during catalog load".into()));
+                }
+            };
+            let f = conn.rbuf.split_to(n);
+            let body = &f[5..];
+            match f[0] {
+                btag::DATA_ROW => {
+                    count += 1;
+                    if count > MAX_COLUMNS {
+                        failed.get_or_insert(ErrorFields::new("ERROR", "54000", "catalog too large to cache"));
+                        continue;
+                    }
+                    if let Some([oid, nsp, rel, att, name]) = text_fields::<5>(body) {
+                        let (Ok(oid), Ok(att)) = (oid.parse::<u32>(), att.parse::<i16>()) else { continue };
+                        let e = tables.entry(oid).or_insert_with(|| (format!("{nsp}.{rel}"), HashMap::new()));
+                        e.1.insert(att, name.to_owned());
+                    }
+                }
+                btag::ERROR => failed = Some(ErrorFields::decode(body)?),
+                btag::READY_FOR_QUERY => {
+                    conn.status = messages::ready_status(body)?;
+                    return match failed {
+                        Some(e) => Err(BackendError::Refused(e)),
+                        None => Ok(Catalog { tables, loaded: Instant::now() }),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The first `N` text fields of a DataRow (none may be NULL).
+fn text_fields<const N: usize>(body: &[u8]) -> Option<[&str; N]> {
+    let mut rest = body.get(2..)?;
+    let mut out = [""; N];
+    for slot in out.iter_mut() {
+        let len = usize::try_from(i32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
+        *slot = std::str::from_utf8(rest.get(4..4 + len)?).ok()?;
+        rest = &rest[4 + len..];
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_fields_decode_and_reject_null() {
+        let mut b = vec![0, 2];
+        for v in ["16384", "public"] {
+            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            b.extend_from_slice(v.as_bytes());
+        }
+        assert_eq!(text_fields::<2>(&b), Some(["16384", "public"]));
+        let mut n = vec![0, 1];
+        n.extend_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(text_fields::<1>(&n), None);
+    }
+}

@@ -1,0 +1,353 @@
+//! Governance on the Postgres path: decide per statement (rules, guards, fail-closed masking
+//! checks), refuse with SQLSTATE 42501, mask result rows, cap rows, and write one audit record
+//! per executed statement.
+//!
+//! Where the data of a result column comes from is decided per RowDescription: a column that
+//! Postgres reports with a table OID and attnum is a direct column reference and is resolved
+//! exactly with the catalog (cached per database, refreshed after DDL); any other column takes
+//! the mask its SQL lineage calls for (see `dgf_rules::policy::sql_output_masks`).
+
+use super::catalog::Catalog;
+use super::relay::Session;
+use bytes::BytesMut;
+use dgf_protocols::postgres::messages;
+use dgf_rules::audit::{now_rfc3339, AuditEvent};
+use dgf_rules::mask::{Format, MaskFn};
+use dgf_rules::policy::{check_sql, sql_output_masks, SqlVerdict};
+use dgf_rules::sql::{Analysis, Dialect, Fingerprint};
+use dgf_rules::{FieldRef, Namespace, Policy, RoleView};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The decision about one query string or prepared statement.
+pub struct Gov {
+    fp: Arc<Fingerprint>,
+    analysis: Arc<Analysis>,
+    /// Rules' verdict.
+    pub sql: SqlVerdict,
+    view: Arc<RoleView>,
+    text: Option<String>,
+}
+
+impl Gov {
+    /// Refused?
+    pub fn denied(&self) -> Option<&dgf_rules::Denial> {
+        self.sql.verdict.deny.as_ref()
+    }
+
+    fn needs_plan(&self) -> bool {
+        self.sql.needs_masking || self.sql.verdict.row_limit.is_some()
+    }
+}
+
+/// A statement on its way through the server, for audit and masking.
+pub struct InFlight {
+    gov: Arc<Gov>,
+    started: Instant,
+    rows: u64,
+    masked: bool,
+    error: Option<String>,
+    execute: bool,
+}
+
+/// Masking and row cap for the result being streamed.
+pub struct ResultPlan {
+    cols: Vec<Option<(MaskFn, u32, Format)>>,
+    limit: Option<u64>,
+    sent: u64,
+    any_mask: bool,
+}
+
+/// Per-session governance state.
+#[derive(Default)]
+pub struct GovState {
+    policy: Option<Arc<Policy>>,
+    view: Option<Arc<RoleView>>,
+    /// Client statement name -> decision.
+    pub stmts: HashMap<String, Arc<Gov>>,
+    /// Portal name -> decision.
+    pub portals: HashMap<String, Arc<Gov>>,
+    /// Executing statements, in server order.
+    pub inflight: VecDeque<InFlight>,
+    /// Plan of the result being streamed.
+    pub plan: Option<ResultPlan>,
+    /// Result index within a multi-statement simple query.
+    pub result_idx: usize,
+}
+
+impl Session {
+    /// Analyse and decide. `None`: governance is off (no rules, guards or audit).
+    pub(super) fn govern(&mut self, text: &str) -> Option<Arc<Gov>> {
+        let snap = self.shared.live.load();
+        let g = &self.shared.governance;
+        if snap.policy.rule_names().is_empty() && !g.auditing() {
+            return None;
+        }
+        let fresh = self.gov.policy.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &snap.policy));
+        if fresh {
+            self.gov.view = Some(snap.policy.view(&self.route.name, &self.user.roles));
+            self.gov.policy = Some(snap.policy.clone());
+        }
+        let view = self.gov.view.clone()?;
+        let (fp, analysis) = g.analyzer.classify(text, Dialect::Postgres);
+        let sql = check_sql(&view, &analysis);
+        g.count(&snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
+        let text = g.include_literals().then(|| text.to_owned());
+        Some(Arc::new(Gov { fp, analysis, sql, view, text }))
+    }
+
+    /// Refuse a statement. In a transaction a simple query is refused by the server itself (a
+    /// DO block raising 42501), so the transaction fails exactly as after a failed statement.
+    pub(super) fn deny(&mut self, simple: bool, gov: Arc<Gov>) {
+        let Some(d) = gov.denied() else { return };
+        let msg = d.message.clone();
+        let in_txn = self.server.as_ref().is_some_and(|s| s.status != b'I');
+        if in_txn && (simple || self.pending.is_empty()) {
+            let body = format!(
+                "DO $dgf$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = '{}'; END$dgf$",
+                msg.replace('\'', "''").replace("$dgf$", "")
+            );
+            messages::put_query(&mut self.sout, &body);
+            self.pending.push_back(super::prepared::Pending::Query { internal: !simple });
+            if simple {
+                self.gov.inflight.push_back(InFlight::new(gov, false));
+                self.emit_synthetic();
+                return;
+            }
+        }
+        self.audit(&gov, Instant::now(), 0, false, Some("42501".into()));
+        let f = messages::ErrorFields::new("ERROR", "42501", msg);
+        self.local_error(simple, &f);
+    }
+
+    /// Make sure the catalog of this database is loaded (for exact column resolution).
+    pub(super) async fn ensure_catalog(&mut self) {
+        if self.pg.catalog(&self.database).is_some() || !self.pending.is_empty() || !self.sout.is_empty() {
+            return;
+        }
+        if !self.ensure_server(true).await.unwrap_or(false) {
+            return;
+        }
+        let Some(server) = self.server.as_mut() else { return };
+        match Catalog::load(server).await {
+            Ok(c) => self.pg.set_catalog(&self.database, c),
+            Err(e) => {
+                tracing::warn!(error = %e, "catalog load failed; masking falls back to lineage");
+                server.mark_broken();
+                self.server = None;
+            }
+        }
+    }
+
+    /// A RowDescription: build the plan for the rows that follow.
+    pub(super) fn plan_result(&mut self, body: &[u8]) {
+        self.gov.plan = None;
+        let Some(f) = self.gov.inflight.front() else { return };
+        if !f.gov.needs_plan() {
+            return;
+        }
+        let gov = f.gov.clone();
+        let idx = if f.execute { 0 } else { self.gov.result_idx };
+        let Ok(fields) = messages::row_description(body) else { return };
+        let Some(st) = gov.analysis.statements.get(idx).or(gov.analysis.statements.last()) else { return };
+        let lineage = if gov.sql.needs_masking { sql_output_masks(&gov.view, st, fields.len()) } else { Vec::new() };
+        let catalog = self.pg.catalog(&self.database);
+        let mut stale = false;
+        let mut cols = Vec::with_capacity(fields.len());
+        for (i, fd) in fields.iter().enumerate() {
+            let exact = match (fd.table_oid, &catalog) {
+                (0, _) | (_, None) => None,
+                (oid, Some(c)) => match c.column(oid, fd.attnum) {
+                    Some((obj, col)) => {
+                        Some(gov.view.mask_for(&FieldRef { ns: Namespace::Sql, object: obj, field: Some(col) }))
+                    }
+                    None => {
+                        stale = true;
+                        None
+                    }
+                },
+            };
+            let m = match exact {
+                Some(m) => m,
+                None => lineage.get(i).cloned().flatten(),
+            };
+            let m = m.filter(|m| {
+                if m.shadow {
+                    self.shared.governance.shadow_mask(&m.rule);
+                }
+                !m.shadow
+            });
+            let fmt = Format::from_code(fd.format).unwrap_or(Format::Text);
+            cols.push(m.map(|m| (m.func, fd.type_oid, fmt)));
+        }
+        if stale {
+            self.pg.invalidate_catalog(&self.database);
+        }
+        let any_mask = cols.iter().any(Option::is_some);
+        if let Some(f) = self.gov.inflight.front_mut() {
+            f.masked |= any_mask;
+        }
+        self.gov.plan = Some(ResultPlan { cols, limit: gov.sql.verdict.row_limit, sent: 0, any_mask });
+    }
+
+    /// A DataRow under a plan: returns false to drop it (row cap); masks in place into `cout`.
+    pub(super) fn mask_row(&mut self, raw: &[u8]) -> bool {
+        let Some(plan) = self.gov.plan.as_mut() else { return true };
+        if let Some(f) = self.gov.inflight.front_mut() {
+            f.rows += 1;
+        }
+        if plan.limit.is_some_and(|l| plan.sent >= l) {
+            return false;
+        }
+        plan.sent += 1;
+        if !plan.any_mask {
+            self.cout.extend_from_slice(raw);
+            return false;
+        }
+        match rewrite_row(&raw[5..], &plan.cols) {
+            Some(row) => self.cout.extend_from_slice(&row),
+            // A malformed DataRow under a masking plan is never passed through.
+            None => {
+                let f = messages::ErrorFields::new("ERROR", "XX000", "dgf: malformed DataRow from server");
+                f.encode(&mut self.cout);
+            }
+        }
+        false
+    }
+
+    /// CommandComplete / EmptyQuery / PortalSuspended. Returns a replacement tag when the row
+    /// cap cut the result.
+    pub(super) fn result_done(&mut self, body: &[u8], suspended: bool) -> Option<BytesMut> {
+        let plan = self.gov.plan.take();
+        let mut out = None;
+        if let Some(p) = plan.filter(|p| p.limit.is_some_and(|l| p.sent >= l)) {
+            if body.starts_with(b"SELECT ") {
+                let mut b = BytesMut::new();
+                let at = messages::begin(&mut b, messages::btag::COMMAND_COMPLETE);
+                b.extend_from_slice(format!("SELECT {}\0", p.sent).as_bytes());
+                messages::finish(&mut b, at);
+                out = Some(b);
+            }
+        }
+        match self.gov.inflight.front() {
+            Some(f) if f.execute => {
+                if let Some(f) = self.gov.inflight.pop_front() {
+                    self.finish_inflight(f);
+                }
+            }
+            Some(_) if !suspended => self.gov.result_idx += 1,
+            _ => {}
+        }
+        out
+    }
+
+    /// ErrorResponse from the server.
+    pub(super) fn result_error(&mut self, code: Option<&str>) {
+        self.gov.plan = None;
+        let Some(f) = self.gov.inflight.front_mut() else { return };
+        f.error = Some(code.unwrap_or("?").to_owned());
+        if f.execute {
+            if let Some(f) = self.gov.inflight.pop_front() {
+                self.finish_inflight(f);
+            }
+        }
+    }
+
+    /// ReadyForQuery: the simple query (if any) is over; Executes the server skipped after an
+    /// error never ran and get no record.
+    pub(super) fn ready(&mut self) {
+        self.gov.plan = None;
+        self.gov.result_idx = 0;
+        while let Some(f) = self.gov.inflight.pop_front() {
+            if !f.execute {
+                self.finish_inflight(f);
+                break;
+            }
+        }
+    }
+
+    fn finish_inflight(&mut self, f: InFlight) {
+        if f.gov.sql.ddl && f.error.is_none() {
+            self.pg.invalidate_catalog(&self.database);
+        }
+        self.audit(&f.gov, f.started, f.rows, f.masked, f.error);
+    }
+
+    fn audit(&self, gov: &Gov, started: Instant, rows: u64, masked: bool, error: Option<String>) {
+        let g = &self.shared.governance;
+        if !g.auditing() {
+            return;
+        }
+        let names = self.gov.policy.as_ref().map(|p| p.rule_names().to_vec()).unwrap_or_default();
+        let v = &gov.sql.verdict;
+        let mut rules: Vec<String> =
+            v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| n.to_string())).collect();
+        if v.deny.as_ref().is_some_and(|d| d.id == usize::MAX) {
+            rules.push("on_parse_error".into());
+        }
+        let ev = AuditEvent {
+            time: now_rfc3339(),
+            protocol: "postgres".into(),
+            route: self.route.name.clone(),
+            client: self.peer.to_string(),
+            user: self.user.name.clone(),
+            roles: self.user.roles.clone(),
+            database: self.database.clone(),
+            kind: gov.sql.kind.to_owned(),
+            fingerprint: gov.fp.text.clone(),
+            statement: gov.text.clone(),
+            objects: gov.sql.objects.clone(),
+            decision: crate::governance::decision(v, masked).to_owned(),
+            rules,
+            rows: Some(rows),
+            duration_us: Some(started.elapsed().as_micros() as u64),
+            error,
+            ..AuditEvent::default()
+        };
+        if !g.record(ev) {
+            self.route.metrics.error("dgf_audit");
+        }
+    }
+}
+
+impl InFlight {
+    /// A statement sent to the server.
+    pub fn new(gov: Arc<Gov>, execute: bool) -> Self {
+        Self { gov, started: Instant::now(), rows: 0, masked: false, error: None, execute }
+    }
+}
+
+/// Rebuild a DataRow body with the masked columns replaced.
+fn rewrite_row(body: &[u8], cols: &[Option<(MaskFn, u32, Format)>]) -> Option<Vec<u8>> {
+    let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.push(messages::btag::DATA_ROW);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&body[..2]);
+    let mut rest = &body[2..];
+    for i in 0..n {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        let value = if len < 0 {
+            None
+        } else {
+            let v = rest.get(..len as usize)?;
+            rest = &rest[len as usize..];
+            Some(v)
+        };
+        match cols.get(i).and_then(Option::as_ref) {
+            Some((f, ty, fmt)) => f.apply_pg(value, *ty, *fmt).encode_field(&mut out),
+            None => match value {
+                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    out.extend_from_slice(&len.to_be_bytes());
+                    out.extend_from_slice(v);
+                }
+            },
+        }
+    }
+    let total = u32::try_from(out.len() - 1).ok()?;
+    out[1..5].copy_from_slice(&total.to_be_bytes());
+    Some(out)
+}

@@ -1,0 +1,202 @@
+//! SQL statements against the policy: guards, rules, fail-closed masking checks, and the
+//! lineage half of a result's mask plan (the catalog half lives with the protocol session).
+
+use super::{Action, Denial, FieldRef, Flags, MaskRule, Namespace, RoleView, Verdict};
+use crate::sql::{Analysis, ColumnSource, CopyDirection, OutputColumn, StatementInfo, StatementKind, TableRef};
+
+/// The decision for one query string (all its statements).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SqlVerdict {
+    /// Rules, guards and fail-closed checks.
+    pub verdict: Verdict,
+    /// Main statement kind (first class of the first statement) for audit and metrics.
+    pub kind: &'static str,
+    /// Objects touched (qualified; `*.t` when written without a schema).
+    pub objects: Vec<String>,
+    /// Results may carry masked data: run them through the masking layer.
+    pub needs_masking: bool,
+    /// A statement changes the schema (catalog caches must be refreshed).
+    pub ddl: bool,
+}
+
+/// `schema.table`, or `*.table` when the statement did not name a schema.
+pub fn qualify(t: &TableRef) -> String {
+    match &t.schema {
+        Some(s) => format!("{s}.{}", t.name),
+        None => format!("*.{}", t.name),
+    }
+}
+
+fn source_ref(s: &ColumnSource) -> Option<(String, Option<String>)> {
+    match s {
+        ColumnSource::Column { schema, table, column } => Some((
+            qualify(&TableRef { schema: schema.clone(), name: table.clone(), write: false }),
+            Some(column.clone()),
+        )),
+        ColumnSource::AllColumnsOf { schema, table } => {
+            Some((qualify(&TableRef { schema: schema.clone(), name: table.clone(), write: false }), None))
+        }
+        ColumnSource::Opaque => None,
+    }
+}
+
+/// Check every statement of an analysed query string.
+pub fn check_sql(view: &RoleView, a: &Analysis) -> SqlVerdict {
+    let mut out = SqlVerdict {
+        kind: a.statements.first().and_then(|s| s.classes().first().copied()).unwrap_or("empty"),
+        ..SqlVerdict::default()
+    };
+    let multi = a.is_multi_statement();
+    for st in &a.statements {
+        let v = check_statement(view, st, multi, &mut out);
+        out.verdict.merge(v);
+    }
+    if let Some(err) = &a.parse_error {
+        if view.parse_error_denies() {
+            let d = Denial {
+                id: usize::MAX,
+                rule: "on_parse_error".into(),
+                message: format!(
+                    "dgf: statement refused: it cannot be analysed ({err}); set server.on_parse_error = \"allow\" to let such statements through"
+                ),
+            };
+            out.verdict.deny.get_or_insert(d);
+        } else if let Some(m) = view.masks.first() {
+            fail_closed(&mut out.verdict, m.id, &m.name, m.shadow, "the statement cannot be analysed");
+        }
+    }
+    out
+}
+
+fn check_statement(view: &RoleView, st: &StatementInfo, multi: bool, out: &mut SqlVerdict) -> Verdict {
+    let kinds = st.classes();
+    let objects: Vec<String> = st.tables.iter().map(qualify).collect();
+    let refs: Vec<(String, Option<String>)> = st
+        .outputs
+        .iter()
+        .flat_map(|o| o.sources.iter())
+        .chain(st.written_sources.iter())
+        .filter_map(source_ref)
+        .collect();
+    let fields: Vec<FieldRef<'_>> =
+        refs.iter().map(|(o, c)| FieldRef { ns: Namespace::Sql, object: o, field: c.as_deref() }).collect();
+    let flags = Flags {
+        update_without_where: st.kind == StatementKind::Update && !st.has_where,
+        delete_without_where: st.kind == StatementKind::Delete && !st.has_where,
+        multi_statement: multi,
+        copy_program: matches!(st.kind, StatementKind::Copy { to_program: true, .. }) || kinds.contains(&"program"),
+        set_role: matches!(st.kind, StatementKind::Set { role_change: true }),
+    };
+    let action = Action { kinds: &kinds, objects: &objects, fields: &fields, functions: &st.functions, flags };
+    let mut v = view.check(&action);
+    if kinds.contains(&"ddl") {
+        out.ddl = true;
+    }
+    if view.masks_anything() {
+        masking_checks(view, st, &objects, &mut v, out);
+    }
+    for o in objects {
+        if !out.objects.contains(&o) {
+            out.objects.push(o);
+        }
+    }
+    v
+}
+
+/// Fail closed where masking cannot follow the data.
+fn masking_checks(view: &RoleView, st: &StatementInfo, objects: &[String], v: &mut Verdict, out: &mut SqlVerdict) {
+    let masked: Option<MaskRule> = objects.iter().find_map(|o| view.mask_for_object(Namespace::Sql, o));
+    let any = || view.masks.first().map(|m| (m.id, m.name.clone(), m.shadow));
+    let untraceable = matches!(st.kind, StatementKind::Execute | StatementKind::Prepare)
+        || matches!(&st.kind, StatementKind::Other(k) if k == "fetch" || k == "move" || k == "do");
+    if untraceable {
+        if let Some((id, name, shadow)) = any() {
+            fail_closed(
+                v,
+                id,
+                &name,
+                shadow,
+                "its results cannot be traced to their columns (SQL-level PREPARE / EXECUTE / FETCH, DO)",
+            );
+        }
+        return;
+    }
+    let copies_masked = st.written_sources.iter().any(|s| match source_ref(s) {
+        Some((o, c)) => view.mask_for(&FieldRef { ns: Namespace::Sql, object: &o, field: c.as_deref() }).is_some(),
+        None => masked.is_some(),
+    });
+    let Some(m) = masked.or_else(|| {
+        // Copies of labelled data need no masked table in FROM to be caught (`SET @v := ...`).
+        copies_masked
+            .then(|| any().map(|(id, rule, shadow)| MaskRule { id, rule, func: crate::mask::MaskFn::Null, shadow }))?
+    }) else {
+        return;
+    };
+    if copies_masked {
+        fail_closed(v, m.id, &m.rule, m.shadow, "it would copy masked data where masking cannot follow it");
+    }
+    if matches!(st.kind, StatementKind::Copy { direction: CopyDirection::To, .. }) {
+        fail_closed(v, m.id, &m.rule, m.shadow, "COPY ... TO of masked data is not supported; use SELECT");
+    }
+    if st.outputs.iter().any(OutputColumn::is_opaque) {
+        fail_closed(v, m.id, &m.rule, m.shadow, "a result column cannot be traced to its source columns");
+    }
+    if !st.outputs.is_empty() {
+        out.needs_masking = true;
+    }
+}
+
+fn fail_closed(v: &mut Verdict, id: usize, rule: &str, shadow: bool, why: &str) {
+    if shadow {
+        if !v.shadow.contains(&id) {
+            v.shadow.push(id);
+        }
+        return;
+    }
+    if v.deny.is_none() {
+        v.hits.push(id);
+        v.deny = Some(Denial {
+            id,
+            rule: rule.into(),
+            message: format!("dgf: permission denied: masked data: {why} (rule \"{rule}\")"),
+        });
+    }
+}
+
+/// Lineage half of the mask plan: for each of `ncols` result columns, the mask its sources call
+/// for. Positions are matched to the analysis around wildcards (`*` expands to an unknown number
+/// of columns): columns before the first wildcard and after the last one map one to one, the
+/// rest get the union of everything in between. Over-reports, never under-reports.
+pub fn sql_output_masks(view: &RoleView, st: &StatementInfo, ncols: usize) -> Vec<Option<MaskRule>> {
+    let outs = &st.outputs;
+    fn union(cols: &[OutputColumn]) -> Vec<&ColumnSource> {
+        cols.iter().flat_map(|o| o.sources.iter()).collect()
+    }
+    let groups: Vec<Vec<&ColumnSource>> = match outs.iter().position(|o| o.wildcard) {
+        None if outs.len() == ncols => outs.iter().map(|o| o.sources.iter().collect()).collect(),
+        None => vec![union(outs); ncols],
+        Some(first) => {
+            let last = outs.iter().rposition(|o| o.wildcard).unwrap_or(first);
+            let tail = outs.len() - last - 1;
+            if first + tail > ncols {
+                vec![union(outs); ncols]
+            } else {
+                let mut g: Vec<Vec<&ColumnSource>> = outs[..first].iter().map(|o| o.sources.iter().collect()).collect();
+                let mid = union(&outs[first..=last]);
+                g.extend(std::iter::repeat_n(mid, ncols - first - tail));
+                g.extend(outs[last + 1..].iter().map(|o| o.sources.iter().collect()));
+                g
+            }
+        }
+    };
+    let fallback = || st.tables.iter().map(qualify).find_map(|o| view.mask_for_object(Namespace::Sql, &o));
+    groups
+        .into_iter()
+        .map(|srcs| {
+            srcs.into_iter().find_map(|s| match source_ref(s) {
+                Some((o, c)) => view.mask_for(&FieldRef { ns: Namespace::Sql, object: &o, field: c.as_deref() }),
+                None => fallback(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,183 @@
+//! Policy evaluation tests: the brief's example, precedence, guards, shadow, fail-closed masking.
+
+use super::*;
+use crate::sql::{analyze, Dialect};
+
+const EXAMPLE: &str = r#"
+[[labels]]
+name = "email"
+match = ["public.customers.email", "mongodb:app.users.email", "redis:user:*#email"]
+
+[[labels]]
+name = "ssn"
+match = ["customers.ssn"]
+
+[[rules]]
+name = "analysts read only"
+roles = ["analyst"]
+action = "deny"
+statements = ["insert", "update", "delete", "ddl"]
+
+[[rules]]
+name = "mask email for analysts"
+roles = ["analyst"]
+action = "mask"
+labels = ["email"]
+with = "email"
+
+[[rules]]
+name = "mask ssn for analysts"
+roles = ["analyst"]
+action = "mask"
+labels = ["ssn"]
+with = "partial(keep_last=4)"
+
+[[rules]]
+name = "nobody drops or truncates"
+action = "deny"
+statements = ["drop", "truncate"]
+
+[[rules]]
+name = "ops may truncate scratch"
+roles = ["ops"]
+action = "allow"
+statements = ["truncate"]
+tables = ["scratch.*"]
+
+[[rules]]
+name = "cap analyst rows"
+roles = ["analyst"]
+action = "limit"
+max_rows = 100
+
+[[rules]]
+name = "watch orders"
+action = "deny"
+tables = ["orders"]
+mode = "shadow"
+"#;
+
+fn policy(extra: &str) -> Policy {
+    let cfg = dgf_config::parse_str(&format!("{EXAMPLE}{extra}"), "t.toml", &|_| None).expect("config");
+    Policy::from_config(&cfg).expect("policy")
+}
+
+fn check(p: &Policy, roles: &[&str], sql: &str) -> SqlVerdict {
+    let roles: Vec<String> = roles.iter().map(|s| (*s).to_owned()).collect();
+    let view = p.view("pg", &roles);
+    check_sql(&view, &analyze(sql, Dialect::Postgres))
+}
+
+fn denied_by(v: &SqlVerdict) -> Option<&str> {
+    v.verdict.deny.as_ref().map(|d| &*d.rule)
+}
+
+#[test]
+fn example_rules() {
+    let p = policy("");
+    assert_eq!(denied_by(&check(&p, &["analyst"], "INSERT INTO t VALUES (1)")), Some("analysts read only"));
+    assert_eq!(denied_by(&check(&p, &["analyst"], "create table x (a int)")), Some("analysts read only"));
+    assert_eq!(denied_by(&check(&p, &["app"], "INSERT INTO t VALUES (1)")), None);
+    assert_eq!(denied_by(&check(&p, &["app"], "DROP TABLE t")), Some("nobody drops or truncates"));
+    assert_eq!(denied_by(&check(&p, &["app"], "TRUNCATE scratch.tmp")), Some("nobody drops or truncates"));
+    // allow carves out an exception wherever it is written.
+    assert_eq!(denied_by(&check(&p, &["ops"], "TRUNCATE scratch.tmp")), None);
+    assert_eq!(denied_by(&check(&p, &["ops"], "TRUNCATE public.tmp")), Some("nobody drops or truncates"));
+    let v = check(&p, &["analyst"], "SELECT name FROM customers");
+    assert_eq!(v.verdict.row_limit, Some(100));
+    assert!(v.needs_masking);
+    assert!(!check(&p, &["app"], "SELECT name FROM customers").needs_masking);
+}
+
+#[test]
+fn shadow_rules_report_only() {
+    let p = policy("");
+    let v = check(&p, &["app"], "SELECT * FROM orders");
+    assert!(v.verdict.deny.is_none());
+    let id = p.rule_names().iter().position(|n| &**n == "watch orders").unwrap();
+    assert_eq!(v.verdict.shadow, vec![id]);
+}
+
+#[test]
+fn guards_default_on_and_switchable() {
+    let p = policy("");
+    assert_eq!(denied_by(&check(&p, &["app"], "SELECT pg_read_file('/etc/passwd')")), Some("guard:functions"));
+    assert_eq!(denied_by(&check(&p, &["app"], "select PG_CATALOG.pg_read_file('x')")), Some("guard:functions"));
+    assert_eq!(denied_by(&check(&p, &["app"], "COPY t TO PROGRAM 'sh'")), Some("guard:copy_program"));
+    assert_eq!(denied_by(&check(&p, &["app"], "SET ROLE postgres")), Some("guard:set_role"));
+    assert_eq!(denied_by(&check(&p, &["app"], "SET SESSION AUTHORIZATION postgres")), Some("guard:set_role"));
+    assert_eq!(denied_by(&check(&p, &["app"], "DELETE FROM t")), None);
+    let p = policy("[guards]\ndelete_without_where = true\nupdate_without_where = true\nmulti_statement = true\nddl = true\nexempt_roles = [\"dba\"]\n");
+    assert_eq!(denied_by(&check(&p, &["app"], "DELETE FROM t")), Some("guard:delete_without_where"));
+    assert_eq!(denied_by(&check(&p, &["app"], "DELETE FROM t WHERE id = 1")), None);
+    assert_eq!(denied_by(&check(&p, &["app"], "update t set a = 1")), Some("guard:update_without_where"));
+    assert_eq!(denied_by(&check(&p, &["app"], "SELECT 1; SELECT 2")), Some("guard:multi_statement"));
+    assert_eq!(denied_by(&check(&p, &["app"], "CREATE INDEX i ON t (a)")), Some("guard:ddl"));
+    assert_eq!(denied_by(&check(&p, &["dba"], "DELETE FROM t")), None);
+}
+
+#[test]
+fn parse_errors_deny_by_default() {
+    let p = policy("");
+    assert_eq!(denied_by(&check(&p, &["app"], "SELEC 1")), Some("on_parse_error"));
+    let p = policy("[server]\non_parse_error = \"allow\"\n");
+    assert_eq!(denied_by(&check(&p, &["app"], "SELEC 1")), None);
+    // A masked role still fails closed.
+    assert_eq!(denied_by(&check(&p, &["analyst"], "SELEC 1")), Some("mask email for analysts"));
+}
+
+#[test]
+fn masking_fails_closed_where_lineage_stops() {
+    let p = policy("");
+    let a = ["analyst"];
+    for sql in [
+        "INSERT INTO notes SELECT email FROM customers",
+        "CREATE TABLE leak AS SELECT email FROM customers",
+        "COPY customers TO STDOUT",
+        "COPY (SELECT email FROM customers) TO STDOUT",
+        "FETCH ALL FROM c",
+        "EXECUTE s1",
+    ] {
+        assert!(check(&p, &a, sql).verdict.deny.is_some(), "{sql} must be denied");
+    }
+    for sql in ["SELECT email FROM customers", "SELECT * FROM customers", "SELECT lower(email) FROM customers c"] {
+        let v = check(&p, &a, sql);
+        assert!(v.verdict.deny.is_none(), "{sql}: {:?}", v.verdict.deny);
+        assert!(v.needs_masking, "{sql}");
+    }
+    // Not a masked role: nothing to fail closed on.
+    assert!(check(&p, &["app"], "COPY customers TO STDOUT").verdict.deny.is_none());
+}
+
+#[test]
+fn lineage_masks_by_position() {
+    let p = policy("");
+    let view = p.view("pg", &["analyst".to_owned()]);
+    let a = analyze("SELECT id, upper(email) AS e, c.ssn FROM customers c", Dialect::Postgres);
+    let m = sql_output_masks(&view, &a.statements[0], 3);
+    assert!(m[0].is_none());
+    assert_eq!(m[1].as_ref().map(|r| &*r.rule), Some("mask email for analysts"));
+    assert_eq!(m[2].as_ref().map(|r| &*r.rule), Some("mask ssn for analysts"));
+    // Around a wildcard: the first and last columns map one to one.
+    let a = analyze("SELECT id, *, 1 AS one FROM customers", Dialect::Postgres);
+    let m = sql_output_masks(&view, &a.statements[0], 6);
+    assert!(m[0].is_none());
+    assert!(m[1].is_some() && m[4].is_some());
+    assert!(m[5].is_none());
+    // Unions: every arm counts.
+    let a = analyze("SELECT name FROM staff UNION SELECT email FROM customers", Dialect::Postgres);
+    let m = sql_output_masks(&view, &a.statements[0], 1);
+    assert!(m[0].is_some());
+}
+
+#[test]
+fn views_are_cached_and_role_scoped() {
+    let p = policy("");
+    let a = p.view("pg", &["analyst".to_owned()]);
+    let b = p.view("pg", &["analyst".to_owned()]);
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(a.masks_anything());
+    assert!(!p.view("pg", &["app".to_owned()]).masks_anything());
+    let m = a.mask_for(&FieldRef { ns: Namespace::Redis, object: "user:7", field: Some("email") });
+    assert_eq!(m.map(|r| r.rule.to_string()), Some("mask email for analysts".to_owned()));
+}

@@ -1,0 +1,495 @@
+//! End-to-end governance on the Postgres route: masking (text and binary), denials that leave
+//! the session usable, transaction semantics, a corpus of bypass attempts, audit records.
+
+mod common;
+
+use common::{free_port, Dgf, TestDb};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+const EMAILS: [&str; 2] = ["alice@example.com", "bob@example.org"];
+const SSNS: [&str; 2] = ["123-45-6789", "987-65-4321"];
+const CARDS: [&str; 2] = ["4111111111111111", "5500005555555559"];
+
+fn config(port: u16, audit: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "{{admin}}"
+
+[[users]]
+name = "analyst"
+auth = "trust"
+roles = ["analyst"]
+
+[[users]]
+name = "admin"
+auth = "trust"
+roles = ["admin"]
+
+[[routes]]
+name = "pg"
+protocol = "postgres"
+listen = "127.0.0.1:{port}"
+upstream = "postgres://postgres@127.0.0.1:5432"
+pool = {{ size = 2 }}
+
+[audit]
+path = "{audit}"
+
+[[labels]]
+name = "email"
+match = ["public.customers.email", "mongodb:app.users.email", "redis:user:*#email"]
+
+[[labels]]
+name = "ssn"
+match = ["customers.ssn"]
+
+[[labels]]
+name = "card"
+match = ["public.customers.card"]
+
+[[labels]]
+name = "age"
+match = ["public.customers.age"]
+
+[[rules]]
+name = "analysts read only"
+roles = ["analyst"]
+action = "deny"
+statements = ["insert", "update", "delete", "ddl"]
+
+[[rules]]
+name = "mask email for analysts"
+roles = ["analyst"]
+action = "mask"
+labels = ["email"]
+with = "email"
+
+[[rules]]
+name = "mask ssn and card"
+roles = ["analyst"]
+action = "mask"
+labels = ["ssn", "card"]
+with = "partial(keep_last=4)"
+
+[[rules]]
+name = "hide age"
+roles = ["analyst"]
+action = "mask"
+labels = ["age"]
+with = "redact"
+
+[[rules]]
+name = "nobody drops or truncates"
+action = "deny"
+statements = ["drop", "truncate"]
+
+[[rules]]
+name = "watch notes"
+action = "deny"
+tables = ["notes"]
+mode = "shadow"
+"#
+    )
+}
+
+struct Env {
+    dgf: Dgf,
+    db: TestDb,
+    port: u16,
+    audit: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Env {
+    let db = TestDb::create();
+    let conn = format!("host=127.0.0.1 port=5432 user=postgres dbname={}", db.name);
+    common::psql(
+        &conn,
+        "CREATE TABLE customers (id int PRIMARY KEY, name text, email text, ssn text, card varchar(20), age int);
+         INSERT INTO customers VALUES
+           (1, 'alice', 'alice@example.com', '123-45-6789', '4111111111111111', 34),
+           (2, 'bob', 'bob@example.org', '987-65-4321', '5500005555555559', 51);
+         CREATE TABLE notes (body text);",
+    )
+    .expect("schema");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = dir.path().join("audit.jsonl");
+    let port = free_port();
+    let dgf = Dgf::start(&config(port, &audit.display().to_string()), &[port]);
+    Env { dgf, db, port, audit, _dir: dir }
+}
+
+async fn client(env: &Env, user: &str) -> Client {
+    common::connect(env.port, user, &env.db.name).await.expect("connect through dgf")
+}
+
+async fn simple_text(c: &Client, sql: &str) -> Result<String, tokio_postgres::Error> {
+    let mut out = String::new();
+    for m in c.simple_query(sql).await? {
+        if let SimpleQueryMessage::Row(r) = m {
+            for i in 0..r.len() {
+                out.push_str(r.get(i).unwrap_or("NULL"));
+                out.push('|');
+            }
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+fn b64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut o = String::new();
+    for ch in b.chunks(3) {
+        let n =
+            (u32::from(ch[0]) << 16) | (u32::from(*ch.get(1).unwrap_or(&0)) << 8) | u32::from(*ch.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= ch.len() {
+                o.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+    }
+    o
+}
+
+/// Any clear sensitive value (or an obvious encoding of one) in `text`.
+fn leaked(text: &str) -> Option<String> {
+    let low = text.to_lowercase();
+    for s in EMAILS.iter().chain(SSNS.iter()).chain(CARDS.iter()) {
+        if low.contains(&s.to_lowercase()) || text.contains(&b64(s)[..12]) {
+            return Some((*s).to_owned());
+        }
+    }
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    for s in SSNS.iter().chain(CARDS.iter()) {
+        let d: String = s.chars().filter(char::is_ascii_digit).collect();
+        if digits.contains(&d) {
+            return Some((*s).to_owned());
+        }
+    }
+    None
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masking_text_binary_and_roles() {
+    let env = setup();
+    let analyst = client(&env, "analyst").await;
+    let admin = client(&env, "admin").await;
+
+    // Text format (simple query).
+    let t = simple_text(&analyst, "SELECT id, name, email, ssn, card, age FROM customers ORDER BY id").await.unwrap();
+    assert!(leaked(&t).is_none(), "analyst saw clear data: {t}");
+    assert!(t.contains("a***@example.com"), "{t}");
+    assert!(t.contains("*******6789") && t.contains("************1111"), "{t}");
+    assert!(t.contains("alice") && t.contains("|NULL|"), "name clear, age masked to NULL: {t}");
+    let t = simple_text(&admin, "SELECT email, ssn FROM customers ORDER BY id").await.unwrap();
+    assert!(t.contains("alice@example.com") && t.contains("123-45-6789"), "admin sees clear values: {t}");
+
+    // Binary format (tokio-postgres extended protocol): types stay decodable.
+    let rows = analyst.query("SELECT id, email, age, card FROM customers WHERE id = $1", &[&1i32]).await.unwrap();
+    let email: String = rows[0].get(1);
+    let age: Option<i32> = rows[0].get(2);
+    let card: String = rows[0].get(3);
+    assert_eq!(
+        (rows[0].get::<_, i32>(0), email.as_str(), age, card.as_str()),
+        (1, "a***@example.com", None, "************1111")
+    );
+    // Prepared once, executed many times, across pooled connections.
+    let st = analyst.prepare("SELECT * FROM customers ORDER BY id").await.unwrap();
+    for _ in 0..3 {
+        let rows = analyst.query(&st, &[]).await.unwrap();
+        let e: String = rows[1].get("email");
+        assert_eq!(e, "b***@example.org");
+        let name: String = rows[1].get("name");
+        assert_eq!(name, "bob", "unlabelled columns stay clear");
+    }
+    let rows = admin.query("SELECT email FROM customers WHERE id = $1", &[&2i32]).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "bob@example.org");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_are_native_errors_and_keep_the_session() {
+    let env = setup();
+    let analyst = client(&env, "analyst").await;
+    let e = analyst.simple_query("DELETE FROM customers WHERE id = 1").await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    assert!(e.as_db_error().unwrap().message().contains("analysts read only"), "{e}");
+    assert_eq!(simple_text(&analyst, "SELECT count(*) FROM customers").await.unwrap(), "2|\n");
+    // Extended protocol.
+    let e = analyst.execute("UPDATE customers SET name = $1", &[&"x"]).await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    assert_eq!(analyst.query_one("SELECT 1::int", &[]).await.unwrap().get::<_, i32>(0), 1);
+    // Inside a transaction a denial fails the transaction, as a failed statement does.
+    analyst.simple_query("BEGIN").await.unwrap();
+    analyst.simple_query("SELECT 1").await.unwrap();
+    let e = analyst.simple_query("DROP TABLE customers").await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    let e = analyst.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&e), "25P02", "transaction must be aborted: {e}");
+    analyst.simple_query("ROLLBACK").await.unwrap();
+    assert_eq!(simple_text(&analyst, "SELECT 2").await.unwrap(), "2|\n");
+    // Same in the extended protocol.
+    analyst.simple_query("BEGIN").await.unwrap();
+    let e = analyst.execute("DELETE FROM notes WHERE body = $1", &[&"x"]).await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    let e = analyst.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(code(&e), "25P02", "{e}");
+    analyst.simple_query("ROLLBACK").await.unwrap();
+    // Admin is not read-only, but nobody drops.
+    let admin = client(&env, "admin").await;
+    admin.simple_query("INSERT INTO notes VALUES ('ok')").await.unwrap();
+    let e = admin.simple_query("DROP TABLE notes").await.unwrap_err();
+    assert!(e.as_db_error().unwrap().message().contains("nobody drops or truncates"), "{e}");
+    let e = admin.simple_query("SELECT pg_read_file('/etc/passwd')").await.unwrap_err();
+    assert!(e.as_db_error().unwrap().message().contains("guard:functions"), "{e}");
+    let e = admin.simple_query("SELEC 1").await.unwrap_err();
+    assert_eq!(code(&e), "42501", "unparseable statements are denied by default");
+}
+
+/// Hostile spellings that must be refused outright, leaving the data in place.
+const MUST_DENY: &[&str] = &[
+    "DROP TABLE customers",
+    "drop table \"customers\"",
+    "DrOp TaBlE public.customers",
+    "/*x*/DROP/**/TABLE customers",
+    "DROP TABLE IF EXISTS customers CASCADE",
+    "TRUNCATE customers",
+    "TRUNCATE TABLE ONLY customers",
+    "truncate \"public\".\"customers\"",
+    "ALTER TABLE customers DROP COLUMN email",
+    "ALTER TABLE customers RENAME TO c2",
+    "ALTER TABLE customers ALTER COLUMN email TYPE varchar(3)",
+    "DELETE FROM customers",
+    "UPDATE customers SET email = 'x'",
+    "INSERT INTO customers VALUES (9, 'x', 'x', 'x', 'x', 1)",
+    "WITH d AS (DELETE FROM customers RETURNING *) SELECT count(*) FROM d",
+    "SELECT 1; DROP TABLE customers",
+    "EXPLAIN ANALYZE DELETE FROM customers",
+    "CREATE TABLE x (a int)",
+    "CREATE TEMP TABLE leak AS SELECT email FROM customers",
+    "SELECT email INTO leak2 FROM customers",
+    "INSERT INTO notes SELECT email FROM customers",
+    "GRANT ALL ON customers TO PUBLIC",
+    "COMMENT ON TABLE customers IS 'x'",
+    "COPY customers TO STDOUT",
+    "COPY (SELECT email FROM customers) TO STDOUT",
+    "COPY customers (email) TO STDOUT",
+    "PREPARE p1 AS SELECT email FROM customers",
+    "EXECUTE p1",
+    "DO $$ BEGIN RAISE NOTICE '%', (SELECT email FROM customers LIMIT 1); END $$",
+    "SELECT pg_read_file('/etc/passwd')",
+    "SELECT set_config('role', 'postgres', false)",
+    "SET ROLE postgres",
+    "SET SESSION AUTHORIZATION postgres",
+    "COPY notes FROM PROGRAM 'id'",
+    "SELEC email FROM customers",
+];
+
+/// Reads that may run but must not show a clear value (or are refused).
+const MUST_NOT_LEAK: &[&str] = &[
+    "SELECT email FROM customers",
+    "SELECT * FROM customers",
+    "select EMAIL from CUSTOMERS",
+    "SELECT \"email\" FROM \"customers\"",
+    "SELECT email AS e FROM customers",
+    "SELECT c.email FROM customers c",
+    "SELECT public.customers.email FROM public.customers",
+    "SELECT upper(email) FROM customers",
+    "SELECT lower(upper(email)) FROM customers",
+    "SELECT email || '' FROM customers",
+    "SELECT concat(email, '') FROM customers",
+    "SELECT substr(email, 1, 100) FROM customers",
+    "SELECT email::varchar FROM customers",
+    "SELECT CAST(ssn AS text) FROM customers",
+    "SELECT (SELECT email FROM customers ORDER BY id LIMIT 1)",
+    "SELECT x FROM (SELECT email AS x FROM customers) s",
+    "SELECT * FROM (SELECT * FROM customers) s",
+    "WITH t AS (SELECT email FROM customers) SELECT * FROM t",
+    "WITH t(e) AS (SELECT card FROM customers) SELECT e FROM t",
+    "SELECT name FROM customers UNION SELECT email FROM customers",
+    "SELECT email FROM customers UNION ALL SELECT 'x'",
+    "SELECT ssn FROM customers INTERSECT SELECT ssn FROM customers",
+    "TABLE customers",
+    "SELECT c FROM customers c",
+    "SELECT row_to_json(c) FROM customers c",
+    "SELECT to_json(c.*) FROM customers c",
+    "SELECT array_agg(email) FROM customers",
+    "SELECT string_agg(card, ',') FROM customers",
+    "SELECT json_agg(customers) FROM customers",
+    "SELECT /* comment */ email FROM customers",
+    "SELECT email -- comment\n FROM customers",
+    "SELECT e.* FROM customers e",
+    "SELECT CASE WHEN true THEN email END FROM customers",
+    "SELECT coalesce(ssn, 'x') FROM customers",
+    "SELECT replace(email, '@', ' at ') FROM customers",
+    "SELECT encode(convert_to(email, 'UTF8'), 'base64') FROM customers",
+    "SELECT a.email, b.ssn FROM customers a JOIN customers b ON a.id = b.id",
+    "SELECT email FROM customers ORDER BY 1",
+    "SELECT DISTINCT card FROM customers",
+    "SELECT email FROM ONLY customers",
+    "SELECT U&\"\\0065mail\" FROM customers",
+    "SELECT $$x$$ || email FROM customers",
+    "SELECT format('%s', ssn) FROM customers",
+    "SELECT (customers).email FROM customers",
+    "SELECT (c).* FROM customers c",
+    "SELECT unnest(ARRAY[email, ssn]) FROM customers",
+    "SELECT l.* FROM customers, LATERAL (SELECT email AS e2) l",
+    "SELECT jsonb_build_object('e', email) FROM customers",
+    "SELECT email FROM customers FOR UPDATE",
+    "SELECT email FROM customers; SELECT ssn FROM customers",
+    "SELECT translate(card, '0123456789', 'abcdefghij') FROM customers",
+    "SELECT reverse(ssn) FROM customers",
+    "SELECT left(card, 8), right(card, 8) FROM customers",
+    "SELECT split_part(email, '@', 1) FROM customers",
+    "SELECT regexp_replace(ssn, '-', '', 'g') FROM customers",
+    "BEGIN; DECLARE cur CURSOR FOR SELECT email FROM customers; FETCH ALL FROM cur; COMMIT",
+    "SELECT t.x FROM (VALUES (1)) v, LATERAL (SELECT email AS x FROM customers) t",
+    "SELECT * FROM customers WHERE email LIKE '%'",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bypass_corpus() {
+    let env = setup();
+    let analyst = client(&env, "analyst").await;
+    let mut failures = Vec::new();
+    for sql in MUST_DENY {
+        match analyst.simple_query(sql).await {
+            Err(e) if code(&e) == "42501" => {}
+            Err(e) => failures.push(format!("{sql}: expected 42501, got {e}")),
+            Ok(_) => failures.push(format!("{sql}: expected a denial, it ran")),
+        }
+        // The session stays usable (and out of any failed transaction).
+        let _ = analyst.simple_query("ROLLBACK").await;
+        if simple_text(&analyst, "SELECT 1").await.ok().as_deref() != Some("1|\n") {
+            failures.push(format!("{sql}: session unusable afterwards"));
+        }
+    }
+    for sql in MUST_NOT_LEAK {
+        match simple_text(&analyst, sql).await {
+            Ok(t) => {
+                if let Some(v) = leaked(&t) {
+                    failures.push(format!("{sql}: leaked {v} (simple protocol): {t}"));
+                }
+            }
+            Err(e) if code(&e) == "42501" => {}
+            Err(e) => failures.push(format!("{sql}: unexpected error {e}")),
+        }
+        let _ = analyst.simple_query("ROLLBACK").await;
+        // Single statements again through the extended protocol (binary results).
+        if !sql.contains(';') {
+            if let Ok(rows) = analyst.query(*sql, &[]).await {
+                for r in rows {
+                    for i in 0..r.len() {
+                        let v: Option<String> = r.try_get::<_, Option<String>>(i).ok().flatten();
+                        if let Some(leak) = v.as_deref().and_then(leaked) {
+                            failures.push(format!("{sql}: leaked {leak} (extended protocol)"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(MUST_DENY.len() + MUST_NOT_LEAK.len() >= 60);
+    assert!(failures.is_empty(), "{} bypasses:\n{}", failures.len(), failures.join("\n"));
+    // Nothing was destroyed.
+    let conn = format!("host=127.0.0.1 port=5432 user=postgres dbname={}", env.db.name);
+    let out = common::psql(&conn, "SELECT count(*), max(email) FROM customers").expect("count");
+    assert_eq!(out.trim(), "2|bob@example.org");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_every_statement_and_chain_verifies() {
+    let env = setup();
+    let analyst = client(&env, "analyst").await;
+    simple_text(&analyst, "SELECT email FROM customers WHERE id = 1").await.unwrap();
+    let _ = analyst.simple_query("DELETE FROM customers").await;
+    analyst.query("SELECT name FROM customers WHERE id = $1", &[&2i32]).await.unwrap();
+    // pgbench through dgf: records == transactions.
+    let before = wait_records(&env.audit, 3);
+    let status = std::process::Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-t",
+            "50",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &env.port.to_string(),
+            "-U",
+            "admin",
+            "-f",
+        ])
+        .arg(write_script(&env))
+        .arg(&env.db.name)
+        .output()
+        .expect("pgbench");
+    assert!(status.status.success(), "pgbench: {}", String::from_utf8_lossy(&status.stderr));
+    let lines = wait_records(&env.audit, before + 200);
+    assert_eq!(lines, before + 200, "one audit record per statement");
+    let text = std::fs::read_to_string(&env.audit).unwrap();
+    assert!(!text.contains("alice@example.com"), "no literals by default");
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["decision"], "mask");
+    assert_eq!(first["user"], "analyst");
+    assert!(first["fingerprint"].as_str().unwrap().contains("customers"));
+    assert!(text.contains("\"decision\":\"deny\""));
+    let report = dgf_rules::audit::verify(std::slice::from_ref(&env.audit)).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_error);
+    drop(env.dgf);
+}
+
+fn write_script(env: &Env) -> std::path::PathBuf {
+    let p = env._dir.path().join("bench.sql");
+    std::fs::write(&p, "\\set id random(1, 2)\nSELECT name FROM customers WHERE id = :id;\n").unwrap();
+    p
+}
+
+fn wait_records(path: &std::path::Path, want: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0);
+        if n >= want || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_metrics_and_reload() {
+    let env = setup();
+    let admin = client(&env, "admin").await;
+    // Shadow: decided and counted, not enforced.
+    admin.simple_query("INSERT INTO notes VALUES ('shadowed')").await.unwrap();
+    let _ = admin.simple_query("DROP TABLE customers").await.unwrap_err();
+    let (status, metrics) = env.dgf.admin("GET", "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains(r#"dgf_rule_hits_total{mode="shadow",rule="watch notes"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"dgf_rule_hits_total{mode="enforce",rule="nobody drops or truncates"} 1"#), "{metrics}");
+    assert!(metrics.contains("dgf_policy_decisions_total"), "{metrics}");
+    // Reload without the drop rule: the same session sees the new policy at its next statement.
+    let text = std::fs::read_to_string(&env.dgf.config).unwrap();
+    let relaxed = text.replace("statements = [\"drop\", \"truncate\"]", "statements = [\"truncate\"]");
+    assert_ne!(text, relaxed);
+    env.dgf.rewrite_config(&relaxed);
+    let (status, body) = env.dgf.admin("POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    admin.simple_query("CREATE TABLE scratch (a int)").await.unwrap();
+    admin.simple_query("DROP TABLE scratch").await.expect("drop allowed after reload");
+    // A broken policy is rejected and the old one keeps serving.
+    env.dgf.rewrite_config(&relaxed.replace("labels = [\"email\"]", "labels = [\"nope\"]"));
+    let (status, body) = env.dgf.admin("POST", "/reload");
+    assert_ne!(status, 200, "{body}");
+    let e = admin.simple_query("TRUNCATE notes").await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+}
