@@ -5,9 +5,9 @@
 
 use dgf_protocols::redis::value::enc;
 use dgf_protocols::redis::{decode, Limits, Value};
+use dgf_rules::audit::{now_rfc3339, AuditEvent};
 use dgf_rules::mask::MaskFn;
 use dgf_rules::redis::{keys, kinds, mask_shape, MaskShape};
-use dgf_rules::audit::{now_rfc3339, AuditEvent};
 use dgf_rules::{Action, FieldRef, Namespace, Policy, RoleView};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -115,67 +115,6 @@ pub fn apply(plan: &MaskPlan, reply: &[u8], proto: u8) -> Option<Vec<u8>> {
     Some(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn resolver() -> Resolver {
-        Arc::new(|key: &[u8], field: Option<&[u8]>| match (key, field) {
-            (k, Some(b"email")) if k.starts_with(b"user:") => Some(MaskFn::Email),
-            (k, None) if k.starts_with(b"session:") => Some(MaskFn::Redact),
-            _ => None,
-        })
-    }
-
-    fn run(argv: &[&[u8]], reply: &[u8], proto: u8) -> Option<String> {
-        let p = plan(argv, &resolver())?;
-        apply(&p, reply, proto).map(|v| String::from_utf8(v).unwrap())
-    }
-
-    #[test]
-    fn string_values() {
-        let out = run(&[b"GET", b"session:1"], b"$6\r\nsecret\r\n", 2).unwrap();
-        assert!(out.starts_with('$') && !out.contains("secret"), "{out}");
-        assert!(plan(&[b"GET", b"other"], &resolver()).is_none());
-        assert_eq!(run(&[b"GET", b"session:1"], b"$-1\r\n", 2), None);
-        let out = run(&[b"MGET", b"a", b"session:2"], b"*2\r\n$1\r\nx\r\n$3\r\nabc\r\n", 3).unwrap();
-        assert!(out.starts_with("*2\r\n$1\r\nx\r\n$") && !out.contains("abc"), "{out}");
-        assert!(plan(&[b"GETDEL", b"session:1"], &resolver()).is_some());
-    }
-
-    #[test]
-    fn hash_fields_resp2_and_resp3() {
-        let out = run(&[b"HGET", b"user:1", b"email"], b"$13\r\njane@acme.com\r\n", 2).unwrap();
-        assert!(!out.contains("jane@"), "{out}");
-        assert!(plan(&[b"HGET", b"user:1", b"name"], &resolver()).is_none());
-        let out =
-            run(&[b"HMGET", b"user:1", b"name", b"email"], b"*2\r\n$4\r\nJane\r\n$13\r\njane@acme.com\r\n", 2).unwrap();
-        assert!(out.contains("Jane") && !out.contains("jane@"), "{out}");
-        let r2 = b"*4\r\n$4\r\nname\r\n$4\r\nJane\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
-        let out = run(&[b"HGETALL", b"user:1"], r2, 2).unwrap();
-        assert!(out.starts_with("*4\r\n") && out.contains("Jane") && !out.contains("jane@"), "{out}");
-        let r3 = b"%2\r\n$4\r\nname\r\n$4\r\nJane\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
-        let out = run(&[b"HGETALL", b"user:1"], r3, 3).unwrap();
-        assert!(out.starts_with("%2\r\n") && !out.contains("jane@"), "{out}");
-        let r3 = b"*1\r\n*2\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
-        let out = run(&[b"HRANDFIELD", b"user:1", b"1", b"WITHVALUES"], r3, 3).unwrap();
-        assert!(out.starts_with("*1\r\n*2\r\n$5\r\nemail\r\n") && !out.contains("jane@"), "{out}");
-        // Masking to null follows the client's protocol.
-        let null: Resolver = Arc::new(|_: &[u8], _: Option<&[u8]>| Some(MaskFn::Null));
-        let p = plan(&[b"GET", b"k"], &null).unwrap();
-        assert_eq!(apply(&p, b"$1\r\nx\r\n", 3).unwrap(), b"_\r\n");
-        assert_eq!(apply(&p, b"$1\r\nx\r\n", 2).unwrap(), b"$-1\r\n");
-        assert_eq!(apply(&p, b"-ERR x\r\n", 2), None);
-    }
-
-    #[test]
-    fn facts_for_rules() {
-        let f = facts(&[b"MSET", b"a", b"1", b"b", b"2"]);
-        assert_eq!(f.kinds, ["mset", "write"]);
-        assert_eq!(f.keys, [&b"a"[..], b"b"]);
-    }
-}
-
 /// A session's view of the policy (None in the session when governance is off).
 pub struct GovCtx {
     /// The policy the view came from.
@@ -266,9 +205,9 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], base: &AuditEvent) -> Checked {
     let audit = g.audit.then(|| {
         let names = g.policy.rule_names();
         let rules = v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| n.to_string())).collect();
-        let statement = g.literals.then(|| {
-            argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
-        });
+        let statement = g
+            .literals
+            .then(|| argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "));
         AuditEvent {
             time: now_rfc3339(),
             kind: f.kinds.get(1).cloned().unwrap_or_default(),
@@ -284,5 +223,66 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], base: &AuditEvent) -> Checked {
         denied: v.deny.as_ref().map(|d| format!("NOPERM {}", d.message)),
         pending: Pending { plan, audit, started: Instant::now() },
         verdict: v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver() -> Resolver {
+        Arc::new(|key: &[u8], field: Option<&[u8]>| match (key, field) {
+            (k, Some(b"email")) if k.starts_with(b"user:") => Some(MaskFn::Email),
+            (k, None) if k.starts_with(b"session:") => Some(MaskFn::Redact),
+            _ => None,
+        })
+    }
+
+    fn run(argv: &[&[u8]], reply: &[u8], proto: u8) -> Option<String> {
+        let p = plan(argv, &resolver())?;
+        apply(&p, reply, proto).map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn string_values() {
+        let out = run(&[b"GET", b"session:1"], b"$6\r\nsecret\r\n", 2).unwrap();
+        assert!(out.starts_with('$') && !out.contains("secret"), "{out}");
+        assert!(plan(&[b"GET", b"other"], &resolver()).is_none());
+        assert_eq!(run(&[b"GET", b"session:1"], b"$-1\r\n", 2), None);
+        let out = run(&[b"MGET", b"a", b"session:2"], b"*2\r\n$1\r\nx\r\n$3\r\nabc\r\n", 3).unwrap();
+        assert!(out.starts_with("*2\r\n$1\r\nx\r\n$") && !out.contains("abc"), "{out}");
+        assert!(plan(&[b"GETDEL", b"session:1"], &resolver()).is_some());
+    }
+
+    #[test]
+    fn hash_fields_resp2_and_resp3() {
+        let out = run(&[b"HGET", b"user:1", b"email"], b"$13\r\njane@acme.com\r\n", 2).unwrap();
+        assert!(!out.contains("jane@"), "{out}");
+        assert!(plan(&[b"HGET", b"user:1", b"name"], &resolver()).is_none());
+        let out =
+            run(&[b"HMGET", b"user:1", b"name", b"email"], b"*2\r\n$4\r\nJane\r\n$13\r\njane@acme.com\r\n", 2).unwrap();
+        assert!(out.contains("Jane") && !out.contains("jane@"), "{out}");
+        let r2 = b"*4\r\n$4\r\nname\r\n$4\r\nJane\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
+        let out = run(&[b"HGETALL", b"user:1"], r2, 2).unwrap();
+        assert!(out.starts_with("*4\r\n") && out.contains("Jane") && !out.contains("jane@"), "{out}");
+        let r3 = b"%2\r\n$4\r\nname\r\n$4\r\nJane\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
+        let out = run(&[b"HGETALL", b"user:1"], r3, 3).unwrap();
+        assert!(out.starts_with("%2\r\n") && !out.contains("jane@"), "{out}");
+        let r3 = b"*1\r\n*2\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
+        let out = run(&[b"HRANDFIELD", b"user:1", b"1", b"WITHVALUES"], r3, 3).unwrap();
+        assert!(out.starts_with("*1\r\n*2\r\n$5\r\nemail\r\n") && !out.contains("jane@"), "{out}");
+        // Masking to null follows the client's protocol.
+        let null: Resolver = Arc::new(|_: &[u8], _: Option<&[u8]>| Some(MaskFn::Null));
+        let p = plan(&[b"GET", b"k"], &null).unwrap();
+        assert_eq!(apply(&p, b"$1\r\nx\r\n", 3).unwrap(), b"_\r\n");
+        assert_eq!(apply(&p, b"$1\r\nx\r\n", 2).unwrap(), b"$-1\r\n");
+        assert_eq!(apply(&p, b"-ERR x\r\n", 2), None);
+    }
+
+    #[test]
+    fn facts_for_rules() {
+        let f = facts(&[b"MSET", b"a", b"1", b"b", b"2"]);
+        assert_eq!(f.kinds, ["mset", "write"]);
+        assert_eq!(f.keys, [&b"a"[..], b"b"]);
     }
 }

@@ -276,7 +276,8 @@ impl Session {
                 ev.duration_us = Some(p.started.elapsed().as_micros() as u64);
                 ev.bytes = Some(out.len() as u64);
                 if reply.first() == Some(&b'-') {
-                    ev.error = Some(String::from_utf8_lossy(&reply[1..]).split_whitespace().next().unwrap_or("").to_owned());
+                    ev.error =
+                        Some(String::from_utf8_lossy(&reply[1..]).split_whitespace().next().unwrap_or("").to_owned());
                 }
                 if !self.shared.governance.record(ev) {
                     self.route.metrics.error("dgf_audit");
