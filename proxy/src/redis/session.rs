@@ -328,8 +328,11 @@ impl Session {
             }
             let argv: Vec<&[u8]> = argv_ranges.iter().map(|r| &cin[r.clone()]).collect();
             let mut nb = [0u8; 32];
-            let name: Vec<u8> = commands::upper(argv[0], &mut nb).unwrap_or(argv[0]).to_vec();
-            let (act, mut checked) = self.decide(&name, &argv);
+            let name: &[u8] = match commands::upper(argv[0], &mut nb) {
+                Some(n) => n,
+                None => argv[0],
+            };
+            let (act, mut checked) = self.decide(name, &argv);
             let needs_barrier = match &act {
                 Act::Error(_) | Act::Local => self.busy(),
                 Act::Forward(Where::Select) => self.busy(),
@@ -356,7 +359,7 @@ impl Session {
             }
             match act {
                 Act::Error(msg) => enc::error(&mut self.cout, &msg),
-                Act::Local | Act::Forward(Where::Local) => self.local(&name, &argv),
+                Act::Local | Act::Forward(Where::Local) => self.local(name, &argv),
                 Act::Forward(w) => {
                     let target = if w == Where::Shared { Active::Shared } else { Active::Pinned };
                     if target == Active::Pinned && self.pinned.is_none() {
@@ -377,7 +380,7 @@ impl Session {
                     }
                     self.active = target;
                     if target == Active::Pinned {
-                        self.track_section(&name);
+                        self.track_section(name);
                     }
                     if req.inline {
                         let mut v = Vec::new();
