@@ -445,6 +445,21 @@ async fn audit_records_every_statement_and_chain_verifies() {
     assert!(text.contains("\"decision\":\"deny\""));
     let report = dgf_rules::audit::verify(std::slice::from_ref(&env.audit)).unwrap();
     assert!(report.is_ok(), "{:?}", report.first_error);
+    // Tampering is found: an edited field, a deleted line, two lines swapped.
+    let lines: Vec<&str> = text.lines().collect();
+    let edited = text.replacen("\"user\":\"analyst\"", "\"user\":\"someone\"", 1);
+    let mut deleted = lines.clone();
+    deleted.remove(5);
+    let mut swapped = lines.clone();
+    swapped.swap(7, 8);
+    for (what, body) in
+        [("edited", edited), ("deleted", deleted.join("\n") + "\n"), ("swapped", swapped.join("\n") + "\n")]
+    {
+        let p = env._dir.path().join(format!("{what}.jsonl"));
+        std::fs::write(&p, body).unwrap();
+        let r = dgf_rules::audit::verify(&[p]).unwrap();
+        assert!(!r.is_ok(), "{what} audit file must fail verification");
+    }
     drop(env.dgf);
 }
 
@@ -492,4 +507,48 @@ async fn shadow_metrics_and_reload() {
     assert_ne!(status, 200, "{body}");
     let e = admin.simple_query("TRUNCATE notes").await.unwrap_err();
     assert_eq!(code(&e), "42501");
+}
+
+/// Real drivers beyond tokio-postgres: psql (text) and psycopg 3 (text and binary cursors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_and_psycopg_see_masked_values() {
+    let env = setup();
+    let conninfo =
+        |u: &str| format!("host=127.0.0.1 port={} user={u} dbname={} sslmode=disable", env.port, env.db.name);
+    let out = common::psql(&conninfo("analyst"), "SELECT email, ssn FROM customers ORDER BY id").expect("psql");
+    assert!(out.contains("a***@example.com|*******6789"), "{out}");
+    let out = common::psql(&conninfo("admin"), "SELECT email FROM customers ORDER BY id").expect("psql");
+    assert!(out.contains("alice@example.com"), "{out}");
+    let err = common::psql(&conninfo("analyst"), "DELETE FROM customers").unwrap_err();
+    assert!(err.contains("analysts read only"), "{err}");
+
+    let venv = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/py-venv.sh"))
+        .output()
+        .expect("py-venv.sh");
+    assert!(venv.status.success(), "py-venv.sh: {}", String::from_utf8_lossy(&venv.stderr));
+    let python = format!("{}/bin/python", String::from_utf8_lossy(&venv.stdout).trim());
+    let script = r#"
+import sys, psycopg
+dsn = sys.argv[1]
+with psycopg.connect(dsn) as c:
+    for binary in (False, True):
+        cur = c.cursor(binary=binary)
+        cur.execute("SELECT email, age, card FROM customers WHERE id = %s", (1,))
+        print(binary, cur.fetchone())
+    try:
+        c.execute("UPDATE customers SET name = 'x'")
+    except psycopg.errors.InsufficientPrivilege as e:
+        print("denied", e.sqlstate)
+        c.rollback()
+    print("after", c.execute("SELECT 1").fetchone())
+"#;
+    let out =
+        std::process::Command::new(&python).arg("-c").arg(script).arg(conninfo("analyst")).output().expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "psycopg: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("False ('a***@example.com', None, '************1111')"), "{stdout}");
+    assert!(stdout.contains("True ('a***@example.com', None, '************1111')"), "{stdout}");
+    assert!(stdout.contains("denied 42501") && stdout.contains("after (1,)"), "{stdout}");
+    assert!(leaked(&stdout).is_none(), "{stdout}");
 }

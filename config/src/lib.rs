@@ -22,7 +22,7 @@ pub use interpolate::InterpolateError;
 pub use mask::{parse_mask_spec, MaskSpec};
 pub use model::*;
 pub use password::{parse_password, PasswordForm};
-pub use upstream::{parse_upstream, SslMode, Upstream};
+pub use upstream::{parse_upstream, MySslMode, SslMode, Upstream};
 pub use validate::PROVIDERS;
 
 use std::fmt;

@@ -58,7 +58,52 @@ impl SslMode {
     }
 }
 
+/// MySQL `ssl-mode` of an upstream connection (MySQL client semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MySslMode {
+    /// Never use TLS.
+    Disabled,
+    /// Use TLS when the server offers it (the default).
+    #[default]
+    Preferred,
+    /// Require TLS, do not verify the certificate.
+    Required,
+    /// Require TLS and a chain that verifies against `ssl-ca` (or the system roots).
+    VerifyCa,
+    /// Require TLS, a verified chain and a certificate that names the host.
+    VerifyIdentity,
+}
+
+impl MySslMode {
+    /// Parses an `ssl-mode` value (case-insensitive, `-` or `_`).
+    pub fn parse(value: &str) -> Result<MySslMode, String> {
+        match value.to_ascii_uppercase().replace('-', "_").as_str() {
+            "DISABLED" => Ok(MySslMode::Disabled),
+            "PREFERRED" => Ok(MySslMode::Preferred),
+            "REQUIRED" => Ok(MySslMode::Required),
+            "VERIFY_CA" => Ok(MySslMode::VerifyCa),
+            "VERIFY_IDENTITY" => Ok(MySslMode::VerifyIdentity),
+            _ => Err(format!(
+                "ssl-mode `{value}` is not one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY"
+            )),
+        }
+    }
+}
+
 impl Upstream {
+    /// The MySQL `ssl-mode` parameter (also accepted as `sslmode` / `ssl_mode`); PREFERRED when absent.
+    pub fn my_ssl_mode(&self) -> Result<MySslMode, String> {
+        self.param("ssl-mode")
+            .or_else(|| self.param("ssl_mode"))
+            .or_else(|| self.param("sslmode"))
+            .map_or(Ok(MySslMode::Preferred), MySslMode::parse)
+    }
+
+    /// The MySQL CA file parameter (`ssl-ca`, also `sslca` / `ssl_ca`).
+    pub fn my_ssl_ca(&self) -> Option<&str> {
+        self.param("ssl-ca").or_else(|| self.param("ssl_ca")).or_else(|| self.param("sslca"))
+    }
+
     /// A query parameter, if present.
     pub fn param(&self, k: &str) -> Option<&str> {
         self.params.get(k).map(String::as_str)
@@ -361,6 +406,17 @@ mod tests {
         assert_eq!(mode("postgres://h?sslmode=require"), Ok(SslMode::Require));
         assert_eq!(mode("postgres://h?sslmode=verify-ca"), Ok(SslMode::VerifyCa));
         assert!(mode("postgres://h?sslmode=always").unwrap_err().contains("`always`"));
+    }
+
+    #[test]
+    fn mysql_ssl_mode() {
+        let mode = |url: &str| parse_upstream(url, Protocol::Mysql).unwrap().my_ssl_mode();
+        assert_eq!(mode("mysql://h"), Ok(MySslMode::Preferred));
+        assert_eq!(mode("mysql://u:p@h:3306/db?ssl-mode=VERIFY_IDENTITY"), Ok(MySslMode::VerifyIdentity));
+        assert_eq!(mode("mysql://h?ssl-mode=required"), Ok(MySslMode::Required));
+        assert_eq!(mode("mysql://h?ssl-mode=verify-ca"), Ok(MySslMode::VerifyCa));
+        assert_eq!(mode("mysql://h?sslmode=disabled"), Ok(MySslMode::Disabled));
+        assert!(mode("mysql://h?ssl-mode=always").unwrap_err().contains("`always`"));
     }
 
     #[test]

@@ -218,6 +218,20 @@ impl Validator<'_> {
         if r.protocol == Protocol::Redis {
             return self.redis_upstream(&u, r, &path);
         }
+        if r.protocol == Protocol::Mysql {
+            if let Err(e) = u.my_ssl_mode() {
+                self.err(&path, e);
+            }
+            if let Some(ca) = u.my_ssl_ca() {
+                self.file_exists(&path, ca, "ssl-ca CA file");
+            }
+            for k in u.params.keys() {
+                if !["ssl-mode", "ssl_mode", "sslmode", "ssl-ca", "ssl_ca", "sslca"].contains(&k.as_str()) {
+                    self.err(&path, format!("unknown mysql upstream parameter `{k}` (expected ssl-mode, ssl-ca)"));
+                }
+            }
+            return;
+        }
         if r.protocol != Protocol::Postgres {
             if u.param("sslmode").is_some() {
                 self.err(&path, "sslmode applies to postgres upstreams only");

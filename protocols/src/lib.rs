@@ -2,5 +2,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod mysql;
 pub mod postgres;
 pub mod redis;

@@ -192,6 +192,19 @@ impl App {
                     }
                 }
             }
+            let my_kept = snap
+                .routes
+                .get(name)
+                .and_then(|n| n.my.as_ref())
+                .zip(r.my.as_ref())
+                .is_some_and(|(a, b)| Arc::ptr_eq(a, b));
+            if !my_kept {
+                if let Some(my) = &r.my {
+                    for p in my.pools.iter() {
+                        p.value().close();
+                    }
+                }
+            }
         }
         self.shared.live.store(Arc::new(snap));
         Ok(())
@@ -202,9 +215,10 @@ impl App {
         let snap = self.shared.live.load_full();
         let mut out = Vec::new();
         for r in snap.routes.values() {
-            let addr = match (&r.pg, &r.redis) {
-                (Some(pg), _) => format!("{}:{}", pg.target.host, pg.target.port),
-                (_, Some(rr)) => format!("{}:{}", rr.target.host, rr.target.port),
+            let addr = match (&r.pg, &r.my, &r.redis) {
+                (Some(pg), _, _) => format!("{}:{}", pg.target.host, pg.target.port),
+                (None, Some(my), _) => format!("{}:{}", my.target.host, my.target.port),
+                (None, None, Some(rr)) => format!("{}:{}", rr.target.host, rr.target.port),
                 _ => continue,
             };
             let ok = matches!(
@@ -228,6 +242,17 @@ impl App {
                     mode: "multiplexed".into(),
                     stats: rr.pool.stats(),
                 });
+            }
+            if let Some(my) = &r.my {
+                for p in my.pools.iter() {
+                    let database = if p.key().found_rows { "* (found_rows)" } else { "*" };
+                    out.push(PoolReport {
+                        route: r.name.clone(),
+                        database: database.to_owned(),
+                        mode: "transaction".into(),
+                        stats: p.value().stats(),
+                    });
+                }
             }
             let Some(pg) = &r.pg else { continue };
             let mode = format!("{:?}", pg.opts.load().mode).to_lowercase();
@@ -262,6 +287,19 @@ impl App {
                 let s = &snap.config.server;
                 app.shared.auth_limiter.sweep(s.auth_failure_burst, s.auth_failure_refill_secs);
                 for r in snap.routes.values() {
+                    if let Some(my) = &r.my {
+                        for p in my.pools.iter() {
+                            let pool = p.value().clone();
+                            for _ in 0..pool.maintain() {
+                                let pool = pool.clone();
+                                tokio::spawn(async move {
+                                    if let Err(e) = pool.prefill_one().await {
+                                        tracing::warn!(error = %e, "min_idle connection failed");
+                                    }
+                                });
+                            }
+                        }
+                    }
                     let Some(pg) = &r.pg else { continue };
                     for p in pg.pools.iter() {
                         let pool = p.value().clone();
@@ -317,6 +355,9 @@ async fn accept_loop(shared: Arc<Shared>, route_name: String, listener: TcpListe
             }
             Protocol::Redis => {
                 tokio::spawn(redis::serve(shared.clone(), route, tcp, peer));
+            }
+            Protocol::Mysql => {
+                tokio::spawn(crate::mysql::serve(shared.clone(), route, tcp, peer));
             }
             _ => drop(tcp),
         }

@@ -2,6 +2,7 @@
 //! load once per login or checkout and that reload replaces atomically.
 
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::mysql::pools::MyPools;
 use crate::pool::{Pool, PoolSettings};
 use crate::postgres::backend::{PgManager, PgTarget};
 use crate::postgres::catalog::Catalog;
@@ -137,6 +138,8 @@ pub struct Route {
     pub pg: Option<Arc<PgPools>>,
     /// Redis multiplexer, pinned connections and pub/sub hub (Redis routes only).
     pub redis: Option<Arc<RedisRoute>>,
+    /// MySQL pools (MySQL routes only).
+    pub my: Option<Arc<MyPools>>,
 }
 
 /// Everything a session needs, immutable.
@@ -282,9 +285,11 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
         };
         let old = previous.and_then(|p| p.routes.get(&r.name));
         let mut redis = None;
+        let reusable = old.filter(|o| o.cfg.upstream == r.upstream && o.protocol == r.protocol);
+        let mut my = None;
         let pg = match r.protocol {
             Protocol::Postgres => {
-                let reuse = old.filter(|o| o.cfg.upstream == r.upstream).and_then(|o| o.pg.clone());
+                let reuse = reusable.and_then(|o| o.pg.clone());
                 Some(match reuse {
                     Some(pools) => pools,
                     None => Arc::new(build_pg(r)?),
@@ -295,6 +300,13 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
                 redis = Some(match reuse {
                     Some(rr) => rr,
                     None => Arc::new(build_redis(r)?),
+                });
+                None
+            }
+            Protocol::Mysql => {
+                my = Some(match reusable.and_then(|o| o.my.clone()) {
+                    Some(pools) => pools,
+                    None => Arc::new(crate::mysql::pools::build(r, pool_settings(r))?),
                 });
                 None
             }
@@ -317,6 +329,7 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
                 clients: old.map(|o| o.clients.clone()).unwrap_or_default(),
                 pg,
                 redis,
+                my,
             }),
         );
     }
@@ -337,6 +350,13 @@ impl Snapshot {
             }
             if let Some(rr) = &r.redis {
                 rr.pool.update_settings(pool_settings(&r.cfg));
+            }
+            if let Some(my) = &r.my {
+                let settings = pool_settings(&r.cfg);
+                for p in my.pools.iter() {
+                    p.value().update_settings(settings.clone());
+                }
+                my.settings.store(Arc::new(settings));
             }
         }
     }

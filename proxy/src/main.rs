@@ -1,9 +1,10 @@
-//! The `dgf` command line: run the proxy, check a config file, print the version.
+//! The `dgf` command line: run the proxy, check a config file, audit and policy tools.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dgf_config::{Config, LogFormat, Protocol};
 use dgf_proxy::app::App;
+use dgf_proxy::tools;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::signal::unix::{signal, SignalKind};
@@ -33,11 +34,102 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Audit log tools: verify the hash chain, pretty-print records.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Policy tools: explain a decision, run table-driven policy tests.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain across FILEs (oldest first). One FILE: it and its rotated siblings.
+    /// Exit 0 intact, 1 broken (the first broken line is printed), 2 unreadable.
+    Verify {
+        /// Audit files, oldest first (or one live file: its rotated siblings are found).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Accept a chain that does not start at seq 1 (older files removed by retention).
+        #[arg(long)]
+        any_start: bool,
+    },
+    /// Pretty-print the last records of an audit file.
+    Tail {
+        /// Number of records.
+        #[arg(short = 'n', long = "lines", default_value_t = 20)]
+        lines: usize,
+        /// Keep printing new records (follows rotation) until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Audit file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Show what the policy decides for one SQL string: decision, rules, row limit, mask plan.
+    Explain {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Role of the session (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Route name (default: the first route of the dialect's protocol).
+        #[arg(long)]
+        route: Option<String>,
+        /// SQL dialect: postgres or mysql.
+        #[arg(long, default_value = "postgres")]
+        dialect: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The statement(s).
+        sql: String,
+    },
+    /// Run table-driven policy tests (see docs/policies.md). Exit 1 if any case fails.
+    Test {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Cases file (TOML, `[[case]]` entries).
+        cases: PathBuf,
+    },
+}
+
+/// Runs an offline tool and maps its outcome to the exit code.
+fn tool(result: Result<tools::Outcome, tools::ToolError>) -> ExitCode {
+    match result {
+        Ok(o) => ExitCode::from(o.exit_code()),
+        Err(e) => {
+            eprintln!("dgf: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Audit { command: AuditCommand::Verify { files, any_start } } => {
+            tool(tools::audit::verify_cmd(&files, any_start, &mut std::io::stdout()))
+        }
+        Command::Audit { command: AuditCommand::Tail { lines, follow, file } } => {
+            let never = std::sync::atomic::AtomicBool::new(false);
+            tool(tools::audit::tail_cmd(&file, lines, follow, &never, &mut std::io::stdout()))
+        }
+        Command::Rules { command: RulesCommand::Explain { config, roles, route, dialect, json, sql } } => tool(
+            tools::rules::explain_cmd(&config, &roles, route.as_deref(), &dialect, json, &sql, &mut std::io::stdout()),
+        ),
+        Command::Rules { command: RulesCommand::Test { config, cases } } => {
+            tool(tools::rules::test_cmd(&config, &cases, &mut std::io::stdout()))
+        }
         Command::Check { config } => match dgf_config::load(&config) {
             Ok(cfg) => match dgf_proxy::live::build(cfg.clone(), &dgf_proxy::metrics::Metrics::new(), None) {
                 Ok(_) => {

@@ -1,6 +1,7 @@
 //! Harness for dgf's end-to-end tests: free ports, a running dgf binary, unique databases.
 #![allow(dead_code)]
 
+pub mod my;
 pub mod pg_instance;
 pub mod redis;
 

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use dgf_protocols::postgres::messages;
 use dgf_rules::audit::{now_rfc3339, AuditEvent};
 use dgf_rules::mask::{Format, MaskFn};
-use dgf_rules::policy::{check_sql, sql_output_masks, SqlVerdict};
+use dgf_rules::policy::{check_sql_cached, sql_output_masks, SqlVerdict};
 use dgf_rules::sql::{Analysis, Dialect, Fingerprint};
 use dgf_rules::{FieldRef, Namespace, Policy, RoleView};
 use std::collections::{HashMap, VecDeque};
@@ -25,7 +25,7 @@ pub struct Gov {
     fp: Arc<Fingerprint>,
     analysis: Arc<Analysis>,
     /// Rules' verdict.
-    pub sql: SqlVerdict,
+    pub sql: Arc<SqlVerdict>,
     view: Arc<RoleView>,
     text: Option<String>,
 }
@@ -91,7 +91,7 @@ impl Session {
         }
         let view = self.gov.view.clone()?;
         let (fp, analysis) = g.analyzer.classify(text, Dialect::Postgres);
-        let sql = check_sql(&view, &analysis);
+        let sql = check_sql_cached(&view, &analysis);
         g.count(&snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
         let text = g.include_literals().then(|| text.to_owned());
         Some(Arc::new(Gov { fp, analysis, sql, view, text }))
@@ -279,7 +279,7 @@ impl Session {
         if !g.auditing() {
             return;
         }
-        let names = self.gov.policy.as_ref().map(|p| p.rule_names().to_vec()).unwrap_or_default();
+        let names = self.gov.policy.as_ref().map_or(&[][..], |p| p.rule_names());
         let v = &gov.sql.verdict;
         let mut rules: Vec<String> =
             v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| n.to_string())).collect();

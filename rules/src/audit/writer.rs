@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +20,10 @@ pub const DEFAULT_QUEUE: usize = 65_536;
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 /// Buffered records reach the OS at most this long after they were written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// While events flow, the writer naps this long when the queue is empty...
+const BUSY_NAP: Duration = Duration::from_millis(1);
+/// ...this many times in a row before it goes back to a blocking wait.
+const BUSY_NAPS: u32 = 10;
 
 const WRITE_BUFFER: usize = 64 * 1024;
 /// A last line longer than this is treated as damaged when resuming.
@@ -264,42 +268,60 @@ struct State {
 }
 
 impl State {
+    /// Block while idle; while events flow, drain the queue without blocking and nap briefly
+    /// when it is empty, so a busy proxy never pays a thread wake-up per event (the writer
+    /// blocked in `recv` would be woken by every `send`).
     fn run(mut self, rx: &Receiver<Msg>) {
         let mut deadline: Option<Instant> = None;
-        let result = loop {
-            let msg = match deadline {
+        let result = 'outer: loop {
+            let mut msg = match deadline {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
             };
-            #[cfg(test)]
-            drop(self.shared.pause.lock().unwrap_or_else(PoisonError::into_inner));
-            match msg {
-                Ok(Msg::Event(ev)) => {
-                    if let Err(e) = self.write_event(*ev) {
-                        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        break Err(e);
-                    }
-                    let now = Instant::now();
-                    match deadline {
-                        None => deadline = Some(now + FLUSH_INTERVAL),
-                        Some(d) if now >= d => {
-                            deadline = None;
-                            if let Err(e) = self.flush() {
-                                break Err(e);
-                            }
+            loop {
+                #[cfg(test)]
+                drop(self.shared.pause.lock().unwrap_or_else(PoisonError::into_inner));
+                match msg {
+                    Ok(Msg::Event(ev)) => {
+                        if let Err(e) = self.write_event(*ev) {
+                            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                            break 'outer Err(e);
                         }
-                        Some(_) => {}
+                        let now = Instant::now();
+                        match deadline {
+                            None => deadline = Some(now + FLUSH_INTERVAL),
+                            Some(d) if now >= d => {
+                                deadline = None;
+                                if let Err(e) = self.flush() {
+                                    break 'outer Err(e);
+                                }
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        deadline = None;
+                        if let Err(e) = self.flush() {
+                            break 'outer Err(e);
+                        }
+                        continue 'outer;
+                    }
+                    Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                        break 'outer self.flush().and_then(|()| self.sync());
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    deadline = None;
-                    if let Err(e) = self.flush() {
-                        break Err(e);
+                let mut naps = 0;
+                msg = loop {
+                    match rx.try_recv() {
+                        Ok(m) => break Ok(m),
+                        Err(TryRecvError::Disconnected) => break Err(RecvTimeoutError::Disconnected),
+                        Err(TryRecvError::Empty) if naps < BUSY_NAPS => {
+                            naps += 1;
+                            std::thread::sleep(BUSY_NAP);
+                        }
+                        Err(TryRecvError::Empty) => continue 'outer,
                     }
-                }
-                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                    break self.flush().and_then(|()| self.sync())
-                }
+                };
             }
         };
         if let Err(e) = result {

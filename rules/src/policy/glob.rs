@@ -20,22 +20,40 @@ pub enum Namespace {
 /// `*` matches any run of characters (including none), `?` exactly one. Case-insensitive when
 /// `ci` (SQL identifiers), exact otherwise (Redis keys, MongoDB fields).
 pub fn glob_match(pat: &str, s: &str, ci: bool) -> bool {
+    if pat.is_ascii() && s.is_ascii() {
+        return glob_bytes(pat.as_bytes(), s.as_bytes(), ci);
+    }
     let (p, t): (Vec<char>, Vec<char>) = if ci {
         (pat.chars().flat_map(char::to_lowercase).collect(), s.chars().flat_map(char::to_lowercase).collect())
     } else {
         (pat.chars().collect(), s.chars().collect())
     };
+    glob_slices(&p, &t, |a, b| a == b)
+}
+
+/// The allocation-free path for ASCII names (nearly all identifiers and keys).
+fn glob_bytes(p: &[u8], t: &[u8], ci: bool) -> bool {
+    if ci {
+        glob_slices(p, t, |a: &u8, b: &u8| a.eq_ignore_ascii_case(b))
+    } else {
+        glob_slices(p, t, |a, b| a == b)
+    }
+}
+
+/// Iterative glob with single-star backtracking (linear for one `*`, O(n*m) worst case).
+fn glob_slices<T: Copy + PartialEq + From<u8>>(p: &[T], t: &[T], eq: impl Fn(&T, &T) -> bool) -> bool {
+    let (star, any) = (T::from(b'*'), T::from(b'?'));
     let (mut pi, mut ti) = (0usize, 0usize);
-    let (mut star, mut mark) = (None, 0usize);
+    let (mut back, mut mark) = (None, 0usize);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && p[pi] != star && (p[pi] == any || eq(&p[pi], &t[ti])) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
+        } else if pi < p.len() && p[pi] == star {
+            back = Some(pi);
             mark = ti;
             pi += 1;
-        } else if let Some(sp) = star {
+        } else if let Some(sp) = back {
             pi = sp + 1;
             mark += 1;
             ti = mark;
@@ -43,7 +61,7 @@ pub fn glob_match(pat: &str, s: &str, ci: bool) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == star {
         pi += 1;
     }
     pi == p.len()
@@ -162,6 +180,10 @@ mod tests {
         assert!(!glob_match("Public.*", "public.customers", false));
         assert!(glob_match("*.cust*", "s.customers", true));
         assert!(!glob_match("user:*", "users:1", false));
+        assert!(glob_match("é*", "élan", false));
+        assert!(glob_match("*É", "café", true));
+        assert!(glob_match("a*b*c", "axxbyyc", false));
+        assert!(!glob_match("a*b*c", "axxbyy", false));
     }
 
     #[test]

@@ -19,10 +19,12 @@ mod glob;
 mod sql;
 
 #[cfg(test)]
+mod doc_examples;
+#[cfg(test)]
 mod tests;
 
 pub use glob::{glob_match, FieldPattern, FieldRef, Namespace};
-pub use sql::{check_sql, sql_output_masks, SqlVerdict};
+pub use sql::{check_sql, check_sql_cached, sql_output_masks, SqlVerdict};
 
 use crate::mask::{HashKey, MaskFn};
 use crate::RulesError;
@@ -284,6 +286,7 @@ impl Policy {
             masks: rules.iter().filter(|r| r.action == RuleAction::Mask).cloned().collect(),
             rules,
             parse_error_denies: self.inner.parse_error_denies,
+            verdicts: RwLock::default(),
         });
         if let Ok(mut m) = self.inner.views.write() {
             if m.len() < 10_000 {
@@ -347,6 +350,8 @@ pub struct RoleView {
     rules: Vec<Arc<Rule>>,
     masks: Vec<Arc<Rule>>,
     parse_error_denies: bool,
+    /// SQL verdicts by analysis (the analysis is kept alive so its address stays unique).
+    pub(crate) verdicts: RwLock<HashMap<usize, sql::CachedVerdict>>,
 }
 
 impl RoleView {
@@ -419,10 +424,20 @@ impl RoleView {
         {
             return false;
         }
-        if !r.tables.is_empty() && !a.objects.iter().any(|o| r.tables.iter().any(|t| table_matches(t, o))) {
+        // Names written without a schema (`*.t`) may be in any schema: deny rules treat them as
+        // matching (over-match, safe), allow rules as not matching unless the rule's schema is
+        // `*` (an exception must never widen by spelling).
+        let strict = r.action == RuleAction::Allow;
+        if !r.tables.is_empty() && !a.objects.iter().any(|o| r.tables.iter().any(|t| table_matches(t, o, strict))) {
             return false;
         }
-        if !r.fields.is_empty() && !a.fields.iter().any(|f| r.fields.iter().any(|p| p.matches(f))) {
+        if !r.fields.is_empty()
+            && !a.fields.iter().any(|f| {
+                r.fields
+                    .iter()
+                    .any(|p| p.matches(f) && !(strict && f.object.starts_with("*.") && !p.object.starts_with("*.")))
+            })
+        {
             return false;
         }
         true
@@ -430,14 +445,22 @@ impl RoleView {
 }
 
 /// Table globs: `customers` matches the last part of `public.customers`; globs with a dot or a
-/// protocol prefix (`redis:`, `mongodb:`) match the whole qualified name.
-fn table_matches(glob: &str, object: &str) -> bool {
+/// protocol prefix (`redis:`, `mongodb:`) match the whole qualified name, except that an object
+/// written without a schema (`*.t`) is compared by table name only (it may be in any schema).
+fn table_matches(glob: &str, object: &str, strict: bool) -> bool {
     let prefixed = object.starts_with("redis:") || object.starts_with("mongodb:");
     if prefixed {
         return glob_match(glob, object, false);
     }
     if glob.contains('.') {
-        glob_match(glob, object, true)
+        // A name written without a schema may resolve to any schema: `public.t` must match it.
+        match object.strip_prefix("*.") {
+            Some(table) if !strict || glob.starts_with("*.") => {
+                glob_match(glob.rsplit('.').next().unwrap_or(glob), table, true)
+            }
+            Some(_) => false,
+            None => glob_match(glob, object, true),
+        }
     } else {
         glob_match(glob, object.rsplit('.').next().unwrap_or(object), true)
     }

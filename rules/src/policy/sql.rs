@@ -2,6 +2,8 @@
 //! lineage half of a result's mask plan (the catalog half lives with the protocol session).
 
 use super::{Action, Denial, FieldRef, Flags, MaskRule, Namespace, RoleView, Verdict};
+use std::sync::Arc;
+
 use crate::sql::{Analysis, ColumnSource, CopyDirection, OutputColumn, StatementInfo, StatementKind, TableRef};
 
 /// The decision for one query string (all its statements).
@@ -17,6 +19,31 @@ pub struct SqlVerdict {
     pub needs_masking: bool,
     /// A statement changes the schema (catalog caches must be refreshed).
     pub ddl: bool,
+}
+
+/// A cached verdict and the analysis it was computed from.
+pub(crate) type CachedVerdict = (Arc<Analysis>, Arc<SqlVerdict>);
+
+/// Verdicts cached per role view; cleared when it grows past this.
+const MAX_CACHED_VERDICTS: usize = 8192;
+
+/// [`check_sql`] memoised per role view and statement shape: the analysis of a shape is shared
+/// (it comes from the analyser's cache), so its address identifies the shape.
+pub fn check_sql_cached(view: &RoleView, a: &Arc<Analysis>) -> Arc<SqlVerdict> {
+    let key = Arc::as_ptr(a) as usize;
+    if let Ok(m) = view.verdicts.read() {
+        if let Some((_, v)) = m.get(&key) {
+            return v.clone();
+        }
+    }
+    let v = Arc::new(check_sql(view, a));
+    if let Ok(mut m) = view.verdicts.write() {
+        if m.len() >= MAX_CACHED_VERDICTS {
+            m.clear();
+        }
+        m.insert(key, (a.clone(), v.clone()));
+    }
+    v
 }
 
 /// `schema.table`, or `*.table` when the statement did not name a schema.

@@ -83,6 +83,13 @@ fn example_rules() {
     // allow carves out an exception wherever it is written.
     assert_eq!(denied_by(&check(&p, &["ops"], "TRUNCATE scratch.tmp")), None);
     assert_eq!(denied_by(&check(&p, &["ops"], "TRUNCATE public.tmp")), Some("nobody drops or truncates"));
+    // An allow rule's schema-qualified glob does not widen to unqualified names...
+    assert_eq!(denied_by(&check(&p, &["ops"], "TRUNCATE tmp")), Some("nobody drops or truncates"));
+    // ...while a deny rule's does catch them.
+    let q = policy("[[rules]]\nname = \"no patients\"\naction = \"deny\"\ntables = [\"public.patients\"]\n");
+    assert_eq!(denied_by(&check(&q, &["app"], "SELECT * FROM patients")), Some("no patients"));
+    assert_eq!(denied_by(&check(&q, &["app"], "SELECT * FROM public.patients")), Some("no patients"));
+    assert_eq!(denied_by(&check(&q, &["app"], "SELECT * FROM other.patients")), None);
     let v = check(&p, &["analyst"], "SELECT name FROM customers");
     assert_eq!(v.verdict.row_limit, Some(100));
     assert!(v.needs_masking);

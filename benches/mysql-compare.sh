@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# benches/mysql-compare.sh: side-by-side MySQL benchmark of
+#   direct MariaDB/MySQL (127.0.0.1:3306)  vs  dgf (MySQL route, transaction pooling)
+# on this machine, in one run: sysbench oltp_read_only and oltp_point_select, THREADS
+# threads, DURATION seconds each; throughput ratio dgf/direct and dgf CPU time
+# (utime+stime from /proc/PID/stat) per transaction. Audit is on for the dgf run.
+#
+# Environment (all optional):
+#   DURATION=20          seconds per sysbench run
+#   THREADS=8            sysbench threads
+#   TESTS="oltp_read_only oltp_point_select"
+#   TABLES=4 TABLE_SIZE=10000   sysbench prepare size
+#   POOL_SIZE=8          dgf server connections
+#   DGF_BIN=path         dgf binary; when unset: cargo build --release -p dgf --bin dgf
+#   OUT_DIR=dir          logs and results (default target/bench/mysql-compare-<timestamp>)
+#   KEEP_DB=1            keep the dgf_sbtest database
+#   AUDIT=0              run dgf without an audit file (default 1: audit on)
+#
+# Every address is 127.0.0.1; everything the script starts is stopped on exit.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+HOST=127.0.0.1
+MY_PORT="${MY_PORT:-3306}"
+DB=dgf_sbtest
+DURATION="${DURATION:-20}"
+THREADS="${THREADS:-8}"
+TESTS="${TESTS:-oltp_read_only oltp_point_select}"
+TABLES="${TABLES:-4}"
+TABLE_SIZE="${TABLE_SIZE:-10000}"
+POOL_SIZE="${POOL_SIZE:-8}"
+KEEP_DB="${KEEP_DB:-0}"
+OUT_DIR="${OUT_DIR:-$ROOT/target/bench/mysql-compare-$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT_DIR"
+
+log() { printf '[mysql-compare] %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+
+if ! have sysbench; then
+  log "installing sysbench (apt-get)"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sysbench >/dev/null
+fi
+have mysql || die "mysql client not found (run scripts/ensure-services.sh)"
+mysql --protocol=TCP -h "$HOST" -P "$MY_PORT" -u root -e "SELECT 1" >/dev/null ||
+  die "no MySQL/MariaDB on $HOST:$MY_PORT as root (run scripts/ensure-services.sh)"
+
+if [[ -n ${DGF_BIN:-} ]]; then
+  DGF=$DGF_BIN
+else
+  log "building dgf (release)"
+  cargo build --release -p dgf --bin dgf >&2
+  DGF="${CARGO_TARGET_DIR:-$ROOT/target}/release/dgf"
+fi
+[[ -x $DGF ]] || die "dgf binary not found at $DGF"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+DGF_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+DGF_PID=""
+cleanup() {
+  if [[ -n $DGF_PID ]] && kill -0 "$DGF_PID" 2>/dev/null; then
+    kill "$DGF_PID" 2>/dev/null || true
+    wait "$DGF_PID" 2>/dev/null || true
+  fi
+  if [[ $KEEP_DB != 1 ]]; then
+    mysql --protocol=TCP -h "$HOST" -P "$MY_PORT" -u root -e "DROP DATABASE IF EXISTS $DB" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
+log "preparing $DB ($TABLES tables x $TABLE_SIZE rows)"
+mysql --protocol=TCP -h "$HOST" -P "$MY_PORT" -u root -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
+sysbench oltp_read_only --db-driver=mysql --mysql-host=$HOST --mysql-port="$MY_PORT" --mysql-user=root \
+  --mysql-db=$DB --tables="$TABLES" --table-size="$TABLE_SIZE" prepare >"$OUT_DIR/prepare.log"
+
+cat >"$OUT_DIR/dgf.toml" <<TOML
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+
+[server]
+workers = 1
+
+[[users]]
+name = "sbtest"
+password = "sbtest_pw"
+
+[[routes]]
+name = "mysql"
+protocol = "mysql"
+listen = "127.0.0.1:$DGF_PORT"
+upstream = "mysql://root@$HOST:$MY_PORT/$DB?ssl-mode=DISABLED"
+pool = { size = $POOL_SIZE }
+
+TOML
+if [[ ${AUDIT:-1} != 0 ]]; then
+  printf '\n[audit]\npath = "%s"\n' "$OUT_DIR/audit.jsonl" >>"$OUT_DIR/dgf.toml"
+fi
+DGF_LOG=warn "$DGF" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
+DGF_PID=$!
+for _ in $(seq 100); do
+  mysql --protocol=TCP -h "$HOST" -P "$DGF_PORT" -u sbtest -psbtest_pw -e "SELECT 1" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+kill -0 "$DGF_PID" || die "dgf did not start: $(cat "$OUT_DIR/dgf.log")"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$DGF_PID/stat"; }
+CLK=$(getconf CLK_TCK)
+
+run() { # target test
+  local target=$1 test=$2 port user pass
+  if [[ $target == direct ]]; then port=$MY_PORT user=root pass=""; else port=$DGF_PORT user=sbtest pass=sbtest_pw; fi
+  sysbench "$test" --db-driver=mysql --mysql-host=$HOST --mysql-port="$port" --mysql-user="$user" \
+    --mysql-password="$pass" --mysql-db=$DB --mysql-ssl=off --tables="$TABLES" --table-size="$TABLE_SIZE" \
+    --threads="$THREADS" --time="$DURATION" --report-interval=0 run >"$OUT_DIR/$target-$test.log" 2>&1 ||
+    die "sysbench $test against $target failed: $(tail -5 "$OUT_DIR/$target-$test.log")"
+  awk '/transactions:/ {gsub("\\(",""); print $3}' "$OUT_DIR/$target-$test.log"
+}
+
+printf '%-20s %12s %12s %8s %14s\n' test direct_tps dgf_tps ratio dgf_cpu_us/tx | tee "$OUT_DIR/results.txt"
+for test in $TESTS; do
+  direct=$(run direct "$test")
+  before=$(cpu_ticks)
+  viadgf=$(run dgf "$test")
+  after=$(cpu_ticks)
+  ratio=$(python3 -c "print(f'{$viadgf/$direct:.2f}')")
+  cpu=$(python3 -c "print(f'{($after-$before)/$CLK*1e6/max(1,$viadgf*$DURATION):.1f}')")
+  printf '%-20s %12s %12s %8s %14s\n' "$test" "$direct" "$viadgf" "$ratio" "$cpu" | tee -a "$OUT_DIR/results.txt"
+done
+log "results in $OUT_DIR (audit records: $(cat "$OUT_DIR/audit.jsonl" 2>/dev/null | wc -l))"

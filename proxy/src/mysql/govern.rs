@@ -1,0 +1,283 @@
+//! Governance on the MySQL path: decide per COM_QUERY / COM_STMT_PREPARE (rules, guards,
+//! fail-closed checks; refusal is an ERR 1142 naming the rule and the connection stays
+//! usable), mask result values, cap rows, and write one audit record per statement.
+//!
+//! Direct columns are identified from the column definitions the server sends (schema,
+//! org_table, org_name); any other column (expressions, aliases of functions, UNION, ...)
+//! takes the mask its SQL lineage calls for (`dgf_rules::policy::sql_output_masks`). Masked
+//! values stay type-correct: strings get the mask's text, integers and decimals get what the
+//! mask function gives for numbers, and anything that cannot be masked in its type is NULL.
+
+use super::session::Session;
+use dgf_protocols::mysql::packets::column_names;
+use dgf_protocols::mysql::rows::{self, is_string_type, Replace};
+use dgf_rules::audit::{now_rfc3339, AuditEvent};
+use dgf_rules::mask::{Format, MaskFn, MaskedValue, PgType};
+use dgf_rules::policy::{check_sql, sql_output_masks, SqlVerdict};
+use dgf_rules::sql::{Analysis, Dialect, Fingerprint};
+use dgf_rules::{FieldRef, Namespace, Policy, RoleView};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The decision about one query string or prepared statement.
+pub struct Gov {
+    fp: Arc<Fingerprint>,
+    analysis: Arc<Analysis>,
+    /// Rules' verdict.
+    pub sql: SqlVerdict,
+    view: Arc<RoleView>,
+    text: Option<String>,
+}
+
+impl Gov {
+    /// The refusal, if any.
+    pub fn denied(&self) -> Option<&dgf_rules::Denial> {
+        self.sql.verdict.deny.as_ref()
+    }
+    /// Results need masking or a row cap.
+    pub fn needs_plan(&self) -> bool {
+        self.sql.needs_masking || self.sql.verdict.row_limit.is_some()
+    }
+}
+
+/// Per-session governance state.
+#[derive(Default)]
+pub struct GovState {
+    policy: Option<Arc<Policy>>,
+    view: Option<Arc<RoleView>>,
+    /// The statement being executed.
+    pub active: Option<Arc<Gov>>,
+    /// Binary rows (COM_STMT_EXECUTE)?
+    pub binary: bool,
+    started: Option<Instant>,
+    rows: u64,
+    masked: bool,
+    result_idx: usize,
+    /// Column definitions of the result being received: (type, mask).
+    cols: Vec<(u8, Option<MaskFn>)>,
+    /// Lineage masks of the current result set's columns.
+    lineage: Vec<Option<dgf_rules::MaskRule>>,
+    any_mask: bool,
+    sent: u64,
+}
+
+/// Map a MySQL column type to the mask layer's value classes (text-protocol spelling of
+/// numbers is the same as Postgres text format).
+fn value_class(t: u8) -> PgType {
+    use dgf_protocols::mysql::rows::ty;
+    match t {
+        ty::TINY | ty::SHORT | ty::YEAR => PgType::Int2,
+        ty::LONG | ty::INT24 => PgType::Int4,
+        ty::LONGLONG => PgType::Int8,
+        ty::FLOAT => PgType::Float4,
+        ty::DOUBLE => PgType::Float8,
+        ty::DECIMAL | ty::NEWDECIMAL => PgType::Numeric,
+        t if is_string_type(t) => PgType::Text,
+        _ => PgType::Other,
+    }
+}
+
+impl Session {
+    /// Analyse and decide. `None`: governance is off (no rules and no audit).
+    pub(super) fn govern_sql(&mut self, text: &[u8]) -> Option<Arc<Gov>> {
+        let snap = self.shared.live.load();
+        let g = &self.shared.governance;
+        if snap.policy.rule_names().is_empty() && !g.auditing() {
+            return None;
+        }
+        let fresh = self.gov.policy.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &snap.policy));
+        if fresh {
+            self.gov.view = Some(snap.policy.view(&self.route.name, &self.user.roles));
+            self.gov.policy = Some(snap.policy.clone());
+        }
+        let view = self.gov.view.clone()?;
+        let text = String::from_utf8_lossy(text);
+        let (fp, analysis) = g.analyzer.classify(&text, Dialect::Mysql);
+        let sql = check_sql(&view, &analysis);
+        g.count(&snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
+        let text = g.include_literals().then(|| text.into_owned());
+        Some(Arc::new(Gov { fp, analysis, sql, view, text }))
+    }
+
+    /// Start executing `gov` (masking plan and audit timing).
+    pub(super) fn begin(&mut self, gov: Option<Arc<Gov>>, binary: bool) {
+        self.gov.active = gov;
+        self.gov.binary = binary;
+        self.gov.started = Some(Instant::now());
+        self.gov.rows = 0;
+        self.gov.masked = false;
+        self.gov.result_idx = 0;
+        self.gov.cols.clear();
+        self.gov.any_mask = false;
+        self.gov.sent = 0;
+    }
+
+    /// A column count: a new result set starts.
+    pub(super) fn on_column_count(&mut self, payload: &[u8]) {
+        self.gov.cols.clear();
+        self.gov.lineage.clear();
+        self.gov.any_mask = false;
+        self.gov.sent = 0;
+        let Some(gov) = self.gov.active.clone() else { return };
+        if !gov.sql.needs_masking {
+            return;
+        }
+        let n = dgf_protocols::mysql::packets::Reader::new(payload, "column count").lenenc().unwrap_or(0) as usize;
+        if let Some(st) = gov.analysis.statements.get(self.gov.result_idx).or(gov.analysis.statements.last()) {
+            self.gov.lineage = sql_output_masks(&gov.view, st, n.min(4096));
+        }
+    }
+
+    /// A column definition: resolve its mask.
+    pub(super) fn on_column_def(&mut self, payload: &[u8]) {
+        let Some(gov) = self.gov.active.clone() else { return };
+        let Ok(c) = column_names(payload) else {
+            self.gov.cols.push((0, Some(MaskFn::Null)));
+            return;
+        };
+        let mut mask = None;
+        if gov.sql.needs_masking {
+            let direct = (!c.org_table.is_empty() && !c.org_name.is_empty()).then(|| {
+                let object = format!("{}.{}", String::from_utf8_lossy(c.schema), String::from_utf8_lossy(c.org_table));
+                let field = String::from_utf8_lossy(c.org_name).into_owned();
+                gov.view.mask_for(&FieldRef { ns: Namespace::Sql, object: &object, field: Some(&field) })
+            });
+            let idx = self.gov.cols.len();
+            let lineage = || self.gov.lineage.get(idx).cloned().flatten();
+            // A direct column with no mask can still be a masked value copied by the query
+            // (e.g. INSERT ... SELECT shapes): lineage decides when it is stricter.
+            let m = match direct {
+                Some(Some(m)) => Some(m),
+                Some(None) => lineage(),
+                None => lineage(),
+            };
+            mask = m
+                .filter(|m| {
+                    if m.shadow {
+                        self.shared.governance.shadow_mask(&m.rule);
+                    }
+                    !m.shadow
+                })
+                .map(|m| m.func);
+        }
+        self.gov.any_mask |= mask.is_some();
+        self.gov.cols.push((c.column_type, mask));
+    }
+
+    /// A row: `Ok(None)` pass it, `Ok(Some(bytes))` send these instead, `Err(())` drop it
+    /// (row cap).
+    pub(super) fn on_row(&mut self, payload: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+        self.gov.rows += 1;
+        let Some(gov) = self.gov.active.as_ref() else { return Ok(None) };
+        if !gov.needs_plan() {
+            return Ok(None);
+        }
+        if gov.sql.verdict.row_limit.is_some_and(|l| self.gov.sent >= l) {
+            return Err(());
+        }
+        self.gov.sent += 1;
+        if !self.gov.any_mask {
+            return Ok(None);
+        }
+        self.gov.masked = true;
+        let types: Vec<u8> = self.gov.cols.iter().map(|c| c.0).collect();
+        let fields =
+            if self.gov.binary { rows::binary_row(payload, &types) } else { rows::text_row(payload, types.len()) };
+        // A row that cannot be read under a masking plan is never passed through.
+        let Ok(fields) = fields else {
+            let all_null: Vec<Replace> = types.iter().map(|_| Replace::Null).collect();
+            let empty: Vec<_> = types.iter().map(|_| None).collect();
+            return Ok(Some(if self.gov.binary {
+                let mut p = vec![0u8];
+                p.resize(1 + (types.len() + 9) / 8, 0);
+                rows::rebuild_binary_row(&p, &empty, &all_null)
+            } else {
+                rows::rebuild_text_row(payload, &empty, &all_null)
+            }));
+        };
+        let with: Vec<Replace> = self
+            .gov
+            .cols
+            .iter()
+            .zip(&fields)
+            .map(|((t, m), f)| match (m, f) {
+                (None, _) | (Some(_), None) => Replace::Keep,
+                (Some(m), Some(r)) => {
+                    let class = value_class(*t);
+                    if self.gov.binary && class != PgType::Text {
+                        return Replace::Null;
+                    }
+                    let value = if self.gov.binary { rows::binary_value(payload, r, *t) } else { &payload[r.clone()] };
+                    match m.apply_pg_type(Some(value), class, Format::Text) {
+                        MaskedValue::Null => Replace::Null,
+                        MaskedValue::Bytes(b) => Replace::Bytes(b),
+                    }
+                }
+            })
+            .collect();
+        Ok(Some(if self.gov.binary {
+            rows::rebuild_binary_row(payload, &fields, &with)
+        } else {
+            rows::rebuild_text_row(payload, &fields, &with)
+        }))
+    }
+
+    /// Whether the current result set has masked columns.
+    pub(super) fn gov_masks(&self) -> bool {
+        self.gov.any_mask
+    }
+
+    /// End of one result set (more may follow in a multi-statement query).
+    pub(super) fn on_result_end(&mut self) {
+        self.gov.result_idx += 1;
+    }
+
+    /// The statement is over: write its audit record.
+    pub(super) fn finish_statement(&mut self, error: Option<String>) {
+        let Some(gov) = self.gov.active.take() else { return };
+        let started = self.gov.started.take().unwrap_or_else(Instant::now);
+        let (rows, masked) = (self.gov.rows, self.gov.masked);
+        self.audit(&gov, started, rows, masked, error);
+    }
+
+    /// Audit a refused statement.
+    pub(super) fn audit_denied(&mut self, gov: &Gov) {
+        self.audit(gov, Instant::now(), 0, false, Some("1142".into()));
+    }
+
+    fn audit(&self, gov: &Gov, started: Instant, rows: u64, masked: bool, error: Option<String>) {
+        let g = &self.shared.governance;
+        if !g.auditing() {
+            return;
+        }
+        let names = self.gov.policy.as_ref().map(|p| p.rule_names().to_vec()).unwrap_or_default();
+        let v = &gov.sql.verdict;
+        let mut rules: Vec<String> =
+            v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| n.to_string())).collect();
+        if v.deny.as_ref().is_some_and(|d| d.id == usize::MAX) {
+            rules.push("on_parse_error".into());
+        }
+        let ev = AuditEvent {
+            time: now_rfc3339(),
+            protocol: "mysql".into(),
+            route: self.route.name.clone(),
+            client: self.peer.to_string(),
+            user: self.user.name.clone(),
+            roles: self.user.roles.clone(),
+            database: self.database.clone(),
+            kind: gov.sql.kind.to_owned(),
+            fingerprint: gov.fp.text.clone(),
+            statement: gov.text.clone(),
+            objects: gov.sql.objects.clone(),
+            decision: crate::governance::decision(v, masked).to_owned(),
+            rules,
+            rows: Some(rows),
+            duration_us: Some(started.elapsed().as_micros() as u64),
+            error,
+            ..AuditEvent::default()
+        };
+        if !g.record(ev) {
+            self.route.metrics.error("dgf_audit");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! MySQL route with more real clients: PyMySQL and mysql-connector-python (both auth methods,
+//! caching_sha2_password fast path and full authentication over TLS, server-side prepared
+//! statements), and client-side TLS with the `mysql` CLI.
+
+mod common;
+
+use common::my::{my_config, mysql_cli, python, MyDb};
+use common::pg_instance::make_certs;
+use common::{free_port, Dgf};
+
+#[test]
+fn pymysql_queries_multi_statements_and_params() {
+    let db = MyDb::create();
+    let port = free_port();
+    let _d = Dgf::start(&my_config(port, &db.upstream(), "{ size = 2 }", ""), &[port]);
+    let code = format!(
+        r#"
+import pymysql
+from pymysql.constants import CLIENT
+c = pymysql.connect(host="127.0.0.1", port={port}, user="app", password="app_pw", database="{db}",
+                    autocommit=True, client_flag=CLIENT.MULTI_STATEMENTS)
+cur = c.cursor()
+cur.execute("CREATE TABLE p (id INT PRIMARY KEY, name VARCHAR(50), amount DECIMAL(10,2))")
+cur.executemany("INSERT INTO p VALUES (%s, %s, %s)", [(i, "n%d" % i, i * 1.5) for i in range(50)])
+cur.execute("SELECT COUNT(*), SUM(amount) FROM p WHERE name LIKE %s", ("n1%",))
+print(cur.fetchone())
+cur.execute("SELECT 1; SELECT 'two'")
+a = cur.fetchall(); cur.nextset(); b = cur.fetchall()
+print(a, b)
+try:
+    cur.execute("SELECT * FROM nope")
+except pymysql.err.ProgrammingError as e:
+    print("err", e.args[0])
+cur.execute("SELECT name FROM p WHERE id = %s", (7,))
+print(cur.fetchone()[0])
+"#,
+        db = db.name
+    );
+    let out = python(&code).unwrap();
+    assert_eq!(out, "(11, Decimal('219.00'))\n((1,),) (('two',),)\nerr 1146\nn7");
+}
+
+#[test]
+fn connector_python_both_auth_methods_and_prepared_cursor() {
+    let db = MyDb::create();
+    let port = free_port();
+    let _d = Dgf::start(&my_config(port, &db.upstream(), "{ size = 2 }", ""), &[port]);
+    let code = format!(
+        r#"
+import mysql.connector
+for plugin in ("mysql_native_password", "caching_sha2_password"):
+    c = mysql.connector.connect(host="127.0.0.1", port={port}, user="app", password="app_pw",
+                                database="{db}", auth_plugin=plugin, use_pure=True, autocommit=True)
+    cur = c.cursor(prepared=True)
+    cur.execute("SELECT ? + ?, CONCAT(?, 'x')", (40, 2, plugin[:5]))
+    print(plugin, cur.fetchone())
+    # a file-like parameter goes through COM_STMT_SEND_LONG_DATA
+    import io
+    cur.execute("SELECT LENGTH(?), ?", (io.BytesIO(b"z" * 300000), 5))
+    print(cur.fetchone())
+    c.close()
+try:
+    mysql.connector.connect(host="127.0.0.1", port={port}, user="app", password="bad", database="{db}",
+                            auth_plugin="caching_sha2_password", use_pure=True)
+except mysql.connector.Error as e:
+    print("denied", e.errno)
+"#,
+        db = db.name
+    );
+    let out = python(&code).unwrap();
+    assert_eq!(out, "mysql_native_password (42, 'mysqlx')\n(300000, 5)\ncaching_sha2_password (42, 'cachix')\n(300000, 5)\ndenied 1045");
+}
+
+#[test]
+fn tls_for_clients_and_caching_sha2_full_auth() {
+    let db = MyDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path(), &["localhost", "127.0.0.1"]);
+    let port = free_port();
+    let extra = format!(
+        "require_tls = true\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}\noptions = {{ caching_sha2_full_auth = \"always\" }}"
+    );
+    let _d = Dgf::start(&my_config(port, &db.upstream(), "{ size = 2 }", &extra), &[port]);
+    let p = port.to_string();
+    // mysql CLI over TLS, verifying dgf's certificate
+    let ssl_ca = format!("--ssl-ca={ca}");
+    let out =
+        mysql_cli(&["-P", &p, "-u", "app", "-papp_pw", "--ssl", &ssl_ca, "--ssl-verify-server-cert"], "SELECT 7*6")
+            .unwrap();
+    assert_eq!(out, "42");
+    // without TLS the route refuses
+    let e = mysql_cli(&["-P", &p, "-u", "app", "-papp_pw", "--skip-ssl"], "SELECT 1").unwrap_err();
+    assert!(e.contains("3159") && e.contains("requires TLS"), "{e}");
+    // caching_sha2_password full authentication: cleartext password inside TLS
+    let code = format!(
+        r#"
+import mysql.connector
+c = mysql.connector.connect(host="127.0.0.1", port={port}, user="app", password="app_pw", database="{db}",
+                            auth_plugin="caching_sha2_password", use_pure=True, ssl_ca="{ca}", ssl_verify_cert=True)
+cur = c.cursor(); cur.execute("SELECT 'full'"); print(cur.fetchone()[0])
+try:
+    mysql.connector.connect(host="127.0.0.1", port={port}, user="app", password="wrong", database="{db}",
+                            auth_plugin="caching_sha2_password", use_pure=True, ssl_ca="{ca}")
+except mysql.connector.Error as e:
+    print("denied", e.errno)
+"#,
+        db = db.name
+    );
+    assert_eq!(python(&code).unwrap(), "full\ndenied 1045");
+}

@@ -1,0 +1,274 @@
+//! Governance on the MySQL route: a bypass corpus in MySQL spelling (backticks, version
+//! comments, `#` / `-- ` comments, INTO OUTFILE/DUMPFILE, LOAD_FILE, HANDLER, SHOW CREATE,
+//! INFORMATION_SCHEMA, user variables, derived expressions, views, prepared statements).
+//! Every case must be refused or come back with the labelled data masked; nothing may be
+//! destroyed; the connection stays usable after each refusal; one audit record per statement.
+
+mod common;
+
+use common::my::{my_admin, MyDb};
+use common::{free_port, Dgf};
+use mysql_async::prelude::*;
+
+const EMAILS: [&str; 3] = ["alice.secret@example.com", "bob.hidden@example.org", "carol.private@example.net"];
+const SSNS: [&str; 3] = ["123-45-6789", "987-65-4321", "555-12-3456"];
+
+fn forbidden() -> Vec<String> {
+    let mut out = Vec::new();
+    for s in EMAILS.iter().chain(SSNS.iter()) {
+        out.push(s.to_string());
+        out.push(s.chars().rev().collect());
+        out.push(s.bytes().map(|b| format!("{b:02X}")).collect());
+        out.push(s.bytes().map(|b| format!("{b:02x}")).collect());
+        out.push(base64(s.as_bytes()));
+        // local part alone is the secret too
+        if let Some((local, _)) = s.split_once('@') {
+            out.push(local.to_owned());
+        }
+    }
+    out.push("root:x:0:0".into());
+    out
+}
+
+fn base64(b: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..=c.len() {
+            s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    s
+}
+
+fn setup(db: &MyDb) {
+    let n = &db.name;
+    my_admin(&format!(
+        "CREATE TABLE {n}.customers (id INT PRIMARY KEY, name VARCHAR(50), email VARCHAR(100), ssn VARCHAR(20)); \
+         CREATE TABLE {n}.orders (id INT PRIMARY KEY, customer_id INT, total DECIMAL(10,2)); \
+         INSERT INTO {n}.customers VALUES (1, 'Alice', '{}', '{}'), (2, 'Bob', '{}', '{}'), (3, 'Carol', '{}', '{}'); \
+         INSERT INTO {n}.orders VALUES (10, 1, 9.50), (11, 2, 20.00);",
+        EMAILS[0], SSNS[0], EMAILS[1], SSNS[1], EMAILS[2], SSNS[2]
+    ));
+}
+
+fn config(port: u16, db: &MyDb, audit: &str) -> String {
+    let n = &db.name;
+    format!(
+        r#"
+[admin]
+listen = "{{admin}}"
+
+[[users]]
+name = "analyst"
+password = "an_pw"
+roles = ["analyst"]
+
+[[routes]]
+name = "mysql"
+protocol = "mysql"
+listen = "127.0.0.1:{port}"
+upstream = "{up}"
+pool = {{ size = 2 }}
+
+[[labels]]
+name = "email"
+match = ["{n}.customers.email"]
+
+[[labels]]
+name = "ssn"
+match = ["{n}.customers.ssn"]
+
+[[rules]]
+name = "mask email for analysts"
+roles = ["analyst"]
+action = "mask"
+labels = ["email"]
+with = "email"
+
+[[rules]]
+name = "redact ssn for analysts"
+roles = ["analyst"]
+action = "mask"
+labels = ["ssn"]
+with = "redact"
+
+[[rules]]
+name = "analysts read only"
+roles = ["analyst"]
+action = "deny"
+statements = ["insert", "update", "delete", "ddl"]
+
+[[rules]]
+name = "nobody drops or truncates"
+action = "deny"
+statements = ["drop", "truncate"]
+
+[audit]
+path = "{audit}"
+"#,
+        up = db.upstream()
+    )
+}
+
+const CORPUS: &[&str] = &[
+    "SELECT email FROM customers",
+    "SELECT `email` FROM `customers`",
+    "SELECT c.email FROM customers c",
+    "SELECT `c`.`email` FROM `customers` AS `c`",
+    "SELECT email AS e FROM customers",
+    "select EMAIL from customers",
+    "SELECT * FROM customers",
+    "SELECT customers.* FROM customers",
+    "SELECT * FROM (SELECT * FROM customers) AS t",
+    "SELECT UPPER(email) FROM customers",
+    "SELECT LOWER(CONCAT(name, ':', email)) FROM customers",
+    "SELECT SUBSTRING(email, 1, 100) FROM customers",
+    "SELECT REVERSE(email) FROM customers",
+    "SELECT HEX(email) FROM customers",
+    "SELECT TO_BASE64(email) FROM customers",
+    "SELECT (SELECT email FROM customers LIMIT 1)",
+    "SELECT e FROM (SELECT email AS e FROM customers) t",
+    "WITH x AS (SELECT email FROM customers) SELECT * FROM x",
+    "SELECT name FROM customers UNION SELECT email FROM customers",
+    "SELECT email FROM customers WHERE 1 UNION ALL SELECT 'x'",
+    "(SELECT email FROM customers)",
+    "SELECT /*! email */ FROM customers",
+    "SELECT /*!50000 email */ FROM customers",
+    "SELECT /*M!100000 email */ FROM customers",
+    "SELECT email FROM customers # trailing comment",
+    "SELECT email FROM customers -- trailing comment",
+    "SELECT email/* inline */FROM customers",
+    "SELECT GROUP_CONCAT(email) FROM customers",
+    "SELECT JSON_OBJECT('e', email) FROM customers",
+    "SELECT JSON_ARRAYAGG(email) FROM customers",
+    "SELECT CAST(email AS BINARY) FROM customers",
+    "SELECT CONVERT(email USING latin1) FROM customers",
+    "SELECT email COLLATE utf8mb4_bin FROM customers",
+    "SELECT IF(1, email, name) FROM customers",
+    "SELECT CASE WHEN id > 0 THEN email END FROM customers",
+    "SELECT COALESCE(NULL, email) FROM customers",
+    "SELECT MAX(email), MIN(email) FROM customers",
+    "SELECT DISTINCT email FROM customers ORDER BY 1",
+    "SELECT o.total, c.email FROM orders o JOIN customers c ON c.id = o.customer_id",
+    "SELECT email FROM customers LOCK IN SHARE MODE",
+    "SELECT email FROM customers FOR UPDATE",
+    "SELECT ssn FROM customers",
+    "SELECT CONCAT(ssn, '') FROM customers",
+    "SELECT email FROM customers INTO OUTFILE '/tmp/dgf_outfile_test'",
+    "SELECT email FROM customers LIMIT 1 INTO DUMPFILE '/tmp/dgf_dumpfile_test'",
+    "SELECT LOAD_FILE('/etc/passwd')",
+    "HANDLER customers OPEN",
+    "HANDLER customers READ FIRST",
+    "SHOW CREATE TABLE customers",
+    "SELECT * FROM information_schema.columns WHERE table_name = 'customers'",
+    "SET @v := (SELECT email FROM customers LIMIT 1)",
+    "SELECT @v",
+    "SELECT email INTO @w FROM customers LIMIT 1",
+    "SELECT @w",
+    "SELECT @x := email FROM customers LIMIT 1",
+    "SELECT @x",
+    "PREPARE s FROM 'SELECT email FROM customers'",
+    "EXECUTE s",
+    "CREATE VIEW v_leak AS SELECT email FROM customers",
+    "CREATE TABLE t_leak AS SELECT email FROM customers",
+    "INSERT INTO orders SELECT id + 100, id, 0 FROM customers",
+    "UPDATE customers SET email = 'x'",
+    "DELETE FROM customers",
+    "DROP TABLE customers",
+    "TRUNCATE customers",
+    "TRUNCATE TABLE `customers`",
+    "SELECT 1; DROP TABLE customers",
+    "SELECT 1; SELECT email FROM customers",
+    "DO 1; SELECT name, ssn FROM customers",
+    "/*!50000 DROP TABLE customers */",
+    "SELECT 1 /*! ; DROP TABLE customers */",
+    "DR/**/OP TABLE customers",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bypass_corpus_is_denied_or_masked() {
+    let db = MyDb::create();
+    setup(&db);
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let _d = Dgf::start(&config(port, &db, &audit.display().to_string()), &[port]);
+    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("analyst"))
+        .pass(Some("an_pw"))
+        .db_name(Some(db.name.clone()))
+        .prefer_socket(false)
+        .into();
+    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    let bad = forbidden();
+    let mut report = Vec::new();
+    let mut leaks = Vec::new();
+    for sql in CORPUS {
+        let outcome = match c.query_iter(*sql).await {
+            Err(e) => format!("refused: {e}"),
+            Ok(mut r) => {
+                let mut text = String::new();
+                let mut err = None;
+                loop {
+                    match r.collect::<mysql_async::Row>().await {
+                        Ok(rows) => {
+                            for row in rows {
+                                text.push_str(&format!("{:?}", row.unwrap()));
+                            }
+                        }
+                        Err(e) => {
+                            err = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    if r.is_empty() {
+                        break;
+                    }
+                }
+                drop(r);
+                if let Some(hit) = bad.iter().find(|b| text.contains(b.as_str())) {
+                    leaks.push(format!("{sql}  ->  leaked {hit}: {text}"));
+                }
+                match err {
+                    Some(e) => format!("error: {e}"),
+                    None => format!("ok: {}", text.chars().take(120).collect::<String>()),
+                }
+            }
+        };
+        report.push(format!("{sql}\n    {outcome}"));
+        // the connection stays usable after every case
+        let one: Option<i64> = c.query_first("SELECT 1").await.unwrap_or_else(|e| panic!("after `{sql}`: {e}"));
+        assert_eq!(one, Some(1), "after `{sql}`");
+    }
+    // binary protocol: a prepared statement gets the same masks
+    let rows: Vec<(i64, Option<String>, Option<String>)> =
+        c.exec("SELECT id, email, ssn FROM customers WHERE id >= ? ORDER BY id", (1,)).await.unwrap();
+    for (id, email, ssn) in &rows {
+        let text = format!("{id} {email:?} {ssn:?}");
+        if let Some(hit) = bad.iter().find(|b| text.contains(b.as_str())) {
+            leaks.push(format!("prepared SELECT -> leaked {hit}: {text}"));
+        }
+    }
+    assert_eq!(rows.len(), 3);
+    let first_masked = rows[0].1.clone().unwrap_or_default();
+    eprintln!("{}", report.join("\n"));
+    assert!(leaks.is_empty(), "leaks:\n{}", leaks.join("\n"));
+    assert!(first_masked.contains('@') || first_masked.is_empty(), "email mask keeps the shape: {first_masked}");
+    // nothing was destroyed or created
+    let n = &db.name;
+    assert_eq!(my_admin(&format!("SELECT COUNT(*) FROM {n}.customers")), "3");
+    assert_eq!(my_admin(&format!("SELECT email FROM {n}.customers WHERE id = 1")), EMAILS[0]);
+    assert_eq!(my_admin(&format!("SELECT COUNT(*) FROM {n}.orders")), "2");
+    let objects = my_admin(&format!("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{n}'"));
+    assert_eq!(objects, "2", "a view or table was created");
+    drop(c);
+    // one audit record per statement sent (corpus + probes + prepared), hash-chained
+    let text = std::fs::read_to_string(&audit).unwrap_or_default();
+    let records = text.lines().filter(|l| l.contains("\"protocol\":\"mysql\"")).count();
+    assert!(records >= CORPUS.len(), "audit records: {records}");
+    assert!(text.contains("\"decision\":\"deny\"") && text.contains("\"decision\":\"mask\""), "{text}");
+}
