@@ -463,6 +463,15 @@ fn upstream_checks() {
     let e = errs(&route("redis", "redis://h?sslmode=require"));
     assert!(has(&e, "routes[0].upstream", "sslmode applies to postgres upstreams only"), "{e:?}");
     ok(&route("postgres", "postgresql://u:p%40ss@h:5433/db?sslmode=verify-full&sslsni=0"));
+    let e = errs(&route("redis", "redis://h?tls_verify=none&foo=1"));
+    assert!(has(&e, "routes[0].upstream", "tls_verify needs a rediss://"), "{e:?}");
+    assert!(has(&e, "routes[0].upstream", "unknown redis upstream parameter `foo`"), "{e:?}");
+    let e = errs(&route("redis", "rediss://u@h?tls_verify=maybe&tls_ca=/nonexistent/ca.pem"));
+    assert!(has(&e, "routes[0].upstream", "tls_verify must be full, ca or none"), "{e:?}");
+    assert!(has(&e, "routes[0].upstream", "cannot read tls_ca CA file"), "{e:?}");
+    assert!(has(&e, "routes[0].upstream", "ACL user needs a password"), "{e:?}");
+    ok(&route("redis", "rediss://app:s3cret@redis-123.cloud.redislabs.com:12345/0?tls_verify=full"));
+    ok(&route("redis", "redis://:pw@127.0.0.1:6379/2"));
 }
 
 #[test]

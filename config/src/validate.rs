@@ -215,6 +215,9 @@ impl Validator<'_> {
             Ok(u) => u,
             Err(e) => return self.err(&path, e),
         };
+        if r.protocol == Protocol::Redis {
+            return self.redis_upstream(&u, r, &path);
+        }
         if r.protocol == Protocol::Mysql {
             if let Err(e) = u.my_ssl_mode() {
                 self.err(&path, e);
@@ -254,6 +257,39 @@ impl Validator<'_> {
             if sni != "0" && sni != "1" {
                 self.err(&path, format!("sslsni must be 0 or 1, not `{sni}`"));
             }
+        }
+    }
+
+    fn redis_upstream(&mut self, u: &crate::upstream::Upstream, r: &crate::model::RouteConfig, path: &str) {
+        for k in u.params.keys() {
+            match k.as_str() {
+                "tls_ca" | "tls_verify" if u.scheme != "rediss" => {
+                    self.err(path, format!("{k} needs a rediss:// (TLS) upstream"));
+                }
+                "tls_ca" | "tls_verify" => {}
+                "sslmode" => self.err(path, "sslmode applies to postgres upstreams only (use rediss:// for TLS)"),
+                other => {
+                    self.err(path, format!("unknown redis upstream parameter `{other}` (expected tls_ca, tls_verify)"))
+                }
+            }
+        }
+        if let Some(v) = u.param("tls_verify") {
+            if !matches!(v, "full" | "ca" | "none") {
+                self.err(path, format!("tls_verify must be full, ca or none, not `{v}`"));
+            }
+        }
+        if let Some(ca) = u.param("tls_ca") {
+            self.file_exists(path, ca, "tls_ca CA file");
+        }
+        if u.password.is_none() && u.user.is_some() {
+            self.err(path, "a redis ACL user needs a password (redis://user:password@host)");
+        }
+        if r.pool.size == 1 {
+            let p = path.trim_end_matches(".upstream");
+            self.err(
+                &format!("{p}.pool.size"),
+                "a redis route needs pool.size >= 2 (shared connections plus one for MULTI/blocking commands)",
+            );
         }
     }
 

@@ -5,3 +5,4 @@
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
+pub mod redis;

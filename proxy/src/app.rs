@@ -5,6 +5,7 @@ use crate::live::{self, Snapshot};
 use crate::metrics::Metrics;
 use crate::mongodb;
 use crate::postgres;
+use crate::redis;
 use crate::shared::{AuthLimiter, Shared};
 use dgf_config::{Config, Protocol};
 use serde::Serialize;
@@ -174,6 +175,17 @@ impl App {
                 .and_then(|n| n.pg.as_ref())
                 .zip(r.pg.as_ref())
                 .is_some_and(|(a, b)| Arc::ptr_eq(a, b));
+            let redis_kept = snap
+                .routes
+                .get(name)
+                .and_then(|n| n.redis.as_ref())
+                .zip(r.redis.as_ref())
+                .is_some_and(|(a, b)| Arc::ptr_eq(a, b));
+            if !redis_kept {
+                if let Some(rr) = &r.redis {
+                    rr.close();
+                }
+            }
             if !kept {
                 if let Some(pg) = &r.pg {
                     for p in pg.pools.iter() {
@@ -211,10 +223,11 @@ impl App {
         let snap = self.shared.live.load_full();
         let mut out = Vec::new();
         for r in snap.routes.values() {
-            let addr = match (&r.pg, &r.my, &r.mongo) {
-                (Some(pg), _, _) => format!("{}:{}", pg.target.host, pg.target.port),
-                (None, Some(my), _) => format!("{}:{}", my.target.host, my.target.port),
-                (None, None, Some(m)) => format!("{}:{}", m.target.host, m.target.port),
+            let addr = match (&r.pg, &r.my, &r.mongo, &r.redis) {
+                (Some(pg), _, _, _) => format!("{}:{}", pg.target.host, pg.target.port),
+                (None, Some(my), _, _) => format!("{}:{}", my.target.host, my.target.port),
+                (None, None, Some(m), _) => format!("{}:{}", m.target.host, m.target.port),
+                (None, None, None, Some(rr)) => format!("{}:{}", rr.target.host, rr.target.port),
                 _ => continue,
             };
             let ok = matches!(
@@ -231,6 +244,14 @@ impl App {
         let snap = self.shared.live.load_full();
         let mut out = Vec::new();
         for r in snap.routes.values() {
+            if let Some(rr) = &r.redis {
+                out.push(PoolReport {
+                    route: r.name.clone(),
+                    database: rr.target.db.to_string(),
+                    mode: "multiplexed".into(),
+                    stats: rr.pool.stats(),
+                });
+            }
             if let Some(my) = &r.my {
                 for p in my.pools.iter() {
                     let database = if p.key().found_rows { "* (found_rows)" } else { "*" };
@@ -359,13 +380,15 @@ async fn accept_loop(shared: Arc<Shared>, route_name: String, listener: TcpListe
             Protocol::Postgres => {
                 tokio::spawn(postgres::serve(shared.clone(), route, tcp, peer));
             }
+            Protocol::Redis => {
+                tokio::spawn(redis::serve(shared.clone(), route, tcp, peer));
+            }
             Protocol::Mysql => {
                 tokio::spawn(crate::mysql::serve(shared.clone(), route, tcp, peer));
             }
             Protocol::Mongodb => {
                 tokio::spawn(mongodb::serve(shared.clone(), route, tcp, peer));
             }
-            _ => drop(tcp),
         }
     }
 }

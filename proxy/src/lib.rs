@@ -10,6 +10,7 @@ pub mod mongodb;
 pub mod mysql;
 pub mod pool;
 pub mod postgres;
+pub mod redis;
 pub mod shared;
 pub mod stream;
 pub mod tls;

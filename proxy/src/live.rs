@@ -9,6 +9,8 @@ use crate::pool::{Pool, PoolSettings};
 use crate::postgres::backend::{PgManager, PgTarget};
 use crate::postgres::catalog::Catalog;
 use crate::postgres::prepared::Registry as StatementRegistry;
+use crate::redis::upstream::RedisTarget;
+use crate::redis::RedisRoute;
 use crate::tls;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
@@ -136,6 +138,8 @@ pub struct Route {
     pub clients: Arc<AtomicUsize>,
     /// Postgres pools (Postgres routes only).
     pub pg: Option<Arc<PgPools>>,
+    /// Redis multiplexer, pinned connections and pub/sub hub (Redis routes only).
+    pub redis: Option<Arc<RedisRoute>>,
     /// MySQL pools (MySQL routes only).
     pub my: Option<Arc<MyPools>>,
     /// MongoDB pool and pins (MongoDB routes only).
@@ -263,6 +267,43 @@ fn build_mongo(r: &RouteConfig) -> Result<MongoRoute, BuildError> {
     Ok(MongoRoute { target, pool: Pool::new(manager, pool_settings(r)), pins: Default::default() })
 }
 
+fn build_redis(r: &RouteConfig) -> Result<RedisRoute, BuildError> {
+    let bad = |e: String| BuildError::Invalid(format!("route {}: {e}", r.name));
+    let up = r.upstream().map_err(bad)?;
+    let tls = if up.scheme == "rediss" {
+        let verify = match up.param("tls_verify").unwrap_or("full") {
+            "none" => tls::Verify::None,
+            "ca" => tls::Verify::Chain,
+            _ => tls::Verify::Full,
+        };
+        Some(
+            tls::connector(verify, up.param("tls_ca"), true)
+                .map_err(|e| BuildError::Tls(format!("route {} upstream", r.name), e))?,
+        )
+    } else {
+        None
+    };
+    let server_name = ServerName::try_from(up.host.clone()).map_err(|e| bad(format!("host name: {e}")))?;
+    let db = up.database.as_deref().map_or(Ok(0), str::parse).map_err(|e| bad(format!("database: {e}")))?;
+    let target = RedisTarget {
+        host: up.host.clone(),
+        port: up.port,
+        user: up.user.clone(),
+        password: up.password.clone(),
+        db,
+        tls,
+        server_name,
+        client_name: format!(
+            "dgf-{}",
+            r.name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .collect::<String>()
+        ),
+    };
+    Ok(RedisRoute::new(target, pool_settings(r)))
+}
+
 /// Build a snapshot, reusing pools and counters of `previous` where the upstream is unchanged.
 pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> Result<Snapshot, BuildError> {
     let policy = Arc::new(Policy::from_config(&config)?);
@@ -283,7 +324,7 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
         };
         let old = previous.and_then(|p| p.routes.get(&r.name));
         let reusable = old.filter(|o| o.cfg.upstream == r.upstream && o.protocol == r.protocol);
-        let (mut pg, mut my, mut mongo) = (None, None, None);
+        let (mut pg, mut my, mut mongo, mut redis) = (None, None, None, None);
         match r.protocol {
             Protocol::Postgres => {
                 let reuse = reusable.and_then(|o| o.pg.clone());
@@ -298,17 +339,17 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
                     None => Arc::new(build_mongo(r)?),
                 });
             }
+            Protocol::Redis => {
+                redis = Some(match reusable.and_then(|o| o.redis.clone()) {
+                    Some(rr) => rr,
+                    None => Arc::new(build_redis(r)?),
+                });
+            }
             Protocol::Mysql => {
                 my = Some(match reusable.and_then(|o| o.my.clone()) {
                     Some(pools) => pools,
                     None => Arc::new(crate::mysql::pools::build(r, pool_settings(r))?),
                 });
-            }
-            other => {
-                return Err(BuildError::Invalid(format!(
-                    "route {}: protocol {other:?} is not available in this build yet",
-                    r.name
-                )))
             }
         }
         routes.insert(
@@ -322,6 +363,7 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
                 metrics: metrics.route(&r.name),
                 clients: old.map(|o| o.clients.clone()).unwrap_or_default(),
                 pg,
+                redis,
                 my,
                 mongo,
             }),
@@ -341,6 +383,9 @@ impl Snapshot {
                     p.value().update_settings(opts.settings.clone());
                 }
                 pg.opts.store(Arc::new(opts));
+            }
+            if let Some(rr) = &r.redis {
+                rr.pool.update_settings(pool_settings(&r.cfg));
             }
             if let Some(my) = &r.my {
                 let settings = pool_settings(&r.cfg);

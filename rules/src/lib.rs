@@ -9,6 +9,7 @@ pub mod audit;
 pub mod mask;
 pub mod mongodb;
 pub mod policy;
+pub mod redis;
 pub mod sql;
 
 pub use policy::{Action, Denial, FieldRef, MaskRule, Namespace, Policy, RoleView, Verdict};

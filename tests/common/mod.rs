@@ -4,6 +4,7 @@
 pub mod mongo;
 pub mod my;
 pub mod pg_instance;
+pub mod redis;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};

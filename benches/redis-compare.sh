@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# benches/redis-compare.sh: side-by-side Redis benchmark of
+#   direct Redis (127.0.0.1:6379)  vs  dgf  vs  twemproxy (nutcracker)
+# on this machine, in one run: `redis-benchmark -t get,set` at -c 50 with -P 1 and -P 16.
+# Prints requests/s per target, ratios to direct and to twemproxy, and dgf CPU time
+# (utime+stime from /proc/PID/stat) per request. dgf runs with audit on by default.
+#
+# Environment (all optional):
+#   REQUESTS=200000     requests per redis-benchmark run
+#   CLIENTS=50          parallel clients
+#   PIPELINES="1 16"    pipeline depths
+#   POOL=4              dgf pool.size
+#   AUDIT=1             dgf writes an audit record per command (0: off)
+#   DGF_BIN=path        dgf binary to use; default: cargo build --release -p dgf
+#   OUT_DIR=dir         logs and results (default: target/bench/redis-compare-<timestamp>)
+#
+# Every address is 127.0.0.1. Everything the script starts is stopped on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+REQUESTS="${REQUESTS:-200000}"
+CLIENTS="${CLIENTS:-50}"
+PIPELINES="${PIPELINES:-1 16}"
+POOL="${POOL:-4}"
+AUDIT="${AUDIT:-1}"
+OUT_DIR="${OUT_DIR:-$ROOT/target/bench/redis-compare-$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT_DIR"
+
+have() { command -v "$1" >/dev/null 2>&1; }
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+DGF_SERVICES=redis bash "$ROOT/scripts/ensure-services.sh" >&2
+have redis-benchmark || { as_root apt-get update -qq; as_root apt-get install -y -qq redis-tools; }
+if ! have nutcracker; then
+  as_root apt-get update -qq && as_root apt-get install -y -qq nutcracker || echo "nutcracker unavailable: twemproxy skipped" >&2
+fi
+
+if [[ -z "${DGF_BIN:-}" ]]; then
+  cargo build --release -q -p dgf --bin dgf
+  DGF_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/dgf"
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not listening" >&2; return 1; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+DGF_PORT=$(free_port); ADMIN_PORT=$(free_port)
+AUDIT_TOML=""
+[[ $AUDIT == 1 ]] && AUDIT_TOML=$'[audit]\npath = "'"$OUT_DIR"'/audit.jsonl"'
+cat >"$OUT_DIR/dgf.toml" <<TOML
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+[log]
+level = "warn"
+[[routes]]
+name = "bench"
+protocol = "redis"
+listen = "127.0.0.1:$DGF_PORT"
+upstream = "redis://127.0.0.1:6379"
+pool = { size = $POOL }
+$AUDIT_TOML
+TOML
+"$DGF_BIN" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
+DGF_PID=$!; PIDS+=("$DGF_PID")
+wait_port "$DGF_PORT"
+
+TARGETS="direct:6379 dgf:$DGF_PORT"
+if have nutcracker; then
+  TW_PORT=$(free_port); TW_STATS=$(free_port)
+  cat >"$OUT_DIR/nutcracker.yml" <<YML
+bench:
+  listen: 127.0.0.1:$TW_PORT
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  server_connections: $POOL
+  servers:
+   - 127.0.0.1:6379:1
+YML
+  nutcracker -c "$OUT_DIR/nutcracker.yml" -s "$TW_STATS" -o "$OUT_DIR/nutcracker.log" &
+  PIDS+=("$!")
+  wait_port "$TW_PORT"
+  TARGETS="$TARGETS twemproxy:$TW_PORT"
+fi
+
+declare -A RPS
+printf '%-10s %-4s %-4s %12s\n' target P test rps | tee "$OUT_DIR/results.txt"
+for P in $PIPELINES; do
+  for t in $TARGETS; do
+    name=${t%%:*}; port=${t##*:}
+    [[ $name == dgf ]] && c0=$(cpu_ticks "$DGF_PID")
+    out=$(redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -n "$REQUESTS" -c "$CLIENTS" -P "$P" -q --csv 2>/dev/null | tr -d '"')
+    if [[ $name == dgf ]]; then
+      c1=$(cpu_ticks "$DGF_PID")
+      hz=$(getconf CLK_TCK)
+      us=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n=$((2 * REQUESTS)) 'BEGIN{printf "%.2f", (b-a)/hz*1e6/n}')
+      echo "dgf CPU per request at P=$P: ${us} us" | tee -a "$OUT_DIR/results.txt"
+    fi
+    while IFS=, read -r test rps _; do
+      [[ $test == test || -z $test ]] && continue
+      RPS[$name,$P,$test]=$rps
+      printf '%-10s %-4s %-4s %12s\n' "$name" "$P" "$test" "$rps" | tee -a "$OUT_DIR/results.txt"
+    done <<<"$out"
+  done
+done
+echo | tee -a "$OUT_DIR/results.txt"
+for P in $PIPELINES; do
+  for test in SET GET; do
+    d=${RPS[direct,$P,$test]:-0}; g=${RPS[dgf,$P,$test]:-0}; w=${RPS[twemproxy,$P,$test]:-0}
+    awk -v d="$d" -v g="$g" -v w="$w" -v P="$P" -v t="$test" \
+      'BEGIN{printf "P=%-3s %-4s dgf/direct %.2f  dgf/twemproxy %s\n", P, t, (d>0?g/d:0), (w>0?sprintf("%.2f", g/w):"n/a")}' \
+      | tee -a "$OUT_DIR/results.txt"
+  done
+done
+[[ $AUDIT == 1 ]] && echo "audit records: $(wc -l <"$OUT_DIR/audit.jsonl")" | tee -a "$OUT_DIR/results.txt"
+echo "results: $OUT_DIR/results.txt"

@@ -1,0 +1,288 @@
+//! Governance for Redis commands: the facts a rule check needs (kinds = name + classes, keys)
+//! from the rules crate's command table, and masking of string values and hash fields in
+//! RESP2 and RESP3 replies (GET, MGET, GETEX, GETDEL, HGET, HMGET, HGETALL, HRANDFIELD
+//! WITHVALUES).
+
+use dgf_protocols::redis::value::enc;
+use dgf_protocols::redis::{decode, Limits, Value};
+use dgf_rules::audit::{now_rfc3339, AuditEvent};
+use dgf_rules::mask::MaskFn;
+use dgf_rules::redis::{keys, kinds, mask_shape, MaskShape};
+use dgf_rules::{Action, FieldRef, Namespace, Policy, RoleView};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the policy is asked about one command.
+pub struct Facts<'a> {
+    /// Lower-case command name followed by its classes.
+    pub kinds: Vec<String>,
+    /// Key arguments.
+    pub keys: Vec<&'a [u8]>,
+}
+
+/// Facts for `argv` (argument 0 is the command name).
+pub fn facts<'a>(argv: &[&'a [u8]]) -> Facts<'a> {
+    Facts { kinds: kinds(argv), keys: keys(argv) }
+}
+
+/// Resolves the mask for a key's string value (`field` None) or one of its hash fields.
+pub type Resolver = Arc<dyn Fn(&[u8], Option<&[u8]>) -> Option<MaskFn> + Send + Sync>;
+
+/// How to mask one command's reply.
+pub enum MaskPlan {
+    /// Bulk strings at these positions (a single value, or the elements of an array).
+    Positional(Vec<Option<MaskFn>>),
+    /// Field/value pairs of hash `key` (flat RESP2 array, RESP3 map, or RESP3 array of pairs).
+    Pairs(Vec<u8>, Resolver),
+}
+
+/// The plan for `argv`, or None when nothing in its reply can need masking.
+pub fn plan(argv: &[&[u8]], resolve: &Resolver) -> Option<MaskPlan> {
+    let key = argv.get(1).copied().unwrap_or_default();
+    let p = match mask_shape(argv) {
+        MaskShape::None => return None,
+        MaskShape::StringValue => MaskPlan::Positional(vec![resolve(key, None)]),
+        MaskShape::StringValues => MaskPlan::Positional(argv[1..].iter().map(|k| resolve(k, None)).collect()),
+        MaskShape::HashField => MaskPlan::Positional(vec![resolve(key, argv.get(2).copied())]),
+        MaskShape::HashFields => MaskPlan::Positional(argv.iter().skip(2).map(|f| resolve(key, Some(f))).collect()),
+        MaskShape::HashPairs => return Some(MaskPlan::Pairs(key.to_vec(), resolve.clone())),
+    };
+    match &p {
+        MaskPlan::Positional(v) if v.iter().all(Option::is_none) => None,
+        _ => Some(p),
+    }
+}
+
+fn masked(out: &mut Vec<u8>, f: &MaskFn, v: &Value<'_>, proto: u8) -> bool {
+    let Some(b) = v.as_bytes() else { return false };
+    match f.apply_str(&String::from_utf8_lossy(b)) {
+        Some(s) => enc::bulk(out, s.as_bytes()),
+        None => enc::null(out, proto),
+    }
+    true
+}
+
+fn put(out: &mut Vec<u8>, f: Option<&MaskFn>, v: &Value<'_>, proto: u8) {
+    if !f.is_some_and(|f| masked(out, f, v, proto)) {
+        v.encode(out);
+    }
+}
+
+/// Apply `plan` to one complete reply; None when the reply is left as it is (errors, nil,
+/// unexpected shapes).
+pub fn apply(plan: &MaskPlan, reply: &[u8], proto: u8) -> Option<Vec<u8>> {
+    let (v, _) = decode(reply, &Limits::SERVER).ok()??;
+    let mut out = Vec::with_capacity(reply.len());
+    match (plan, &v) {
+        (MaskPlan::Positional(fs), Value::Bulk(Some(_)) | Value::Verbatim(_)) => {
+            put(&mut out, fs.first()?.as_ref(), &v, proto)
+        }
+        (MaskPlan::Positional(fs), Value::Array(Some(items))) => {
+            enc::array(&mut out, items.len());
+            for (i, item) in items.iter().enumerate() {
+                put(&mut out, fs.get(i).and_then(Option::as_ref), item, proto);
+            }
+        }
+        (MaskPlan::Pairs(key, r), Value::Map(pairs)) => {
+            out.extend_from_slice(format!("%{}\r\n", pairs.len()).as_bytes());
+            for (k, val) in pairs {
+                k.encode(&mut out);
+                put(&mut out, k.as_bytes().and_then(|f| r(key, Some(f))).as_ref(), val, proto);
+            }
+        }
+        (MaskPlan::Pairs(key, r), Value::Array(Some(items))) => {
+            enc::array(&mut out, items.len());
+            if items.iter().all(|i| matches!(i, Value::Array(Some(p)) if p.len() == 2)) && !items.is_empty() {
+                // RESP3 HRANDFIELD ... WITHVALUES: [[field, value], ...]
+                for i in items {
+                    let Value::Array(Some(p)) = i else { return None };
+                    enc::array(&mut out, 2);
+                    p[0].encode(&mut out);
+                    put(&mut out, p[0].as_bytes().and_then(|f| r(key, Some(f))).as_ref(), &p[1], proto);
+                }
+            } else {
+                for pair in items.chunks(2) {
+                    pair[0].encode(&mut out);
+                    if let Some(val) = pair.get(1) {
+                        put(&mut out, pair[0].as_bytes().and_then(|f| r(key, Some(f))).as_ref(), val, proto);
+                    }
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// A session's view of the policy (None in the session when governance is off).
+pub struct GovCtx {
+    /// The policy the view came from.
+    pub policy: Arc<Policy>,
+    /// Rules for the user's roles on this route.
+    pub view: Arc<RoleView>,
+    /// Mask lookups (None when no mask rule applies to these roles).
+    pub resolver: Option<Resolver>,
+    /// Whether audit records are written.
+    pub audit: bool,
+    /// Whether audit records keep key names and the command line.
+    pub literals: bool,
+}
+
+impl GovCtx {
+    /// Build for a user's roles; None when there is nothing to enforce or record.
+    pub fn new(policy: &Arc<Policy>, route: &str, roles: &[String], audit: bool, literals: bool) -> Option<Self> {
+        if policy.rule_names().is_empty() && !audit {
+            return None;
+        }
+        let view = policy.view(route, roles);
+        let resolver: Option<Resolver> = view.masks_anything().then(|| {
+            let v = view.clone();
+            Arc::new(move |key: &[u8], field: Option<&[u8]>| {
+                let key = String::from_utf8_lossy(key);
+                // String values: only whole-value labels (`redis:session:*`) apply, not
+                // hash-field labels of the same key pattern.
+                let field = String::from_utf8_lossy(field.unwrap_or_default());
+                let m = v.mask_for(&FieldRef { ns: Namespace::Redis, object: &key, field: Some(&field) })?;
+                (!m.shadow).then_some(m.func)
+            }) as Resolver
+        });
+        Some(Self { policy: policy.clone(), view, resolver, audit, literals })
+    }
+}
+
+/// What is kept about a forwarded command until its reply arrives.
+pub struct Pending {
+    /// Reply masking.
+    pub plan: Option<MaskPlan>,
+    /// Audit record to complete.
+    pub audit: Option<AuditEvent>,
+    /// When it was sent.
+    pub started: Instant,
+}
+
+/// Key fingerprint for audit: the key itself with `include_literals`, else a short hash.
+pub fn key_label(key: &[u8], literals: bool) -> String {
+    if literals {
+        return format!("redis:{}", String::from_utf8_lossy(key));
+    }
+    let h = Sha256::digest(key);
+    let hex: String = h.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("redis:#{hex}")
+}
+
+/// The outcome of checking one command (pure: nothing counted or recorded yet).
+pub struct Checked {
+    /// `NOPERM ...` when refused.
+    pub denied: Option<String>,
+    /// What to keep until the reply.
+    pub pending: Pending,
+    verdict: dgf_rules::Verdict,
+}
+
+impl Checked {
+    /// Count the decision and, for a refusal, write its audit record. Called once the command
+    /// is actually handled (not when it waits behind a barrier).
+    pub fn settle(&mut self, g: &GovCtx, route: &str, gov: &crate::governance::Governance) {
+        gov.count(&g.policy, route, &self.verdict, self.pending.plan.is_some());
+        if self.denied.is_some() {
+            if let Some(mut ev) = self.pending.audit.take() {
+                ev.error = Some("NOPERM".into());
+                gov.record(ev);
+            }
+        }
+    }
+}
+
+/// Check one command against the policy and prepare its mask plan and audit record.
+pub fn check(g: &GovCtx, argv: &[&[u8]], base: &AuditEvent) -> Checked {
+    let f = facts(argv);
+    let kinds: Vec<&str> = f.kinds.iter().map(String::as_str).collect();
+    let objects: Vec<String> = f.keys.iter().map(|k| format!("redis:{}", String::from_utf8_lossy(k))).collect();
+    let action = Action { kinds: &kinds, objects: &objects, fields: &[], functions: &[], flags: Default::default() };
+    let v = g.view.check(&action);
+    let plan = g.resolver.as_ref().and_then(|r| plan(argv, r));
+    let audit = g.audit.then(|| {
+        let names = g.policy.rule_names();
+        let rules = v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| n.to_string())).collect();
+        let statement = g
+            .literals
+            .then(|| argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "));
+        AuditEvent {
+            time: now_rfc3339(),
+            kind: f.kinds.get(1).cloned().unwrap_or_default(),
+            fingerprint: f.kinds.first().map(|n| n.to_uppercase()).unwrap_or_default(),
+            statement,
+            objects: f.keys.iter().map(|k| key_label(k, g.literals)).collect(),
+            decision: crate::governance::decision(&v, plan.is_some()).to_owned(),
+            rules,
+            ..base.clone()
+        }
+    });
+    Checked {
+        denied: v.deny.as_ref().map(|d| format!("NOPERM {}", d.message)),
+        pending: Pending { plan, audit, started: Instant::now() },
+        verdict: v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver() -> Resolver {
+        Arc::new(|key: &[u8], field: Option<&[u8]>| match (key, field) {
+            (k, Some(b"email")) if k.starts_with(b"user:") => Some(MaskFn::Email),
+            (k, None) if k.starts_with(b"session:") => Some(MaskFn::Redact),
+            _ => None,
+        })
+    }
+
+    fn run(argv: &[&[u8]], reply: &[u8], proto: u8) -> Option<String> {
+        let p = plan(argv, &resolver())?;
+        apply(&p, reply, proto).map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn string_values() {
+        let out = run(&[b"GET", b"session:1"], b"$6\r\nsecret\r\n", 2).unwrap();
+        assert!(out.starts_with('$') && !out.contains("secret"), "{out}");
+        assert!(plan(&[b"GET", b"other"], &resolver()).is_none());
+        assert_eq!(run(&[b"GET", b"session:1"], b"$-1\r\n", 2), None);
+        let out = run(&[b"MGET", b"a", b"session:2"], b"*2\r\n$1\r\nx\r\n$3\r\nabc\r\n", 3).unwrap();
+        assert!(out.starts_with("*2\r\n$1\r\nx\r\n$") && !out.contains("abc"), "{out}");
+        assert!(plan(&[b"GETDEL", b"session:1"], &resolver()).is_some());
+    }
+
+    #[test]
+    fn hash_fields_resp2_and_resp3() {
+        let out = run(&[b"HGET", b"user:1", b"email"], b"$13\r\njane@acme.com\r\n", 2).unwrap();
+        assert!(!out.contains("jane@"), "{out}");
+        assert!(plan(&[b"HGET", b"user:1", b"name"], &resolver()).is_none());
+        let out =
+            run(&[b"HMGET", b"user:1", b"name", b"email"], b"*2\r\n$4\r\nJane\r\n$13\r\njane@acme.com\r\n", 2).unwrap();
+        assert!(out.contains("Jane") && !out.contains("jane@"), "{out}");
+        let r2 = b"*4\r\n$4\r\nname\r\n$4\r\nJane\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
+        let out = run(&[b"HGETALL", b"user:1"], r2, 2).unwrap();
+        assert!(out.starts_with("*4\r\n") && out.contains("Jane") && !out.contains("jane@"), "{out}");
+        let r3 = b"%2\r\n$4\r\nname\r\n$4\r\nJane\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
+        let out = run(&[b"HGETALL", b"user:1"], r3, 3).unwrap();
+        assert!(out.starts_with("%2\r\n") && !out.contains("jane@"), "{out}");
+        let r3 = b"*1\r\n*2\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
+        let out = run(&[b"HRANDFIELD", b"user:1", b"1", b"WITHVALUES"], r3, 3).unwrap();
+        assert!(out.starts_with("*1\r\n*2\r\n$5\r\nemail\r\n") && !out.contains("jane@"), "{out}");
+        // Masking to null follows the client's protocol.
+        let null: Resolver = Arc::new(|_: &[u8], _: Option<&[u8]>| Some(MaskFn::Null));
+        let p = plan(&[b"GET", b"k"], &null).unwrap();
+        assert_eq!(apply(&p, b"$1\r\nx\r\n", 3).unwrap(), b"_\r\n");
+        assert_eq!(apply(&p, b"$1\r\nx\r\n", 2).unwrap(), b"$-1\r\n");
+        assert_eq!(apply(&p, b"-ERR x\r\n", 2), None);
+    }
+
+    #[test]
+    fn facts_for_rules() {
+        let f = facts(&[b"MSET", b"a", b"1", b"b", b"2"]);
+        assert_eq!(f.kinds, ["mset", "write"]);
+        assert_eq!(f.keys, [&b"a"[..], b"b"]);
+    }
+}

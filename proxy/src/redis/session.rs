@@ -1,0 +1,521 @@
+//! One client session: frames requests, answers connection-state commands itself, batches the
+//! rest onto a shared (or pinned) upstream connection, and writes replies back in order.
+//!
+//! Ordering: all replies of a client come from one place at a time (its shared connection,
+//! its pinned connection, or dgf itself). Switching between them waits until every reply
+//! already requested has arrived (a barrier), so the client sees replies in request order.
+
+use super::commands::{self, Where};
+use super::govern::{self, GovCtx, Pending};
+use super::pubsub::Kind;
+use super::upstream::{lost, Batch, Msg, MuxConn, ReplyTx};
+use super::{initial_identity, RedisRoute, SessionError};
+use crate::live::{Route, User};
+use crate::shared::Shared;
+use crate::stream::Stream;
+use bytes::{Buf, BytesMut};
+use dgf_protocols::redis::request::encode_command;
+use dgf_protocols::redis::value::enc;
+use dgf_protocols::redis::{parse_request, Limits};
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+/// Caps on client requests.
+pub const CLIENT_LIMITS: Limits = Limits::CLIENT;
+/// Stop reading from a client with this many replies owed to it.
+const MAX_OUTSTANDING: usize = 16 * 1024;
+/// Stop reading from a client with this many reply bytes not yet written to it.
+const MAX_COUT: usize = 8 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Active {
+    Shared,
+    Pinned,
+}
+
+/// What to do with one command.
+enum Act {
+    /// dgf answers with this error.
+    Error(String),
+    /// dgf answers (see local.rs).
+    Local,
+    /// Forward.
+    Forward(Where),
+}
+
+/// A client session.
+pub struct Session {
+    pub(super) shared: Arc<Shared>,
+    pub(super) route: Arc<Route>,
+    pub(super) rr: Arc<RedisRoute>,
+    pub(super) peer: SocketAddr,
+    pub(super) id: u64,
+    rd: ReadHalf<Stream>,
+    wr: WriteHalf<Stream>,
+    cin: BytesMut,
+    pub(super) cout: Vec<u8>,
+    args: Vec<Range<usize>>,
+    pub(super) user: Option<Arc<User>>,
+    pub(super) authed: bool,
+    pub(super) db: u32,
+    pub(super) proto: u8,
+    pub(super) name: Option<Vec<u8>>,
+    pub(super) lib: (Option<String>, Option<String>),
+    pub(super) tx: ReplyTx,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    pub(super) outstanding: usize,
+    batch: BytesMut,
+    batch_n: u32,
+    batch_resets: bool,
+    active: Active,
+    shared_conn: Option<Arc<MuxConn>>,
+    pub(super) pinned: Option<Arc<MuxConn>>,
+    pub(super) in_multi: bool,
+    pub(super) watching: bool,
+    pending_select: Option<u32>,
+    pub(super) subs: HashSet<(Kind, Vec<u8>)>,
+    pub(super) closing: bool,
+    fatal: Option<String>,
+    stalled: bool,
+    gov: Option<GovCtx>,
+    /// One entry per forwarded command while masking or auditing is on.
+    pending: VecDeque<Pending>,
+    per_reply: bool,
+}
+
+impl Session {
+    /// A session for an accepted (and, on TLS routes, decrypted) client stream.
+    pub fn new(
+        shared: Arc<Shared>,
+        route: Arc<Route>,
+        rr: Arc<RedisRoute>,
+        peer: SocketAddr,
+        id: u64,
+        stream: Stream,
+    ) -> Self {
+        let (authed, user) = initial_identity(&shared.live.load());
+        let (rd, wr) = tokio::io::split(stream);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let db = rr.target.db;
+        Self {
+            shared,
+            route,
+            rr,
+            peer,
+            id,
+            rd,
+            wr,
+            cin: BytesMut::with_capacity(4096),
+            cout: Vec::with_capacity(4096),
+            args: Vec::new(),
+            user,
+            authed,
+            db,
+            proto: 2,
+            name: None,
+            lib: (None, None),
+            tx,
+            rx,
+            outstanding: 0,
+            batch: BytesMut::new(),
+            batch_n: 0,
+            batch_resets: false,
+            active: Active::Shared,
+            shared_conn: None,
+            pinned: None,
+            in_multi: false,
+            watching: false,
+            pending_select: None,
+            subs: HashSet::new(),
+            closing: false,
+            fatal: None,
+            stalled: false,
+            gov: None,
+            pending: VecDeque::new(),
+            per_reply: false,
+        }
+        .with_gov()
+    }
+
+    fn with_gov(mut self) -> Self {
+        self.refresh_gov();
+        self
+    }
+
+    /// (Re)build the policy view for the current user (after login or RESET).
+    pub(super) fn refresh_gov(&mut self) {
+        let snap = self.shared.live.load();
+        let g = &self.shared.governance;
+        let roles = self.user.as_ref().map(|u| u.roles.clone()).unwrap_or_default();
+        self.gov = GovCtx::new(&snap.policy, &self.route.name, &roles, g.auditing(), g.include_literals());
+        self.per_reply = self.gov.as_ref().is_some_and(|g| g.resolver.is_some() || g.audit);
+    }
+
+    fn audit_base(&self) -> dgf_rules::audit::AuditEvent {
+        dgf_rules::audit::AuditEvent {
+            protocol: "redis".into(),
+            route: self.route.name.clone(),
+            client: self.peer.to_string(),
+            user: self.user.as_ref().map_or_else(|| "default".to_owned(), |u| u.name.clone()),
+            roles: self.user.as_ref().map(|u| u.roles.clone()).unwrap_or_default(),
+            database: self.db.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.outstanding > 0 || self.batch_n > 0
+    }
+
+    pub(super) fn in_section(&self) -> bool {
+        self.in_multi || self.watching
+    }
+
+    /// Run until the client leaves.
+    pub async fn run(mut self) -> Result<(), SessionError> {
+        let mut shutdown = self.shared.shutdown.clone();
+        let result = self.run_inner(&mut shutdown).await;
+        self.cleanup();
+        result
+    }
+
+    async fn run_inner(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<(), SessionError> {
+        loop {
+            self.process_input().await;
+            self.flush_batch().await;
+            if self.outstanding == 0 {
+                if let Some(msg) = self.fatal.take() {
+                    enc::error(&mut self.cout, &msg);
+                    self.wr.write_all(&self.cout).await?;
+                    let _ = self.wr.shutdown().await;
+                    return Err(SessionError::Protocol(msg));
+                }
+                if self.closing && self.cout.is_empty() {
+                    let _ = self.wr.shutdown().await;
+                    return Ok(());
+                }
+                self.maybe_release();
+            }
+            let can_read = !self.closing
+                && self.fatal.is_none()
+                && !self.stalled
+                && self.cout.len() < MAX_COUT
+                && self.outstanding < MAX_OUTSTANDING;
+            tokio::select! {
+                r = self.rd.read_buf(&mut self.cin), if can_read => {
+                    let n = r?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.route.metrics.bytes_in.inc_by(n as u64);
+                }
+                m = self.rx.recv() => {
+                    if let Some(m) = m {
+                        self.on_msg(m);
+                        while let Ok(m) = self.rx.try_recv() {
+                            self.on_msg(m);
+                        }
+                    }
+                }
+                w = self.wr.write(&self.cout), if !self.cout.is_empty() => {
+                    let n = w?;
+                    self.route.metrics.bytes_out.inc_by(n as u64);
+                    self.cout.drain(..n);
+                }
+                _ = shutdown.changed() => {
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    fn on_msg(&mut self, m: Msg) {
+        match m {
+            Msg::Replies(b, n) => {
+                self.outstanding = self.outstanding.saturating_sub(n as usize);
+                if let Some(db) = self.pending_select.take() {
+                    if b.first() == Some(&b'+') {
+                        self.db = db;
+                    }
+                }
+                if self.per_reply {
+                    self.per_reply_out(&b, n);
+                } else {
+                    self.cout.extend_from_slice(&b);
+                }
+            }
+            Msg::Push(b) => self.cout.extend_from_slice(&b),
+            Msg::Confirm(b) => {
+                self.outstanding = self.outstanding.saturating_sub(1);
+                self.cout.extend_from_slice(&b);
+            }
+        }
+    }
+
+    /// Mask and audit replies one by one (only while governance needs it).
+    fn per_reply_out(&mut self, mut b: &[u8], n: u32) {
+        for _ in 0..n {
+            let len = match dgf_protocols::redis::reply_len(b, &Limits::SERVER) {
+                Ok(Some(l)) => l,
+                _ => b.len(),
+            };
+            let (reply, rest) = b.split_at(len);
+            b = rest;
+            let Some(p) = self.pending.pop_front() else {
+                self.cout.extend_from_slice(reply);
+                continue;
+            };
+            let masked = p.plan.as_ref().and_then(|plan| govern::apply(plan, reply, self.proto));
+            let out: &[u8] = masked.as_deref().unwrap_or(reply);
+            self.cout.extend_from_slice(out);
+            if let Some(mut ev) = p.audit {
+                ev.duration_us = Some(p.started.elapsed().as_micros() as u64);
+                ev.bytes = Some(out.len() as u64);
+                if reply.first() == Some(&b'-') {
+                    ev.error =
+                        Some(String::from_utf8_lossy(&reply[1..]).split_whitespace().next().unwrap_or("").to_owned());
+                }
+                if !self.shared.governance.record(ev) {
+                    self.route.metrics.error("dgf_audit");
+                }
+            }
+        }
+        self.cout.extend_from_slice(b);
+    }
+
+    /// Give a pinned connection back once its section is over and all its replies are in.
+    fn maybe_release(&mut self) {
+        if !self.in_section() && !self.busy() {
+            if let Some(c) = self.pinned.take() {
+                self.rr.release_pinned(c);
+            }
+            self.active = Active::Shared;
+        }
+    }
+
+    fn cleanup(&mut self) {
+        for (kind, name) in self.subs.drain() {
+            self.rr.hub.unsubscribe(kind, &name, self.id);
+        }
+        if let Some(c) = self.pinned.take() {
+            if !self.in_section() && self.outstanding == 0 {
+                self.rr.release_pinned(c);
+            }
+            // Otherwise dropped: a transaction, WATCH or blocked command dies with its socket.
+        }
+    }
+
+    async fn process_input(&mut self) {
+        self.stalled = false;
+        let mut cin = std::mem::take(&mut self.cin);
+        let mut argv_ranges = std::mem::take(&mut self.args);
+        while self.fatal.is_none() && !self.closing {
+            let req = match parse_request(&cin, &CLIENT_LIMITS, &mut argv_ranges) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    self.fatal = Some(format!("ERR Protocol error: {e}"));
+                    break;
+                }
+            };
+            if argv_ranges.is_empty() {
+                cin.advance(req.len);
+                continue;
+            }
+            let argv: Vec<&[u8]> = argv_ranges.iter().map(|r| &cin[r.clone()]).collect();
+            let mut nb = [0u8; 32];
+            let name: &[u8] = match commands::upper(argv[0], &mut nb) {
+                Some(n) => n,
+                None => argv[0],
+            };
+            let (act, mut checked) = self.decide(name, &argv);
+            let needs_barrier = match &act {
+                Act::Error(_) | Act::Local => self.busy(),
+                Act::Forward(Where::Select) => self.busy(),
+                Act::Forward(Where::Shared) => self.active != Active::Shared && self.busy(),
+                Act::Forward(Where::Pinned) => self.active != Active::Pinned && self.busy(),
+                Act::Forward(Where::Local) => self.busy(),
+            };
+            if needs_barrier {
+                self.stalled = true;
+                break;
+            }
+            self.route.metrics.queries.inc();
+            let mut act = act;
+            let mut pending = None;
+            if let (Some(c), Some(g)) = (checked.as_mut(), self.gov.as_ref()) {
+                c.settle(g, &self.route.name, &self.shared.governance);
+                if let Some(msg) = c.denied.take() {
+                    act = Act::Error(msg);
+                } else if matches!(act, Act::Forward(Where::Shared | Where::Pinned | Where::Select)) && self.per_reply {
+                    pending = checked.map(|c| c.pending);
+                } else if let Some(ev) = checked.and_then(|c| c.pending.audit) {
+                    self.shared.governance.record(ev);
+                }
+            }
+            match act {
+                Act::Error(msg) => enc::error(&mut self.cout, &msg),
+                Act::Local | Act::Forward(Where::Local) => self.local(name, &argv),
+                Act::Forward(w) => {
+                    let target = if w == Where::Shared { Active::Shared } else { Active::Pinned };
+                    if target == Active::Pinned && self.pinned.is_none() {
+                        match self.rr.pinned_conn().await {
+                            Ok(c) => self.pinned = Some(c),
+                            Err(e) => {
+                                enc::error(&mut self.cout, &format!("ERR dgf: {e}"));
+                                cin.advance(req.len);
+                                continue;
+                            }
+                        }
+                    }
+                    if target == Active::Shared && self.active == Active::Pinned {
+                        // The barrier above guarantees nothing is in flight on it.
+                        if let Some(c) = self.pinned.take() {
+                            self.rr.release_pinned(c);
+                        }
+                    }
+                    self.active = target;
+                    if target == Active::Pinned {
+                        self.track_section(name);
+                    }
+                    if req.inline {
+                        let mut v = Vec::new();
+                        encode_command(&mut v, argv.iter().copied());
+                        self.batch.extend_from_slice(&v);
+                    } else {
+                        self.batch.extend_from_slice(&cin[..req.len]);
+                    }
+                    self.batch_n += 1;
+                    if self.per_reply {
+                        self.pending.push_back(pending.take().unwrap_or_else(|| Pending {
+                            plan: None,
+                            audit: None,
+                            started: std::time::Instant::now(),
+                        }));
+                    }
+                    if w == Where::Select || name == b"EXEC" || name == b"RESET" {
+                        self.batch_resets = true;
+                    }
+                    if w == Where::Select {
+                        self.pending_select = std::str::from_utf8(argv.get(1).copied().unwrap_or_default())
+                            .ok()
+                            .and_then(|s| s.parse().ok());
+                        cin.advance(req.len);
+                        // Its reply decides the client's database: nothing may follow it in the batch.
+                        break;
+                    }
+                }
+            }
+            cin.advance(req.len);
+        }
+        self.cin = cin;
+        self.args = argv_ranges;
+    }
+
+    /// The hook point of the query path: classify, authorise and route one command.
+    fn decide(&self, name: &[u8], argv: &[&[u8]]) -> (Act, Option<govern::Checked>) {
+        let act = self.route_cmd(name, argv);
+        if matches!(act, Act::Error(_)) {
+            return (act, None);
+        }
+        let checked = self.gov.as_ref().map(|g| govern::check(g, argv, &self.audit_base()));
+        (act, checked)
+    }
+
+    fn route_cmd(&self, name: &[u8], argv: &[&[u8]]) -> Act {
+        if !self.authed && !commands::allowed_before_auth(name) {
+            return Act::Error("NOAUTH Authentication required.".into());
+        }
+        let subscribed = !self.subs.is_empty();
+        if subscribed && self.proto < 3 {
+            if !commands::allowed_while_subscribed(name) {
+                return Act::Error(format!(
+                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                    String::from_utf8_lossy(name).to_lowercase()
+                ));
+            }
+            if name == b"PING" {
+                return Act::Local;
+            }
+        }
+        let w = commands::route(name, argv);
+        if self.in_section() && matches!(w, Where::Shared | Where::Select) {
+            return Act::Forward(Where::Pinned);
+        }
+        match w {
+            Where::Local => Act::Local,
+            other => Act::Forward(other),
+        }
+    }
+
+    fn track_section(&mut self, name: &[u8]) {
+        match name {
+            b"MULTI" => self.in_multi = true,
+            b"EXEC" | b"DISCARD" => {
+                self.in_multi = false;
+                self.watching = false;
+            }
+            b"WATCH" if !self.in_multi => self.watching = true,
+            b"UNWATCH" if !self.in_multi => self.watching = false,
+            _ => {}
+        }
+    }
+
+    async fn flush_batch(&mut self) {
+        if self.batch_n == 0 {
+            return;
+        }
+        let n = std::mem::take(&mut self.batch_n);
+        let resets = std::mem::take(&mut self.batch_resets);
+        let bytes = self.batch.split().freeze();
+        self.outstanding += n as usize;
+        let conn = match self.active {
+            Active::Pinned => self.pinned.clone().ok_or_else(|| "no pinned connection".to_owned()),
+            Active::Shared => match self.shared_conn.as_ref().filter(|c| !c.is_dead()) {
+                Some(c) => Ok(c.clone()),
+                None => self.rr.shared_conn(self.id).await.inspect(|c| self.shared_conn = Some(c.clone())),
+            },
+        };
+        let batch =
+            Batch { bytes, count: n, db: self.db, proto: self.proto, reply: self.tx.clone(), resets_db: resets };
+        match conn {
+            Ok(c) => {
+                if c.send(batch).is_err() {
+                    self.shared_conn = None;
+                    let _ = self.tx.send(Msg::Replies(lost(n), n));
+                }
+            }
+            Err(e) => {
+                let mut v = Vec::new();
+                for _ in 0..n {
+                    enc::error(&mut v, &format!("ERR dgf: upstream unavailable: {e}"));
+                }
+                let _ = self.tx.send(Msg::Replies(v.into(), n));
+            }
+        }
+    }
+
+    /// Reset to a fresh connection's state (RESET).
+    pub(super) fn reset_state(&mut self) {
+        for (kind, name) in self.subs.drain() {
+            self.rr.hub.unsubscribe(kind, &name, self.id);
+        }
+        if let Some(c) = self.pinned.take() {
+            drop(c); // may hold MULTI/WATCH state: close it rather than clean it
+        }
+        self.in_multi = false;
+        self.watching = false;
+        self.active = Active::Shared;
+        self.db = self.rr.target.db;
+        self.proto = 2;
+        self.name = None;
+        let (authed, user) = initial_identity(&self.shared.live.load());
+        self.authed = authed;
+        self.user = user;
+        self.refresh_gov();
+    }
+}

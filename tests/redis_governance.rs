@@ -1,0 +1,122 @@
+//! Redis governance end to end: command classes in deny rules (-NOPERM, connection stays
+//! usable), key-pattern rules on multi-key commands, masking of hash fields and string values
+//! by label in RESP2 and RESP3 replies, and one audit record per command.
+
+mod common;
+
+use common::redis::{cleanup, direct, start, Raw};
+use common::unique;
+
+fn config(audit: &str, p: &str) -> String {
+    format!(
+        r#"
+[[users]]
+name = "analyst"
+password = "apw"
+roles = ["analyst"]
+
+[[users]]
+name = "app"
+password = "bpw"
+
+[[labels]]
+name = "email"
+match = ["redis:{p}:user:*#email"]
+
+[[labels]]
+name = "session"
+match = ["redis:{p}:session:*"]
+
+[[rules]]
+name = "no flush for analysts"
+roles = ["analyst"]
+action = "deny"
+statements = ["dangerous"]
+
+[[rules]]
+name = "analysts do not touch secrets"
+roles = ["analyst"]
+action = "deny"
+tables = ["redis:{p}:secret:*"]
+
+[[rules]]
+name = "mask personal data for analysts"
+roles = ["analyst"]
+action = "mask"
+labels = ["email", "session"]
+with = "redact"
+
+[audit]
+path = "{audit}"
+"#
+    )
+}
+
+#[test]
+fn deny_mask_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let p = unique("dgft_gov");
+    let r = start(4, &config(&audit.display().to_string(), &p));
+    let u = format!("{p}:user:1");
+    let s = format!("{p}:session:1");
+    direct(&["HSET", &u, "name", "Jane", "email", "jane@acme.com"]);
+    direct(&["SET", &s, "tok-123"]);
+    direct(&["SET", &format!("{p}:plain"), "visible"]);
+
+    let mut a = Raw::connect(r.port);
+    a.cmd(&["AUTH", "analyst", "apw"]);
+    assert_eq!(a.replies(1), b"+OK\r\n");
+    a.cmd(&["FLUSHALL"]);
+    let e = String::from_utf8_lossy(&a.replies(1)).into_owned();
+    assert!(e.starts_with("-NOPERM") && e.contains("no flush for analysts"), "{e}");
+    a.cmd(&["KEYS", "*"]);
+    assert!(a.replies(1).starts_with(b"-NOPERM"));
+    // Multi-key: one secret key among others is enough to refuse.
+    a.cmd(&["MGET", &format!("{p}:plain"), &format!("{p}:secret:x")]);
+    let e = String::from_utf8_lossy(&a.replies(1)).into_owned();
+    assert!(e.starts_with("-NOPERM") && e.contains("analysts do not touch secrets"), "{e}");
+    a.cmd(&["EVAL", "return 1", "1", &format!("{p}:secret:y")]);
+    assert!(a.replies(1).starts_with(b"-NOPERM"));
+    // The connection stays usable; masking applies in RESP2.
+    a.cmd(&["HGET", &u, "email"]);
+    let v = String::from_utf8_lossy(&a.replies(1)).into_owned();
+    assert!(v.starts_with('$') && !v.contains("jane@"), "{v}");
+    a.cmd(&["HGET", &u, "name"]);
+    assert_eq!(a.replies(1), b"$4\r\nJane\r\n");
+    a.cmd(&["HGETALL", &u]);
+    let all = String::from_utf8_lossy(&a.replies(1)).into_owned();
+    assert!(all.contains("Jane") && !all.contains("jane@"), "{all}");
+    a.cmd(&["MGET", &s, &format!("{p}:plain")]);
+    let m = String::from_utf8_lossy(&a.replies(1)).into_owned();
+    assert!(!m.contains("tok-123") && m.contains("visible"), "{m}");
+    // RESP3.
+    a.cmd(&["HELLO", "3"]);
+    assert!(a.replies(1).starts_with(b"%7"));
+    a.cmd(&["HGETALL", &u]);
+    let all = String::from_utf8_lossy(&a.replies(1)).into_owned();
+    assert!(all.starts_with("%2") && all.contains("Jane") && !all.contains("jane@"), "{all}");
+    a.cmd(&["GET", &s]);
+    assert!(!String::from_utf8_lossy(&a.replies(1)).contains("tok-123"));
+
+    // Other roles see real data and may flush... (not tested: shared Redis) but may read secrets.
+    let mut b = Raw::connect(r.port);
+    b.cmd(&["AUTH", "app", "bpw"]);
+    assert_eq!(b.replies(1), b"+OK\r\n");
+    b.cmd(&["HGET", &u, "email"]);
+    assert_eq!(b.replies(1), b"$13\r\njane@acme.com\r\n");
+    b.cmd(&["GET", &format!("{p}:secret:x")]);
+    assert_eq!(b.replies(1), b"$-1\r\n");
+
+    drop((a, b));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = std::fs::read_to_string(&audit).unwrap_or_default();
+    let recs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let redis: Vec<_> = recs.iter().filter(|r| r["protocol"] == "redis").collect();
+    assert!(redis.len() >= 14, "one record per command: {log}");
+    let denied = redis.iter().filter(|r| r["decision"] == "deny").count();
+    assert_eq!(denied, 4, "{log}");
+    assert!(redis.iter().any(|r| r["decision"] == "mask"));
+    assert!(!log.contains(&p), "keys are hashed in audit records unless include_literals: {log}");
+    cleanup(&p);
+}
