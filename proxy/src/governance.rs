@@ -3,9 +3,12 @@
 
 use dgf_config::Config;
 use dgf_rules::audit::{AuditEvent, AuditWriter};
+use dgf_rules::policy::SqlVerdict;
 use dgf_rules::sql::Analyzer;
 use dgf_rules::{Policy, Verdict};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::net::SocketAddr;
+use std::time::Instant;
 
 /// Capacity of the analysis cache (distinct statement shapes).
 const ANALYSIS_CACHE: usize = 16_384;
@@ -129,6 +132,75 @@ impl Governance {
             self.audit_records.with_label_values(&["written"]).set(w.written() as i64);
             self.audit_records.with_label_values(&["dropped"]).set(w.dropped() as i64);
         }
+    }
+}
+
+/// The session side of an audit record: who ran the statement, where.
+pub struct Who<'a> {
+    /// `postgres`, `mysql`, ...
+    pub protocol: &'static str,
+    /// Route name.
+    pub route: &'a str,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// dgf user.
+    pub user: &'a crate::live::User,
+    /// Database / schema.
+    pub database: &'a str,
+}
+
+/// One executed (or refused) SQL statement, for its audit record.
+pub struct SqlRecord<'a> {
+    /// The policy the verdict came from (rule names).
+    pub policy: Option<&'a Policy>,
+    /// The verdict.
+    pub verdict: &'a SqlVerdict,
+    /// Fingerprint (literals stripped).
+    pub fingerprint: &'a str,
+    /// Full text, kept only with `include_literals`.
+    pub statement: Option<String>,
+    /// Some column was masked.
+    pub masked: bool,
+    /// Rows returned or affected.
+    pub rows: u64,
+    /// When the statement was sent.
+    pub started: Instant,
+    /// Error code, if it failed.
+    pub error: Option<String>,
+}
+
+impl Governance {
+    /// Write the audit record of one SQL statement. Returns false when the record was lost.
+    pub fn record_sql(&self, who: &Who<'_>, r: SqlRecord<'_>) -> bool {
+        if !self.auditing() {
+            return true;
+        }
+        let names = r.policy.map_or(&[][..], |p| p.rule_names());
+        let v = &r.verdict.verdict;
+        let mut rules: Vec<String> =
+            v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| n.to_string())).collect();
+        if v.deny.as_ref().is_some_and(|d| d.id == usize::MAX) {
+            rules.push("on_parse_error".into());
+        }
+        self.record(AuditEvent {
+            time: dgf_rules::audit::now_rfc3339(),
+            protocol: who.protocol.into(),
+            route: who.route.to_owned(),
+            client: who.peer.to_string(),
+            user: who.user.name.clone(),
+            roles: who.user.roles.clone(),
+            database: who.database.to_owned(),
+            kind: r.verdict.kind.to_owned(),
+            fingerprint: r.fingerprint.to_owned(),
+            statement: r.statement,
+            objects: r.verdict.objects.clone(),
+            decision: decision(v, r.masked).to_owned(),
+            rules,
+            rows: Some(r.rows),
+            duration_us: Some(r.started.elapsed().as_micros() as u64),
+            error: r.error,
+            ..AuditEvent::default()
+        })
     }
 }
 

@@ -11,7 +11,6 @@ use super::catalog::Catalog;
 use super::relay::Session;
 use bytes::BytesMut;
 use dgf_protocols::postgres::messages;
-use dgf_rules::audit::{now_rfc3339, AuditEvent};
 use dgf_rules::mask::{Format, MaskFn};
 use dgf_rules::policy::{check_sql_cached, sql_output_masks, SqlVerdict};
 use dgf_rules::sql::{Analysis, Dialect, Fingerprint};
@@ -275,37 +274,24 @@ impl Session {
     }
 
     fn audit(&self, gov: &Gov, started: Instant, rows: u64, masked: bool, error: Option<String>) {
-        let g = &self.shared.governance;
-        if !g.auditing() {
-            return;
-        }
-        let names = self.gov.policy.as_ref().map_or(&[][..], |p| p.rule_names());
-        let v = &gov.sql.verdict;
-        let mut rules: Vec<String> =
-            v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| n.to_string())).collect();
-        if v.deny.as_ref().is_some_and(|d| d.id == usize::MAX) {
-            rules.push("on_parse_error".into());
-        }
-        let ev = AuditEvent {
-            time: now_rfc3339(),
-            protocol: "postgres".into(),
-            route: self.route.name.clone(),
-            client: self.peer.to_string(),
-            user: self.user.name.clone(),
-            roles: self.user.roles.clone(),
-            database: self.database.clone(),
-            kind: gov.sql.kind.to_owned(),
-            fingerprint: gov.fp.text.clone(),
-            statement: gov.text.clone(),
-            objects: gov.sql.objects.clone(),
-            decision: crate::governance::decision(v, masked).to_owned(),
-            rules,
-            rows: Some(rows),
-            duration_us: Some(started.elapsed().as_micros() as u64),
-            error,
-            ..AuditEvent::default()
+        let who = crate::governance::Who {
+            protocol: "postgres",
+            route: &self.route.name,
+            peer: self.peer,
+            user: &self.user,
+            database: &self.database,
         };
-        if !g.record(ev) {
+        let rec = crate::governance::SqlRecord {
+            policy: self.gov.policy.as_deref(),
+            verdict: &gov.sql,
+            fingerprint: &gov.fp.text,
+            statement: gov.text.clone(),
+            masked,
+            rows,
+            started,
+            error,
+        };
+        if !self.shared.governance.record_sql(&who, rec) {
             self.route.metrics.error("dgf_audit");
         }
     }

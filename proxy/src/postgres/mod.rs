@@ -7,6 +7,7 @@ mod govern;
 pub mod login;
 pub mod prepared;
 pub mod relay;
+mod responses;
 
 use crate::live::Route;
 use crate::shared::{ClientSlot, Shared};
