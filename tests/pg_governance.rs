@@ -552,3 +552,21 @@ with psycopg.connect(dsn) as c:
     assert!(stdout.contains("denied 42501") && stdout.contains("after (1,)"), "{stdout}");
     assert!(leaked(&stdout).is_none(), "{stdout}");
 }
+
+/// The first masked query of a session arrives inside a transaction: the catalog is loaded on
+/// the transaction's own connection without disturbing it, and `*` is resolved exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masking_inside_a_transaction_from_the_first_statement() {
+    let env = setup();
+    let analyst = client(&env, "analyst").await;
+    analyst.simple_query("BEGIN").await.unwrap();
+    let t = simple_text(&analyst, "SELECT * FROM customers ORDER BY id").await.unwrap();
+    assert!(leaked(&t).is_none(), "{t}");
+    assert!(t.starts_with("1|alice|a***@example.com|"), "unlabelled columns clear, email masked: {t}");
+    analyst.simple_query("INSERT INTO notes VALUES ('x')").await.unwrap_err();
+    let e = analyst.simple_query("SELECT * FROM customers").await.unwrap_err();
+    assert_eq!(code(&e), "25P02");
+    analyst.simple_query("ROLLBACK").await.unwrap();
+    let t = simple_text(&analyst, "SELECT name, ssn FROM customers WHERE id = 2").await.unwrap();
+    assert_eq!(t, "bob|*******4321|\n");
+}

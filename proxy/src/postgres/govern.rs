@@ -7,6 +7,7 @@
 //! exactly with the catalog (cached per database, refreshed after DDL); any other column takes
 //! the mask its SQL lineage calls for (see `dgf_rules::policy::sql_output_masks`).
 
+use super::backend::BackendError;
 use super::catalog::Catalog;
 use super::relay::Session;
 use bytes::BytesMut;
@@ -129,8 +130,16 @@ impl Session {
             return;
         }
         let Some(server) = self.server.as_mut() else { return };
+        if server.status == b'E' {
+            // A failed transaction refuses every query: lineage covers this statement.
+            return;
+        }
         match Catalog::load(server).await {
             Ok(c) => self.pg.set_catalog(&self.database, c),
+            // The server answered with an error: the connection is still in step.
+            Err(BackendError::Refused(e)) => {
+                tracing::warn!(code = %e.code, message = %e.message, "catalog load refused; masking falls back to lineage")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "catalog load failed; masking falls back to lineage");
                 server.mark_broken();
