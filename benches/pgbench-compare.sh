@@ -27,6 +27,7 @@
 #                              (default: target/bench/pgbench-compare-<timestamp>)
 #   KEEP_DB=1                  keep the dgf_bench database afterwards
 #   PGPORT=5432                port of the local Postgres (host is always 127.0.0.1)
+#   DGF_WORKERS=0              dgf `server.workers` (0 = one per core, 1 = single-threaded)
 #
 # Every address used is 127.0.0.1. Everything the script starts is stopped on
 # exit, and every wait is bounded in time.
@@ -261,6 +262,7 @@ start_dgf() {
 [server]
 max_client_connections = $((IDLE_CONNS + 1000 > 20000 ? IDLE_CONNS + 1000 : 20000))
 shutdown_timeout_ms = 2000
+workers = ${DGF_WORKERS:-0}
 
 [admin]
 listen = "$HOST:$admin"
