@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(Some(n)) = reply_len(data, &small) {
         assert!(n <= data.len());
-        let (_, m) = decode(data, &small).expect("framed replies decode").expect("complete");
-        assert_eq!(n, m);
+        // The value decoder refuses some framed replies on purpose (streamed RESP3 values,
+        // which dgf forwards as bytes and never decodes); everything it accepts must agree.
+        if let Ok(decoded) = decode(data, &small) {
+            let (_, m) = decoded.expect("a framed reply is complete");
+            assert_eq!(n, m);
+        }
     }
 });

@@ -88,11 +88,26 @@ pub struct ServerGreeting {
     pub plugin: String,
 }
 
+/// The auth-plugin-data length byte of a HandshakeV10: after the protocol version, the
+/// NUL-terminated server version, connection id (4), scramble part 1 (8), filler (1),
+/// capabilities (2), charset (1), status (2) and upper capabilities (2).
+fn greeting_auth_data_len(payload: &[u8]) -> Option<u8> {
+    let nul = payload.get(1..)?.iter().position(|&b| b == 0)?;
+    payload.get(1 + nul + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2).copied()
+}
+
 impl ServerGreeting {
     /// Parse an upstream HandshakeV10 with mysql_common's decoder.
     pub fn parse(payload: &[u8]) -> Result<ServerGreeting, MyProtoError> {
         if payload.first() == Some(&0xff) {
             return Err(MyProtoError::Malformed("server sent an error instead of a greeting"));
+        }
+        // mysql_common computes `auth_plugin_data_len as i8 - 8`, which overflows (a panic in
+        // debug builds) for lengths 0x80..=0x87; no real server sends those (found by fuzzing).
+        if let Some(len) = greeting_auth_data_len(payload) {
+            if (0x80..=0x87).contains(&len) {
+                return Err(MyProtoError::Malformed("invalid auth-plugin-data length in server greeting"));
+            }
         }
         let h = mysql_common::packets::HandshakePacket::deserialize((), &mut ParseBuf(payload))
             .map_err(|_| MyProtoError::Malformed("invalid server greeting"))?;
@@ -330,6 +345,23 @@ pub fn parse_auth_switch(payload: &[u8]) -> Result<(String, Vec<u8>), MyProtoErr
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn greeting_with_overflowing_auth_data_len_is_refused_not_panicking() {
+        let mut p = vec![10u8];
+        p.extend_from_slice(b"5.7.0\0");
+        p.extend_from_slice(&[1, 0, 0, 0]);
+        p.extend_from_slice(&[b'a'; 8]);
+        p.push(0);
+        p.extend_from_slice(&[0xff, 0xff, 33, 2, 0, 0xff, 0xff]);
+        p.push(0x80);
+        p.extend_from_slice(&[0; 10]);
+        p.extend_from_slice(&[b'b'; 13]);
+        p.extend_from_slice(b"mysql_native_password\0");
+        assert_eq!(greeting_auth_data_len(&p), Some(0x80));
+        assert!(ServerGreeting::parse(&p).is_err());
+    }
+
     use super::*;
 
     #[test]
