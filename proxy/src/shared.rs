@@ -52,6 +52,18 @@ impl ClientSlot {
     }
 }
 
+impl ClientSlot {
+    /// Count a client that `route` just accepted against the global and route caps, and in
+    /// the route's client metrics. Every protocol's `serve` starts here.
+    pub fn admit(shared: &Shared, route: &crate::live::Route) -> Self {
+        let cap = shared.live.load().config.server.max_client_connections;
+        let slot = Self::acquire(&shared.clients, cap, &route.clients, route.cfg.max_client_connections);
+        route.metrics.clients_total.inc();
+        route.metrics.clients.inc();
+        slot
+    }
+}
+
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         for c in &self.counters {

@@ -55,14 +55,7 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 pub async fn serve(shared: Arc<Shared>, route: Arc<Route>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let snap = shared.live.load_full();
-    let slot = ClientSlot::acquire(
-        &shared.clients,
-        snap.config.server.max_client_connections,
-        &route.clients,
-        route.cfg.max_client_connections,
-    );
-    route.metrics.clients_total.inc();
-    route.metrics.clients.inc();
+    let slot = ClientSlot::admit(&shared, &route);
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("mongo", route = %route.name, %peer, conn = id, user = tracing::field::Empty);
     let result = async {

@@ -48,14 +48,7 @@ pub enum SessionError {
 pub async fn serve(shared: Arc<Shared>, route: Arc<Route>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let snap = shared.live.load_full();
-    let slot = ClientSlot::acquire(
-        &shared.clients,
-        snap.config.server.max_client_connections,
-        &route.clients,
-        route.cfg.max_client_connections,
-    );
-    route.metrics.clients_total.inc();
-    route.metrics.clients.inc();
+    let slot = ClientSlot::admit(&shared, &route);
     let span = tracing::info_span!("mysql", route = %route.name, %peer, user = tracing::field::Empty, db = tracing::field::Empty);
     let result = async {
         let Some(pools) = route.my.clone() else {

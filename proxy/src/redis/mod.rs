@@ -155,15 +155,7 @@ pub fn initial_identity(snap: &Snapshot) -> (bool, Option<Arc<User>>) {
 pub async fn serve(shared: Arc<Shared>, route: Arc<Route>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let Some(rr) = route.redis.clone() else { return };
-    let snap = shared.live.load_full();
-    let slot = ClientSlot::acquire(
-        &shared.clients,
-        snap.config.server.max_client_connections,
-        &route.clients,
-        route.cfg.max_client_connections,
-    );
-    route.metrics.clients_total.inc();
-    route.metrics.clients.inc();
+    let slot = ClientSlot::admit(&shared, &route);
     let id = rr.next_client_id();
     let span = tracing::info_span!("redis", route = %route.name, %peer, id);
     let result = async {
