@@ -93,12 +93,24 @@ struct Idle<C> {
 enum Handoff<M: Manager> {
     Conn(Pooled<M>),
     Permit(Slot<M>),
+    /// The wait timed out (sent by the pool's reaper).
+    Expired,
+}
+
+/// A checkout waiting for a connection. Deadlines are enforced by one reaper task per pool
+/// (`reap`) rather than a timer per waiter: a timer per checkout cost more than the rest of a
+/// pool hand-off.
+struct Waiter<M: Manager> {
+    deadline: tokio::time::Instant,
+    tx: oneshot::Sender<Handoff<M>>,
 }
 
 struct State<M: Manager> {
     idle: VecDeque<Idle<M::Conn>>,
     open: usize,
-    waiters: VecDeque<oneshot::Sender<Handoff<M>>>,
+    waiters: VecDeque<Waiter<M>>,
+    /// A reaper task is running for this pool's waiters.
+    reaping: bool,
     closed: bool,
     opened_total: u64,
     closed_total: u64,
@@ -215,11 +227,11 @@ impl<M: Manager> Inner<M> {
         let max = self.settings().max;
         let mut st = self.state();
         if !st.closed && st.open <= max {
-            while let Some(tx) = st.waiters.pop_front() {
-                match tx.send(Handoff::Permit(Slot::new(&self))) {
+            while let Some(w) = st.waiters.pop_front() {
+                match w.tx.send(Handoff::Permit(Slot::new(&self))) {
                     Ok(()) => return,
                     Err(Handoff::Permit(s)) => s.disarm(),
-                    Err(Handoff::Conn(_)) => unreachable!("sent a permit"),
+                    Err(_) => unreachable!("sent a permit"),
                 }
             }
         }
@@ -238,11 +250,11 @@ impl<M: Manager> Inner<M> {
             return;
         }
         let mut item = Pooled { conn: Some(conn), created, broken: false, slot: Some(slot) };
-        while let Some(tx) = st.waiters.pop_front() {
-            match tx.send(Handoff::Conn(item)) {
+        while let Some(w) = st.waiters.pop_front() {
+            match w.tx.send(Handoff::Conn(item)) {
                 Ok(()) => return,
                 Err(Handoff::Conn(back)) => item = back,
-                Err(Handoff::Permit(_)) => unreachable!("sent a connection"),
+                Err(_) => unreachable!("sent a connection"),
             }
         }
         let (conn, created, slot) = item.into_parts();
@@ -282,6 +294,7 @@ impl<M: Manager> Pool<M> {
                     idle: VecDeque::new(),
                     open: 0,
                     waiters: VecDeque::new(),
+                    reaping: false,
                     closed: false,
                     opened_total: 0,
                     closed_total: 0,
@@ -312,14 +325,14 @@ impl<M: Manager> Pool<M> {
             st.closed_total += 1;
         }
         while st.open < new.max {
-            let Some(tx) = st.waiters.pop_front() else { break };
-            match tx.send(Handoff::Permit(Slot::new(&self.inner))) {
+            let Some(w) = st.waiters.pop_front() else { break };
+            match w.tx.send(Handoff::Permit(Slot::new(&self.inner))) {
                 Ok(()) => {
                     st.open += 1;
                     st.opened_total += 1;
                 }
                 Err(Handoff::Permit(s)) => s.disarm(),
-                Err(Handoff::Conn(_)) => unreachable!("sent a permit"),
+                Err(_) => unreachable!("sent a permit"),
             }
         }
     }
@@ -355,9 +368,10 @@ impl<M: Manager> Pool<M> {
     /// Check a connection out, waiting up to `wait_timeout` for one.
     pub async fn get(&self) -> Result<Pooled<M>, CheckoutError<M::Error>> {
         let settings = self.inner.settings();
-        let deadline = tokio::time::Instant::now() + settings.wait_timeout;
+        // Set at the first wait; a second wait (a handed-over connection was dead) keeps it.
+        let mut deadline = None;
         loop {
-            let slot = match self.next_step(&settings) {
+            let slot = match self.next_step(&settings, &mut deadline) {
                 Step::Idle(mut p, idle_for) => {
                     if self.inner.manager.is_alive(&mut p)
                         && (idle_for < settings.check_after || self.inner.manager.check(&mut p).await)
@@ -371,17 +385,17 @@ impl<M: Manager> Pool<M> {
                 Step::Closed => return Err(CheckoutError::Closed),
                 Step::Wait(rx) => {
                     let _w = Counted::new(&self.inner.waiting);
-                    match tokio::time::timeout_at(deadline, rx).await {
-                        Ok(Ok(Handoff::Conn(mut p))) => {
+                    match rx.await {
+                        Ok(Handoff::Conn(mut p)) => {
                             if self.inner.manager.is_alive(&mut p) {
                                 return Ok(p);
                             }
                             p.mark_broken();
                             continue;
                         }
-                        Ok(Ok(Handoff::Permit(slot))) => slot,
-                        Ok(Err(_)) => return Err(CheckoutError::Closed),
-                        Err(_) => return Err(CheckoutError::Timeout(settings.wait_timeout)),
+                        Ok(Handoff::Permit(slot)) => slot,
+                        Ok(Handoff::Expired) => return Err(CheckoutError::Timeout(settings.wait_timeout)),
+                        Err(_) => return Err(CheckoutError::Closed),
                     }
                 }
             };
@@ -398,7 +412,7 @@ impl<M: Manager> Pool<M> {
         }
     }
 
-    fn next_step(&self, settings: &PoolSettings) -> Step<M> {
+    fn next_step(&self, settings: &PoolSettings, deadline: &mut Option<tokio::time::Instant>) -> Step<M> {
         let mut st = self.inner.state();
         if st.closed {
             return Step::Closed;
@@ -423,7 +437,12 @@ impl<M: Manager> Pool<M> {
             return Step::Connect(Slot::new(&self.inner));
         }
         let (tx, rx) = oneshot::channel();
-        st.waiters.push_back(tx);
+        let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + settings.wait_timeout);
+        st.waiters.push_back(Waiter { deadline, tx });
+        if !st.reaping {
+            st.reaping = true;
+            tokio::spawn(reap(Arc::downgrade(&self.inner)));
+        }
         Step::Wait(rx)
     }
 
@@ -470,6 +489,39 @@ impl<M: Manager> Pool<M> {
         let p = self.connect_with(slot, &settings).await?;
         drop(p);
         Ok(())
+    }
+}
+
+/// Expire waiters whose deadline passed and forget those whose checkout was dropped; sleep
+/// until the next deadline; stop when nobody waits (the next waiter starts a new reaper).
+async fn reap<M: Manager>(pool: std::sync::Weak<Inner<M>>) {
+    loop {
+        let next = {
+            let Some(inner) = pool.upgrade() else { return };
+            let mut st = inner.state();
+            let now = tokio::time::Instant::now();
+            let mut next: Option<tokio::time::Instant> = None;
+            let waiters = std::mem::take(&mut st.waiters);
+            for w in waiters {
+                if w.tx.is_closed() {
+                    continue;
+                }
+                if w.deadline <= now {
+                    let _ = w.tx.send(Handoff::Expired);
+                    continue;
+                }
+                next = Some(next.map_or(w.deadline, |n| n.min(w.deadline)));
+                st.waiters.push_back(w);
+            }
+            match next {
+                Some(at) => at,
+                None => {
+                    st.reaping = false;
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(next).await;
     }
 }
 

@@ -100,6 +100,9 @@ pub struct ServerConn {
     pub status: u8,
     /// Connection id for logs.
     pub id: u64,
+    /// Signature of the client parameters last synced onto this connection (0: none); a
+    /// session whose own signature matches skips re-checking them (`Session::params_sig`).
+    pub synced_for: u64,
 }
 
 impl ServerConn {
@@ -114,6 +117,7 @@ impl ServerConn {
             prepared: HashSet::new(),
             status: b'I',
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            synced_for: 0,
         };
         let startup = startup::encode_startup(&[("user", &target.user), ("database", database)]);
         conn.stream.write_all(&startup).await?;

@@ -78,6 +78,12 @@ pub struct GovState {
 
 impl Session {
     /// Analyse and decide. `None`: governance is off (no rules, guards or audit).
+    /// Whether statements need a decision or an audit record at all (no rules and no audit:
+    /// the pure pooler skips even decoding the statement text).
+    pub(super) fn governing(&self) -> bool {
+        !self.shared.live.load().policy.rule_names().is_empty() || self.shared.governance.auditing()
+    }
+
     pub(super) fn govern(&mut self, text: &str) -> Option<Arc<Gov>> {
         let snap = self.shared.live.load();
         let g = &self.shared.governance;

@@ -204,6 +204,7 @@ async fn login(
         cancel.set(pg.target.clone(), server.key);
         server
     });
+    let params_sig = relay::Session::params_sig(&desired);
     Ok(Some(relay::Session {
         shared: shared.clone(),
         route: route.clone(),
@@ -220,6 +221,8 @@ async fn login(
         pending: VecDeque::new(),
         statements: HashMap::new(),
         desired,
+        params_sig,
+        txn: mode == dgf_config::PoolMode::Transaction,
         skip_until_sync: false,
         cancel,
         _key_guard: key_guard,

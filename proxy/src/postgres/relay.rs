@@ -35,6 +35,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024 * 1024;
 /// Stop reading a side while this much is queued for the other.
 const HIGH_WATER: usize = 1024 * 1024;
+/// Buffers kept across idle periods (no allocation per transaction); larger ones are freed.
+const KEEP_BUF: usize = 1024;
+const KEEP_BUF_MAX: usize = 4096;
 /// Run-time parameters kept consistent for a client moved between server connections.
 pub const TRACKED: [&str; 5] = ["application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone"];
 
@@ -64,6 +67,10 @@ pub struct Session {
     pub(super) statements: HashMap<String, Arc<Statement>>,
     /// Parameter values this client expects (name, value).
     pub(super) desired: Vec<(String, String)>,
+    /// Signature of `desired` (see `Session::params_sig` and `ServerConn::synced_for`).
+    pub(super) params_sig: u64,
+    /// Transaction pooling (the route's mode, refreshed once per batch of client messages).
+    pub(super) txn: bool,
     pub(super) skip_until_sync: bool,
     pub(super) cancel: Arc<CancelSlot>,
     pub(super) _key_guard: super::cancel::KeyGuard,
@@ -81,6 +88,24 @@ impl Session {
         self.pg.opts.load().mode
     }
 
+    /// The signature of a parameter list. Lists of reported parameters only (whose every
+    /// change on a server connection dgf sees as ParameterStatus) get a content hash, so that
+    /// clients with the same settings share it; any other list gets a value unique in this
+    /// process (an unreported parameter may have been changed unseen by whoever held the
+    /// connection, so only the same session may skip re-setting it).
+    pub(super) fn params_sig(desired: &[(String, String)]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        if desired.iter().all(|(k, _)| TRACKED.iter().any(|t| t.eq_ignore_ascii_case(k))) {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            desired.hash(&mut h);
+            // Odd: never equal to a counter value below (those are even) nor to 0.
+            h.finish() | 1
+        } else {
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 1
+        }
+    }
+
     /// Relay until the client leaves or something breaks.
     pub async fn run(mut self) -> Result<(), SessionError> {
         let mut shutdown = self.shared.shutdown.clone();
@@ -90,27 +115,62 @@ impl Session {
     }
 
     async fn relay(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<(), SessionError> {
+        // One registration with the shutdown signal for the whole session, not one per idle wait.
+        let mut stop_rx = shutdown.clone();
+        let mut stop = std::pin::pin!(stop_rx.changed());
+        let mut stop_seen = false;
         loop {
             if self.server.is_none() && self.cout.is_empty() && !self.client_flush {
                 if *shutdown.borrow() {
                     return Err(self.goodbye("57P01", "terminating connection due to administrator command").await);
                 }
                 if self.cin.is_empty() {
-                    // Idle: keep no buffers while waiting.
-                    self.cin = BytesMut::new();
-                    self.sout = BytesMut::new();
-                    tokio::select! {
-                        r = self.client.readable() => r?,
-                        _ = shutdown.changed() => continue,
+                    // Idle: keep only small buffers while waiting.
+                    recycle(&mut self.cin);
+                    recycle(&mut self.sout);
+                    if self.cin.capacity() == 0 {
+                        // A client that has sent nothing yet (or only large messages) waits
+                        // without any read buffer.
+                        tokio::select! {
+                            r = self.client.readable() => r?,
+                            _ = &mut stop, if !stop_seen => {
+                                stop_seen = true;
+                                continue;
+                            }
+                        }
                     }
                 }
+                if !stop_seen {
+                    let event = tokio::select! {
+                        biased;
+                        e = self.poll_io() => e?,
+                        _ = &mut stop => {
+                            stop_seen = true;
+                            continue;
+                        }
+                    };
+                    if !self.on_event(event).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
             }
-            match self.poll_io().await? {
+            let event = self.poll_io().await?;
+            if !self.on_event(event).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Act on what `poll_io` saw. Returns false when the client closed its socket.
+    async fn on_event(&mut self, event: Event) -> Result<bool, SessionError> {
+        {
+            match event {
                 Event::ClientData(n) => {
                     self.route.metrics.bytes_in.inc_by(n as u64);
                     self.on_client_data().await?
                 }
-                Event::ClientEof => return Ok(()),
+                Event::ClientEof => return Ok(false),
                 Event::ServerData => self.on_server_data()?,
                 Event::ServerEof => {
                     return Err(self.goodbye("08006", "server closed the connection unexpectedly").await);
@@ -119,6 +179,7 @@ impl Session {
             }
             self.maybe_release().await;
         }
+        Ok(true)
     }
 
     /// Drive both sockets at once: write what is queued, read what arrives.
@@ -127,7 +188,7 @@ impl Session {
         poll_fn(|cx| {
             let mut progress = false;
             if !cout.is_empty() {
-                match tokio_util::io::poll_write_buf(Pin::new(&mut *client), cx, cout) {
+                match poll_write_bytes(Pin::new(&mut *client), cx, cout) {
                     Poll::Ready(Ok(_)) => {
                         progress = true;
                         *client_flush = true;
@@ -145,7 +206,7 @@ impl Session {
             }
             if let Some(conn) = server.as_mut() {
                 if !sout.is_empty() {
-                    match tokio_util::io::poll_write_buf(Pin::new(&mut conn.stream), cx, sout) {
+                    match poll_write_bytes(Pin::new(&mut conn.stream), cx, sout) {
                         Poll::Ready(Ok(_)) => {
                             progress = true;
                             *server_flush = true;
@@ -176,7 +237,7 @@ impl Session {
             }
             if sout.len() < HIGH_WATER && cout.len() < HIGH_WATER {
                 if cin.capacity() - cin.len() < 1024 {
-                    cin.reserve(8 * 1024);
+                    cin.reserve(if cin.is_empty() { KEEP_BUF } else { 8 * 1024 });
                 }
                 match tokio_util::io::poll_read_buf(Pin::new(&mut *client), cx, cin) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Event::ClientEof)),
@@ -209,6 +270,7 @@ impl Session {
     }
 
     async fn on_client_data(&mut self) -> Result<(), SessionError> {
+        self.txn = self.mode() == PoolMode::Transaction;
         loop {
             let frame = match split_frame(&mut self.cin, MAX_CLIENT_MESSAGE) {
                 Ok(Some(f)) => f,
@@ -250,7 +312,7 @@ impl Session {
         let mut query_gov = None;
         match t {
             tag::TERMINATE => return Ok(false),
-            tag::QUERY | tag::PARSE => {
+            tag::QUERY | tag::PARSE if self.governing() => {
                 let text = if t == tag::QUERY { messages::query_text(body)? } else { Parse::decode(body)?.query()? };
                 if let Some(gov) = self.govern(text) {
                     if gov.denied().is_some() {
@@ -268,7 +330,7 @@ impl Session {
         if !self.ensure_server(t == tag::QUERY || t == tag::FUNCTION_CALL).await? {
             return Ok(true);
         }
-        let txn = self.mode() == PoolMode::Transaction;
+        let txn = self.txn;
         let Some(server) = self.server.as_mut() else { return Ok(true) };
         match t {
             tag::QUERY | tag::FUNCTION_CALL => {
@@ -463,6 +525,11 @@ impl Session {
 
     /// Queue SETs so the server matches the parameters this client expects.
     fn sync_params(&mut self, conn: &mut ServerConn) {
+        if conn.synced_for == self.params_sig {
+            // The connection already holds exactly these settings.
+            return;
+        }
+        conn.synced_for = self.params_sig;
         let mut sql = String::new();
         for (k, v) in &self.desired {
             // Only reported parameters (ParameterStatus) are known to be current on `conn`:
@@ -502,7 +569,7 @@ impl Session {
     async fn maybe_release(&mut self) {
         let Some(server) = self.server.as_ref() else { return };
         let idle = server.status == b'I' && self.pending.is_empty() && self.sout.is_empty() && server.rbuf.is_empty();
-        if idle && self.mode() == PoolMode::Transaction && !self.server_flush && !self.copy_in {
+        if idle && self.txn && !self.server_flush && !self.copy_in {
             self.cancel.clear();
             self.server = None;
         }
@@ -543,6 +610,34 @@ impl Session {
                 }
             });
         }
+    }
+}
+
+/// Write from a contiguous buffer with one plain write (tokio-util's `poll_write_buf` builds a
+/// 64-entry iovec array for every call, which costs more than the write's own bookkeeping).
+fn poll_write_bytes<W: AsyncWrite>(
+    w: Pin<&mut W>,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let r = w.poll_write(cx, buf);
+    if let Poll::Ready(Ok(n)) = r {
+        bytes::Buf::advance(buf, n);
+    }
+    r
+}
+
+/// Keep a small, empty buffer for the next transaction (no malloc/free per transaction), or
+/// free a large one (idle clients must stay cheap).
+fn recycle(buf: &mut BytesMut) {
+    if !buf.is_empty() {
+        return;
+    }
+    if buf.capacity() > KEEP_BUF_MAX {
+        *buf = BytesMut::new();
+    } else if buf.capacity() != 0 {
+        // Reclaims the space in front of an empty buffer in place when nothing else shares it.
+        buf.reserve(KEEP_BUF);
     }
 }
 

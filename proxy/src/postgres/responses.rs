@@ -5,7 +5,6 @@ use super::backend::MAX_SERVER_MESSAGE;
 use super::prepared::Pending;
 use super::relay::{Session, TRACKED};
 use super::SessionError;
-use dgf_config::PoolMode;
 use dgf_protocols::postgres::frame::frame_len;
 use dgf_protocols::postgres::messages::{self, btag, ErrorFields};
 
@@ -32,8 +31,9 @@ impl Session {
         let t = raw[0];
         let body = &raw[5..];
         let internal = matches!(self.pending.front(), Some(Pending::Query { internal: true }));
-        let txn = self.mode() == PoolMode::Transaction;
-        let server = self.server.as_mut().ok_or(SessionError::Protocol("server message without server".into()))?;
+        let txn = self.txn;
+        let server =
+            self.server.as_mut().ok_or_else(|| SessionError::Protocol("server message without server".into()))?;
         let mut forward = !internal;
         match t {
             btag::PARSE_COMPLETE => {
@@ -143,10 +143,22 @@ impl Session {
             btag::PARAMETER_STATUS if !internal => {
                 let (k, v) = messages::parameter_status(body)?;
                 server.params.insert(k.to_owned(), v.to_owned());
-                match self.desired.iter_mut().find(|(dk, _)| dk == k) {
-                    Some(e) => e.1 = v.to_owned(),
-                    None if TRACKED.contains(&k) => self.desired.push((k.to_owned(), v.to_owned())),
-                    None => {}
+                let changed = match self.desired.iter_mut().find(|(dk, _)| dk == k) {
+                    Some(e) if e.1 != v => {
+                        e.1 = v.to_owned();
+                        true
+                    }
+                    Some(_) => false,
+                    None if TRACKED.contains(&k) => {
+                        self.desired.push((k.to_owned(), v.to_owned()));
+                        true
+                    }
+                    None => false,
+                };
+                if changed {
+                    // This connection now holds exactly the new expectations.
+                    self.params_sig = Session::params_sig(&self.desired);
+                    server.synced_for = self.params_sig;
                 }
             }
             _ => {}
