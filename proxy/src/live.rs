@@ -164,6 +164,8 @@ pub struct Route {
     pub my: Option<Arc<MyPools>>,
     /// MongoDB pool and pins (MongoDB routes only).
     pub mongo: Option<Arc<MongoRoute>>,
+    /// Ops/s limiter (kept across reloads; off without a `shaping` table).
+    pub shaper: Arc<crate::shaping::Shaper>,
 }
 
 /// Everything a session needs, immutable.
@@ -383,6 +385,9 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
                 tls,
                 metrics: metrics.route(&r.name),
                 clients: old.map(|o| o.clients.clone()).unwrap_or_default(),
+                shaper: old
+                    .map(|o| o.shaper.clone())
+                    .unwrap_or_else(|| crate::shaping::Shaper::new(&r.name, &metrics.shaping)),
                 pg,
                 redis,
                 my,
@@ -394,10 +399,12 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
 }
 
 impl Snapshot {
-    /// Push pool options of this snapshot into pools it shares with the previous one. Called
-    /// only once the whole snapshot has been built, so a failed reload changes nothing.
-    pub fn activate(&self) {
+    /// Push pool options and budgets of this snapshot into the pools and limiters it shares
+    /// with the previous one. Called only once the whole snapshot has been built, so a failed
+    /// reload changes nothing.
+    pub fn activate(&self, metrics: &Metrics) {
         for r in self.routes.values() {
+            r.shaper.configure(r.cfg.shaping.as_ref());
             if let Some(pg) = &r.pg {
                 let opts = pg_opts(&r.cfg);
                 for p in pg.pools.iter() {
@@ -407,6 +414,7 @@ impl Snapshot {
             }
             if let Some(rr) = &r.redis {
                 rr.pool.update_settings(pool_settings(&r.cfg));
+                crate::redis::memory::configure(rr, r, &metrics.shaping);
             }
             if let Some(my) = &r.my {
                 let settings = pool_settings(&r.cfg);

@@ -219,6 +219,18 @@ impl Session {
             }
             return self.reply_error(rid, 13, "Unauthorized", &msg).await;
         }
+        if let Err(e) = self.route.shaper.acquire().await {
+            // 262 ExceededTimeLimit: retryable for drivers (nothing ran upstream).
+            if let Some(d) = decision.as_mut() {
+                d.error = Some("262".into());
+                govern::audit(&env, d, &self.peer.to_string(), &user.name);
+            }
+            if op.flags & MORE_TO_COME != 0 {
+                self.route.metrics.error("ExceededTimeLimit");
+                return Ok(());
+            }
+            return self.reply_error(rid, 262, "ExceededTimeLimit", &format!("dgf: {e}")).await;
+        }
         self.route.metrics.queries.inc();
         let bytes = if op.flags & (EXHAUST_ALLOWED | CHECKSUM_PRESENT) != 0 {
             // dgf never streams several replies for one request: clear exhaustAllowed, and
