@@ -305,6 +305,55 @@ pub struct RouteConfig {
     /// Extra protocol-specific settings passed through verbatim (reserved).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Ops/s shaping: requests above the rate wait in dgf instead of at the provider.
+    /// Optional (default: no limit). Reloadable.
+    #[serde(default)]
+    pub shaping: Option<ShapingConfig>,
+    /// Redis routes only: refuse writes that can grow memory while the upstream's
+    /// `used_memory` is at or above a budget. Optional (default: no budget). Reloadable.
+    #[serde(default)]
+    pub memory_budget: Option<MemoryBudgetConfig>,
+}
+
+/// Per-route ops/s limit (a token bucket shared by every client of the route).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ShapingConfig {
+    /// Sustained operations per second (Redis commands, MongoDB requests, SQL statements).
+    /// Required, >= 1.
+    pub ops_per_sec: u32,
+    /// Operations that may run back to back before the rate applies. Default: `ops_per_sec`
+    /// (one second's worth). >= 1.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Longest a request may queue; a request whose slot is further away is refused with a
+    /// protocol-native error. Default 5000 ms; 0 = never queue.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+fn default_max_wait_ms() -> u64 {
+    5_000
+}
+
+impl ShapingConfig {
+    /// The burst, defaulted.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.ops_per_sec).max(1)
+    }
+}
+
+/// Redis memory budget: dgf polls `INFO memory` on the route's upstream.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct MemoryBudgetConfig {
+    /// Budget for the upstream's `used_memory`, in bytes. Required, >= 1.
+    pub max_bytes: u64,
+    /// How often dgf polls `INFO memory`. Default 1000 ms; >= 100.
+    #[serde(default = "default_check_interval_ms")]
+    pub check_interval_ms: u64,
+}
+
+fn default_check_interval_ms() -> u64 {
+    1_000
 }
 
 /// Pooling mode.
@@ -493,6 +542,8 @@ impl std::fmt::Debug for RouteConfig {
             .field("max_client_connections", &self.max_client_connections)
             .field("provider", &self.provider)
             .field("options", &self.options)
+            .field("shaping", &self.shaping)
+            .field("memory_budget", &self.memory_budget)
             .finish()
     }
 }

@@ -77,5 +77,10 @@ fn route_line(r: &RouteConfig) -> String {
     } else {
         ""
     };
-    format!("{} {} {} -> {upstream} ({mode} pool, size {}{tls})", r.name, r.protocol, r.listen, r.pool.size)
+    let shaping = r.shaping.as_ref().map(|s| format!(", {} ops/s", s.ops_per_sec)).unwrap_or_default();
+    let memory = r.memory_budget.as_ref().map(|m| format!(", memory budget {} bytes", m.max_bytes)).unwrap_or_default();
+    format!(
+        "{} {} {} -> {upstream} ({mode} pool, size {}{tls}{shaping}{memory})",
+        r.name, r.protocol, r.listen, r.pool.size
+    )
 }

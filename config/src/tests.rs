@@ -492,6 +492,43 @@ fn pool_and_route_limits() {
 }
 
 #[test]
+fn shaping_and_memory_budget() {
+    let head = "[[routes]]\nname = \"c\"\nprotocol = \"redis\"\nlisten = \"127.0.0.1:1\"\nupstream = \"redis://h\"\n";
+    let c = ok(&format!(
+        "{head}shaping = {{ ops_per_sec = 100, burst = 20, max_wait_ms = 2000 }}\nmemory_budget = {{ max_bytes = 30000000 }}\n"
+    ));
+    let s = c.routes[0].shaping.as_ref().unwrap();
+    assert_eq!((s.ops_per_sec, s.burst(), s.max_wait_ms), (100, 20, 2000));
+    let m = c.routes[0].memory_budget.as_ref().unwrap();
+    assert_eq!((m.max_bytes, m.check_interval_ms), (30_000_000, 1000));
+    // Defaults: burst = one second's worth, max_wait_ms = 5000.
+    let c = ok(&format!("{head}shaping = {{ ops_per_sec = 50 }}\n"));
+    let s = c.routes[0].shaping.as_ref().unwrap();
+    assert_eq!((s.burst(), s.max_wait_ms), (50, 5000));
+    assert!(c.summary().contains("50 ops/s"), "{}", c.summary());
+    let e = errs(&format!(
+        "{head}shaping = {{ ops_per_sec = 0, burst = 0, max_wait_ms = 900000, queue = 3 }}\nmemory_budget = {{ max_bytes = 0, check_interval_ms = 5 }}\n"
+    ));
+    for (path, msg) in [
+        ("routes[0].shaping.queue", "unknown key `queue`"),
+        ("routes[0].shaping.ops_per_sec", "must be >= 1"),
+        ("routes[0].shaping.burst", "must be >= 1"),
+        ("routes[0].shaping.max_wait_ms", "<= 600000"),
+        ("routes[0].memory_budget.max_bytes", "must be >= 1"),
+        ("routes[0].memory_budget.check_interval_ms", "must be >= 100"),
+    ] {
+        assert!(has(&e, path, msg), "{path}: {e:?}");
+    }
+    let e = errs(&format!("{head}shaping = {{ burst = 3 }}\n"));
+    assert!(e.iter().any(|e| e.path.starts_with("routes[0]") && e.message.contains("ops_per_sec")), "{e:?}");
+    let pg =
+        "[[routes]]\nname = \"p\"\nprotocol = \"postgres\"\nlisten = \"127.0.0.1:1\"\nupstream = \"postgres://h\"\n";
+    let e = errs(&format!("{pg}memory_budget = {{ max_bytes = 10 }}\n"));
+    assert!(has(&e, "routes[0].memory_budget", "redis routes only"), "{e:?}");
+    ok(&format!("{pg}shaping = {{ ops_per_sec = 10 }}\n"));
+}
+
+#[test]
 fn tls_requirements() {
     let src = "[[routes]]\nname = \"r\"\nprotocol = \"postgres\"\nlisten = \"127.0.0.1:1\"\nupstream = \"postgres://h\"\nrequire_tls = true\n";
     let e = errs(src);

@@ -298,8 +298,8 @@ pub fn mongodb_problems(u: &Upstream) -> Vec<String> {
         out.push("loadBalanced=true is not supported".into());
     }
     if let Some(m) = u.param("authMechanism") {
-        if m != "SCRAM-SHA-256" {
-            out.push(format!("authMechanism `{m}` is not supported upstream (use SCRAM-SHA-256)"));
+        if m != "SCRAM-SHA-256" && m != "SCRAM-SHA-1" {
+            out.push(format!("authMechanism `{m}` is not supported upstream (use SCRAM-SHA-256 or SCRAM-SHA-1)"));
         }
     }
     if u.param("authSource").is_some_and(str::is_empty) {
@@ -423,12 +423,13 @@ mod tests {
             (Some("u"), Some("p@ss"), Some("app"))
         );
         assert!(mongodb_problems(&u).is_empty());
-        let u = parse_upstream(
-            "mongodb://:p@h/?tls=yes&directConnection=false&authMechanism=SCRAM-SHA-1",
-            Protocol::Mongodb,
-        )
-        .unwrap();
+        let u = parse_upstream("mongodb://:p@h/?tls=yes&directConnection=false&authMechanism=PLAIN", Protocol::Mongodb)
+            .unwrap();
         assert_eq!(mongodb_problems(&u).len(), 4, "{:?}", mongodb_problems(&u));
+        for m in ["SCRAM-SHA-1", "SCRAM-SHA-256"] {
+            let u = parse_upstream(&format!("mongodb://u:p@h/?authMechanism={m}"), Protocol::Mongodb).unwrap();
+            assert!(mongodb_problems(&u).is_empty(), "{m}");
+        }
         let e = parse_upstream("mongodb+srv://c.example.net", Protocol::Mongodb).unwrap_err();
         assert!(e.contains("mongodb+srv:// (DNS seed list) is not supported"), "{e}");
         let e = parse_upstream("localhost:5432", Protocol::Postgres).unwrap_err();

@@ -198,6 +198,7 @@ impl Validator<'_> {
             if r.max_client_connections == Some(0) {
                 self.err(&format!("{p}.max_client_connections"), "must be >= 1");
             }
+            self.budgets(r, &p);
             if let Some(provider) = &r.provider {
                 if !PROVIDERS.contains(&provider.as_str()) {
                     self.err(
@@ -205,6 +206,27 @@ impl Validator<'_> {
                         format!("unknown provider `{provider}` (expected one of {})", PROVIDERS.join(", ")),
                     );
                 }
+            }
+        }
+    }
+
+    fn budgets(&mut self, r: &crate::model::RouteConfig, p: &str) {
+        if let Some(s) = &r.shaping {
+            self.at_least_one(&format!("{p}.shaping.ops_per_sec"), s.ops_per_sec);
+            if s.burst == Some(0) {
+                self.err(&format!("{p}.shaping.burst"), "must be >= 1");
+            }
+            if s.max_wait_ms > 600_000 {
+                self.err(&format!("{p}.shaping.max_wait_ms"), "must be <= 600000 (10 minutes)");
+            }
+        }
+        if let Some(m) = &r.memory_budget {
+            if r.protocol != Protocol::Redis {
+                self.err(&format!("{p}.memory_budget"), "memory_budget applies to redis routes only");
+            }
+            self.at_least_one(&format!("{p}.memory_budget.max_bytes"), m.max_bytes);
+            if m.check_interval_ms < 100 {
+                self.err(&format!("{p}.memory_budget.check_interval_ms"), "must be >= 100");
             }
         }
     }

@@ -67,7 +67,7 @@ impl App {
         let governance = crate::governance::Governance::start(&config, metrics.registry())
             .map_err(|e| live::BuildError::Invalid(e.to_string()))?;
         let snap = live::build(config, &metrics, None)?;
-        snap.activate();
+        snap.activate(&metrics);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             live: arc_swap::ArcSwap::from_pointee(snap),
@@ -166,7 +166,7 @@ impl App {
         self.shared.governance.check_reload(&config);
         let snap = live::build(config, &self.shared.metrics, Some(&old)).map_err(|e| e.to_string())?;
         self.sync_listeners(&snap).await.map_err(|e| e.to_string())?;
-        snap.activate();
+        snap.activate(&self.shared.metrics);
         // Pools of routes whose upstream changed or that were removed: close once drained.
         for (name, r) in &old.routes {
             let kept = snap

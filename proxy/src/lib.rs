@@ -11,6 +11,7 @@ pub mod mysql;
 pub mod pool;
 pub mod postgres;
 pub mod redis;
+pub mod shaping;
 pub mod shared;
 pub mod stream;
 pub mod tls;

@@ -15,6 +15,7 @@ use crate::tls;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use dgf_config::{AuthMethod, Config, PoolMode, Protocol, RouteConfig, SslMode};
+use dgf_protocols::mongodb::scram_sha1::{self as sha1_scram, Sha1Verifier};
 use dgf_protocols::postgres::auth::PasswordSecret;
 use dgf_protocols::postgres::scram::ScramVerifier;
 use dgf_rules::Policy;
@@ -22,7 +23,7 @@ use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
@@ -52,6 +53,25 @@ pub struct User {
     pub scram: Option<ScramVerifier>,
     /// Roles.
     pub roles: Vec<String>,
+    /// MongoDB SCRAM-SHA-1 verifier, derived from a plaintext password on first use (it
+    /// needs the password itself: MongoDB hashes `user:mongo:password` first).
+    pub scram_sha1: OnceLock<Option<Sha1Verifier>>,
+}
+
+impl User {
+    /// The SCRAM-SHA-1 verifier MongoDB clients authenticate against; `None` when the
+    /// password is stored only as a verifier (SCRAM-SHA-256 or md5) or absent.
+    pub fn scram_sha1(&self) -> Option<&Sha1Verifier> {
+        self.scram_sha1
+            .get_or_init(|| match &self.secret {
+                Some(PasswordSecret::Plain(p)) if !p.is_empty() => {
+                    let salt: [u8; sha1_scram::SALT_LEN] = rand::random();
+                    Some(Sha1Verifier::from_password(&self.name, p, &salt, sha1_scram::DEFAULT_ITERATIONS))
+                }
+                _ => None,
+            })
+            .as_ref()
+    }
 }
 
 /// Pool options of a Postgres route that a reload may change in place.
@@ -144,6 +164,8 @@ pub struct Route {
     pub my: Option<Arc<MyPools>>,
     /// MongoDB pool and pins (MongoDB routes only).
     pub mongo: Option<Arc<MongoRoute>>,
+    /// Ops/s limiter (kept across reloads; off without a `shaping` table).
+    pub shaper: Arc<crate::shaping::Shaper>,
 }
 
 /// Everything a session needs, immutable.
@@ -191,7 +213,7 @@ fn build_user(u: &dgf_config::UserConfig) -> Result<User, BuildError> {
     };
     let salt: [u8; 16] = rand::random();
     let scram = secret.as_ref().and_then(|s| s.scram_verifier(&salt));
-    Ok(User { name: u.name.clone(), auth: u.auth, secret, scram, roles: u.roles.clone() })
+    Ok(User { name: u.name.clone(), auth: u.auth, secret, scram, roles: u.roles.clone(), scram_sha1: OnceLock::new() })
 }
 
 fn build_pg(r: &RouteConfig) -> Result<PgPools, BuildError> {
@@ -260,6 +282,7 @@ fn build_mongo(r: &RouteConfig) -> Result<MongoRoute, BuildError> {
         user: up.user.clone(),
         password: up.password.clone(),
         auth_source,
+        mechanism: up.param("authMechanism").map(str::to_owned),
         tls,
         server_name,
     });
@@ -362,6 +385,9 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
                 tls,
                 metrics: metrics.route(&r.name),
                 clients: old.map(|o| o.clients.clone()).unwrap_or_default(),
+                shaper: old
+                    .map(|o| o.shaper.clone())
+                    .unwrap_or_else(|| crate::shaping::Shaper::new(&r.name, &metrics.shaping)),
                 pg,
                 redis,
                 my,
@@ -373,10 +399,12 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
 }
 
 impl Snapshot {
-    /// Push pool options of this snapshot into pools it shares with the previous one. Called
-    /// only once the whole snapshot has been built, so a failed reload changes nothing.
-    pub fn activate(&self) {
+    /// Push pool options and budgets of this snapshot into the pools and limiters it shares
+    /// with the previous one. Called only once the whole snapshot has been built, so a failed
+    /// reload changes nothing.
+    pub fn activate(&self, metrics: &Metrics) {
         for r in self.routes.values() {
+            r.shaper.configure(r.cfg.shaping.as_ref());
             if let Some(pg) = &r.pg {
                 let opts = pg_opts(&r.cfg);
                 for p in pg.pools.iter() {
@@ -386,6 +414,7 @@ impl Snapshot {
             }
             if let Some(rr) = &r.redis {
                 rr.pool.update_settings(pool_settings(&r.cfg));
+                crate::redis::memory::configure(rr, r, &metrics.shaping);
             }
             if let Some(my) = &r.my {
                 let settings = pool_settings(&r.cfg);

@@ -21,6 +21,8 @@ pub struct Metrics {
     pool_max: IntGaugeVec,
     server_opened: IntGaugeVec,
     reloads: IntCounterVec,
+    /// Ops/s shaping and memory-budget families (handles resolved per route when configured).
+    pub shaping: crate::shaping::Families,
 }
 
 /// Handles for one route.
@@ -116,6 +118,7 @@ impl Metrics {
                 &["route", "database"],
             ),
             reloads: counter_vec(&r, "dgf_reloads_total", "Configuration reloads by result", &["result"]),
+            shaping: crate::shaping::Families::register(&r),
             registry: r,
         }
     }

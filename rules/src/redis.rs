@@ -162,6 +162,27 @@ pub fn kinds(argv: &[&[u8]]) -> Vec<String> {
     std::iter::once(name).chain(classes.iter().map(|c| (*c).to_owned())).collect()
 }
 
+/// Write-class commands that cannot make the dataset bigger: deletes, expiries, pops, trims,
+/// renames and moves, and the read-only script variants. Like Redis's own `denyoom` flag,
+/// a memory budget lets these through.
+#[rustfmt::skip]
+const NO_GROWTH: &[&str] = &[
+    "del", "unlink", "expire", "pexpire", "expireat", "pexpireat", "persist", "getdel", "getex", "rename",
+    "renamenx", "move", "hdel", "lpop", "rpop", "lmpop", "blpop", "brpop", "blmpop", "lrem", "ltrim", "srem", "spop",
+    "smove", "zrem", "zremrangebyscore", "zremrangebyrank", "zremrangebylex", "zpopmin", "zpopmax", "bzpopmin",
+    "bzpopmax", "zmpop", "bzmpop", "xdel", "xtrim", "xack", "xclaim", "xautoclaim", "xreadgroup", "flushall",
+    "flushdb", "swapdb", "eval_ro", "evalsha_ro", "fcall_ro",
+];
+
+/// Whether a command may grow the dataset: every `write`-class command of the table except
+/// [`NO_GROWTH`]; unknown commands count as writes (fail closed).
+pub fn may_grow_memory(name: &[u8]) -> bool {
+    match lookup(name) {
+        None => true,
+        Some(i) => i.classes.contains(&"write") && !NO_GROWTH.contains(&i.name),
+    }
+}
+
 fn numkeys(argv: &[&[u8]], at: usize) -> usize {
     argv.get(at).and_then(|n| std::str::from_utf8(n).ok()).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
@@ -287,6 +308,20 @@ mod tests {
             assert_eq!(name.to_lowercase(), *name);
         }
         assert_eq!(table().len(), TABLE.len(), "duplicate command in the table");
+    }
+
+    #[test]
+    fn memory_growth() {
+        for grows in ["SET", "set", "hset", "lpush", "sadd", "zadd", "xadd", "append", "incr", "eval", "mset", "NOSUCH"]
+        {
+            assert!(may_grow_memory(grows.as_bytes()), "{grows}");
+        }
+        for not in ["GET", "del", "UNLINK", "expire", "hdel", "lpop", "ltrim", "flushall", "ping", "info", "eval_ro"] {
+            assert!(!may_grow_memory(not.as_bytes()), "{not}");
+        }
+        for name in NO_GROWTH {
+            assert!(table().contains_key(name), "{name} is not in the table");
+        }
     }
 
     #[test]

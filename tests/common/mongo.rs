@@ -48,6 +48,11 @@ pub struct MongoOpts {
     pub auth: Option<(String, String)>,
     /// TLS certificate and key files.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Run as a one-node replica set (no `--standalone`): change streams work; connect with
+    /// `directConnection=true` (dgf always does).
+    pub replica_set: bool,
+    /// `mechanisms` of the created user (empty: the server's default, SCRAM-SHA-256).
+    pub mechanisms: Vec<String>,
 }
 
 /// A running secantusdb.
@@ -66,15 +71,22 @@ impl MongoServer {
         Self::start_with(MongoOpts::default())
     }
 
-    /// A standalone server with options.
+    /// A one-node replica set (change streams), without auth or TLS.
+    pub fn start_replica_set() -> MongoServer {
+        Self::start_with(MongoOpts { replica_set: true, ..MongoOpts::default() })
+    }
+
+    /// A server with options.
     pub fn start_with(opts: MongoOpts) -> MongoServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut s = MongoServer { child: None, port, dir, opts: opts.clone() };
         if let Some((user, pass)) = &opts.auth {
             s.spawn(false, None);
+            let mechs =
+                if opts.mechanisms.is_empty() { String::new() } else { format!(", mechanisms={:?}", opts.mechanisms) };
             let script = format!(
-                "import pymongo\nc = pymongo.MongoClient('mongodb://127.0.0.1:{port}/?directConnection=true')\nc.admin.command('createUser', '{user}', pwd='{pass}', roles=['root'])\n"
+                "import pymongo\nc = pymongo.MongoClient('mongodb://127.0.0.1:{port}/?directConnection=true')\nc.admin.command('createUser', '{user}', pwd='{pass}', roles=['root']{mechs})\n"
             );
             python(&script, &[]).expect("createUser");
             s.stop();
@@ -88,8 +100,11 @@ impl MongoServer {
     fn spawn(&mut self, auth: bool, tls: Option<(PathBuf, PathBuf)>) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log");
         let mut cmd = Command::new(python_bin());
-        cmd.args(["-m", "secantus", "--host", "127.0.0.1", "--port", &self.port.to_string(), "--standalone"])
-            .arg("--storage-path")
+        cmd.args(["-m", "secantus", "--host", "127.0.0.1", "--port", &self.port.to_string()]);
+        if !self.opts.replica_set {
+            cmd.arg("--standalone");
+        }
+        cmd.arg("--storage-path")
             .arg(self.dir.path().join("data"))
             .args(["--log-level", "WARNING"])
             .stdout(Stdio::null())
@@ -143,11 +158,11 @@ impl MongoServer {
     /// Connections the server currently has open (serverStatus, minus the one asking).
     pub fn connections(&self) -> i64 {
         let script = format!(
-            "import pymongo\nc = pymongo.MongoClient('{}', maxPoolSize=1)\nprint(c.admin.command('serverStatus')['connections']['current'])\n",
+            "import pymongo\nc = pymongo.MongoClient('{}', maxPoolSize=1, serverMonitoringMode='poll')\nprint(c.admin.command('serverStatus')['connections']['current'])\n",
             self.direct_uri()
         );
         let out = python(&script, &[]).expect("serverStatus");
-        // pymongo opens a monitor connection and one for the command.
+        // pymongo opens a (polling) monitor connection and one for the command.
         out.trim().parse::<i64>().unwrap_or(-1) - 2
     }
 }

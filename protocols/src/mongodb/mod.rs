@@ -1,7 +1,8 @@
 //! MongoDB wire protocol: message framing (header, OP_MSG, OP_QUERY/OP_REPLY, OP_COMPRESSED),
 //! zero-copy command inspection over `bson` raw documents, a BSON byte-splice for masking, and
-//! the SCRAM payload helpers of Mongo's SASL conversation. No I/O.
+//! the SCRAM payload helpers of Mongo's SASL conversation (and SCRAM-SHA-1). No I/O.
 
+pub mod batch;
 pub mod bsonwalk;
 pub mod compress;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod inspect;
 pub mod legacy;
 pub mod msg;
 pub mod sasl;
+pub mod scram_sha1;
 pub mod splice;
 
 pub use error::MongoProtoError;

@@ -4,8 +4,12 @@
 //! string found to a callback, write the new value and fix the lengths of every enclosing
 //! document. Untouched bytes are copied as they are.
 //!
-//! Path segments: a key; `*` (any key at this level); `key.*` (the key itself or any key that
-//! starts with `key.`, for the flattened dotted keys of change-stream `updatedFields`).
+//! Path segments: a key; `*` (any key at this level); and two forms for the flattened dotted
+//! keys of change-stream `updatedFields` (`{"contacts.0.phone": ...}`), which only match keys
+//! that contain a dot, comparing their parts with array indices (all-digit parts) left out:
+//! `a.b.*` matches a dotted key whose parts start with `a`, `b` (`a.b`, `a.0.b`, `a.b.c`);
+//! `a.b.#` matches a dotted key whose parts are exactly `a`, `b` (`a.b`, `a.3.b`, `a.b.1`), and
+//! the path continues inside its value. `*` parts match any part.
 
 use super::bsonwalk::{elements, kind};
 use super::MongoProtoError as E;
@@ -63,12 +67,30 @@ fn seg_matches(seg: &str, key: &[u8]) -> bool {
     if seg == "*" || seg.as_bytes() == key {
         return true;
     }
-    match seg.strip_suffix(".*") {
-        Some(head) => {
-            key == head.as_bytes() || (key.starts_with(head.as_bytes()) && key.get(head.len()) == Some(&b'.'))
-        }
-        None => false,
+    if let Some(head) = seg.strip_suffix(".*") {
+        return flat_matches(head, key, true);
     }
+    if let Some(head) = seg.strip_suffix(".#") {
+        return flat_matches(head, key, false);
+    }
+    false
+}
+
+/// A flattened dotted key against a dotted pattern, array indices left out on both sides.
+fn flat_matches(pattern: &str, key: &[u8], prefix: bool) -> bool {
+    let Ok(key) = std::str::from_utf8(key) else { return false };
+    if !key.contains('.') {
+        return false;
+    }
+    let named = |s: &str| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit());
+    let mut k = key.split('.').filter(|p| named(p));
+    for p in pattern.split('.').filter(|p| named(p)) {
+        match k.next() {
+            Some(kp) if p == "*" || p == kp => {}
+            _ => return false,
+        }
+    }
+    prefix || k.next().is_none()
 }
 
 /// Count the values reached by `path` (any type); used to decide whether a reply needs work.
@@ -241,6 +263,19 @@ mod tests {
         let out = replace_values(&b, &["u", "p.q.*"], 8, &mut nulls).unwrap().unwrap();
         let u = Document::from_reader(&out[..]).unwrap().get_document("u").unwrap().clone();
         assert_eq!(u, doc! { "p.q": "m", "p.q.0": "m", "p.qq": "k" });
+        assert!(seg_matches("p.q.*", b"p.2.q.x") && seg_matches("p.*.*", b"p.z"));
+        assert!(!seg_matches("p.q.*", b"p") && !seg_matches("p.*", b"p") && !seg_matches("p.q.*", b"p.qq"));
+        assert!(seg_matches("p.#", b"p.0") && seg_matches("p.q.#", b"p.1.q.2") && !seg_matches("p.#", b"p.0.q"));
+        // `a.#` continues inside the value of `a.0`: an array element written by position.
+        let d = doc! { "uf": { "c.0": { "kind": "home", "phone": "1" }, "c.1.phone": "2", "c": [{ "phone": "3" }] } };
+        let b = d.to_vec().unwrap();
+        let mut out = b.clone();
+        for p in [&["uf", "c", "phone"][..], &["uf", "c.#", "phone"], &["uf", "c.phone.*"]] {
+            out = replace_values(&out, p, 8, &mut nulls).unwrap().unwrap_or(out);
+        }
+        let want =
+            doc! { "uf": { "c.0": { "kind": "home", "phone": "m" }, "c.1.phone": "m", "c": [{ "phone": "m" }] } };
+        assert_eq!(Document::from_reader(&out[..]).unwrap(), want);
         assert_eq!(replace_strings(&b, &["a"], 8, &mut |_| Some(Replacement::Null)).unwrap(), None);
     }
 }

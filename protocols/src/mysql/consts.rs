@@ -132,6 +132,8 @@ pub mod errno {
     pub const SECURE_TRANSPORT_REQUIRED: (u16, &str) = (3159, "HY000");
     /// Handshake error.
     pub const HANDSHAKE_ERROR: (u16, &str) = (1043, "08S01");
+    /// A resource limit was exceeded (used for the route's ops/s budget).
+    pub const USER_LIMIT_REACHED: (u16, &str) = (1226, "42000");
 }
 
 /// Authentication plugin names.

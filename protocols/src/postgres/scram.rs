@@ -24,8 +24,12 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use sha2::{Digest, Sha256};
+
+pub(crate) use super::scram_msg::{
+    check_len, constant_time_eq, decode_proof, escape_saslname, parse_client_final, parse_client_first,
+    parse_server_final, parse_server_first, random_nonce, ServerFirst,
+};
 
 /// SASL mechanism name advertised in `AuthenticationSASL`.
 pub const MECHANISM: &str = "SCRAM-SHA-256";
@@ -45,9 +49,6 @@ pub const DEFAULT_ITERATIONS: u32 = 4096;
 
 /// Salt length PostgreSQL uses for new verifiers (and that [`ScramVerifier::mock`] uses).
 pub const DEFAULT_SALT_LEN: usize = 16;
-
-/// Length in raw bytes of the random nonces we generate (same as PostgreSQL/libpq).
-const NONCE_RAW_LEN: usize = 18;
 
 const VERIFIER_PREFIX: &str = "SCRAM-SHA-256$";
 
@@ -139,16 +140,6 @@ impl ScramError {
 // Primitives
 // ---------------------------------------------------------------------------------------
 
-/// Compares two byte strings in time independent of their contents (the length is not
-/// considered secret).
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC is defined for keys of any length (long keys are hashed, short ones padded), so
     // `new_from_slice` cannot fail for `Hmac<Sha256>`; the key never causes this panic.
@@ -186,51 +177,6 @@ fn xor32(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
         *o = x ^ y;
     }
     out
-}
-
-pub(crate) fn random_nonce() -> String {
-    let mut raw = [0u8; NONCE_RAW_LEN];
-    rand::rng().fill_bytes(&mut raw);
-    B64.encode(raw)
-}
-
-fn check_len(msg: &[u8]) -> Result<&str, ScramError> {
-    if msg.len() > MAX_SCRAM_MESSAGE_LEN {
-        return Err(ScramError::MessageTooLong { len: msg.len(), max: MAX_SCRAM_MESSAGE_LEN });
-    }
-    std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("message is not valid UTF-8"))
-}
-
-/// RFC 5802 `printable` without `,`: the nonce alphabet.
-fn valid_nonce(nonce: &str) -> Result<(), ScramError> {
-    if nonce.is_empty() {
-        return Err(ScramError::Malformed("empty nonce"));
-    }
-    if nonce.len() > MAX_NONCE_LEN {
-        return Err(ScramError::Malformed("nonce too long"));
-    }
-    if !nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
-        return Err(ScramError::Malformed("nonce contains non-printable characters"));
-    }
-    Ok(())
-}
-
-/// Returns the value of attribute `name` (`name=value`), or `err` if `part` is another attribute.
-fn attr<'a>(part: &'a str, name: char, err: &'static str) -> Result<&'a str, ScramError> {
-    part.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')).ok_or(ScramError::Malformed(err))
-}
-
-/// An optional extension attribute: `<letter>=<value>`.
-fn valid_extension(part: &str) -> Result<(), ScramError> {
-    match part.as_bytes() {
-        [letter, b'=', ..] if letter.is_ascii_alphabetic() => Ok(()),
-        _ => Err(ScramError::Malformed("invalid attribute")),
-    }
-}
-
-/// Escapes a username as an RFC 5802 `saslname` (`=` -> `=3D`, `,` -> `=2C`).
-fn escape_saslname(user: &str) -> String {
-    user.replace('=', "=3D").replace(',', "=2C")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -419,47 +365,20 @@ impl ScramServer {
         let ServerState::Initial = std::mem::replace(&mut self.state, ServerState::Failed) else {
             return Err(ScramError::UnexpectedMessage);
         };
-        let msg = check_len(msg)?;
-
-        // gs2-header = gs2-cbind-flag "," [ authzid ] ","
-        let (flag, rest) = msg.split_once(',').ok_or(ScramError::Malformed("missing GS2 header"))?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(ScramError::ChannelBindingNotSupported),
-            _ => return Err(ScramError::Malformed("invalid GS2 channel binding flag")),
-        }
-        let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("incomplete GS2 header"))?;
-        if !authzid.is_empty() {
-            return Err(if authzid.starts_with("a=") {
-                ScramError::AuthzidNotSupported
-            } else {
-                ScramError::Malformed("invalid GS2 authorization identity")
-            });
-        }
-        let gs2_header = format!("{flag},,");
-
-        // client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions]
-        let mut parts = bare.split(',');
-        let first = parts.next().unwrap_or_default();
-        if first.starts_with("m=") {
-            return Err(ScramError::UnsupportedExtension);
-        }
         // The username is ignored: PostgreSQL takes it from the startup packet.
-        attr(first, 'n', "expected username attribute")?;
-        let client_nonce =
-            attr(parts.next().ok_or(ScramError::Malformed("missing nonce"))?, 'r', "expected nonce attribute")?;
-        valid_nonce(client_nonce)?;
-        for ext in parts {
-            valid_extension(ext)?;
-        }
-
-        let nonce = format!("{client_nonce}{}", self.server_nonce);
+        let first = parse_client_first(msg)?;
+        let nonce = format!("{}{}", first.nonce, self.server_nonce);
         if nonce.len() > MAX_NONCE_LEN {
             return Err(ScramError::Malformed("nonce too long"));
         }
         let server_first = format!("r={nonce},s={},i={}", B64.encode(&self.verifier.salt), self.verifier.iterations);
         let out = server_first.clone().into_bytes();
-        self.state = ServerState::FirstSent { gs2_header, client_first_bare: bare.to_owned(), server_first, nonce };
+        self.state = ServerState::FirstSent {
+            gs2_header: first.gs2_header,
+            client_first_bare: first.bare.to_owned(),
+            server_first,
+            nonce,
+        };
         Ok(out)
     }
 
@@ -471,35 +390,12 @@ impl ScramServer {
         else {
             return Err(ScramError::UnexpectedMessage);
         };
-        let msg = check_len(msg)?;
-
-        // client-final-message = "c=" cbind "," "r=" nonce ["," extensions] "," "p=" proof
-        let (without_proof, proof) =
-            msg.rsplit_once(',').ok_or(ScramError::Malformed("client-final-message is incomplete"))?;
-        let proof = attr(proof, 'p', "expected proof as last attribute")?;
-        let mut parts = without_proof.split(',');
-        let cbind = attr(parts.next().unwrap_or_default(), 'c', "expected channel binding attribute")?;
-        let client_nonce =
-            attr(parts.next().ok_or(ScramError::Malformed("missing nonce"))?, 'r', "expected nonce attribute")?;
-        for ext in parts {
-            valid_extension(ext)?;
-            if ext.starts_with("p=") {
-                return Err(ScramError::Malformed("proof must be the last attribute"));
-            }
-        }
-
-        let cbind = B64.decode(cbind).map_err(|_| ScramError::Malformed("channel binding is not valid base64"))?;
-        if cbind != gs2_header.as_bytes() {
-            return Err(ScramError::ChannelBindingMismatch);
-        }
-        let proof: [u8; 32] = B64
-            .decode(proof)
-            .map_err(|_| ScramError::Malformed("proof is not valid base64"))?
-            .try_into()
-            .map_err(|_| ScramError::Malformed("proof has the wrong length"))?;
-        if client_nonce != nonce {
+        let fin = parse_client_final(msg, &gs2_header)?;
+        let proof: [u8; 32] = decode_proof(fin.proof)?;
+        if fin.nonce != nonce {
             return Err(ScramError::NonceMismatch);
         }
+        let without_proof = fin.without_proof;
 
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
         let client_signature = hmac_sha256(&self.verifier.stored_key, &[auth_message.as_bytes()]);
@@ -593,46 +489,7 @@ impl ScramClient {
             return Err(ScramError::UnexpectedMessage);
         };
         let server_first = check_len(msg)?;
-
-        // server-first-message = [reserved-mext ","] nonce "," salt "," iteration-count ["," extensions]
-        let mut parts = server_first.split(',');
-        let first = parts.next().unwrap_or_default();
-        if first.starts_with("m=") {
-            return Err(ScramError::UnsupportedExtension);
-        }
-        let nonce = attr(first, 'r', "expected nonce attribute")?;
-        valid_nonce(nonce)?;
-        if nonce.len() <= self.client_nonce.len() || !nonce.starts_with(&self.client_nonce) {
-            return Err(ScramError::NonceMismatch);
-        }
-        let salt = attr(parts.next().ok_or(ScramError::Malformed("missing salt"))?, 's', "expected salt attribute")?;
-        let salt = B64.decode(salt).map_err(|_| ScramError::Malformed("salt is not valid base64"))?;
-        if salt.is_empty() {
-            return Err(ScramError::Malformed("empty salt"));
-        }
-        let iterations = attr(
-            parts.next().ok_or(ScramError::Malformed("missing iteration count"))?,
-            'i',
-            "expected iteration count attribute",
-        )?;
-        if iterations.is_empty() || !iterations.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ScramError::Malformed("iteration count is not a number"));
-        }
-        let iterations: u32 = match iterations.parse() {
-            Ok(i) => i,
-            Err(_) => {
-                return Err(ScramError::IterationCountTooHigh { iterations: u32::MAX, max: MAX_CLIENT_ITERATIONS })
-            }
-        };
-        if iterations == 0 {
-            return Err(ScramError::Malformed("iteration count must be positive"));
-        }
-        if iterations > MAX_CLIENT_ITERATIONS {
-            return Err(ScramError::IterationCountTooHigh { iterations, max: MAX_CLIENT_ITERATIONS });
-        }
-        for ext in parts {
-            valid_extension(ext)?;
-        }
+        let ServerFirst { nonce, salt, iterations } = parse_server_first(server_first, &self.client_nonce)?;
 
         let salted = salted_password(&self.password, &salt, iterations);
         let client_key = client_key(&salted);
@@ -653,22 +510,7 @@ impl ScramClient {
         else {
             return Err(ScramError::UnexpectedMessage);
         };
-        let msg = check_len(msg)?;
-        // server-final-message = (server-error / verifier) ["," extensions]
-        let first = msg.split(',').next().unwrap_or_default();
-        if let Some(err) = first.strip_prefix("e=") {
-            let mut err = err.to_owned();
-            if err.len() > 256 {
-                let mut cut = 256;
-                while !err.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                err.truncate(cut);
-            }
-            return Err(ScramError::ServerError(err));
-        }
-        let v = attr(first, 'v', "expected verifier attribute")?;
-        let v = B64.decode(v).map_err(|_| ScramError::Malformed("server signature is not valid base64"))?;
+        let v = parse_server_final(msg)?;
         if !constant_time_eq(&v, &server_signature) {
             return Err(ScramError::ServerSignatureMismatch);
         }

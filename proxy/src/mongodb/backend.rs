@@ -1,5 +1,5 @@
-//! Server side of the MongoDB route: open, encrypt and authenticate (SCRAM-SHA-256) an
-//! upstream connection, learn the server's limits from its `hello`, and the pool manager.
+//! Server side of the MongoDB route: open, encrypt and authenticate (SCRAM-SHA-256, or
+//! SCRAM-SHA-1 when the server offers only that for the route's user) an upstream connection, learn the server's limits from its `hello`, and the pool manager.
 
 use crate::pool::Manager;
 use crate::stream::Stream;
@@ -29,6 +29,9 @@ pub struct MongoTarget {
     pub password: Option<String>,
     /// Database holding the user (`authSource`, else the URL path, else `admin`).
     pub auth_source: String,
+    /// `authMechanism` (SCRAM-SHA-256 or SCRAM-SHA-1); `None`: SCRAM-SHA-256 unless the
+    /// server's `saslSupportedMechs` for the user offers only SCRAM-SHA-1.
+    pub mechanism: Option<String>,
     /// TLS connector (`tls=true`), verifying the chain and host name.
     pub tls: Option<TlsConnector>,
     /// Name to verify.
@@ -211,23 +214,28 @@ pub async fn connect(t: &MongoTarget) -> Result<(MongoConn, Limits), BackendErro
         }
     };
     let mut conn = MongoConn { stream, buf: BytesMut::with_capacity(16 * 1024), next_id: 0 };
-    let hello = conn
-        .command(&doc! {
-            "hello": 1,
-            "client": { "driver": { "name": "dgf", "version": env!("CARGO_PKG_VERSION") }, "os": { "type": std::env::consts::OS } },
-            "$db": "admin",
-        })
-        .await?;
+    let mut hello = doc! {
+        "hello": 1,
+        "client": { "driver": { "name": "dgf", "version": env!("CARGO_PKG_VERSION") }, "os": { "type": std::env::consts::OS } },
+        "$db": "admin",
+    };
+    if let Some(user) = &t.user {
+        hello.insert("saslSupportedMechs", format!("{}.{user}", t.auth_source));
+    }
+    let hello = conn.command(&hello).await?;
     if !ok(&hello) {
         return Err(BackendError::Auth(format!("hello refused: {}", errmsg(&hello))));
     }
     let limits = Limits::from_hello(&hello);
     if let (Some(user), Some(password)) = (&t.user, &t.password) {
         let db = t.auth_source.as_str();
-        let mut scram = sasl::scram_client(user, password);
+        let offered: Option<Vec<&str>> =
+            hello.get_array("saslSupportedMechs").ok().map(|a| a.iter().filter_map(bson::Bson::as_str).collect());
+        let forced = t.mechanism.as_deref().map(|m| vec![m]);
+        let mut scram = sasl::Client::choose(forced.as_deref().or(offered.as_deref()), user, password);
         let r = conn
             .command(&doc! {
-                "saslStart": 1, "mechanism": "SCRAM-SHA-256", "payload": binary(scram.client_first()),
+                "saslStart": 1, "mechanism": scram.mechanism(), "payload": binary(scram.client_first()),
                 "options": { "skipEmptyExchange": true }, "$db": db,
             })
             .await?;

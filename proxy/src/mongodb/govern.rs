@@ -1,8 +1,9 @@
 //! The single governance hook of the MongoDB route: one decision per command before it is
 //! forwarded (rules by command kind/class and collection, fail-closed masking lineage), the
 //! masking of its replies (cursor batches, `findAndModify` `value`, `distinct` `values`,
-//! change-stream events; getMore batches with the plan of the cursor's command), metrics, and
-//! one audit record per command.
+//! change-stream events; getMore batches with the plan of the cursor's command, kept with the
+//! cursor's pin: see `cursors`), the row cap of `limit` rules, metrics, and one audit record
+//! per command.
 //!
 //! Masked values: strings go through the rule's mask function; values of any other type
 //! (numbers, dates, subdocuments...) become the mask's text for `redact` and `fixed("...")`
@@ -18,7 +19,6 @@ use dgf_rules::audit::{now_rfc3339, AuditEvent};
 use dgf_rules::mask::MaskFn;
 use dgf_rules::policy::{glob_match, FieldPattern};
 use dgf_rules::{Action, Denial, FieldRef, MaskRule, Namespace, Policy, RoleView, Verdict};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,6 +66,8 @@ pub struct Decision {
     pub deny: Option<Denial>,
     /// Reply masking.
     pub plan: Arc<MaskPlan>,
+    /// Row cap (`limit` rules; for a getMore, what is left of its cursor's cap).
+    pub limit: Option<u64>,
     verdict: Verdict,
     mask_rules: Vec<usize>,
     kind: String,
@@ -85,7 +87,6 @@ pub struct Decision {
 pub struct GovState {
     policy: Option<Arc<Policy>>,
     view: Option<Arc<RoleView>>,
-    cursors: HashMap<i64, Arc<MaskPlan>>,
 }
 
 /// The shared pieces a decision needs.
@@ -106,7 +107,6 @@ impl GovState {
         if fresh || self.view.is_none() {
             self.view = Some(env.policy.view(env.route, env.roles));
             self.policy = Some(env.policy.clone());
-            self.cursors.clear();
         }
         self.view.clone().unwrap_or_else(|| env.policy.view(env.route, env.roles))
     }
@@ -137,8 +137,10 @@ impl GovState {
         let db = info.db.unwrap_or("admin");
         let kinds_owned = dgf_rules::mongodb::kinds(info.name, Some(&doc));
         let kinds: Vec<&str> = kinds_owned.iter().map(String::as_str).collect();
+        let bulk = bulk_namespaces(info.name, &doc);
         let objects: Vec<String> = match info.collection {
             Some(c) => vec![format!("mongodb:{db}.{c}")],
+            None if !bulk.is_empty() => bulk.iter().map(|ns| format!("mongodb:{ns}")).collect(),
             None => vec![format!("mongodb:{db}")],
         };
         let object = info.collection.map(|c| format!("{db}.{c}"));
@@ -154,6 +156,7 @@ impl GovState {
         let mut d = Decision {
             deny: verdict.deny.clone(),
             plan: Arc::new(MaskPlan::default()),
+            limit: if info.get_more.is_some() { None } else { verdict.row_limit },
             verdict,
             mask_rules: Vec::new(),
             kind: dgf_rules::mongodb::class_of(info.name).to_owned(),
@@ -165,21 +168,18 @@ impl GovState {
             rows: None,
             error: None,
         };
-        if d.deny.is_none() {
-            if let Some(id) = info.get_more {
-                d.plan = self.cursors.get(&id).cloned().unwrap_or_default();
-            } else if view.masks_anything() {
-                match plan(&view, env, db, info, &doc) {
-                    Ok((p, rules)) => {
-                        d.plan = Arc::new(p);
-                        d.mask_rules = rules;
-                    }
-                    Err(b) => {
-                        let (rule, why) = *b;
-                        let message = format!("dgf: permission denied: {why} (rule \"{}\")", rule.rule);
-                        d.verdict.hits.push(rule.id);
-                        d.deny = Some(Denial { id: rule.id, rule: rule.rule, message });
-                    }
+        // A getMore's plan and cap come from its cursor (`cursors::gate`).
+        if d.deny.is_none() && info.get_more.is_none() && view.masks_anything() {
+            match plan(&view, env, db, info, &doc) {
+                Ok((p, rules)) => {
+                    d.plan = Arc::new(p);
+                    d.mask_rules = rules;
+                }
+                Err(b) => {
+                    let (rule, why) = *b;
+                    let message = format!("dgf: permission denied: {why} (rule \"{}\")", rule.rule);
+                    d.verdict.hits.push(rule.id);
+                    d.deny = Some(Denial { id: rule.id, rule: rule.rule, message });
                 }
             }
         }
@@ -189,18 +189,6 @@ impl GovState {
         counted.hits.extend(d.mask_rules.iter().copied());
         env.gov.count(env.policy, env.route, &counted, masked);
         Some(d)
-    }
-
-    /// Remember the plan of a new cursor (its getMore batches are masked alike).
-    pub fn cursor_opened(&mut self, id: i64, plan: &Arc<MaskPlan>) {
-        if !plan.is_empty() && self.cursors.len() < 100_000 {
-            self.cursors.insert(id, plan.clone());
-        }
-    }
-
-    /// Forget a cursor.
-    pub fn cursor_closed(&mut self, id: i64) {
-        self.cursors.remove(&id);
     }
 }
 
@@ -315,6 +303,18 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
             }
             (&[], Vec::new())
         }
+        "bulkWrite" => {
+            // MongoDB 8's client bulk write: each op names its namespace by index in `nsInfo`.
+            let ns = bulk_namespaces(info.name, doc);
+            for op in doc.get_array("ops").map(Vec::as_slice).unwrap_or(&[]) {
+                let Some(op) = op.as_document() else { continue };
+                let Some(i) = op.get("update").and_then(|i| i.as_i32().map(i64::from).or(i.as_i64())) else { continue };
+                let target = usize::try_from(i).ok().and_then(|i| ns.get(i));
+                let (d, c) = target.and_then(|n| n.split_once('.')).unwrap_or((db, ""));
+                check_update(op.get("updateMods"), &masks.taints(d, c)?).map_err(fail)?;
+            }
+            (&[], Vec::new())
+        }
         "distinct" => (&[&["values"]], lineage::distinct(doc.get_str("key").unwrap_or(""), &base)),
         "create" | "collMod" if doc.contains_key("viewOn") => {
             let on = doc.get_str("viewOn").unwrap_or("");
@@ -358,6 +358,15 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
         rules.clear();
     }
     Ok((out, rules))
+}
+
+/// The namespaces (`db.collection`) of a client `bulkWrite`'s `nsInfo`, in order.
+fn bulk_namespaces(name: &str, doc: &Document) -> Vec<String> {
+    if name != "bulkWrite" {
+        return Vec::new();
+    }
+    let infos = doc.get_array("nsInfo").map(Vec::as_slice).unwrap_or(&[]);
+    infos.iter().map(|n| n.as_document().and_then(|n| n.get_str("ns").ok()).unwrap_or("").to_owned()).collect()
 }
 
 /// Updates that copy masked values elsewhere (pipeline updates reading them, `$rename`).
@@ -442,5 +451,167 @@ pub fn audit(env: &Env<'_>, d: &Decision, client: &str, user: &str) {
     };
     if !env.gov.record(ev) {
         tracing::error!("mongodb audit record lost");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::{doc, Document};
+    use dgf_protocols::mongodb::inspect;
+
+    const POLICY: &str = r#"
+[[labels]]
+name = "pii"
+match = ["mongodb:app.users.email", "mongodb:app.users.contacts.phone", "mongodb:app.users.profile.ssn"]
+
+[[rules]]
+name = "mask pii"
+roles = ["analyst"]
+action = "mask"
+labels = ["pii"]
+with = "redact"
+
+[[rules]]
+name = "cap reads"
+roles = ["capped"]
+action = "limit"
+statements = ["read"]
+max_rows = 3
+"#;
+
+    const SECRETS: &[&str] = &["s3cr3t", "555-", "123-45"];
+
+    fn decide_for(role: &str, cmd: Document) -> Decision {
+        let cfg = dgf_config::parse_str(POLICY, "t.toml", &|_| None).expect("config");
+        let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
+        let gov = crate::governance::Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
+        let roles = vec![role.to_owned()];
+        let env = Env { policy: &policy, gov: &gov, route: "docs", roles: &roles };
+        let bytes = cmd.to_vec().unwrap();
+        let raw = RawDocument::from_bytes(&bytes).unwrap();
+        let info = inspect::command(raw).unwrap();
+        GovState::default().decide(&env, raw, &[], &info).expect("governance is on")
+    }
+
+    /// A getMore reply carrying one change event of each kind, with every way an update can
+    /// spell a masked field (nested, dotted, by array position, whole array, whole subdocument).
+    fn events_reply() -> Vec<u8> {
+        let token = doc! { "_data": "8263" };
+        let ns = doc! { "db": "app", "coll": "users" };
+        doc! {
+            "cursor": {
+                "nextBatch": [
+                    { "_id": token.clone(), "operationType": "insert", "ns": ns.clone(), "documentKey": { "_id": 1 },
+                      "fullDocument": { "_id": 1, "name": "alice", "email": "s3cr3t@a.com",
+                                        "contacts": [{ "kind": "home", "phone": "555-01" }], "profile": { "ssn": "123-45", "city": "Oslo" } } },
+                    { "_id": token.clone(), "operationType": "update", "ns": ns.clone(), "documentKey": { "_id": 1 },
+                      "updateDescription": {
+                          "updatedFields": { "email": "s3cr3t2@a.com", "profile.ssn": "123-45-2", "contacts.0.phone": "555-02",
+                                             "contacts.1": { "kind": "work", "phone": "555-03" }, "name": "alicia",
+                                             "profile": { "ssn": "123-45-3", "city": "Bergen" } },
+                          "removedFields": ["age"], "truncatedArrays": [] },
+                      "fullDocument": { "_id": 1, "email": "s3cr3t2@a.com", "contacts": [{ "phone": "555-02" }, { "phone": "555-03" }] },
+                      "fullDocumentBeforeChange": { "_id": 1, "email": "s3cr3t@a.com", "profile": { "ssn": "123-45" } } },
+                    { "_id": token.clone(), "operationType": "update", "ns": ns.clone(), "documentKey": { "_id": 1 },
+                      "updateDescription": { "updatedFields": { "contacts": [{ "kind": "x", "phone": "555-04" }] }, "removedFields": [] } },
+                    { "_id": token.clone(), "operationType": "replace", "ns": ns.clone(), "documentKey": { "_id": 1 },
+                      "fullDocument": { "_id": 1, "email": "s3cr3t3@a.com", "profile": { "ssn": 123456 } } },
+                    { "_id": token, "operationType": "delete", "ns": ns, "documentKey": { "_id": 1 } },
+                ],
+                "id": 42i64, "ns": "app.users",
+            },
+            "ok": 1.0,
+        }
+        .to_vec()
+        .unwrap()
+    }
+
+    fn leaks(d: &Document) -> Vec<&'static str> {
+        let s = d.to_string();
+        SECRETS.iter().copied().filter(|k| s.contains(k)).collect()
+    }
+
+    #[test]
+    fn change_events_in_next_batches_are_masked() {
+        let d = decide_for(
+            "analyst",
+            doc! { "aggregate": "users", "pipeline": [{ "$changeStream": { "fullDocument": "updateLookup" } }], "cursor": {}, "$db": "app" },
+        );
+        assert!(d.deny.is_none() && !d.plan.is_empty());
+        let reply = events_reply();
+        assert!(!leaks(&Document::from_reader(&reply[..]).unwrap()).is_empty(), "the fixture carries secrets");
+        let out = d.plan.apply(&reply, 200).unwrap().expect("masked");
+        let m = Document::from_reader(&out[..]).unwrap();
+        assert!(leaks(&m).is_empty(), "{m}");
+        let batch = m.get_document("cursor").unwrap().get_array("nextBatch").unwrap();
+        let ev = |i: usize| batch[i].as_document().unwrap();
+        // Clear fields stay as they were.
+        assert_eq!(ev(0).get_document("fullDocument").unwrap().get_str("name").unwrap(), "alice");
+        assert_eq!(
+            ev(0).get_document("fullDocument").unwrap().get_document("profile").unwrap().get_str("city").unwrap(),
+            "Oslo"
+        );
+        assert_eq!(ev(0).get_document("fullDocument").unwrap().get_str("email").unwrap(), "[REDACTED]");
+        let uf = ev(1).get_document("updateDescription").unwrap().get_document("updatedFields").unwrap();
+        assert_eq!(uf.get_str("name").unwrap(), "alicia");
+        assert_eq!(uf.get_str("contacts.0.phone").unwrap(), "[REDACTED]");
+        assert_eq!(uf.get_document("contacts.1").unwrap().get_str("kind").unwrap(), "work");
+        assert_eq!(uf.get_document("profile").unwrap().get_str("city").unwrap(), "Bergen");
+        assert_eq!(ev(1).get_document("updateDescription").unwrap().get_array("removedFields").unwrap().len(), 1);
+        // Non-string values become the mask's text for redact.
+        assert_eq!(
+            ev(3).get_document("fullDocument").unwrap().get_document("profile").unwrap().get_str("ssn").unwrap(),
+            "[REDACTED]"
+        );
+        assert_eq!(ev(4).get_str("operationType").unwrap(), "delete");
+        assert_eq!(m.get_document("cursor").unwrap().get_i64("id").unwrap(), 42);
+        // An admin gets no plan; a database-wide stream of a masked database is refused.
+        assert!(decide_for(
+            "admin",
+            doc! { "aggregate": "users", "pipeline": [{ "$changeStream": {} }], "$db": "app" }
+        )
+        .plan
+        .is_empty());
+        let d = decide_for("analyst", doc! { "aggregate": 1, "pipeline": [{ "$changeStream": {} }], "$db": "app" });
+        assert!(d.deny.is_some());
+    }
+
+    #[test]
+    fn bulk_write_updates_are_checked_per_namespace() {
+        let bulk = |mods: Bson| {
+            doc! { "bulkWrite": 1, "ops": [{ "insert": 0, "document": { "a": 1 } }, { "update": 1, "filter": {}, "updateMods": mods, "multi": true }],
+            "nsInfo": [{ "ns": "app.other" }, { "ns": "app.users" }], "$db": "admin" }
+        };
+        let d = decide_for("analyst", bulk(bson::bson!([{ "$set": { "copy": "$email" } }])));
+        assert!(
+            d.deny.as_ref().is_some_and(|x| x.message.contains("update pipeline")),
+            "{:?}",
+            d.deny.map(|x| x.message)
+        );
+        let d = decide_for("analyst", bulk(bson::bson!({ "$rename": { "email": "copy" } })));
+        assert!(d.deny.is_some());
+        let d = decide_for("analyst", bulk(bson::bson!({ "$set": { "name": "x" } })));
+        assert!(d.deny.is_none());
+        assert_eq!(d.objects, vec!["mongodb:app.other".to_owned(), "mongodb:app.users".to_owned()]);
+    }
+
+    #[test]
+    fn limits_and_find_and_modify() {
+        let d = decide_for("capped", doc! { "find": "users", "filter": {}, "$db": "app" });
+        assert_eq!(d.limit, Some(3));
+        let d = decide_for("capped", doc! { "insert": "users", "documents": [], "$db": "app" });
+        assert_eq!(d.limit, None, "writes are not read statements");
+        let d = decide_for("capped", doc! { "getMore": 5i64, "collection": "users", "$db": "app" });
+        assert_eq!(d.limit, None, "a getMore takes its cursor's remaining cap");
+        let d = decide_for(
+            "analyst",
+            doc! { "findAndModify": "users", "query": {}, "update": { "$set": { "a": 1 } }, "$db": "app" },
+        );
+        let reply = doc! { "lastErrorObject": { "n": 1, "updatedExisting": true },
+        "value": { "_id": 1, "email": "s3cr3t@a.com", "contacts": [{ "phone": "555-01" }] }, "ok": 1.0 };
+        let out = d.plan.apply(&reply.to_vec().unwrap(), 200).unwrap().expect("masked");
+        let m = Document::from_reader(&out[..]).unwrap();
+        assert!(leaks(&m).is_empty(), "{m}");
     }
 }

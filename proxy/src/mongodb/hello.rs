@@ -1,20 +1,58 @@
 //! What dgf answers itself: `hello` / `isMaster` as a standalone server (limits copied from
-//! the upstream), and the client's SCRAM-SHA-256 conversation (`saslStart`, `saslContinue`,
-//! speculative authentication inside `hello`) against dgf users.
+//! the upstream), and the client's SCRAM-SHA-256 / SCRAM-SHA-1 conversation (`saslStart`,
+//! `saslContinue`, speculative authentication inside `hello`) against dgf users.
 
 use super::backend::Limits;
 use crate::live::User;
 use bson::{doc, Binary, Bson, Document, RawDocument};
 use dgf_protocols::mongodb::sasl;
-use dgf_protocols::postgres::scram::{ScramServer, ScramVerifier};
+use dgf_protocols::mongodb::scram_sha1::{self, Sha1Server, Sha1Verifier};
+use dgf_protocols::postgres::auth::PasswordSecret;
+use dgf_protocols::postgres::scram::{ScramError, ScramServer, ScramVerifier};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Mechanisms dgf offers to clients.
-pub const MECHANISMS: &[&str] = &["SCRAM-SHA-256"];
+pub const MECHANISMS: &[&str] = &["SCRAM-SHA-256", scram_sha1::MECHANISM];
+
+/// Users by name.
+pub type Users = HashMap<String, Arc<User>>;
+
+/// The mechanisms `user` can authenticate with (SCRAM-SHA-1 needs the plaintext password;
+/// unknown users look like users with a plaintext password).
+pub fn mechanisms_of(user: Option<&User>) -> Vec<&'static str> {
+    match user.and_then(|u| u.secret.as_ref()) {
+        None if user.is_some() => Vec::new(),
+        None | Some(PasswordSecret::Plain(_)) => MECHANISMS.to_vec(),
+        Some(PasswordSecret::Scram(_)) => vec!["SCRAM-SHA-256"],
+        Some(PasswordSecret::Md5(_)) => Vec::new(),
+    }
+}
+
+/// The SCRAM server of one mechanism.
+enum Scram {
+    Sha256(ScramServer),
+    Sha1(Sha1Server),
+}
+
+impl Scram {
+    fn client_first(&mut self, m: &[u8]) -> Result<Vec<u8>, ScramError> {
+        match self {
+            Scram::Sha256(s) => s.handle_client_first(m),
+            Scram::Sha1(s) => s.handle_client_first(m),
+        }
+    }
+    fn client_final(&mut self, m: &[u8]) -> Result<Vec<u8>, ScramError> {
+        match self {
+            Scram::Sha256(s) => s.handle_client_final(m),
+            Scram::Sha1(s) => s.handle_client_final(m),
+        }
+    }
+}
 
 /// An authentication conversation in progress.
 pub struct Conversation {
-    server: ScramServer,
+    server: Scram,
     user_name: String,
     user: Option<Arc<User>>,
     skip_empty: bool,
@@ -28,8 +66,11 @@ pub enum Step {
     Reply(Document),
     /// Authenticated as this user; send this reply.
     Done(Arc<User>, Document),
-    /// Authentication failed (wrong password, unknown user or malformed exchange).
+    /// Authentication failed (wrong password, unknown user or malformed exchange); the
+    /// client is told only "Authentication failed.".
     Failed(String),
+    /// Authentication cannot work for this user and mechanism; the client is told why.
+    Refused(String),
 }
 
 fn binary(b: Vec<u8>) -> Bson {
@@ -41,22 +82,42 @@ fn payload_of(cmd: &RawDocument) -> Option<Vec<u8>> {
 }
 
 /// Start a conversation from a `saslStart` (or the `speculativeAuthenticate` document).
-pub fn start(cmd: &RawDocument, users: &std::collections::HashMap<String, Arc<User>>) -> (Option<Conversation>, Step) {
+pub fn start(cmd: &RawDocument, users: &Users) -> (Option<Conversation>, Step) {
     let mech = cmd.get_str("mechanism").unwrap_or("");
     if !MECHANISMS.contains(&mech) {
-        return (None, Step::Failed(format!("Received authentication for mechanism {mech} which is not enabled")));
+        let why = format!("Received authentication for mechanism {mech} which is not enabled");
+        return (None, Step::Refused(format!("dgf: {why}; use SCRAM-SHA-256 or SCRAM-SHA-1")));
     }
     let Some(first) = payload_of(cmd) else { return (None, Step::Failed("saslStart without payload".into())) };
     let Some(user_name) = sasl::scram_username(&first) else {
         return (None, Step::Failed("malformed SCRAM client-first message".into()));
     };
     let user = users.get(&user_name).cloned();
-    let verifier =
-        user.as_ref().and_then(|u| u.scram.clone()).unwrap_or_else(|| ScramVerifier::mock(&user_name, b"dgf-mongo"));
+    let mut server = if mech == scram_sha1::MECHANISM {
+        let verifier = match &user {
+            None => Sha1Verifier::mock(&user_name, b"dgf-mongo"),
+            Some(u) => match u.scram_sha1() {
+                Some(v) => v.clone(),
+                None => {
+                    let why = format!(
+                        "dgf: SCRAM-SHA-1 needs the plaintext password of user \"{user_name}\", which dgf stores only \
+                         as a verifier; authenticate with SCRAM-SHA-256 (authMechanism=SCRAM-SHA-256)"
+                    );
+                    return (None, Step::Refused(why));
+                }
+            },
+        };
+        Scram::Sha1(Sha1Server::new(verifier))
+    } else {
+        let verifier = user
+            .as_ref()
+            .and_then(|u| u.scram.clone())
+            .unwrap_or_else(|| ScramVerifier::mock(&user_name, b"dgf-mongo"));
+        Scram::Sha256(ScramServer::new(verifier))
+    };
     let skip_empty =
         cmd.get_document("options").ok().and_then(|o| o.get_bool("skipEmptyExchange").ok()).unwrap_or(false);
-    let mut server = ScramServer::new(verifier);
-    match server.handle_client_first(&first) {
+    match server.client_first(&first) {
         Ok(server_first) => {
             let reply = doc! { "conversationId": 1, "done": false, "payload": binary(server_first), "ok": 1.0 };
             (Some(Conversation { server, user_name, user, skip_empty, pending_user: None }), Step::Reply(reply))
@@ -75,7 +136,7 @@ impl Conversation {
             );
         }
         let Some(fin) = payload_of(cmd) else { return (Step::Failed("saslContinue without payload".into()), false) };
-        match self.server.handle_client_final(&fin) {
+        match self.server.client_final(&fin) {
             Ok(v) => {
                 let Some(user) = self.user.clone() else {
                     return (Step::Failed(format!("unknown user {}", self.user_name)), false);
@@ -94,7 +155,7 @@ impl Conversation {
 }
 
 /// The `hello` / `isMaster` reply of a standalone server with the upstream's limits.
-pub fn reply(cmd: &RawDocument, legacy_name: bool, limits: &Limits, connection_id: i32) -> Document {
+pub fn reply(cmd: &RawDocument, legacy_name: bool, limits: &Limits, connection_id: i32, users: &Users) -> Document {
     let mut d = Document::new();
     if cmd.get("helloOk").ok().flatten().is_some() {
         d.insert("helloOk", true);
@@ -115,8 +176,11 @@ pub fn reply(cmd: &RawDocument, legacy_name: bool, limits: &Limits, connection_i
     d.insert("minWireVersion", limits.min_wire);
     d.insert("maxWireVersion", limits.max_wire);
     d.insert("readOnly", false);
-    if cmd.get("saslSupportedMechs").ok().flatten().is_some() {
-        d.insert("saslSupportedMechs", MECHANISMS.iter().map(|m| Bson::String((*m).into())).collect::<Vec<_>>());
+    if let Ok(principal) = cmd.get_str("saslSupportedMechs") {
+        // "<db>.<user>": dgf users are not per database.
+        let name = principal.split_once('.').map_or(principal, |(_, u)| u);
+        let mechs = mechanisms_of(users.get(name).map(|u| &**u));
+        d.insert("saslSupportedMechs", mechs.into_iter().map(|m| Bson::String(m.into())).collect::<Vec<_>>());
     }
     d
 }

@@ -279,20 +279,25 @@ pub fn pipeline(stages: &[Bson], mut taints: Vec<Taint>, ctx: &Ctx<'_>, depth: u
     Ok(taints)
 }
 
-/// Where the fields of a collection's documents appear in change-stream events.
+/// Where the fields of a collection's documents appear in change-stream events: the
+/// documents (`fullDocument`, `fullDocumentBeforeChange`, `documentKey`) and the new values of
+/// an update (`updateDescription.updatedFields`), whose keys may be nested (`{profile: {...}}`)
+/// or flattened with array positions (`{"profile.phone": ...}`, `{"contacts.0": {...}}`,
+/// `{"contacts.0.phone": ...}`; see the dotted segment forms of `splice`).
 pub fn change_events(taints: &[Taint]) -> Vec<Taint> {
     let mut out = Vec::new();
+    let mut add = |path: Path, mask: usize| out.push(Taint { path, mask });
     for t in taints {
         for top in ["fullDocument", "fullDocumentBeforeChange", "documentKey"] {
-            out.push(Taint {
-                path: std::iter::once(top.to_owned()).chain(t.path.iter().cloned()).collect(),
-                mask: t.mask,
-            });
+            add(std::iter::once(top.to_owned()).chain(t.path.iter().cloned()).collect(), t.mask);
         }
-        let uf = ["updateDescription".to_owned(), "updatedFields".to_owned()];
-        out.push(Taint { path: uf.iter().cloned().chain(t.path.iter().cloned()).collect(), mask: t.mask });
-        let flat = format!("{}.*", t.path.join("."));
-        out.push(Taint { path: uf.iter().cloned().chain(std::iter::once(flat)).collect(), mask: t.mask });
+        let uf = || ["updateDescription".to_owned(), "updatedFields".to_owned()].into_iter();
+        add(uf().chain(t.path.iter().cloned()).collect(), t.mask);
+        add(uf().chain(std::iter::once(format!("{}.*", t.path.join(".")))).collect(), t.mask);
+        for k in 1..t.path.len() {
+            let head = format!("{}.#", t.path[..k].join("."));
+            add(uf().chain(std::iter::once(head)).chain(t.path[k..].iter().cloned()).collect(), t.mask);
+        }
     }
     out
 }

@@ -3,6 +3,7 @@
 //! command alone (cursors and transactions pin theirs; see `pins`).
 
 pub mod backend;
+pub mod cursors;
 pub mod govern;
 pub mod hello;
 pub mod lineage;
@@ -104,6 +105,7 @@ fn anonymous_user(snap: &crate::live::Snapshot, route: &Route) -> Option<Arc<Use
             secret: None,
             scram: None,
             roles: Vec::new(),
+            scram_sha1: Default::default(),
         })
     })
 }
@@ -134,11 +136,7 @@ async fn accept(tcp: TcpStream, route: &Route) -> Result<Stream, SessionError> {
 async fn release_owned(mongo: &MongoRoute, owner: u64) {
     for (key, entry) in mongo.pins.take_owned(owner) {
         let cmd: Document = match &key {
-            pins::Key::Cursor(id) => {
-                let ns = entry.ns.clone().unwrap_or_default();
-                let (db, coll) = ns.split_once('.').unwrap_or(("admin", ""));
-                doc! { "killCursors": coll, "cursors": [*id], "$db": db }
-            }
+            pins::Key::Cursor(id) => cursors::kill_command(entry.ns.as_deref(), *id),
             pins::Key::Txn(lsid) => {
                 let Ok(lsid) = Document::from_reader(&lsid[..]) else { continue };
                 doc! { "abortTransaction": 1, "lsid": lsid, "txnNumber": entry.txn_number, "autocommit": false, "$db": "admin" }

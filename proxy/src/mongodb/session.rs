@@ -3,6 +3,7 @@
 //! pinned to), bookkeep cursors and transactions from the reply, mask, and send it back.
 
 use super::backend::{Frame, Limits, MongoConn};
+use super::cursors::{self, Capped};
 use super::govern::{self, Decision, GovState};
 use super::hello::{self, Conversation, Step};
 use super::pins::{self, Key};
@@ -18,6 +19,7 @@ use dgf_protocols::mongodb::inspect::{self, CommandInfo};
 use dgf_protocols::mongodb::legacy::{self, OpQuery};
 use dgf_protocols::mongodb::msg::{self, CHECKSUM_PRESENT, EXHAUST_ALLOWED, MORE_TO_COME};
 use dgf_protocols::mongodb::{compress, MongoProtoError, OpMsg, DEFAULT_MAX_DEPTH, DEFAULT_MAX_MESSAGE};
+use pins::{Checkout, CursorGov};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,6 +54,14 @@ impl Lease {
             Lease::Pinned(s, _) => s,
         }
     }
+}
+
+/// A server cursor to kill after the reply went out (a row cap closed it), and the
+/// connection it lives on.
+struct Kill {
+    lease: Lease,
+    ns: Option<String>,
+    id: i64,
 }
 
 /// A client session.
@@ -202,6 +212,25 @@ impl Session {
             }
             return self.reply_doc(rid, &inspect::error_reply(13, "Unauthorized", &msg)).await;
         }
+        if let Err(msg) = cursors::gate(&self.mongo.pins, &info, &user.name, decision.as_mut()) {
+            if let Some(d) = decision.as_mut() {
+                d.error = Some("13".into());
+                govern::audit(&env, d, &self.peer.to_string(), &user.name);
+            }
+            return self.reply_error(rid, 13, "Unauthorized", &msg).await;
+        }
+        if let Err(e) = self.route.shaper.acquire().await {
+            // 262 ExceededTimeLimit: retryable for drivers (nothing ran upstream).
+            if let Some(d) = decision.as_mut() {
+                d.error = Some("262".into());
+                govern::audit(&env, d, &self.peer.to_string(), &user.name);
+            }
+            if op.flags & MORE_TO_COME != 0 {
+                self.route.metrics.error("ExceededTimeLimit");
+                return Ok(());
+            }
+            return self.reply_error(rid, 262, "ExceededTimeLimit", &format!("dgf: {e}")).await;
+        }
         self.route.metrics.queries.inc();
         let bytes = if op.flags & (EXHAUST_ALLOWED | CHECKSUM_PRESENT) != 0 {
             // dgf never streams several replies for one request: clear exhaustAllowed, and
@@ -246,7 +275,7 @@ impl Session {
                     self.sasl_step(step)
                 }
             },
-            "authenticate" => error(334, "MechanismUnavailable", "dgf supports SCRAM-SHA-256 only"),
+            "authenticate" => error(334, "MechanismUnavailable", "dgf supports SCRAM-SHA-256 and SCRAM-SHA-1 only"),
             "logout" => doc! { "ok": 1.0 },
             "ping" => doc! { "ok": 1.0 },
             _ => return Ok(None),
@@ -255,6 +284,7 @@ impl Session {
 
     fn sasl_step(&mut self, step: Step) -> Document {
         let srv = &self.shared.live.load().config.server;
+        let refused = matches!(step, Step::Refused(_));
         match step {
             Step::Reply(d) => d,
             Step::Done(u, d) => {
@@ -262,11 +292,12 @@ impl Session {
                 self.user = Some(u);
                 d
             }
-            Step::Failed(why) => {
+            Step::Failed(why) | Step::Refused(why) => {
                 self.shared.auth_limiter.failed(self.peer.ip(), srv.auth_failure_burst, srv.auth_failure_refill_secs);
                 self.route.metrics.login_failures.inc();
                 tracing::info!(reason = %why, "authentication failed");
-                error(18, "AuthenticationFailed", "Authentication failed.")
+                let shown = if refused { why.as_str() } else { "Authentication failed." };
+                error(18, "AuthenticationFailed", shown)
             }
         }
     }
@@ -286,11 +317,11 @@ impl Session {
         let Some(limits) = self.limits().await else {
             return Ok(error(6, "HostUnreachable", "dgf: the upstream server is unreachable"));
         };
-        let mut d = hello::reply(cmd, legacy, &limits, (self.id & 0x7fff_ffff) as i32);
+        let users = self.shared.live.load().users.clone();
+        let mut d = hello::reply(cmd, legacy, &limits, (self.id & 0x7fff_ffff) as i32, &users);
         if let Ok(spec) = cmd.get_document("speculativeAuthenticate") {
             let srv = &self.shared.live.load().config.server;
             if self.shared.auth_limiter.allowed(self.peer.ip(), srv.auth_failure_burst, srv.auth_failure_refill_secs) {
-                let users = self.shared.live.load().users.clone();
                 if let (Some(conv), Step::Reply(r)) = hello::start(spec, &users) {
                     self.sasl = Some(conv);
                     d.insert("speculativeAuthenticate", r);
@@ -334,17 +365,12 @@ impl Session {
             let g = s.clone().lock_owned().await;
             return Ok(Lease::Pinned(s, g));
         }
-        let st = self.mongo.pool.stats();
-        if st.idle == 0 && st.open >= st.max && txn.is_none() {
-            if let Some((s, g)) = pins.borrow_idle() {
-                return Ok(Lease::Pinned(s, g));
-            }
-        }
         let started = std::time::Instant::now();
-        let r = self.mongo.pool.get().await;
+        let r = pins.checkout(&self.mongo.pool, txn.is_none()).await;
         self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
         match r {
-            Ok(p) => Ok(Lease::Pool(p)),
+            Ok(Checkout::Pooled(p)) => Ok(Lease::Pool(p)),
+            Ok(Checkout::Borrowed(s, g)) => Ok(Lease::Pinned(s, g)),
             Err(CheckoutError::Timeout(t)) => {
                 Err((89, "NetworkTimeout", format!("dgf: no server connection available within {t:?}")))
             }
@@ -392,20 +418,34 @@ impl Session {
             }
         };
         let out = self.bookkeep(lease, &frame, info, txn, decision.as_deref_mut());
-        match out {
-            Ok(Some(masked)) => self.write_client(&masked).await,
-            Ok(None) => self.write_client(&frame.bytes).await,
+        let kill = match out {
+            Ok((Some(changed), kill)) => {
+                self.write_client(&changed).await?;
+                kill
+            }
+            Ok((None, kill)) => {
+                self.write_client(&frame.bytes).await?;
+                kill
+            }
             Err(e) => {
                 let (code, name) = e.code();
                 if let Some(d) = decision {
                     d.error = Some(code.to_string());
                 }
-                self.reply_error(rid, code, name, &format!("dgf: cannot process the server reply: {e}")).await
+                let msg = format!("dgf: cannot process the server reply: {e}");
+                return self.reply_error(rid, code, name, &msg).await;
+            }
+        };
+        if let Some(mut k) = kill {
+            if !cursors::kill(k.lease.conn(), k.ns.as_deref(), k.id).await {
+                k.lease.broken(&self.mongo.pins);
             }
         }
+        Ok(())
     }
 
-    /// Pin or unpin from the reply; apply the mask plan. Returns replacement bytes if masked.
+    /// Pin or unpin from the reply; apply the row cap and the mask plan. Returns replacement
+    /// bytes if the reply changed, and the server cursor to kill if the cap closed one.
     fn bookkeep(
         &mut self,
         lease: Lease,
@@ -413,23 +453,28 @@ impl Session {
         info: &CommandInfo<'_>,
         txn: Option<Key>,
         decision: Option<&mut Decision>,
-    ) -> Result<Option<BytesMut>, MongoProtoError> {
+    ) -> Result<(Option<BytesMut>, Option<Kill>), MongoProtoError> {
         if frame.header.op_code != OpCode::Msg.code() {
-            return Ok(None);
+            return Ok((None, None));
         }
         let op = OpMsg::parse(&frame.header, frame.body(), None)?;
         let body = op.command()?;
-        let r = inspect::reply(body);
+        let mut r = inspect::reply(body);
+        let limit = decision.as_ref().and_then(|d| d.limit).filter(|_| r.ok);
+        let capped = cursors::cap(op.body, limit)?;
+        if capped.kill.is_some() {
+            r.cursor_id = Some(0);
+        }
         let pins = &self.mongo.pins;
         if let Some(id) = info.get_more {
             if !r.ok || r.cursor_id == Some(0) {
                 pins.remove(&Key::Cursor(id));
-                self.gov.cursor_closed(id);
+            } else if limit.is_some() {
+                pins.set_remaining(id, capped.remaining);
             }
         }
         for id in &info.kill_cursors {
             pins.remove(&Key::Cursor(*id));
-            self.gov.cursor_closed(*id);
         }
         let ends_txn = matches!(info.name, "commitTransaction" | "abortTransaction");
         if ends_txn {
@@ -439,27 +484,36 @@ impl Session {
         }
         let new_cursor = r.cursor_id.filter(|&id| id != 0 && info.get_more != Some(id));
         let start_txn = info.start_transaction && !ends_txn;
+        let mut lease = Some(lease);
         if new_cursor.is_some() || start_txn {
             let ns = body.get_document("cursor").ok().and_then(|c| c.get_str("ns").ok()).map(str::to_owned);
-            let shared = lease.into_shared();
-            if let Some(id) = new_cursor {
-                pins.insert(Key::Cursor(id), shared.clone(), self.id, ns, 0);
-                if let Some(d) = &decision {
-                    self.gov.cursor_opened(id, &d.plan);
-                }
+            let shared = lease.take().map(Lease::into_shared);
+            if let (Some(id), Some(shared)) = (new_cursor, &shared) {
+                let user = self.user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
+                let plan = decision.as_ref().map(|d| d.plan.clone()).unwrap_or_default();
+                let gov = CursorGov { user, plan, remaining: capped.remaining };
+                pins.insert_cursor(id, shared.clone(), self.id, ns, gov);
             }
-            if let (true, Some(k)) = (start_txn, txn) {
+            if let (true, Some(k), Some(shared)) = (start_txn, txn, shared.clone()) {
                 pins.insert(k, shared, self.id, None, info.txn_number.unwrap_or(0));
             }
-        } else {
-            drop(lease);
+            // A capped cursor inside a transaction: kill it on the (now pinned) connection.
+            if let (Some(_), Some(s)) = (&capped.kill, shared) {
+                lease = s.clone().try_lock_owned().ok().map(|g| Lease::Pinned(s, g));
+            }
         }
-        let Some(d) = decision else { return Ok(None) };
-        (d.rows, d.error) = govern::outcome(body);
-        if d.plan.is_empty() {
-            return Ok(None);
-        }
-        let Some(doc) = d.plan.apply(op.body, self.max_depth.max(200))? else { return Ok(None) };
+        let kill = match (capped.kill.clone(), lease) {
+            (Some((id, ns)), Some(lease)) => Some(Kill { lease, ns, id }),
+            _ => None,
+        };
+        let Some(d) = decision else { return Ok((None, kill)) };
+        let Capped { body: cut, rows, .. } = capped;
+        let reply = cut.as_deref().unwrap_or(op.body);
+        let raw = bson::RawDocument::from_bytes(reply).map_err(|_| MongoProtoError::Bson("reply"))?;
+        (d.rows, d.error) = govern::outcome(raw);
+        d.rows = rows.or(d.rows);
+        let masked = if d.plan.is_empty() { None } else { d.plan.apply(reply, self.max_depth.max(200))? };
+        let Some(doc) = masked.or(cut) else { return Ok((None, kill)) };
         let mut out = BytesMut::new();
         let seqs: Vec<(&str, &[&[u8]])> = op.sequences.iter().map(|s| (s.identifier, &s.documents[..])).collect();
         msg::put_msg(
@@ -470,7 +524,7 @@ impl Session {
             &doc,
             &seqs,
         );
-        Ok(Some(out))
+        Ok((Some(out), kill))
     }
 }
 

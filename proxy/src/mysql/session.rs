@@ -229,6 +229,12 @@ impl Session {
             self.deny(seq, &g);
             return Ok(Flow::Continue);
         }
+        if matches!(cmd, com::QUERY | com::STMT_EXECUTE) {
+            if let Err(e) = self.route.shaper.acquire().await {
+                self.send_err(seq, errno::USER_LIMIT_REACHED, &format!("dgf: {e}"));
+                return Ok(Flow::Continue);
+            }
+        }
         if self.sticky && !(cmd == com::QUERY && scan(sql).uses_previous) {
             self.sticky = false;
             self.maybe_release().await;

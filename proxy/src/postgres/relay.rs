@@ -327,6 +327,13 @@ impl Session {
             }
             _ => {}
         }
+        if matches!(t, tag::QUERY | tag::FUNCTION_CALL | tag::EXECUTE) {
+            if let Err(e) = self.route.shaper.acquire().await {
+                // 53400 configuration_limit_exceeded: the route's ops/s budget.
+                self.local_error(t != tag::EXECUTE, &ErrorFields::new("ERROR", "53400", format!("dgf: {e}")));
+                return Ok(true);
+            }
+        }
         if !self.ensure_server(t == tag::QUERY || t == tag::FUNCTION_CALL).await? {
             return Ok(true);
         }

@@ -2,9 +2,11 @@
 //! that multiplexes their commands over a few shared upstream connections (see
 //! docs/ARCHITECTURE.md, "Redis").
 
+mod budget;
 pub mod commands;
 pub mod govern;
 pub mod local;
+pub mod memory;
 pub mod pubsub;
 pub mod session;
 pub mod upstream;
@@ -35,6 +37,8 @@ pub struct RedisRoute {
     pub hub: Hub,
     /// `redis_version` of the upstream, reported in HELLO.
     pub version: Mutex<String>,
+    /// Memory budget (`memory_budget`): polled `used_memory` and the refusal switch.
+    pub memory: memory::MemoryBudget,
     next_id: AtomicU64,
 }
 
@@ -51,6 +55,7 @@ impl RedisRoute {
             shared: (0..n_shared).map(|_| tokio::sync::Mutex::new(None)).collect(),
             idle_pinned: Mutex::new(Vec::new()),
             version: Mutex::new("7.0.0".into()),
+            memory: Default::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -102,6 +107,7 @@ impl RedisRoute {
 
     /// Close everything (route removed or upstream changed).
     pub fn close(&self) {
+        self.memory.stop();
         self.pool.close();
         self.idle_pinned.lock().unwrap_or_else(|p| p.into_inner()).clear();
         for s in &self.shared {

@@ -85,6 +85,8 @@ pub struct Session {
     /// One entry per forwarded command while masking or auditing is on.
     pending: VecDeque<Pending>,
     per_reply: bool,
+    /// The ops/s slot a stalled command waits for (see budget.rs).
+    pub(super) gate: crate::shaping::Gate,
 }
 
 impl Session {
@@ -137,6 +139,7 @@ impl Session {
             gov: None,
             pending: VecDeque::new(),
             per_reply: false,
+            gate: Default::default(),
         }
         .with_gov()
     }
@@ -167,7 +170,7 @@ impl Session {
         }
     }
 
-    fn busy(&self) -> bool {
+    pub(super) fn busy(&self) -> bool {
         self.outstanding > 0 || self.batch_n > 0
     }
 
@@ -229,6 +232,7 @@ impl Session {
                 _ = shutdown.changed() => {
                     self.closing = true;
                 }
+                _ = crate::shaping::sleep_until(self.gate.deadline()), if self.gate.deadline().is_some() => {}
             }
         }
     }
@@ -332,7 +336,7 @@ impl Session {
                 Some(n) => n,
                 None => argv[0],
             };
-            let (act, mut checked) = self.decide(name, &argv);
+            let (mut act, mut checked) = self.decide(name, &argv);
             let needs_barrier = match &act {
                 Act::Error(_) | Act::Local => self.busy(),
                 Act::Forward(Where::Select) => self.busy(),
@@ -344,8 +348,23 @@ impl Session {
                 self.stalled = true;
                 break;
             }
+            let upstream = matches!(act, Act::Forward(Where::Shared | Where::Pinned | Where::Select));
+            if upstream && checked.as_ref().is_none_or(|c| c.denied.is_none()) {
+                match self.budgets(name) {
+                    super::budget::Budget::Go => {}
+                    super::budget::Budget::Stall => {
+                        self.stalled = true;
+                        break;
+                    }
+                    super::budget::Budget::Refuse(msg) => {
+                        if let Some(ev) = checked.as_mut().and_then(|c| c.pending.audit.as_mut()) {
+                            ev.error = msg.split_whitespace().next().map(str::to_owned);
+                        }
+                        act = Act::Error(msg);
+                    }
+                }
+            }
             self.route.metrics.queries.inc();
-            let mut act = act;
             let mut pending = None;
             if let (Some(c), Some(g)) = (checked.as_mut(), self.gov.as_ref()) {
                 c.settle(g, &self.route.name, &self.shared.governance);
