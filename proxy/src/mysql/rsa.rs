@@ -276,7 +276,7 @@ mod tests {
     /// The privateKey OCTET STRING of a PKCS#8 document made by aws-lc-rs.
     fn pkcs1_inside(pkcs8: &[u8]) -> &[u8] {
         let mut i = 0;
-        let mut read_len = |d: &[u8], at: &mut usize| -> usize {
+        let read_len = |d: &[u8], at: &mut usize| -> usize {
             let b = d[*at] as usize;
             *at += 1;
             if b < 0x80 {
