@@ -108,3 +108,64 @@ except mysql.connector.Error as e:
     );
     assert_eq!(python(&code).unwrap(), "full\ndenied 1045");
 }
+
+#[test]
+fn caching_sha2_full_auth_over_rsa_without_tls() {
+    let db = MyDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    // a PKCS#1 key file, as MySQL's own tooling writes them
+    let key = dir.path().join("private.pem");
+    let public = dir.path().join("public.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl genrsa");
+    let ok = std::process::Command::new("openssl")
+        .args(["rsa", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public)
+        .status();
+    assert!(ok.unwrap().success(), "openssl rsa -pubout");
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    assert!(key_text.starts_with("-----BEGIN RSA PRIVATE KEY-----"), "{key_text}");
+    for key_option in [String::new(), format!(", rsa_private_key = \"{}\"", key.display())] {
+        let port = free_port();
+        let extra = format!(
+            "options = {{ caching_sha2_full_auth = \"always\", default_auth = \"caching_sha2_password\"{key_option} }}"
+        );
+        let _d = Dgf::start(&my_config(port, &db.upstream(), "{ size = 2 }", &extra), &[port]);
+        // PyMySQL follows the greeting's plugin; without TLS it asks dgf for the public key
+        // (or uses the one it was given) and sends RSA-OAEP(password XOR scramble)
+        let pinned = if key_option.is_empty() {
+            "None".to_owned()
+        } else {
+            format!("open(\"{}\", \"rb\").read()", public.display())
+        };
+        let code = format!(
+            r#"
+import pymysql
+c = pymysql.connect(host="127.0.0.1", port={port}, user="app", password="app_pw", database="{db}",
+                    server_public_key={pinned})
+cur = c.cursor(); cur.execute("SELECT 'rsa', CURRENT_USER() IS NOT NULL"); print(cur.fetchone())
+try:
+    pymysql.connect(host="127.0.0.1", port={port}, user="app", password="wrong", database="{db}")
+except pymysql.err.OperationalError as e:
+    print("denied", e.args[0])
+"#,
+            db = db.name
+        );
+        assert_eq!(python(&code).unwrap(), "('rsa', 1)\ndenied 1045", "{key_option}");
+        // the mysql CLI (MariaDB Connector/C) without TLS, asking for the server's key
+        let p = port.to_string();
+        let args = ["-P", &p, "-u", "app", "--skip-ssl", "--default-auth=caching_sha2_password"];
+        let out = mysql_cli(&[&args[..], &["-papp_pw"]].concat(), "SELECT 'cli-rsa'").unwrap();
+        assert_eq!(out, "cli-rsa");
+        let e = mysql_cli(&[&args[..], &["-pwrong"]].concat(), "SELECT 1").unwrap_err();
+        assert!(e.contains("1045"), "{e}");
+    }
+}

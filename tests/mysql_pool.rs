@@ -147,3 +147,42 @@ async fn pool_cap_holds_under_concurrency() {
     }
     assert!((1..=2).contains(&max), "server connections seen: {max}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_session_settings_follow_their_client_without_pinning() {
+    let db = MyDb::create();
+    let port = free_port();
+    // one server connection: if a SET pinned client a, client b would wait and time out
+    let _d = Dgf::start(&my_config(port, &db.upstream(), "{ size = 1, wait_timeout_ms = 3000 }", ""), &[port]);
+    let mut a = mysql_async::Conn::new(opts(port, &db.name)).await.unwrap();
+    let mut b = mysql_async::Conn::new(opts(port, &db.name)).await.unwrap();
+    let default_tz: Option<String> = b.query_first("SELECT @@session.time_zone").await.unwrap();
+    a.query_drop("SET time_zone = '+05:00'").await.unwrap();
+    a.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES', autocommit = 0").await.unwrap();
+    for round in 0..3 {
+        // b shares the only server connection and never sees a's settings
+        let (tz, mode, ac): (String, String, i64) =
+            b.query_first("SELECT @@session.time_zone, @@session.sql_mode, @@autocommit").await.unwrap().unwrap();
+        assert_eq!(Some(tz), default_tz.clone(), "round {round}: time_zone leaked");
+        assert!(!mode.contains("ANSI_QUOTES"), "round {round}: sql_mode leaked: {mode}");
+        assert_eq!(ac, 1, "round {round}: autocommit leaked");
+        // a gets them back on whatever connection it runs
+        let (tz, mode): (String, String) =
+            a.query_first("SELECT @@session.time_zone, @@session.sql_mode").await.unwrap().unwrap();
+        assert_eq!(tz, "+05:00");
+        assert_eq!(mode, "ANSI_QUOTES");
+        // autocommit = 0 opens a transaction: a is pinned until it ends it
+        a.query_drop("COMMIT").await.unwrap();
+    }
+    // a reset forgets the settings
+    a.reset().await.unwrap();
+    let tz: Option<String> = a.query_first("SELECT @@session.time_zone").await.unwrap();
+    assert_eq!(tz, default_tz);
+    // a SET outside the allow-list still pins (and is never seen by b)
+    a.query_drop("SET @@session.sql_select_limit = 7").await.unwrap();
+    let n: Option<u64> = a.query_first("SELECT @@session.sql_select_limit").await.unwrap();
+    assert_eq!(n, Some(7));
+    a.disconnect().await.unwrap();
+    let n: Option<u64> = b.query_first("SELECT @@session.sql_select_limit").await.unwrap();
+    assert_ne!(n, Some(7));
+}

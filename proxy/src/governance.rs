@@ -186,7 +186,7 @@ impl Governance {
             time: dgf_rules::audit::now_rfc3339(),
             protocol: who.protocol.into(),
             route: who.route.to_owned(),
-            client: who.peer.to_string(),
+            client: peer_text(who.peer),
             user: who.user.name.clone(),
             roles: who.user.roles.clone(),
             database: who.database.to_owned(),
@@ -204,6 +204,36 @@ impl Governance {
     }
 }
 
+/// `ip:port` as `SocketAddr`'s `Display` writes it; IPv4 without the formatting machinery
+/// (this runs once per audited statement).
+fn peer_text(peer: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = peer else { return peer.to_string() };
+    let mut out = String::with_capacity(21);
+    let num = |n: u32, out: &mut String| {
+        let mut digits = [0u8; 5];
+        let mut i = digits.len();
+        let mut v = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        out.extend(digits[i..].iter().map(|&d| char::from(d)));
+    };
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        num(u32::from(octet), &mut out);
+    }
+    out.push(':');
+    num(u32::from(v4.port()), &mut out);
+    out
+}
+
 /// The audit / metrics word for a verdict.
 pub fn decision(v: &Verdict, masked: bool) -> &'static str {
     match (&v.deny, masked, v.shadow.is_empty()) {
@@ -219,6 +249,19 @@ impl Drop for Governance {
         if let Some(w) = self.audit.take() {
             let stats = w.shutdown();
             tracing::info!(written = stats.written, dropped = stats.dropped, "audit writer stopped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_text;
+
+    #[test]
+    fn peer_text_matches_display() {
+        for a in ["127.0.0.1:3307", "0.0.0.0:0", "255.255.255.255:65535", "10.20.3.4:80", "[::1]:5432"] {
+            let addr: std::net::SocketAddr = a.parse().unwrap();
+            assert_eq!(peer_text(addr), addr.to_string());
         }
     }
 }

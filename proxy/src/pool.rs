@@ -8,8 +8,10 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Weak;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -122,6 +124,21 @@ struct Inner<M: Manager> {
     state: Mutex<State<M>>,
     waiting: AtomicUsize,
     connecting: AtomicUsize,
+    /// Entries in `State::waiters` (mirrored for lock-free reads by lazy holders).
+    queued: AtomicUsize,
+    /// The pool was closed, or holds more connections than its (reloaded) cap.
+    shrink: AtomicBool,
+    /// `max_lifetime` in milliseconds (0: none), mirrored for lock-free reads.
+    max_lifetime_ms: AtomicU64,
+    /// Sessions keeping a connection between requests (see [`Pooled::until_wanted`]): woken
+    /// when a checkout starts waiting, the pool closes or its limits change.
+    holders: Mutex<Vec<Weak<Holder>>>,
+}
+
+/// The wake-up slot of one lazily held connection.
+#[derive(Default)]
+struct Holder {
+    waker: Mutex<Option<Waker>>,
 }
 
 /// A pool of connections made by `M`. Cloning shares the pool.
@@ -164,6 +181,8 @@ pub struct Pooled<M: Manager> {
     created: Instant,
     broken: bool,
     slot: Option<Slot<M>>,
+    /// Registered in the pool's holder list once a session keeps this connection idle.
+    holder: std::sync::OnceLock<Arc<Holder>>,
 }
 
 impl<M: Manager> Pooled<M> {
@@ -179,6 +198,59 @@ impl<M: Manager> Pooled<M> {
     pub fn created(&self) -> Instant {
         self.created
     }
+
+    /// Whether the pool wants this connection back now: a checkout is waiting, the pool was
+    /// closed or shrunk by a reload, or the connection outlived `max_lifetime`. Sessions that
+    /// keep a clean connection between requests ("lazy release") ask this at the end of every
+    /// request; it costs a few atomic loads.
+    pub fn wanted(&self) -> bool {
+        let Some(inner) = self.slot.as_ref().and_then(|s| s.inner.as_ref()) else { return true };
+        if inner.queued.load(Ordering::Acquire) > 0 || inner.shrink.load(Ordering::Acquire) {
+            return true;
+        }
+        let life = inner.max_lifetime_ms.load(Ordering::Relaxed);
+        life != 0 && self.created.elapsed() >= Duration::from_millis(life)
+    }
+
+    /// Resolves once [`wanted`](Self::wanted) is true (checked again after every wake-up), for
+    /// a session that keeps this connection while its client is idle. Registering costs a
+    /// small uncontended lock per wait (the pool's holder list is touched once per checkout).
+    pub async fn until_wanted(&self) {
+        let Some(inner) = self.slot.as_ref().and_then(|s| s.inner.as_ref()) else { return };
+        let holder = self.holder.get_or_init(|| {
+            let h = Arc::new(Holder::default());
+            let mut list = inner.holders.lock().unwrap_or_else(|p| p.into_inner());
+            list.retain(|w| w.strong_count() > 0);
+            list.push(Arc::downgrade(&h));
+            h
+        });
+        let this = self;
+        let life = inner.max_lifetime_ms.load(Ordering::Relaxed);
+        let wait = std::future::poll_fn(|cx| {
+            if this.wanted() {
+                return Poll::Ready(());
+            }
+            {
+                let mut slot = holder.waker.lock().unwrap_or_else(|p| p.into_inner());
+                match slot.as_ref() {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *slot = Some(cx.waker().clone()),
+                }
+            }
+            if this.wanted() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        if life == 0 {
+            wait.await;
+        } else {
+            let left = Duration::from_millis(life).saturating_sub(self.created.elapsed());
+            let _ = tokio::time::timeout(left, wait).await;
+        }
+    }
+
     fn into_parts(mut self) -> (M::Conn, Instant, Slot<M>) {
         let conn = self.conn.take().expect("present until drop");
         let slot = self.slot.take().expect("present until drop");
@@ -228,6 +300,7 @@ impl<M: Manager> Inner<M> {
         let mut st = self.state();
         if !st.closed && st.open <= max {
             while let Some(w) = st.waiters.pop_front() {
+                self.queued.store(st.waiters.len(), Ordering::Release);
                 match w.tx.send(Handoff::Permit(Slot::new(&self))) {
                     Ok(()) => return,
                     Err(Handoff::Permit(s)) => s.disarm(),
@@ -237,6 +310,22 @@ impl<M: Manager> Inner<M> {
         }
         st.open -= 1;
         st.closed_total += 1;
+        self.note_shrink(&st, max);
+    }
+
+    /// Tell every session that keeps a connection idle to look at [`Pooled::wanted`].
+    fn wake_holders(&self) {
+        let list = self.holders.lock().unwrap_or_else(|p| p.into_inner());
+        for h in list.iter().filter_map(Weak::upgrade) {
+            if let Some(w) = h.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Keep the `shrink` flag in step with the state (closed, or over the cap).
+    fn note_shrink(&self, st: &State<M>, max: usize) {
+        self.shrink.store(st.closed || st.open > max, Ordering::Release);
     }
 
     fn put_back(self: Arc<Self>, conn: M::Conn, created: Instant, slot: Slot<M>) {
@@ -249,8 +338,10 @@ impl<M: Manager> Inner<M> {
             drop(slot);
             return;
         }
-        let mut item = Pooled { conn: Some(conn), created, broken: false, slot: Some(slot) };
+        let mut item =
+            Pooled { conn: Some(conn), created, broken: false, slot: Some(slot), holder: std::sync::OnceLock::new() };
         while let Some(w) = st.waiters.pop_front() {
+            self.queued.store(st.waiters.len(), Ordering::Release);
             match w.tx.send(Handoff::Conn(item)) {
                 Ok(()) => return,
                 Err(Handoff::Conn(back)) => item = back,
@@ -286,6 +377,7 @@ impl Drop for Counted<'_> {
 impl<M: Manager> Pool<M> {
     /// A new, empty pool.
     pub fn new(manager: M, settings: PoolSettings) -> Self {
+        let lifetime = lifetime_ms(&settings);
         Self {
             inner: Arc::new(Inner {
                 manager,
@@ -301,6 +393,10 @@ impl<M: Manager> Pool<M> {
                 }),
                 waiting: AtomicUsize::new(0),
                 connecting: AtomicUsize::new(0),
+                queued: AtomicUsize::new(0),
+                shrink: AtomicBool::new(false),
+                max_lifetime_ms: AtomicU64::new(lifetime),
+                holders: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -319,6 +415,7 @@ impl<M: Manager> Pool<M> {
     /// closes idle connections now and busy ones as they come back.
     pub fn update_settings(&self, new: PoolSettings) {
         *self.inner.settings.lock().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        self.inner.max_lifetime_ms.store(lifetime_ms(&new), Ordering::Relaxed);
         let mut st = self.inner.state();
         while st.open > new.max && st.idle.pop_front().is_some() {
             st.open -= 1;
@@ -326,6 +423,7 @@ impl<M: Manager> Pool<M> {
         }
         while st.open < new.max {
             let Some(w) = st.waiters.pop_front() else { break };
+            self.inner.queued.store(st.waiters.len(), Ordering::Release);
             match w.tx.send(Handoff::Permit(Slot::new(&self.inner))) {
                 Ok(()) => {
                     st.open += 1;
@@ -335,6 +433,9 @@ impl<M: Manager> Pool<M> {
                 Err(_) => unreachable!("sent a permit"),
             }
         }
+        self.inner.note_shrink(&st, new.max);
+        drop(st);
+        self.inner.wake_holders();
     }
 
     /// Close the pool: idle connections now, busy ones when released; waiters get `Closed`.
@@ -346,6 +447,10 @@ impl<M: Manager> Pool<M> {
         st.open -= n;
         st.closed_total += n as u64;
         st.waiters.clear();
+        self.inner.queued.store(0, Ordering::Release);
+        self.inner.shrink.store(true, Ordering::Release);
+        drop(st);
+        self.inner.wake_holders();
     }
 
     /// Numbers for monitoring.
@@ -406,7 +511,13 @@ impl<M: Manager> Pool<M> {
     async fn connect_with(&self, slot: Slot<M>, settings: &PoolSettings) -> Result<Pooled<M>, CheckoutError<M::Error>> {
         let _c = Counted::new(&self.inner.connecting);
         match tokio::time::timeout(settings.connect_timeout, self.inner.manager.connect()).await {
-            Ok(Ok(conn)) => Ok(Pooled { conn: Some(conn), created: Instant::now(), broken: false, slot: Some(slot) }),
+            Ok(Ok(conn)) => Ok(Pooled {
+                conn: Some(conn),
+                created: Instant::now(),
+                broken: false,
+                slot: Some(slot),
+                holder: std::sync::OnceLock::new(),
+            }),
             Ok(Err(e)) => Err(CheckoutError::Connect(e)),
             Err(_) => Err(CheckoutError::ConnectTimeout),
         }
@@ -428,6 +539,7 @@ impl<M: Manager> Pool<M> {
                 created: idle.created,
                 broken: false,
                 slot: Some(Slot::new(&self.inner)),
+                holder: std::sync::OnceLock::new(),
             };
             return Step::Idle(p, idle.since.elapsed());
         }
@@ -439,10 +551,13 @@ impl<M: Manager> Pool<M> {
         let (tx, rx) = oneshot::channel();
         let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + settings.wait_timeout);
         st.waiters.push_back(Waiter { deadline, tx });
+        self.inner.queued.store(st.waiters.len(), Ordering::Release);
         if !st.reaping {
             st.reaping = true;
             tokio::spawn(reap(Arc::downgrade(&self.inner)));
         }
+        drop(st);
+        self.inner.wake_holders();
         Step::Wait(rx)
     }
 
@@ -470,6 +585,7 @@ impl<M: Manager> Pool<M> {
         st.idle = kept;
         st.open -= closed;
         st.closed_total += closed as u64;
+        self.inner.note_shrink(&st, s.max);
         let want = s.min_idle.min(s.max).saturating_sub(st.idle.len());
         want.min(s.max - st.open.min(s.max))
     }
@@ -513,6 +629,7 @@ async fn reap<M: Manager>(pool: std::sync::Weak<Inner<M>>) {
                 next = Some(next.map_or(w.deadline, |n| n.min(w.deadline)));
                 st.waiters.push_back(w);
             }
+            inner.queued.store(st.waiters.len(), Ordering::Release);
             match next {
                 Some(at) => at,
                 None => {
@@ -523,6 +640,10 @@ async fn reap<M: Manager>(pool: std::sync::Weak<Inner<M>>) {
         };
         tokio::time::sleep_until(next).await;
     }
+}
+
+fn lifetime_ms(s: &PoolSettings) -> u64 {
+    s.max_lifetime.map_or(0, |l| (l.as_millis() as u64).max(1))
 }
 
 #[cfg(test)]

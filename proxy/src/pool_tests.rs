@@ -188,3 +188,45 @@ async fn idle_timeout_and_min_idle() {
     assert_eq!(pool.stats().open, 0);
     assert!(matches!(pool.get().await, Err(CheckoutError::Closed)));
 }
+
+#[tokio::test]
+async fn lazy_holder_is_told_when_a_checkout_waits() {
+    let pool = Pool::new(Fake::default(), settings(1, 2_000));
+    let held = pool.get().await.unwrap();
+    assert!(!held.wanted(), "nobody waits yet");
+    // the holder waits for demand while "its client is idle"
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn(async move {
+        held.until_wanted().await;
+        let _ = tx.send(());
+        held // dropped here: the connection goes to the waiter
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!holder.is_finished());
+    let p2 = pool.clone();
+    let waiter = tokio::spawn(async move { p2.get().await.map(|c| c.id) });
+    tokio::time::timeout(Duration::from_secs(1), rx).await.expect("holder woken").unwrap();
+    drop(holder.await.unwrap());
+    assert_eq!(waiter.await.unwrap().unwrap(), 0);
+    assert_eq!(pool.stats().open, 1);
+}
+
+#[tokio::test]
+async fn lazy_holder_is_told_on_close_shrink_and_lifetime() {
+    let pool = Pool::new(Fake::default(), settings(2, 1_000));
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    pool.update_settings(settings(1, 1_000));
+    assert!(a.wanted() && b.wanted(), "over the new cap");
+    drop(a);
+    assert!(!b.wanted(), "back within the cap");
+    pool.close();
+    tokio::time::timeout(Duration::from_secs(1), b.until_wanted()).await.expect("closed pool wants it back");
+    let mut s = settings(1, 1_000);
+    s.max_lifetime = Some(Duration::from_millis(30));
+    let pool = Pool::new(Fake::default(), s);
+    let c = pool.get().await.unwrap();
+    assert!(!c.wanted());
+    tokio::time::timeout(Duration::from_secs(1), c.until_wanted()).await.expect("lifetime reached");
+    assert!(c.wanted());
+}

@@ -9,7 +9,8 @@
 //!   caching_sha2_password, always_full_auth ...... Reply 0x01 0x04 (perform full auth) -> FullAuth
 //!   any other plugin ............................. Reply AuthSwitchRequest(mysql_native_password) -> Switched
 //! FullAuth + 0x02 (public key request) ........... Reply 0x01 <PEM> -> AwaitRsa (needs a key)
-//! FullAuth + password\0 over TLS ................. Success | Failure (refused without TLS)
+//! FullAuth + password\0 over TLS ................. Success | Failure
+//! FullAuth + RSA-OAEP(...) without TLS ........... Success | Failure (3159 without a key)
 //! AwaitRsa + RSA-OAEP(password\0 XOR salt) ....... Success | Failure
 //! Switched + native scramble ..................... Success | Failure
 //! ```
@@ -176,11 +177,13 @@ impl<'k> ServerAuth<'k> {
                 let ok = self.check_plain(packet);
                 self.verdict(ok)
             }
-            SState::FullAuth => {
+            SState::FullAuth if self.rsa.is_none() => {
                 self.state = SState::Done;
                 ServerStep::InsecureTransport
             }
-            SState::AwaitRsa => {
+            // Without TLS, a client that already has the public key (`--server-public-key-path`)
+            // sends the encrypted password without asking for the key first.
+            SState::FullAuth | SState::AwaitRsa => {
                 let plain = self.rsa.and_then(|k| k.decrypt(packet)).map(|d| xor_salt(&d, &self.salt));
                 let ok = plain.is_some_and(|p| self.check_plain(&p));
                 self.verdict(ok)

@@ -25,6 +25,9 @@ use tokio_rustls::TlsConnector;
 /// Cap on one logical packet from a server (rows can be large; max_allowed_packet is 1 GiB).
 pub const MAX_SERVER_PACKET: usize = 256 * 1024 * 1024;
 
+/// A write buffer that grew past this (a huge command) is not kept.
+const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+
 /// Server-side prepared statements kept per upstream connection.
 pub const MAX_PREPARED_PER_CONN: usize = 256;
 
@@ -129,6 +132,8 @@ pub struct MyConn {
     pub stream: Stream,
     /// Read buffer.
     pub rbuf: BytesMut,
+    /// Write buffer, reused for every command dgf sends.
+    pub wbuf: BytesMut,
     /// Negotiated capabilities.
     pub caps: u32,
     /// Server version string.
@@ -194,6 +199,7 @@ impl MyConn {
         let mut conn = MyConn {
             stream,
             rbuf,
+            wbuf: BytesMut::new(),
             caps: 0,
             version: g.server_version.clone(),
             thread_id: g.connection_id,
@@ -244,9 +250,13 @@ impl MyConn {
     }
 
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), BackendError> {
-        let mut out = BytesMut::with_capacity(payload.len() + 4);
-        put_packet(&mut out, seq, payload);
-        self.stream.write_all(&out).await?;
+        self.wbuf.clear();
+        put_packet(&mut self.wbuf, seq, payload);
+        let r = self.stream.write_all(&self.wbuf).await;
+        if self.wbuf.capacity() > KEEP_WRITE_BUFFER {
+            self.wbuf = BytesMut::new();
+        }
+        r?;
         Ok(())
     }
 

@@ -164,6 +164,16 @@ pub fn full_auth_always(route: &Route) -> bool {
     route.cfg.options.get("caching_sha2_full_auth").is_some_and(|v| v == "always")
 }
 
+/// Route option `default_auth = "caching_sha2_password"`: greet with that plugin (as MySQL 8
+/// does) instead of mysql_native_password; clients that follow the greeting's plugin
+/// (PyMySQL) then use caching_sha2_password.
+pub fn greeting_plugin(route: &Route) -> &'static str {
+    match route.cfg.options.get("default_auth").map(String::as_str) {
+        Some(plugin::CACHING_SHA2) => plugin::CACHING_SHA2,
+        _ => plugin::NATIVE,
+    }
+}
+
 fn access_denied_msg(message: String) -> ErrPacket {
     ErrPacket { errno: errno::ACCESS_DENIED.0, sqlstate: errno::ACCESS_DENIED.1.into(), message }
 }
@@ -196,7 +206,7 @@ pub async fn login(
         salt,
         capabilities: offered,
         collation: 45,
-        plugin: plugin::NATIVE,
+        plugin: greeting_plugin(&route),
     };
     let mut g = BytesMut::new();
     greeting.encode(&mut g);

@@ -4,8 +4,11 @@
 pub mod backend;
 pub mod control;
 pub mod govern;
+pub mod hold;
 pub mod login;
 pub mod pools;
+pub mod replay;
+pub mod rsa;
 pub mod session;
 pub mod state;
 pub mod statements;

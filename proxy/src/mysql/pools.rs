@@ -88,12 +88,15 @@ pub fn build(r: &RouteConfig, settings: PoolSettings) -> Result<MyPools, BuildEr
         server_name,
     };
     let _ = up.database;
+    let rsa = super::rsa::RsaSetting::from_option(r.options.get("rsa_private_key").map(String::as_str))
+        .key()
+        .map_err(|e| BuildError::Invalid(format!("route {}: rsa_private_key: {e}", r.name)))?;
     Ok(MyPools {
         target: Arc::new(target),
         settings: ArcSwap::from_pointee(settings),
         pools: DashMap::new(),
         statements: Registry::default(),
         version: Arc::new(ArcSwapOption::empty()),
-        rsa: None,
+        rsa,
     })
 }

@@ -6,11 +6,12 @@
 
 use super::backend::{BackendError, MyConn, MyManager, PoolKey};
 use super::govern::{Gov, GovState};
+use super::hold::Idle;
 use super::pools::MyPools;
 use super::state::{scan, StmtEntry};
 use super::SessionError;
 use crate::live::{Route, User};
-use crate::pool::{CheckoutError, Pooled};
+use crate::pool::Pooled;
 use crate::shared::Shared;
 use crate::stream::Stream;
 use bytes::{Bytes, BytesMut};
@@ -27,6 +28,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const MAX_CLIENT_PACKET: usize = 64 * 1024 * 1024;
 /// Client output buffered before it is written out mid-response.
 const FLUSH_AT: usize = 64 * 1024;
+/// Replayable `SET` statements remembered per client; past that a `SET` pins.
+const MAX_REPLAY: usize = 32;
+/// Read buffer reserved before reading from a client.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// A statement as one client sees it.
 pub(super) struct ClientStmt {
@@ -63,6 +68,11 @@ pub struct Session {
     pub(super) sticky: bool,
     /// COM_STMT_SEND_LONG_DATA sent; held until the execute.
     pub(super) long_data: bool,
+    /// Replayable `SET` statements (COM_QUERY payloads) run on every connection the client
+    /// gets; see replay.rs.
+    pub(super) replay: Vec<Bytes>,
+    /// The statement in flight is a replayable `SET` (its state change does not pin).
+    replaying: bool,
     pub(super) stmts: HashMap<u32, ClientStmt>,
     pub(super) next_stmt: u32,
     pub(super) multi_statements: bool,
@@ -110,6 +120,8 @@ impl Session {
             in_trans: false,
             sticky: false,
             long_data: false,
+            replay: Vec::new(),
+            replaying: false,
             stmts: HashMap::new(),
             next_stmt: 0,
             multi_statements: caps & cap::MULTI_STATEMENTS != 0,
@@ -155,16 +167,25 @@ impl Session {
                     return Err(SessionError::Protocol(e.to_string()));
                 }
             }
-            let idle = self.server.is_none() && self.cin.is_empty();
+            let lazy = self.server.is_some() && !self.tied();
+            let idle = self.cin.is_empty() && (self.server.is_none() || lazy);
             if idle && *shutdown.borrow() {
                 return Ok(None);
             }
-            if idle {
+            if idle && lazy {
+                match self.idle_with_server(shutdown).await {
+                    Idle::Client(r) => r?,
+                    Idle::Again => continue,
+                }
+            } else if idle {
                 self.cin = BytesMut::new();
                 tokio::select! {
                     r = self.client.readable() => r?,
                     _ = shutdown.changed() => continue,
                 }
+            }
+            if self.cin.capacity() - self.cin.len() < 1024 {
+                self.cin.reserve(READ_CHUNK);
             }
             let n = self.client.read_buf(&mut self.cin).await?;
             if n == 0 {
@@ -302,94 +323,6 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    fn key(&self) -> PoolKey {
-        PoolKey { found_rows: self.caps & cap::FOUND_ROWS != 0 }
-    }
-
-    /// Make sure a server connection is held. `Ok(false)`: an error was sent to the client.
-    pub(super) async fn acquire(&mut self, seq: u8) -> Result<bool, SessionError> {
-        if self.server.is_some() {
-            return Ok(true);
-        }
-        let key = self.key();
-        let pool = self.pools.pool(&key);
-        let started = std::time::Instant::now();
-        let got = pool.get().await;
-        self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
-        let mut s = match got {
-            Ok(s) => s,
-            Err(e) => {
-                self.send_err_packet(seq, &checkout_error(&e));
-                return Ok(false);
-            }
-        };
-        if let Err(e) = self.sync(&mut s).await {
-            s.mark_broken();
-            self.send_err_packet(seq, &e);
-            return Ok(false);
-        }
-        self.server = Some(s);
-        self.server_key = Some(key);
-        Ok(true)
-    }
-
-    /// Bring a checked-out connection to the client's session settings: schema, character
-    /// set, multi-statements. An error (e.g. unknown database) is the client's answer.
-    async fn sync(&self, s: &mut MyConn) -> Result<(), ErrPacket> {
-        let up = |e: BackendError| e.to_client_error();
-        if !self.database.is_empty() && s.schema != self.database {
-            s.init_db(&self.database).await.map_err(up)??;
-        }
-        if s.collation != self.collation {
-            s.set_collation(self.collation).await.map_err(up)??;
-        }
-        if s.multi_statements != self.multi_statements {
-            s.set_multi_statements(self.multi_statements).await.map_err(up)?;
-        }
-        Ok(())
-    }
-
-    /// At login: check a connection of the client's pool out once (proves the schema exists
-    /// and the upstream answers).
-    pub(super) async fn check_upstream(&mut self) -> Option<ErrPacket> {
-        match self.pools.pool(&self.key()).get().await {
-            Ok(mut s) => {
-                let r = self.sync(&mut s).await.err();
-                if r.is_some() && s.schema != self.database {
-                    // the schema does not exist or is not allowed: the connection is fine
-                    return r;
-                }
-                if r.is_some() {
-                    s.mark_broken();
-                }
-                r
-            }
-            Err(e) => Some(checkout_error(&e)),
-        }
-    }
-
-    /// Give the server connection back unless something ties the client to it.
-    pub(super) async fn maybe_release(&mut self) {
-        if self.pin.is_none() && !self.in_trans && !self.sticky && !self.long_data {
-            self.release().await;
-        }
-    }
-
-    /// Return the server connection to its pool, cleaning it first when it carries state.
-    pub(super) async fn release(&mut self) {
-        let Some(mut s) = self.server.take() else { return };
-        self.server_key = None;
-        if s.is_broken() {
-            return;
-        }
-        if s.dirty || s.status & status::IN_TRANS != 0 {
-            if let Err(e) = s.reset().await {
-                tracing::debug!(error = %e, "server connection could not be reset; closing it");
-                s.mark_broken();
-            }
-        }
-    }
-
     /// Send `payload` to the held server and stream the response to the client.
     /// `None`: nothing was sent (an error already went to the client).
     pub(super) async fn forward(
@@ -513,7 +446,7 @@ impl Session {
             }
         }
         let schema_only = t.last_ok.as_ref().is_some_and(|ok| only_schema_changed(&ok.session_state));
-        if t.state_changed && !schema_only {
+        if t.state_changed && !schema_only && !self.replaying {
             self.pin_to("session state reported by the server");
         }
     }
@@ -530,12 +463,27 @@ impl Session {
 
     async fn query(&mut self, seq: u8, payload: Bytes) -> Result<(), SessionError> {
         let traits = scan(&payload[1..]);
-        let Some(t) = self.forward(seq, &payload, Expect::ResultSet).await? else {
+        let replayable =
+            traits.pin == Some("SET") && self.replay.len() < MAX_REPLAY && super::replay::replayable_set(&payload[1..]);
+        self.replaying = replayable;
+        let forwarded = self.forward(seq, &payload, Expect::ResultSet).await;
+        self.replaying = false;
+        let Some(t) = forwarded? else {
             self.finish_statement(Some("dgf".into()));
             return Ok(());
         };
         self.finish_statement(t.error.as_ref().map(|e| e.errno.to_string()));
-        if let Some(why) = traits.pin {
+        if replayable {
+            if t.error.is_none() {
+                // the connection now carries the client's settings: reset before reuse
+                if let Some(s) = self.server.as_mut() {
+                    s.dirty = true;
+                }
+                if !self.replay.contains(&payload) {
+                    self.replay.push(payload.clone());
+                }
+            }
+        } else if let Some(why) = traits.pin {
             self.pin_to(why);
         }
         if t.schema.is_none() && t.error.is_none() {
@@ -560,18 +508,6 @@ impl Session {
             }
         }
         self.release().await;
-    }
-}
-
-fn checkout_error(e: &CheckoutError<BackendError>) -> ErrPacket {
-    match e {
-        CheckoutError::Connect(be) => be.to_client_error(),
-        CheckoutError::Timeout(_) => ErrPacket {
-            errno: errno::TOO_MANY_CONNECTIONS.0,
-            sqlstate: errno::TOO_MANY_CONNECTIONS.1.into(),
-            message: format!("dgf: no server connection available: {e}"),
-        },
-        other => ErrPacket { errno: 2003, sqlstate: "HY000".into(), message: format!("dgf: {other}") },
     }
 }
 

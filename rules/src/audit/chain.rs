@@ -40,7 +40,7 @@ fn is_hash(s: &[u8]) -> bool {
 /// newline included, and returns the line and the record's hash.
 pub(crate) fn seal(ev: &mut AuditEvent) -> Result<(Vec<u8>, String), AuditError> {
     ev.hash.clear();
-    let mut line = serde_json::to_vec(&ev).map_err(|e| AuditError::Encode(e.to_string()))?;
+    let mut line = super::json::to_vec(ev);
     if line.last() != Some(&b'}') {
         return Err(AuditError::Encode("record did not serialise to a JSON object".into()));
     }

@@ -38,6 +38,7 @@
 //! The stdout sink has no rotation and starts a fresh chain (genesis) at every start.
 
 mod chain;
+mod json;
 mod pretty;
 mod verify;
 mod writer;
@@ -55,7 +56,9 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One audited statement, command or request. Field order is the serialisation order and part of
-/// the hash-chain format: only ever append fields (before `prev_hash`), never reorder.
+/// the hash-chain format: only ever append fields (before `prev_hash`), never reorder. The
+/// writer serialises it by hand (audit/json.rs, byte-identical to serde_json and tested against
+/// it): a new field goes there too.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// RFC 3339 UTC with milliseconds, e.g. `2025-01-31T12:00:00.123Z`. The writer fills it in when
@@ -165,7 +168,25 @@ pub fn now_rfc3339() -> String {
 /// `t` as RFC 3339 UTC with milliseconds. Times before 1970 print as the epoch.
 pub fn rfc3339_utc(t: SystemTime) -> String {
     let (y, mo, d, h, mi, s, ms) = civil(t);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
+    }
+    // Hand-rolled: this runs once per audited statement and `format!` costs ~3k instructions.
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y as u32);
+    put(5, 2, mo);
+    put(8, 2, d);
+    put(11, 2, h);
+    put(14, 2, mi);
+    put(17, 2, s);
+    put(20, 3, ms);
+    std::str::from_utf8(&b).map(str::to_owned).unwrap_or_default()
 }
 
 /// Compact UTC stamp for rotated file names: `20250131T120000.123Z` (sorts chronologically).
