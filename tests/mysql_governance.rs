@@ -267,8 +267,15 @@ async fn bypass_corpus_is_denied_or_masked() {
     assert_eq!(objects, "2", "a view or table was created");
     drop(c);
     // one audit record per statement sent (corpus + probes + prepared), hash-chained
-    let text = std::fs::read_to_string(&audit).unwrap_or_default();
-    let records = text.lines().filter(|l| l.contains("\"protocol\":\"mysql\"")).count();
+    // The writer flushes asynchronously: give it a moment to catch up before counting.
+    let count = |t: &str| t.lines().filter(|l| l.contains("\"protocol\":\"mysql\"")).count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut text = std::fs::read_to_string(&audit).unwrap_or_default();
+    while count(&text) < CORPUS.len() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        text = std::fs::read_to_string(&audit).unwrap_or_default();
+    }
+    let records = count(&text);
     assert!(records >= CORPUS.len(), "audit records: {records}");
     assert!(text.contains("\"decision\":\"deny\"") && text.contains("\"decision\":\"mask\""), "{text}");
 }

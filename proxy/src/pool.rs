@@ -99,14 +99,6 @@ enum Handoff<M: Manager> {
     Expired,
 }
 
-/// A checkout waiting for a connection. Deadlines are enforced by one reaper task per pool
-/// (`reap`) rather than a timer per waiter: a timer per checkout cost more than the rest of a
-/// pool hand-off.
-struct Waiter<M: Manager> {
-    deadline: tokio::time::Instant,
-    tx: oneshot::Sender<Handoff<M>>,
-}
-
 struct State<M: Manager> {
     idle: VecDeque<Idle<M::Conn>>,
     open: usize,
@@ -608,43 +600,13 @@ impl<M: Manager> Pool<M> {
     }
 }
 
-/// Expire waiters whose deadline passed and forget those whose checkout was dropped; sleep
-/// until the next deadline; stop when nobody waits (the next waiter starts a new reaper).
-async fn reap<M: Manager>(pool: std::sync::Weak<Inner<M>>) {
-    loop {
-        let next = {
-            let Some(inner) = pool.upgrade() else { return };
-            let mut st = inner.state();
-            let now = tokio::time::Instant::now();
-            let mut next: Option<tokio::time::Instant> = None;
-            let waiters = std::mem::take(&mut st.waiters);
-            for w in waiters {
-                if w.tx.is_closed() {
-                    continue;
-                }
-                if w.deadline <= now {
-                    let _ = w.tx.send(Handoff::Expired);
-                    continue;
-                }
-                next = Some(next.map_or(w.deadline, |n| n.min(w.deadline)));
-                st.waiters.push_back(w);
-            }
-            inner.queued.store(st.waiters.len(), Ordering::Release);
-            match next {
-                Some(at) => at,
-                None => {
-                    st.reaping = false;
-                    return;
-                }
-            }
-        };
-        tokio::time::sleep_until(next).await;
-    }
-}
-
 fn lifetime_ms(s: &PoolSettings) -> u64 {
     s.max_lifetime.map_or(0, |l| (l.as_millis() as u64).max(1))
 }
+
+#[path = "pool_waiters.rs"]
+mod waiters;
+use waiters::{reap, Waiter};
 
 #[cfg(test)]
 #[path = "pool_tests.rs"]

@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod catalog;
 mod govern;
 pub mod login;
+mod params;
 pub mod prepared;
 pub mod relay;
 mod responses;
@@ -165,7 +166,7 @@ async fn login(
     let requested = login::requested_params(&startup);
     let mut sql = String::new();
     for (k, v) in &requested {
-        sql.push_str(&relay::set_statement(k, v));
+        sql.push_str(&params::set_statement(k, v));
     }
     if !sql.is_empty() {
         if let Err(e) = server.run_internal(&sql).await {
