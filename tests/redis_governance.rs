@@ -120,3 +120,58 @@ fn deny_mask_and_audit() {
     assert!(!log.contains(&p), "keys are hashed in audit records unless include_literals: {log}");
     cleanup(&p);
 }
+
+/// A transaction must not be a way around masking: EXEC's reply carries the queued commands'
+/// results, masked per command; a command refused while queueing aborts the transaction as
+/// Redis itself does (nothing in it runs).
+#[test]
+fn transactions_are_masked_and_refusals_abort_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let p = unique("dgft_multi");
+    let r = start(2, &config(&audit.display().to_string(), &p));
+    let u = format!("{p}:user:1");
+    let s = format!("{p}:session:1");
+    let plain = format!("{p}:plain");
+    direct(&["HSET", &u, "name", "Jane", "email", "jane@acme.com"]);
+    direct(&["SET", &s, "tok-123"]);
+
+    let mut a = Raw::connect(r.port);
+    a.cmd(&["AUTH", "analyst", "apw"]);
+    assert_eq!(a.replies(1), b"+OK\r\n");
+    for proto in ["2", "3"] {
+        a.cmd(&["HELLO", proto]);
+        a.replies(1);
+        a.cmd(&["MULTI"]);
+        a.cmd(&["SET", &plain, "v"]);
+        a.cmd(&["GET", &s]);
+        a.cmd(&["HGETALL", &u]);
+        a.cmd(&["HMGET", &u, "name", "email"]);
+        a.cmd(&["GET", &plain]);
+        a.cmd(&["EXEC"]);
+        let out = String::from_utf8_lossy(&a.replies(7)).into_owned();
+        assert!(out.contains("+QUEUED") && out.contains("*5\r\n+OK\r\n"), "RESP{proto}: {out}");
+        assert!(!out.contains("tok-123") && !out.contains("jane@"), "EXEC leaked masked data (RESP{proto}): {out}");
+        assert!(out.contains("Jane") && out.ends_with("$1\r\nv\r\n"), "RESP{proto}: {out}");
+    }
+
+    // A refused command inside MULTI: EXECABORT, and the queued write never ran.
+    a.cmd(&["MULTI"]);
+    a.cmd(&["SET", &plain, "changed"]);
+    a.cmd(&["GET", &format!("{p}:secret:x")]);
+    a.cmd(&["EXEC"]);
+    let out = String::from_utf8_lossy(&a.replies(4)).into_owned();
+    assert!(
+        out.contains("-NOPERM") && out.ends_with("-EXECABORT Transaction discarded because of previous errors.\r\n"),
+        "{out}"
+    );
+    assert_eq!(direct(&["GET", &plain]).trim(), "v", "the aborted transaction's write ran");
+    // The session goes on normally, a new transaction works.
+    a.cmd(&["MULTI"]);
+    a.cmd(&["GET", &plain]);
+    a.cmd(&["EXEC"]);
+    assert_eq!(a.replies(3), b"+OK\r\n+QUEUED\r\n*1\r\n$1\r\nv\r\n");
+    a.cmd(&["DISCARD"]);
+    assert!(a.replies(1).starts_with(b"-ERR DISCARD without MULTI"));
+    cleanup(&p);
+}

@@ -35,6 +35,8 @@ pub enum MaskPlan {
     Positional(Vec<Option<MaskFn>>),
     /// Field/value pairs of hash `key` (flat RESP2 array, RESP3 map, or RESP3 array of pairs).
     Pairs(Vec<u8>, Resolver),
+    /// EXEC: element i of the reply array is the reply of the i-th queued command.
+    Exec(Vec<Option<MaskPlan>>),
 }
 
 /// The plan for `argv`, or None when nothing in its reply can need masking.
@@ -82,6 +84,18 @@ pub fn apply(plan: &MaskPlan, reply: &[u8], proto: u8) -> Option<Vec<u8>> {
             enc::array(&mut out, items.len());
             for (i, item) in items.iter().enumerate() {
                 put(&mut out, fs.get(i).and_then(Option::as_ref), item, proto);
+            }
+        }
+        (MaskPlan::Exec(plans), Value::Array(Some(items))) => {
+            enc::array(&mut out, items.len());
+            let mut one = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                one.clear();
+                item.encode(&mut one);
+                match plans.get(i).and_then(Option::as_ref).and_then(|p| apply(p, &one, proto)) {
+                    Some(m) => out.extend_from_slice(&m),
+                    None => out.extend_from_slice(&one),
+                }
             }
         }
         (MaskPlan::Pairs(key, r), Value::Map(pairs)) => {
@@ -277,6 +291,19 @@ mod tests {
         assert_eq!(apply(&p, b"$1\r\nx\r\n", 3).unwrap(), b"_\r\n");
         assert_eq!(apply(&p, b"$1\r\nx\r\n", 2).unwrap(), b"$-1\r\n");
         assert_eq!(apply(&p, b"-ERR x\r\n", 2), None);
+    }
+
+    #[test]
+    fn exec_replies_masked_per_queued_command() {
+        let plans = vec![None, plan(&[b"GET", b"session:1"], &resolver()), plan(&[b"HGETALL", b"user:1"], &resolver())];
+        let p = MaskPlan::Exec(plans);
+        let reply =
+            b"*3\r\n+OK\r\n$6\r\nsecret\r\n*4\r\n$4\r\nname\r\n$4\r\nJane\r\n$5\r\nemail\r\n$13\r\njane@acme.com\r\n";
+        let out = String::from_utf8(apply(&p, reply, 2).unwrap()).unwrap();
+        assert!(out.starts_with("*3\r\n+OK\r\n$"), "{out}");
+        assert!(!out.contains("secret") && !out.contains("jane@") && out.contains("Jane"), "{out}");
+        // A nil EXEC (WATCH fired) and errors pass as they are.
+        assert_eq!(apply(&p, b"*-1\r\n", 2), None);
     }
 
     #[test]

@@ -75,6 +75,11 @@ pub struct Session {
     shared_conn: Option<Arc<MuxConn>>,
     pub(super) pinned: Option<Arc<MuxConn>>,
     pub(super) in_multi: bool,
+    /// Mask plans of the commands queued in the open MULTI, in order (EXEC's reply is masked
+    /// element by element with them).
+    multi_plans: Vec<Option<govern::MaskPlan>>,
+    /// A command was refused while the MULTI was open: EXEC becomes DISCARD + EXECABORT.
+    multi_failed: bool,
     pub(super) watching: bool,
     pending_select: Option<u32>,
     pub(super) subs: HashSet<(Kind, Vec<u8>)>,
@@ -130,6 +135,8 @@ impl Session {
             shared_conn: None,
             pinned: None,
             in_multi: false,
+            multi_plans: Vec::new(),
+            multi_failed: false,
             watching: false,
             pending_select: None,
             subs: HashSet::new(),
@@ -337,6 +344,10 @@ impl Session {
                 None => argv[0],
             };
             let (mut act, mut checked) = self.decide(name, &argv);
+            if name == b"EXEC" && self.in_multi && self.multi_failed && matches!(act, Act::Forward(_)) {
+                // Redis refuses a transaction that had a command refused while queueing.
+                act = Act::Error("EXECABORT Transaction discarded because of previous errors.".into());
+            }
             let needs_barrier = match &act {
                 Act::Error(_) | Act::Local => self.busy(),
                 Act::Forward(Where::Select) => self.busy(),
@@ -375,6 +386,26 @@ impl Session {
                 } else if let Some(ev) = checked.and_then(|c| c.pending.audit) {
                     self.shared.governance.record(ev);
                 }
+            }
+            let queued = self.in_multi && !matches!(name, b"EXEC" | b"DISCARD" | b"MULTI" | b"WATCH");
+            match (&act, name) {
+                (Act::Error(_), b"EXEC") if self.in_multi && self.multi_failed => self.abort_multi(),
+                (Act::Error(_), _) if queued => self.multi_failed = true,
+                (Act::Forward(_), b"EXEC") if self.in_multi => {
+                    let plans = std::mem::take(&mut self.multi_plans);
+                    if let Some(p) = pending.as_mut() {
+                        p.plan = plans.iter().any(Option::is_some).then_some(govern::MaskPlan::Exec(plans));
+                    }
+                }
+                (Act::Forward(_), b"DISCARD") => {
+                    self.multi_plans.clear();
+                    self.multi_failed = false;
+                }
+                (Act::Forward(_), _) if queued => {
+                    // Its reply now is QUEUED; its result arrives inside EXEC's.
+                    self.multi_plans.push(pending.as_mut().and_then(|p| p.plan.take()));
+                }
+                _ => {}
             }
             match act {
                 Act::Error(msg) => enc::error(&mut self.cout, &msg),
@@ -518,6 +549,18 @@ impl Session {
         }
     }
 
+    /// End a transaction that EXECABORT refused: nothing is in flight (EXEC waited behind the
+    /// barrier), so the pinned connection, still inside MULTI upstream, is closed, which
+    /// discards the queued commands.
+    fn abort_multi(&mut self) {
+        self.pinned = None;
+        self.active = Active::Shared;
+        self.in_multi = false;
+        self.watching = false;
+        self.multi_plans.clear();
+        self.multi_failed = false;
+    }
+
     /// Reset to a fresh connection's state (RESET).
     pub(super) fn reset_state(&mut self) {
         for (kind, name) in self.subs.drain() {
@@ -527,6 +570,8 @@ impl Session {
             drop(c); // may hold MULTI/WATCH state: close it rather than clean it
         }
         self.in_multi = false;
+        self.multi_plans.clear();
+        self.multi_failed = false;
         self.watching = false;
         self.active = Active::Shared;
         self.db = self.rr.target.db;
