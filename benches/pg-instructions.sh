@@ -9,7 +9,11 @@
 # one worker thread (governance off). pgbench -S, CLIENTS clients, TX transactions each, after
 # a warm-up run; logins are part of the measured run (pgbench reconnects), so use TX >= 400.
 #
-# Environment: CLIENTS=50 TX=400 MODE=simple|prepared DGF_BIN=target/release/dgf
+# GOV=1 measures dgf with governance on as well (the same policy as pgbench-compare.sh's
+# dgfgov: audit file, 20 rules, 3 masked columns), so the cost of governance per transaction
+# is the difference of two lines of one run.
+#
+# Environment: CLIENTS=50 TX=400 MODE=simple|prepared GOV=0|1 DGF_BIN=target/release/dgf
 #              PGPORT=5432 (local Postgres, user postgres, trust)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,7 +35,7 @@ wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev
 export PGSSLMODE=disable
 psql -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -qc "CREATE DATABASE dgf_pginstr" >/dev/null
 pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 1 -q dgf_pginstr >/dev/null 2>&1
-DP=$(free_port); AP=$(free_port); BP=$(free_port)
+DP=$(free_port); AP=$(free_port); BP=$(free_port); GP=$(free_port); GA=$(free_port)
 cat >"$D/dgf.toml" <<E2
 [server]
 workers = 1
@@ -53,6 +57,17 @@ copy_program = false
 set_role = false
 functions = false
 E2
+{
+  sed '/^\[guards\]/,$d' "$D/dgf.toml"
+  printf '[audit]\npath = "%s"\n' "$D/audit.jsonl"
+  printf '\n[[labels]]\nname = "pii"\nmatch = ["public.customers.email", "public.customers.ssn", "public.customers.card"]\n'
+  printf '\n[[rules]]\nname = "mask pii"\nroles = ["bench"]\naction = "mask"\nlabels = ["pii"]\nwith = "redact"\n'
+  printf '\n[[rules]]\nname = "no drop"\naction = "deny"\nstatements = ["drop", "truncate"]\n'
+  for i in $(seq 1 18); do
+    printf '\n[[rules]]\nname = "deny t%s"\nroles = ["bench"]\naction = "deny"\ntables = ["secret_%s"]\n' "$i" "$i"
+  done
+} >"$D/dgfgov.toml"
+sed -i "s/^listen = \"127.0.0.1:$DP\"/listen = \"127.0.0.1:$GP\"/; s/^listen = \"127.0.0.1:$AP\"/listen = \"127.0.0.1:$GA\"/" "$D/dgfgov.toml"
 printf '"bench" ""\n"postgres" ""\n' >"$D/userlist.txt"
 cat >"$D/pgbouncer.ini" <<E3
 [databases]
@@ -92,8 +107,13 @@ measure() { # NAME PORT OWNER(dgf|pgb) CMD...
 }
 dgf_ir=$(measure dgf "$DP" dgf "$DGF_BIN" run --config "$D/dgf.toml")
 pgb_ir=$(measure pgbouncer "$BP" pgb "$PGB" "$D/pgbouncer.ini")
+gov_ir=0
+[[ ${GOV:-0} == 1 ]] && gov_ir=$(measure dgfgov "$GP" dgf "$DGF_BIN" run --config "$D/dgfgov.toml")
 n=$((C * T))
 printf 'pgbench -S -M %s, %d clients x %d tx, pool 10, transaction mode\n' "$M" "$C" "$T"
 printf '%-10s %14s %12s\n' target instructions per_tx
 printf '%-10s %14s %12s\n' dgf "$dgf_ir" "$((dgf_ir / n))" pgbouncer "$pgb_ir" "$((pgb_ir / n))"
+[[ $gov_ir -gt 0 ]] && printf '%-10s %14s %12s\n' dgfgov "$gov_ir" "$((gov_ir / n))"
 awk -v a="$dgf_ir" -v b="$pgb_ir" 'BEGIN { printf "dgf/pgbouncer instructions per tx: %.2f\n", a / b }'
+[[ $gov_ir -gt 0 ]] && awk -v a="$gov_ir" -v b="$pgb_ir" 'BEGIN { printf "dgfgov/pgbouncer instructions per tx: %.2f\n", a / b }'
+if [[ -n ${KEEP:-} ]]; then cp "$D"/cg-*.out.1 "$KEEP"/ && echo "callgrind outputs copied to $KEEP"; fi

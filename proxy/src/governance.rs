@@ -170,6 +170,14 @@ pub struct SqlRecord<'a> {
 }
 
 impl Governance {
+    /// Audit one statement of a SQL session; a lost record counts as a `dgf_audit` error of
+    /// the route.
+    pub fn audit_sql(&self, route: &crate::live::Route, who: &Who<'_>, r: SqlRecord<'_>) {
+        if !self.record_sql(who, r) {
+            route.metrics.error("dgf_audit");
+        }
+    }
+
     /// Write the audit record of one SQL statement. Returns false when the record was lost.
     pub fn record_sql(&self, who: &Who<'_>, r: SqlRecord<'_>) -> bool {
         if !self.auditing() {

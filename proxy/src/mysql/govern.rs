@@ -245,25 +245,12 @@ impl Session {
     }
 
     fn audit(&self, gov: &Gov, started: Instant, rows: u64, masked: bool, error: Option<String>) {
-        let who = crate::governance::Who {
-            protocol: "mysql",
-            route: &self.route.name,
-            peer: self.peer,
-            user: &self.user,
-            database: &self.database,
-        };
-        let rec = crate::governance::SqlRecord {
-            policy: self.gov.policy.as_deref(),
-            verdict: &gov.sql,
-            fingerprint: &gov.fp.text,
-            statement: gov.text.clone(),
-            masked,
-            rows,
-            started,
-            error,
-        };
-        if !self.shared.governance.record_sql(&who, rec) {
-            self.route.metrics.error("dgf_audit");
-        }
+        use crate::governance::{SqlRecord, Who};
+        let (route, peer, user, database) = (self.route.name.as_str(), self.peer, &*self.user, self.database.as_str());
+        let who = Who { protocol: "mysql", route, peer, user, database };
+        let (policy, verdict, fingerprint, statement) =
+            (self.gov.policy.as_deref(), &gov.sql, &gov.fp.text, gov.text.clone());
+        let rec = SqlRecord { policy, verdict, fingerprint, statement, masked, rows, started, error };
+        self.shared.governance.audit_sql(&self.route, &who, rec);
     }
 }
