@@ -1,0 +1,152 @@
+//! The hash a SCRAM mechanism is built on (SHA-1 or SHA-256), the RFC 5802 key derivation
+//! over it, and the stored verifier (salt, iterations, StoredKey, ServerKey).
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use hmac::digest::{Digest, FixedOutput, KeyInit, Output, Update};
+use hmac::{Hmac, Mac};
+
+/// A hash SCRAM runs over: it fixes the key length, HMAC, H and PBKDF2 (RFC 5802 section 2.2).
+pub trait ScramHash: 'static {
+    /// The SASL mechanism name without channel binding (`SCRAM-SHA-256`).
+    const MECHANISM: &'static str;
+    /// A hash-sized value (ClientKey, StoredKey, proofs, signatures): `[u8; hash length]`.
+    type Key: Copy
+        + Eq
+        + Default
+        + fmt::Debug
+        + AsRef<[u8]>
+        + AsMut<[u8]>
+        + TryFrom<Vec<u8>>
+        + From<Output<Self::Digest>>
+        + From<Output<Self::Prf>>;
+    /// H.
+    type Digest: Digest;
+    /// HMAC over H, also the PRF of PBKDF2 (Hi).
+    type Prf: Mac + KeyInit + Update + FixedOutput + Clone + Sync;
+}
+
+/// SCRAM-SHA-1 (RFC 5802), as MongoDB uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScramSha1 {}
+
+impl ScramHash for ScramSha1 {
+    const MECHANISM: &'static str = "SCRAM-SHA-1";
+    type Key = [u8; 20];
+    type Digest = sha1::Sha1;
+    type Prf = Hmac<sha1::Sha1>;
+}
+
+/// SCRAM-SHA-256 (RFC 7677), as PostgreSQL and MongoDB use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScramSha256 {}
+
+impl ScramHash for ScramSha256 {
+    const MECHANISM: &'static str = "SCRAM-SHA-256";
+    type Key = [u8; 32];
+    type Digest = sha2::Sha256;
+    type Prf = Hmac<sha2::Sha256>;
+}
+
+/// H(data).
+pub(crate) fn h<H: ScramHash>(data: &[u8]) -> H::Key {
+    H::Digest::digest(data).into()
+}
+
+/// HMAC(key, parts concatenated).
+pub(crate) fn hmac_of<H: ScramHash>(key: &[u8], parts: &[&[u8]]) -> H::Key {
+    // HMAC is defined for keys of any length (long keys are hashed, short ones padded), so
+    // `new_from_slice` cannot fail; the key never causes this panic.
+    #[allow(clippy::expect_used)]
+    let mut mac = <H::Prf as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    for part in parts {
+        Mac::update(&mut mac, part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// SaltedPassword = Hi(password, salt, i), PBKDF2 with HMAC; 0 iterations count as 1.
+pub(crate) fn salted_password<H: ScramHash>(password: &[u8], salt: &[u8], iterations: u32) -> H::Key {
+    let mut out = H::Key::default();
+    // PBKDF2 fails only when the PRF refuses the password as a key, which HMAC never does.
+    #[allow(clippy::expect_used)]
+    pbkdf2::pbkdf2::<H::Prf>(password, salt, iterations.max(1), out.as_mut()).expect("HMAC accepts keys of any length");
+    out
+}
+
+/// ClientKey = HMAC(SaltedPassword, "Client Key").
+pub(crate) fn client_key<H: ScramHash>(salted: &H::Key) -> H::Key {
+    hmac_of::<H>(salted.as_ref(), &[b"Client Key"])
+}
+
+/// ServerKey = HMAC(SaltedPassword, "Server Key").
+pub(crate) fn server_key<H: ScramHash>(salted: &H::Key) -> H::Key {
+    hmac_of::<H>(salted.as_ref(), &[b"Server Key"])
+}
+
+/// a XOR b.
+pub(crate) fn xor<H: ScramHash>(a: &H::Key, b: &H::Key) -> H::Key {
+    let mut out = *a;
+    for (o, y) in out.as_mut().iter_mut().zip(b.as_ref()) {
+        *o ^= y;
+    }
+    out
+}
+
+/// A stored SCRAM secret: what the server needs to check a proof and sign its answer,
+/// without the password. `Debug` redacts the keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Verifier<H: ScramHash> {
+    /// PBKDF2 iteration count (at least 1).
+    pub iterations: u32,
+    /// Salt (raw bytes).
+    pub salt: Vec<u8>,
+    /// StoredKey = H(HMAC(SaltedPassword, "Client Key")).
+    pub stored_key: H::Key,
+    /// ServerKey = HMAC(SaltedPassword, "Server Key").
+    pub server_key: H::Key,
+}
+
+impl<H: ScramHash> Verifier<H> {
+    /// The verifier of the SCRAM password `secret` (already normalised or digested by the
+    /// mechanism) with this salt and iteration count (0 counts as 1).
+    pub(crate) fn from_secret(secret: &[u8], salt: &[u8], iterations: u32) -> Self {
+        let iterations = iterations.max(1);
+        let salted = salted_password::<H>(secret, salt, iterations);
+        Verifier {
+            iterations,
+            salt: salt.to_vec(),
+            stored_key: h::<H>(client_key::<H>(&salted).as_ref()),
+            server_key: server_key::<H>(&salted),
+        }
+    }
+
+    /// A deterministic fake verifier for `user` keyed by `secret`: salt and keys are
+    /// `HMAC(secret, "dgf <domain> mock <salt|stored key|server key>\0" user)`, so the same
+    /// user always gets the same salt and no password matches the keys.
+    pub(crate) fn mock_keyed(domain: &str, user: &str, secret: &[u8], iterations: u32, salt_len: usize) -> Self {
+        let label = |what: &str| {
+            hmac_of::<H>(secret, &[b"dgf ", domain.as_bytes(), b" mock ", what.as_bytes(), b"\0", user.as_bytes()])
+        };
+        let salt = label("salt");
+        Verifier {
+            iterations,
+            salt: salt.as_ref()[..salt_len.min(salt.as_ref().len())].to_vec(),
+            stored_key: label("stored key"),
+            server_key: label("server key"),
+        }
+    }
+}
+
+impl<H: ScramHash> fmt::Debug for Verifier<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("mechanism", &H::MECHANISM)
+            .field("iterations", &self.iterations)
+            .field("salt", &B64.encode(&self.salt))
+            .field("keys", &"<redacted>")
+            .finish()
+    }
+}
