@@ -4,10 +4,12 @@
 
 use md5::{Digest as _, Md5};
 
-use crate::scram::{random_nonce, Client, ScramHash, ScramSha1, Server, Verifier};
+use sha1::Sha1;
+
+use crate::scram::{random_nonce, Client, ScramHash, Server, Verifier};
 
 /// The SASL mechanism name.
-pub const MECHANISM: &str = ScramSha1::MECHANISM;
+pub const MECHANISM: &str = Sha1::MECHANISM;
 
 /// Iterations for verifiers dgf derives (MongoDB's default `scramIterationCount`).
 pub const DEFAULT_ITERATIONS: u32 = 10_000;
@@ -26,16 +28,16 @@ pub fn password_digest(user: &str, password: &str) -> String {
 
 /// A SCRAM-SHA-1 secret as MongoDB stores it (`credentials.SCRAM-SHA-1`). `Debug` redacts
 /// the keys.
-pub type Sha1Verifier = Verifier<ScramSha1>;
+pub type Sha1Verifier = Verifier<Sha1>;
 
 /// Server side of a SCRAM-SHA-1 exchange: [`Server::handle_client_first`] returns the
 /// server-first message, [`Server::handle_client_final`] checks the proof and returns
 /// the server-final message. Any error leaves the machine failed.
-pub type Sha1Server = Server<ScramSha1>;
+pub type Sha1Server = Server<Sha1>;
 
 /// Client side of a SCRAM-SHA-1 exchange with MongoDB (dgf logging in upstream when the
 /// server offers only SCRAM-SHA-1). `Debug` does not show the password.
-pub type Sha1Client = Client<ScramSha1>;
+pub type Sha1Client = Client<Sha1>;
 
 impl Sha1Verifier {
     /// The verifier MongoDB derives for `user` / `password` (digest first, then PBKDF2).

@@ -25,11 +25,13 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
-use crate::scram::{constant_time_eq, random_nonce, Client, ScramHash, ScramSha256, Server, Verifier};
+use sha2::Sha256;
+
+use crate::scram::{constant_time_eq, random_nonce, Client, ScramHash, Server, Verifier};
 pub use crate::scram::{ScramError, MAX_CLIENT_ITERATIONS, MAX_NONCE_LEN, MAX_SCRAM_MESSAGE_LEN};
 
 /// SASL mechanism name advertised in `AuthenticationSASL`.
-pub const MECHANISM: &str = ScramSha256::MECHANISM;
+pub const MECHANISM: &str = Sha256::MECHANISM;
 
 /// Iteration count PostgreSQL uses by default (and that [`ScramVerifier::mock`] uses).
 pub const DEFAULT_ITERATIONS: u32 = 4096;
@@ -44,7 +46,7 @@ const VERIFIER_PREFIX: &str = "SCRAM-SHA-256$";
 /// `Display` renders PostgreSQL's format
 /// `SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>`.
 /// `Debug` redacts the keys.
-pub type ScramVerifier = Verifier<ScramSha256>;
+pub type ScramVerifier = Verifier<Sha256>;
 
 /// Server side of a SCRAM-SHA-256 exchange, as a pure state machine.
 ///
@@ -52,7 +54,7 @@ pub type ScramVerifier = Verifier<ScramSha256>;
 /// [`Server::handle_client_first`] and send the result in `AuthenticationSASLContinue`;
 /// feed the `SASLResponse` body to [`Server::handle_client_final`] and send the result
 /// in `AuthenticationSASLFinal`. Any error leaves the machine failed.
-pub type ScramServer = Server<ScramSha256>;
+pub type ScramServer = Server<Sha256>;
 
 /// Client side of a SCRAM-SHA-256 exchange (no channel binding), as a pure state machine:
 /// [`Client::client_first`] for `SASLInitialResponse`, then
@@ -60,7 +62,7 @@ pub type ScramServer = Server<ScramSha256>;
 /// [`Client::handle_server_final`] on `AuthenticationSASLFinal`.
 ///
 /// `Debug` does not print the password.
-pub type ScramClient = Client<ScramSha256>;
+pub type ScramClient = Client<Sha256>;
 
 impl ScramError {
     /// `true` when the peer broke the protocol (SQLSTATE `08P01`); `false` for
@@ -199,7 +201,7 @@ mod tests {
     use super::*;
     use hmac::{Hmac, Mac};
     use proptest::prelude::*;
-    use sha2::{Digest, Sha256};
+    use sha2::Digest;
 
     fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();

@@ -7,9 +7,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hmac::digest::{Digest, FixedOutput, KeyInit, Output, Update};
 use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use sha2::Sha256;
 
-/// A hash SCRAM runs over: it fixes the key length, HMAC, H and PBKDF2 (RFC 5802 section 2.2).
-pub trait ScramHash: 'static {
+/// A hash SCRAM runs over, implemented on the digest type itself (`sha1::Sha1`,
+/// `sha2::Sha256`): it fixes the key length, HMAC, H and PBKDF2 (RFC 5802 section 2.2).
+pub trait ScramHash: Digest + 'static {
     /// The SASL mechanism name without channel binding (`SCRAM-SHA-256`).
     const MECHANISM: &'static str;
     /// A hash-sized value (ClientKey, StoredKey, proofs, signatures): `[u8; hash length]`.
@@ -20,39 +23,29 @@ pub trait ScramHash: 'static {
         + AsRef<[u8]>
         + AsMut<[u8]>
         + TryFrom<Vec<u8>>
-        + From<Output<Self::Digest>>
+        + From<Output<Self>>
         + From<Output<Self::Prf>>;
-    /// H.
-    type Digest: Digest;
-    /// HMAC over H, also the PRF of PBKDF2 (Hi).
+    /// HMAC over this hash, also the PRF of PBKDF2 (Hi).
     type Prf: Mac + KeyInit + Update + FixedOutput + Clone + Sync;
 }
 
 /// SCRAM-SHA-1 (RFC 5802), as MongoDB uses it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScramSha1 {}
-
-impl ScramHash for ScramSha1 {
+impl ScramHash for Sha1 {
     const MECHANISM: &'static str = "SCRAM-SHA-1";
     type Key = [u8; 20];
-    type Digest = sha1::Sha1;
-    type Prf = Hmac<sha1::Sha1>;
+    type Prf = Hmac<Sha1>;
 }
 
 /// SCRAM-SHA-256 (RFC 7677), as PostgreSQL and MongoDB use it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScramSha256 {}
-
-impl ScramHash for ScramSha256 {
+impl ScramHash for Sha256 {
     const MECHANISM: &'static str = "SCRAM-SHA-256";
     type Key = [u8; 32];
-    type Digest = sha2::Sha256;
-    type Prf = Hmac<sha2::Sha256>;
+    type Prf = Hmac<Sha256>;
 }
 
 /// H(data).
 pub(crate) fn h<H: ScramHash>(data: &[u8]) -> H::Key {
-    H::Digest::digest(data).into()
+    <H as Digest>::digest(data).into()
 }
 
 /// HMAC(key, parts concatenated).
@@ -97,7 +90,6 @@ pub(crate) fn xor<H: ScramHash>(a: &H::Key, b: &H::Key) -> H::Key {
 
 /// A stored SCRAM secret: what the server needs to check a proof and sign its answer,
 /// without the password. `Debug` redacts the keys.
-#[derive(Clone, PartialEq, Eq)]
 pub struct Verifier<H: ScramHash> {
     /// PBKDF2 iteration count (at least 1).
     pub iterations: u32,
@@ -139,6 +131,27 @@ impl<H: ScramHash> Verifier<H> {
         }
     }
 }
+
+// Not derived: a derive would ask the digest type itself to be `Clone + PartialEq`.
+impl<H: ScramHash> Clone for Verifier<H> {
+    fn clone(&self) -> Self {
+        Verifier {
+            iterations: self.iterations,
+            salt: self.salt.clone(),
+            stored_key: self.stored_key,
+            server_key: self.server_key,
+        }
+    }
+}
+
+impl<H: ScramHash> PartialEq for Verifier<H> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.iterations, &self.salt, self.stored_key, self.server_key)
+            == (other.iterations, &other.salt, other.stored_key, other.server_key)
+    }
+}
+
+impl<H: ScramHash> Eq for Verifier<H> {}
 
 impl<H: ScramHash> fmt::Debug for Verifier<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -30,7 +30,7 @@ mod msg;
 mod server;
 
 pub use client::Client;
-pub use hash::{ScramHash, ScramSha1, ScramSha256, Verifier};
+pub use hash::{ScramHash, Verifier};
 pub(crate) use msg::{constant_time_eq, random_nonce};
 pub use server::Server;
 
