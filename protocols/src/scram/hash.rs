@@ -163,3 +163,62 @@ impl<H: ScramHash> fmt::Debug for Verifier<H> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scram::{Client, ScramError, Server};
+
+    /// HMAC computed straight with the crates, for pinning the derived values.
+    fn direct_hmac<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut mac = <M as KeyInit>::new_from_slice(key).unwrap();
+        Mac::update(&mut mac, data);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    #[test]
+    fn mock_labels_are_the_historic_ones() {
+        // Mocks must not change between versions, or an unknown user's salt would change
+        // where a real user's does not.
+        let v = Verifier::<Sha256>::mock_keyed("scram", "alice", b"k", 4096, 16);
+        assert_eq!(v.salt, direct_hmac::<Hmac<Sha256>>(b"k", b"dgf scram mock salt\0alice")[..16]);
+        assert_eq!(v.stored_key[..], direct_hmac::<Hmac<Sha256>>(b"k", b"dgf scram mock stored key\0alice"));
+        assert_eq!(v.server_key[..], direct_hmac::<Hmac<Sha256>>(b"k", b"dgf scram mock server key\0alice"));
+        let v = Verifier::<Sha1>::mock_keyed("scram-sha-1", "bob", b"k", 10_000, 16);
+        assert_eq!(v.salt, direct_hmac::<Hmac<Sha1>>(b"k", b"dgf scram-sha-1 mock salt\0bob")[..16]);
+        assert_eq!(v.stored_key[..], direct_hmac::<Hmac<Sha1>>(b"k", b"dgf scram-sha-1 mock stored key\0bob"));
+        assert_eq!(v.server_key[..], direct_hmac::<Hmac<Sha1>>(b"k", b"dgf scram-sha-1 mock server key\0bob"));
+        assert_eq!(v.iterations, 10_000);
+    }
+
+    fn exchange<H: ScramHash>(password: &[u8], verifier: Verifier<H>) -> Result<(), ScramError> {
+        let mut c = Client::<H>::start(password.to_vec(), "u,=", "clientnonce".into());
+        let mut s = Server::new(verifier);
+        let first = c.client_first();
+        assert!(first.starts_with(b"n,,n=u=2C=3D,r=clientnonce"));
+        let fin = c.handle_server_first(&s.handle_client_first(&first)?)?;
+        c.handle_server_final(&s.handle_client_final(&fin)?)?;
+        assert!(c.is_authenticated() && s.is_authenticated());
+        Ok(())
+    }
+
+    #[test]
+    fn one_machine_for_both_hashes() {
+        exchange::<Sha1>(b"pw", Verifier::from_secret(b"pw", b"salt", 2)).unwrap();
+        exchange::<Sha256>(b"pw", Verifier::from_secret(b"pw", b"salt", 2)).unwrap();
+        let err = exchange::<Sha1>(b"pw", Verifier::from_secret(b"other", b"salt", 2)).unwrap_err();
+        assert_eq!(err, ScramError::InvalidPassword);
+        assert_eq!(Verifier::<Sha1>::from_secret(b"pw", b"s", 0).iterations, 1);
+    }
+
+    #[test]
+    fn iteration_floor_and_debug_redaction() {
+        let mut c = Client::<Sha1>::start(b"hunter2".to_vec(), "", "abc".into()).with_min_iterations(5, "too few");
+        assert_eq!(c.handle_server_first(b"r=abcdef,s=c2FsdA==,i=4"), Err(ScramError::Malformed("too few")));
+        let c = Client::<Sha256>::start(b"hunter2".to_vec(), "", "abc".into());
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let v = Verifier::<Sha256>::from_secret(b"pw", b"salt", 1);
+        let dbg = format!("{:?}", Server::new(v.clone()));
+        assert!(!dbg.contains(&B64.encode(v.stored_key)) && !dbg.contains(&B64.encode(v.server_key)), "{dbg}");
+    }
+}
