@@ -4,6 +4,7 @@
 
 use super::scram_sha1::{self, Sha1Client};
 use crate::postgres::scram::{ScramClient, ScramError};
+use crate::scram::random_nonce;
 
 /// The (unescaped) user name in a SCRAM client-first message `n,,n=<user>,r=<nonce>`.
 pub fn scram_username(client_first: &[u8]) -> Option<String> {
@@ -30,7 +31,7 @@ pub fn scram_username(client_first: &[u8]) -> Option<String> {
 
 /// A SCRAM-SHA-256 client that names `user` (MongoDB requires it).
 pub fn scram_client(user: &str, password: &str) -> ScramClient {
-    ScramClient::with_nonce(password, user, crate::postgres::scram::random_nonce())
+    ScramClient::with_nonce(password, user, random_nonce())
 }
 
 /// A SCRAM client of either mechanism MongoDB offers.

@@ -12,7 +12,8 @@ use std::fmt;
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
 
-use super::scram::{constant_time_eq, ScramError, ScramVerifier, DEFAULT_ITERATIONS};
+use super::scram::{ScramError, ScramVerifier, DEFAULT_ITERATIONS};
+use crate::scram::constant_time_eq;
 
 /// Errors of the password-authentication helpers.
 ///

@@ -6,7 +6,6 @@ pub mod frame;
 pub mod messages;
 pub mod rowdesc;
 pub mod scram;
-pub(crate) mod scram_msg;
 pub mod startup;
 
 pub use error::PgProtoError;

@@ -1,4 +1,5 @@
-//! SCRAM-SHA-256 (RFC 5802 / RFC 7677) as PostgreSQL uses it: verifiers plus pure server and client state machines, no I/O.
+//! SCRAM-SHA-256 (RFC 5802 / RFC 7677) as PostgreSQL uses it: the shared SCRAM machines of
+//! [`crate::scram`] over SHA-256, plus PostgreSQL's verifier format and error classes. No I/O.
 //!
 //! PostgreSQL specifics:
 //!
@@ -23,26 +24,14 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
 
-pub(crate) use super::scram_msg::{
-    check_len, constant_time_eq, decode_proof, escape_saslname, parse_client_final, parse_client_first,
-    parse_server_final, parse_server_first, random_nonce, ServerFirst,
-};
+use sha2::Sha256;
+
+use crate::scram::{constant_time_eq, random_nonce, Client, ScramHash, Server, Verifier};
+pub use crate::scram::{ScramError, MAX_CLIENT_ITERATIONS, MAX_NONCE_LEN, MAX_SCRAM_MESSAGE_LEN};
 
 /// SASL mechanism name advertised in `AuthenticationSASL`.
-pub const MECHANISM: &str = "SCRAM-SHA-256";
-
-/// Largest SCRAM message (client-first, client-final, server-first, server-final) accepted.
-pub const MAX_SCRAM_MESSAGE_LEN: usize = 16 * 1024;
-
-/// Largest nonce (client or combined) accepted.
-pub const MAX_NONCE_LEN: usize = 1024;
-
-/// Highest iteration count a [`ScramClient`] agrees to compute; a hostile server could
-/// otherwise make the client burn CPU for minutes.
-pub const MAX_CLIENT_ITERATIONS: u32 = 1_000_000;
+pub const MECHANISM: &str = Sha256::MECHANISM;
 
 /// Iteration count PostgreSQL uses by default (and that [`ScramVerifier::mock`] uses).
 pub const DEFAULT_ITERATIONS: u32 = 4096;
@@ -52,63 +41,28 @@ pub const DEFAULT_SALT_LEN: usize = 16;
 
 const VERIFIER_PREFIX: &str = "SCRAM-SHA-256$";
 
-/// Errors of the SCRAM exchange.
+/// A stored SCRAM-SHA-256 secret, as kept in `pg_authid.rolpassword`.
 ///
-/// [`ScramError::is_protocol_violation`] separates malformed or out-of-sequence input
-/// (SQLSTATE `08P01`) from authentication failures (SQLSTATE `28P01`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ScramError {
-    /// A SCRAM message exceeded [`MAX_SCRAM_MESSAGE_LEN`].
-    #[error("SCRAM message too long ({len} bytes, at most {max} allowed)")]
-    MessageTooLong {
-        /// Length received.
-        len: usize,
-        /// Limit.
-        max: usize,
-    },
-    /// A SCRAM message does not follow the RFC 5802 grammar.
-    #[error("malformed SCRAM message: {0}")]
-    Malformed(&'static str),
-    /// A step was called out of order, or after the exchange finished or failed.
-    #[error("unexpected SCRAM message in the current state of the exchange")]
-    UnexpectedMessage,
-    /// The client asked for channel binding (`p=...`), which we do not offer.
-    #[error("client requested SCRAM channel binding, but only SCRAM-SHA-256 without channel binding is supported")]
-    ChannelBindingNotSupported,
-    /// The `c=` attribute of client-final does not echo the GS2 header of client-first.
-    #[error("SCRAM channel binding check failed")]
-    ChannelBindingMismatch,
-    /// The client sent an authorization identity (`a=`), which PostgreSQL does not support.
-    #[error("client uses SCRAM authorization identity, which is not supported")]
-    AuthzidNotSupported,
-    /// The peer requires an extension (`m=`) we do not implement.
-    #[error("peer requires an unsupported SCRAM extension")]
-    UnsupportedExtension,
-    /// The nonce in client-final differs from client nonce + server nonce (server side), or
-    /// the server nonce does not extend the client nonce (client side).
-    #[error("SCRAM nonce mismatch")]
-    NonceMismatch,
-    /// The client proof is wrong: wrong password (or unknown user with a mock verifier).
-    #[error("password authentication failed")]
-    InvalidPassword,
-    /// The server demanded more PBKDF2 iterations than [`MAX_CLIENT_ITERATIONS`].
-    #[error("server requested {iterations} SCRAM iterations, at most {max} allowed")]
-    IterationCountTooHigh {
-        /// Iterations requested by the server.
-        iterations: u32,
-        /// Limit.
-        max: u32,
-    },
-    /// The server signature in server-final is wrong: the server does not know the password.
-    #[error("SCRAM server signature mismatch: the server could not prove it knows the password")]
-    ServerSignatureMismatch,
-    /// The server answered with `e=<error>` in server-final.
-    #[error("server reported SCRAM error: {0}")]
-    ServerError(String),
-    /// A stored verifier is not in PostgreSQL's `SCRAM-SHA-256$...` format.
-    #[error("invalid SCRAM verifier: {0}")]
-    InvalidVerifier(&'static str),
-}
+/// `Display` renders PostgreSQL's format
+/// `SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>`.
+/// `Debug` redacts the keys.
+pub type ScramVerifier = Verifier<Sha256>;
+
+/// Server side of a SCRAM-SHA-256 exchange, as a pure state machine.
+///
+/// Feed the body of the client's `SASLInitialResponse` to
+/// [`Server::handle_client_first`] and send the result in `AuthenticationSASLContinue`;
+/// feed the `SASLResponse` body to [`Server::handle_client_final`] and send the result
+/// in `AuthenticationSASLFinal`. Any error leaves the machine failed.
+pub type ScramServer = Server<Sha256>;
+
+/// Client side of a SCRAM-SHA-256 exchange (no channel binding), as a pure state machine:
+/// [`Client::client_first`] for `SASLInitialResponse`, then
+/// [`Client::handle_server_first`] on `AuthenticationSASLContinue`, then
+/// [`Client::handle_server_final`] on `AuthenticationSASLFinal`.
+///
+/// `Debug` does not print the password.
+pub type ScramClient = Client<Sha256>;
 
 impl ScramError {
     /// `true` when the peer broke the protocol (SQLSTATE `08P01`); `false` for
@@ -137,68 +91,8 @@ impl ScramError {
 }
 
 // ---------------------------------------------------------------------------------------
-// Primitives
-// ---------------------------------------------------------------------------------------
-
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC is defined for keys of any length (long keys are hashed, short ones padded), so
-    // `new_from_slice` cannot fail for `Hmac<Sha256>`; the key never causes this panic.
-    #[allow(clippy::expect_used)]
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC-SHA-256 accepts keys of any length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
-}
-
-fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations.max(1), &mut out);
-    out
-}
-
-/// ClientKey = HMAC(SaltedPassword, "Client Key").
-fn client_key(salted: &[u8; 32]) -> [u8; 32] {
-    hmac_sha256(salted, &[b"Client Key"])
-}
-
-/// ServerKey = HMAC(SaltedPassword, "Server Key").
-fn server_key(salted: &[u8; 32]) -> [u8; 32] {
-    hmac_sha256(salted, &[b"Server Key"])
-}
-
-fn xor32(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (o, (x, y)) in out.iter_mut().zip(a.iter().zip(b)) {
-        *o = x ^ y;
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------
 // Verifier
 // ---------------------------------------------------------------------------------------
-
-/// A stored SCRAM-SHA-256 secret, as kept in `pg_authid.rolpassword`.
-///
-/// `Display` renders PostgreSQL's format
-/// `SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>`.
-/// `Debug` redacts the keys.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ScramVerifier {
-    /// PBKDF2 iteration count (at least 1).
-    pub iterations: u32,
-    /// Salt (raw bytes).
-    pub salt: Vec<u8>,
-    /// StoredKey = SHA-256(HMAC(SaltedPassword, "Client Key")).
-    pub stored_key: [u8; 32],
-    /// ServerKey = HMAC(SaltedPassword, "Server Key").
-    pub server_key: [u8; 32],
-}
 
 impl ScramVerifier {
     /// Parses PostgreSQL's `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` format.
@@ -241,21 +135,13 @@ impl ScramVerifier {
     }
 
     pub(crate) fn from_password_bytes(password: &[u8], salt: &[u8], iterations: u32) -> Self {
-        let iterations = iterations.max(1);
-        let salted = salted_password(password, salt, iterations);
-        ScramVerifier {
-            iterations,
-            salt: salt.to_vec(),
-            stored_key: sha256(&client_key(&salted)),
-            server_key: server_key(&salted),
-        }
+        Self::from_secret(password, salt, iterations)
     }
 
     /// `true` if `password` (raw bytes, see [`ScramVerifier::from_password`] about SASLprep)
     /// derives this verifier's StoredKey. Constant-time in the key comparison.
     pub fn matches_password(&self, password: &[u8]) -> bool {
-        let salted = salted_password(password, &self.salt, self.iterations);
-        constant_time_eq(&sha256(&client_key(&salted)), &self.stored_key)
+        constant_time_eq(&Self::from_secret(password, &self.salt, self.iterations).stored_key, &self.stored_key)
     }
 
     /// A deterministic fake verifier for a user that does not exist (or has no usable
@@ -266,14 +152,7 @@ impl ScramVerifier {
     /// bytes: the same user then always gets the same salt, like a real user would, but
     /// nobody can predict it. The keys are random-looking, so no password matches them.
     pub fn mock(username: &str, secret: &[u8]) -> Self {
-        let user = username.as_bytes();
-        let salt = hmac_sha256(secret, &[b"dgf scram mock salt\0", user]);
-        ScramVerifier {
-            iterations: DEFAULT_ITERATIONS,
-            salt: salt[..DEFAULT_SALT_LEN].to_vec(),
-            stored_key: hmac_sha256(secret, &[b"dgf scram mock stored key\0", user]),
-            server_key: hmac_sha256(secret, &[b"dgf scram mock server key\0", user]),
-        }
+        Verifier::mock_keyed("scram", username, secret, DEFAULT_ITERATIONS, DEFAULT_SALT_LEN)
     }
 }
 
@@ -294,17 +173,6 @@ impl fmt::Display for ScramVerifier {
     }
 }
 
-impl fmt::Debug for ScramVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScramVerifier")
-            .field("iterations", &self.iterations)
-            .field("salt", &B64.encode(&self.salt))
-            .field("stored_key", &"<redacted>")
-            .field("server_key", &"<redacted>")
-            .finish()
-    }
-}
-
 impl std::str::FromStr for ScramVerifier {
     type Err = ScramError;
 
@@ -314,145 +182,8 @@ impl std::str::FromStr for ScramVerifier {
 }
 
 // ---------------------------------------------------------------------------------------
-// Server
-// ---------------------------------------------------------------------------------------
-
-#[derive(Debug)]
-enum ServerState {
-    /// Waiting for client-first-message.
-    Initial,
-    /// server-first-message sent, waiting for client-final-message.
-    FirstSent { gs2_header: String, client_first_bare: String, server_first: String, nonce: String },
-    /// Exchange succeeded.
-    Done,
-    /// Exchange failed; every further call errors.
-    Failed,
-}
-
-/// Server side of a SCRAM-SHA-256 exchange, as a pure state machine.
-///
-/// Feed the body of the client's `SASLInitialResponse` to
-/// [`ScramServer::handle_client_first`] and send the result in `AuthenticationSASLContinue`;
-/// feed the `SASLResponse` body to [`ScramServer::handle_client_final`] and send the result
-/// in `AuthenticationSASLFinal`. Any error leaves the machine failed.
-#[derive(Debug)]
-pub struct ScramServer {
-    verifier: ScramVerifier,
-    server_nonce: String,
-    state: ServerState,
-}
-
-impl ScramServer {
-    /// Starts an exchange against `verifier` (use [`ScramVerifier::mock`] for unknown
-    /// users), with an 18-byte random server nonce.
-    pub fn new(verifier: ScramVerifier) -> Self {
-        Self::with_nonce(verifier, random_nonce())
-    }
-
-    /// Starts an exchange with an explicit server nonce (tests, RFC vectors).
-    pub(crate) fn with_nonce(verifier: ScramVerifier, server_nonce: String) -> Self {
-        ScramServer { verifier, server_nonce, state: ServerState::Initial }
-    }
-
-    /// `true` once [`ScramServer::handle_client_final`] has succeeded.
-    pub fn is_authenticated(&self) -> bool {
-        matches!(self.state, ServerState::Done)
-    }
-
-    /// Processes `client-first-message` and returns `server-first-message`
-    /// (`r=<client nonce><server nonce>,s=<salt>,i=<iterations>`).
-    pub fn handle_client_first(&mut self, msg: &[u8]) -> Result<Vec<u8>, ScramError> {
-        let ServerState::Initial = std::mem::replace(&mut self.state, ServerState::Failed) else {
-            return Err(ScramError::UnexpectedMessage);
-        };
-        // The username is ignored: PostgreSQL takes it from the startup packet.
-        let first = parse_client_first(msg)?;
-        let nonce = format!("{}{}", first.nonce, self.server_nonce);
-        if nonce.len() > MAX_NONCE_LEN {
-            return Err(ScramError::Malformed("nonce too long"));
-        }
-        let server_first = format!("r={nonce},s={},i={}", B64.encode(&self.verifier.salt), self.verifier.iterations);
-        let out = server_first.clone().into_bytes();
-        self.state = ServerState::FirstSent {
-            gs2_header: first.gs2_header,
-            client_first_bare: first.bare.to_owned(),
-            server_first,
-            nonce,
-        };
-        Ok(out)
-    }
-
-    /// Processes `client-final-message`, checks the proof and returns `server-final-message`
-    /// (`v=<server signature>`). A wrong password gives [`ScramError::InvalidPassword`].
-    pub fn handle_client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, ScramError> {
-        let ServerState::FirstSent { gs2_header, client_first_bare, server_first, nonce } =
-            std::mem::replace(&mut self.state, ServerState::Failed)
-        else {
-            return Err(ScramError::UnexpectedMessage);
-        };
-        let fin = parse_client_final(msg, &gs2_header)?;
-        let proof: [u8; 32] = decode_proof(fin.proof)?;
-        if fin.nonce != nonce {
-            return Err(ScramError::NonceMismatch);
-        }
-        let without_proof = fin.without_proof;
-
-        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-        let client_signature = hmac_sha256(&self.verifier.stored_key, &[auth_message.as_bytes()]);
-        let client_key = xor32(&proof, &client_signature);
-        if !constant_time_eq(&sha256(&client_key), &self.verifier.stored_key) {
-            return Err(ScramError::InvalidPassword);
-        }
-        let server_signature = hmac_sha256(&self.verifier.server_key, &[auth_message.as_bytes()]);
-        self.state = ServerState::Done;
-        Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Client
 // ---------------------------------------------------------------------------------------
-
-enum ClientState {
-    /// client-first-message not answered yet.
-    Initial,
-    /// client-final-message sent; the expected server signature is kept.
-    FinalSent { server_signature: [u8; 32] },
-    /// Server signature verified.
-    Done,
-    /// Exchange failed; every further call errors.
-    Failed,
-}
-
-/// Client side of a SCRAM-SHA-256 exchange (no channel binding), as a pure state machine:
-/// [`ScramClient::client_first`] for `SASLInitialResponse`, then
-/// [`ScramClient::handle_server_first`] on `AuthenticationSASLContinue`, then
-/// [`ScramClient::handle_server_final`] on `AuthenticationSASLFinal`.
-///
-/// `Debug` does not print the password.
-pub struct ScramClient {
-    password: Vec<u8>,
-    /// Escaped saslname; empty as libpq sends it.
-    username: String,
-    client_nonce: String,
-    state: ClientState,
-}
-
-impl fmt::Debug for ScramClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            ClientState::Initial => "Initial",
-            ClientState::FinalSent { .. } => "FinalSent",
-            ClientState::Done => "Done",
-            ClientState::Failed => "Failed",
-        };
-        f.debug_struct("ScramClient")
-            .field("password", &"<redacted>")
-            .field("client_nonce", &self.client_nonce)
-            .field("state", &state)
-            .finish()
-    }
-}
 
 impl ScramClient {
     /// A client for `password` (used as raw UTF-8 bytes, see
@@ -461,73 +192,24 @@ impl ScramClient {
         Self::with_nonce(password, "", random_nonce())
     }
 
-    /// A client with explicit username (sent in `n=`) and nonce (tests, RFC vectors).
+    /// A client with explicit username (sent in `n=`) and nonce (MongoDB, tests, RFC vectors).
     pub(crate) fn with_nonce(password: &str, username: &str, client_nonce: String) -> Self {
-        ScramClient {
-            password: password.as_bytes().to_vec(),
-            username: escape_saslname(username),
-            client_nonce,
-            state: ClientState::Initial,
-        }
-    }
-
-    fn client_first_bare(&self) -> String {
-        format!("n={},r={}", self.username, self.client_nonce)
-    }
-
-    /// `client-first-message`: `n,,n=,r=<nonce>`.
-    pub fn client_first(&self) -> Vec<u8> {
-        format!("n,,{}", self.client_first_bare()).into_bytes()
-    }
-
-    /// Processes `server-first-message` and returns `client-final-message` with the proof.
-    ///
-    /// Refuses iteration counts above [`MAX_CLIENT_ITERATIONS`] and server nonces that do
-    /// not extend the client nonce.
-    pub fn handle_server_first(&mut self, msg: &[u8]) -> Result<Vec<u8>, ScramError> {
-        let ClientState::Initial = std::mem::replace(&mut self.state, ClientState::Failed) else {
-            return Err(ScramError::UnexpectedMessage);
-        };
-        let server_first = check_len(msg)?;
-        let ServerFirst { nonce, salt, iterations } = parse_server_first(server_first, &self.client_nonce)?;
-
-        let salted = salted_password(&self.password, &salt, iterations);
-        let client_key = client_key(&salted);
-        let stored_key = sha256(&client_key);
-        // "biws" = base64("n,,")
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare());
-        let client_signature = hmac_sha256(&stored_key, &[auth_message.as_bytes()]);
-        let proof = xor32(&client_key, &client_signature);
-        let server_signature = hmac_sha256(&server_key(&salted), &[auth_message.as_bytes()]);
-        self.state = ClientState::FinalSent { server_signature };
-        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
-    }
-
-    /// Processes `server-final-message`, verifying the server signature.
-    pub fn handle_server_final(&mut self, msg: &[u8]) -> Result<(), ScramError> {
-        let ClientState::FinalSent { server_signature } = std::mem::replace(&mut self.state, ClientState::Failed)
-        else {
-            return Err(ScramError::UnexpectedMessage);
-        };
-        let v = parse_server_final(msg)?;
-        if !constant_time_eq(&v, &server_signature) {
-            return Err(ScramError::ServerSignatureMismatch);
-        }
-        self.state = ClientState::Done;
-        Ok(())
-    }
-
-    /// `true` once [`ScramClient::handle_server_final`] has verified the server.
-    pub fn is_authenticated(&self) -> bool {
-        matches!(self.state, ClientState::Done)
+        Client::start(password.as_bytes().to_vec(), username, client_nonce)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, Mac};
     use proptest::prelude::*;
+    use sha2::Digest;
+
+    fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
 
     const RFC_CLIENT_NONCE: &str = "rOprNGfwEbeRWgbNEkqO";
     const RFC_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
@@ -692,12 +374,14 @@ mod tests {
         let mut s = ScramServer::with_nonce(v.clone(), "servernonce".into());
         s.handle_client_first(b"y,,n=,r=clientnonce").unwrap();
         // Build a correct y,, client-final by hand.
-        let salted = salted_password(b"pencil", &v.salt, 4096);
-        let ck = client_key(&salted);
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(b"pencil", &v.salt, 4096, &mut salted);
+        let ck = hmac_sha256(&salted, b"Client Key");
         let without_proof = "c=eSws,r=clientnonceservernonce";
         let auth = format!("n=,r=clientnonce,r=clientnonceservernonce,s={RFC_SALT},i=4096,{without_proof}");
-        let sig = hmac_sha256(&sha256(&ck), &[auth.as_bytes()]);
-        let msg = format!("{without_proof},p={}", B64.encode(xor32(&ck, &sig)));
+        let sig = hmac_sha256(&Sha256::digest(ck), auth.as_bytes());
+        let proof: Vec<u8> = ck.iter().zip(sig).map(|(a, b)| a ^ b).collect();
+        let msg = format!("{without_proof},p={}", B64.encode(proof));
         s.handle_client_final(msg.as_bytes()).unwrap();
         assert!(s.is_authenticated());
 

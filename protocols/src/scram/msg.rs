@@ -1,8 +1,7 @@
-//! The SCRAM message grammar (RFC 5802), shared by every SCRAM hash: SCRAM-SHA-256 here and
-//! MongoDB's SCRAM-SHA-1 (`mongodb::scram_sha1`). Parsing and validation only; the key
-//! derivation and proofs live with each hash.
+//! The SCRAM message grammar (RFC 5802), the same for every hash: parsing and validation of
+//! the four messages, nonces and the constant-time compare. Key derivation lives in `hash`.
 
-use super::scram::{ScramError, MAX_CLIENT_ITERATIONS, MAX_NONCE_LEN, MAX_SCRAM_MESSAGE_LEN};
+use super::{ScramError, MAX_CLIENT_ITERATIONS, MAX_NONCE_LEN, MAX_SCRAM_MESSAGE_LEN};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use rand::RngCore;
@@ -141,8 +140,8 @@ pub(crate) fn parse_client_final<'a>(msg: &'a [u8], gs2_header: &str) -> Result<
     Ok(ClientFinal { without_proof, nonce, proof })
 }
 
-/// Decodes a base64 client proof of the hash's length.
-pub(crate) fn decode_proof<const N: usize>(proof: &str) -> Result<[u8; N], ScramError> {
+/// Decodes a base64 client proof of the hash's length (`K` is `[u8; hash length]`).
+pub(crate) fn decode_proof<K: TryFrom<Vec<u8>>>(proof: &str) -> Result<K, ScramError> {
     B64.decode(proof)
         .map_err(|_| ScramError::Malformed("proof is not valid base64"))?
         .try_into()
