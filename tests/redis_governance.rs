@@ -166,6 +166,12 @@ fn transactions_are_masked_and_refusals_abort_them() {
         "{out}"
     );
     assert_eq!(direct(&["GET", &plain]).trim(), "v", "the aborted transaction's write ran");
+    // Commands dgf answers itself cannot be queued: refused, and the transaction aborts.
+    a.cmd(&["MULTI"]);
+    a.cmd(&["CLIENT", "SETNAME", "x"]);
+    a.cmd(&["EXEC"]);
+    let out = String::from_utf8_lossy(&a.replies(3)).into_owned();
+    assert_eq!(out, "+OK\r\n-ERR Command not allowed inside a transaction\r\n-EXECABORT Transaction discarded because of previous errors.\r\n");
     // The session goes on normally, a new transaction works.
     a.cmd(&["MULTI"]);
     a.cmd(&["GET", &plain]);

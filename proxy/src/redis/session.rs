@@ -493,6 +493,11 @@ impl Session {
             }
         }
         let w = commands::route(name, argv);
+        if self.in_multi && w == Where::Local && !matches!(name, b"RESET" | b"QUIT") {
+            // dgf answers these itself, at once: inside MULTI that would take them out of the
+            // transaction's order (the client expects QUEUED and a slot in EXEC's reply).
+            return Act::Error("ERR Command not allowed inside a transaction".into());
+        }
         if self.in_section() && matches!(w, Where::Shared | Where::Select) {
             return Act::Forward(Where::Pinned);
         }
