@@ -52,16 +52,31 @@ path = "{audit}"
     )
 }
 
-#[test]
-fn deny_mask_and_audit() {
+/// A dgf with the policy above and its audit file, plus a hash `<p>:user:1` holding an email
+/// and a session string `<p>:session:1` in the real Redis.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    audit: std::path::PathBuf,
+    r: common::redis::RedisDgf,
+    p: String,
+    u: String,
+    s: String,
+}
+
+fn fixture(prefix: &str, pool: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
-    let p = unique("dgft_gov");
-    let r = start(4, &config(&audit.display().to_string(), &p));
-    let u = format!("{p}:user:1");
-    let s = format!("{p}:session:1");
+    let p = unique(prefix);
+    let r = start(pool, &config(&audit.display().to_string(), &p));
+    let (u, s) = (format!("{p}:user:1"), format!("{p}:session:1"));
     direct(&["HSET", &u, "name", "Jane", "email", "jane@acme.com"]);
     direct(&["SET", &s, "tok-123"]);
+    Fixture { _dir: dir, audit, r, p, u, s }
+}
+
+#[test]
+fn deny_mask_and_audit() {
+    let Fixture { _dir, audit, r, p, u, s } = fixture("dgft_gov", 4);
     direct(&["SET", &format!("{p}:plain"), "visible"]);
 
     let mut a = Raw::connect(r.port);
@@ -126,15 +141,8 @@ fn deny_mask_and_audit() {
 /// Redis itself does (nothing in it runs).
 #[test]
 fn transactions_are_masked_and_refusals_abort_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let p = unique("dgft_multi");
-    let r = start(2, &config(&audit.display().to_string(), &p));
-    let u = format!("{p}:user:1");
-    let s = format!("{p}:session:1");
+    let Fixture { _dir, r, p, u, s, .. } = fixture("dgft_multi", 2);
     let plain = format!("{p}:plain");
-    direct(&["HSET", &u, "name", "Jane", "email", "jane@acme.com"]);
-    direct(&["SET", &s, "tok-123"]);
 
     let mut a = Raw::connect(r.port);
     a.cmd(&["AUTH", "analyst", "apw"]);

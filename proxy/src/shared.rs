@@ -52,6 +52,39 @@ impl ClientSlot {
     }
 }
 
+/// How a session ended, for the line `serve_client` logs.
+pub trait SessionEnd: std::fmt::Display {
+    /// An ordinary end (the client went away mid-conversation), logged at debug level.
+    fn ordinary(&self) -> bool {
+        false
+    }
+}
+
+/// What every protocol's `serve` does around its session: count the client against the caps
+/// (`body` gets `over_cap` and refuses the client in its protocol's own words), run `body` in
+/// the connection's span, then uncount the client and log how the session ended.
+pub async fn serve_client<E, F>(
+    shared: &Shared,
+    route: &crate::live::Route,
+    span: tracing::Span,
+    body: impl FnOnce(bool) -> F,
+) where
+    E: SessionEnd,
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    use tracing::Instrument;
+    let slot = ClientSlot::admit(shared, route);
+    let result = body(slot.over_cap).instrument(span.clone()).await;
+    route.metrics.clients.dec();
+    drop(slot);
+    let _e = span.enter();
+    match result {
+        Ok(()) => tracing::debug!("client disconnected"),
+        Err(e) if e.ordinary() => tracing::debug!("client disconnected"),
+        Err(e) => tracing::info!(error = %e, "session ended"),
+    }
+}
+
 impl ClientSlot {
     /// Count a client that `route` just accepted against the global and route caps, and in
     /// the route's client metrics. Every protocol's `serve` starts here.

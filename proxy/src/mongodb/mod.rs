@@ -12,7 +12,7 @@ pub mod session;
 
 use crate::live::{Route, User};
 use crate::pool::Pool;
-use crate::shared::{ClientSlot, Shared};
+use crate::shared::Shared;
 use crate::stream::Stream;
 use backend::{MongoManager, MongoTarget};
 use bson::{doc, Document};
@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 /// Pool and pins of one MongoDB route (kept across reloads while the upstream is unchanged).
 pub struct MongoRoute {
@@ -52,43 +51,38 @@ pub enum SessionError {
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+impl crate::shared::SessionEnd for SessionError {}
+
 /// Serve one accepted client connection to completion.
 pub async fn serve(shared: Arc<Shared>, route: Arc<Route>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let snap = shared.live.load_full();
-    let slot = ClientSlot::admit(&shared, &route);
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("mongo", route = %route.name, %peer, conn = id, user = tracing::field::Empty);
-    let result = async {
+    let (counted, counted_route) = (shared.clone(), route.clone());
+    crate::shared::serve_client(&counted, &counted_route, span, |over_cap| async move {
         let Some(mongo) = route.mongo.clone() else { return Err(SessionError::Refused("not a MongoDB route")) };
-        if slot.over_cap {
-            route.metrics.clients_rejected.inc();
-            return Err(SessionError::Refused("too many clients"));
+        let result = async {
+            if over_cap {
+                route.metrics.clients_rejected.inc();
+                return Err(SessionError::Refused("too many clients"));
+            }
+            let login_timeout = Duration::from_millis(snap.config.server.client_login_timeout_ms);
+            let stream = match tokio::time::timeout(login_timeout, accept(tcp, &route)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(SessionError::Refused("TLS handshake timed out")),
+            };
+            if route.cfg.require_tls && !stream.is_tls() {
+                return Err(SessionError::Refused("route requires TLS"));
+            }
+            let anon = anonymous_user(&snap, &route);
+            session::Session::new(shared.clone(), route.clone(), mongo.clone(), stream, peer, id, anon).run().await
         }
-        let login_timeout = Duration::from_millis(snap.config.server.client_login_timeout_ms);
-        let stream = match tokio::time::timeout(login_timeout, accept(tcp, &route)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(SessionError::Refused("TLS handshake timed out")),
-        };
-        if route.cfg.require_tls && !stream.is_tls() {
-            return Err(SessionError::Refused("route requires TLS"));
-        }
-        let anon = anonymous_user(&snap, &route);
-        let mut s = session::Session::new(shared.clone(), route.clone(), mongo, stream, peer, id, anon);
-        s.run().await
-    }
-    .instrument(span.clone())
+        .await;
+        release_owned(&mongo, id).await;
+        result
+    })
     .await;
-    if let Some(mongo) = &route.mongo {
-        release_owned(mongo, id).await;
-    }
-    route.metrics.clients.dec();
-    drop(slot);
-    let _e = span.enter();
-    match result {
-        Ok(()) => tracing::debug!("client disconnected"),
-        Err(e) => tracing::info!(error = %e, "session ended"),
-    }
 }
 
 /// Who a client is before it authenticates: the first `auth = "trust"` user; with no users

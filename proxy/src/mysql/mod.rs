@@ -14,12 +14,11 @@ pub mod state;
 pub mod statements;
 
 use crate::live::Route;
-use crate::shared::{ClientSlot, Shared};
+use crate::shared::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 /// Why a session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -47,32 +46,30 @@ pub enum SessionError {
     LoginTimeout,
 }
 
+impl crate::shared::SessionEnd for SessionError {
+    fn ordinary(&self) -> bool {
+        matches!(self, SessionError::ClientGone)
+    }
+}
+
 /// Serve one accepted client connection to completion.
 pub async fn serve(shared: Arc<Shared>, route: Arc<Route>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let snap = shared.live.load_full();
-    let slot = ClientSlot::admit(&shared, &route);
     let span = tracing::info_span!("mysql", route = %route.name, %peer, user = tracing::field::Empty, db = tracing::field::Empty);
-    let result = async {
+    let (counted, counted_route) = (shared.clone(), route.clone());
+    crate::shared::serve_client(&counted, &counted_route, span, |over_cap| async move {
         let Some(pools) = route.my.clone() else {
             return Err(SessionError::Protocol("route is not a MySQL route".into()));
         };
         let login_timeout = Duration::from_millis(snap.config.server.client_login_timeout_ms);
-        let login = login::login(shared.clone(), route.clone(), pools, tcp, peer, slot.over_cap);
+        let login = login::login(shared.clone(), route.clone(), pools, tcp, peer, over_cap);
         let session = match tokio::time::timeout(login_timeout, login).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(SessionError::LoginTimeout),
         };
         session.run().await
-    }
-    .instrument(span.clone())
+    })
     .await;
-    route.metrics.clients.dec();
-    drop(slot);
-    let _e = span.enter();
-    match result {
-        Ok(()) | Err(SessionError::ClientGone) => tracing::debug!("client disconnected"),
-        Err(e) => tracing::info!(error = %e, "session ended"),
-    }
 }

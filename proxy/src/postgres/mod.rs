@@ -11,7 +11,7 @@ pub mod relay;
 mod responses;
 
 use crate::live::Route;
-use crate::shared::{ClientSlot, Shared};
+use crate::shared::Shared;
 use bytes::BytesMut;
 use dgf_protocols::postgres::messages::{self, ErrorFields};
 use dgf_protocols::postgres::PgProtoError;
@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 /// Why a session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -53,35 +52,31 @@ pub enum SessionError {
     LoginTimeout,
 }
 
+impl crate::shared::SessionEnd for SessionError {
+    fn ordinary(&self) -> bool {
+        matches!(self, SessionError::ClientGone)
+    }
+}
+
 /// Serve one accepted client connection to completion.
 pub async fn serve(shared: Arc<Shared>, route: Arc<Route>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let snap = shared.live.load_full();
-    let slot = ClientSlot::admit(&shared, &route);
     let span =
         tracing::info_span!("pg", route = %route.name, %peer, user = tracing::field::Empty, db = tracing::field::Empty);
-    let result = async {
+    let (counted, counted_route) = (shared.clone(), route.clone());
+    crate::shared::serve_client(&counted, &counted_route, span, |over_cap| async move {
         let login_timeout = Duration::from_millis(snap.config.server.client_login_timeout_ms);
-        let session =
-            match tokio::time::timeout(login_timeout, login(shared.clone(), route.clone(), tcp, peer, slot.over_cap))
-                .await
-            {
-                Ok(Ok(Some(s))) => s,
-                Ok(Ok(None)) => return Ok(()),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(SessionError::LoginTimeout),
-            };
+        let login = login(shared.clone(), route.clone(), tcp, peer, over_cap);
+        let session = match tokio::time::timeout(login_timeout, login).await {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(SessionError::LoginTimeout),
+        };
         session.run().await
-    }
-    .instrument(span.clone())
+    })
     .await;
-    route.metrics.clients.dec();
-    drop(slot);
-    let _e = span.enter();
-    match result {
-        Ok(()) | Err(SessionError::ClientGone) => tracing::debug!("client disconnected"),
-        Err(e) => tracing::info!(error = %e, "session ended"),
-    }
 }
 
 async fn login(

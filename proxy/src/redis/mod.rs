@@ -13,7 +13,7 @@ pub mod upstream;
 
 use crate::live::{Route, Snapshot, User};
 use crate::pool::{CheckoutError, Pool, PoolSettings};
-use crate::shared::{ClientSlot, Shared};
+use crate::shared::Shared;
 use crate::stream::Stream;
 use dgf_config::AuthMethod;
 use dgf_protocols::postgres::auth::verify_cleartext;
@@ -22,7 +22,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
-use tracing::Instrument;
 use upstream::{MuxConn, RedisManager, RedisTarget};
 
 /// Per-route Redis state, kept across reloads while the upstream URL is unchanged.
@@ -157,14 +156,16 @@ pub fn initial_identity(snap: &Snapshot) -> (bool, Option<Arc<User>>) {
     }
 }
 
+impl crate::shared::SessionEnd for SessionError {}
+
 /// Serve one accepted client connection to completion.
 pub async fn serve(shared: Arc<Shared>, route: Arc<Route>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let Some(rr) = route.redis.clone() else { return };
-    let slot = ClientSlot::admit(&shared, &route);
     let id = rr.next_client_id();
     let span = tracing::info_span!("redis", route = %route.name, %peer, id);
-    let result = async {
+    let (counted, counted_route) = (shared.clone(), route.clone());
+    crate::shared::serve_client(&counted, &counted_route, span, |over_cap| async move {
         let mut stream = Stream::Plain(tcp);
         if let Some(acceptor) = &route.tls {
             // TLS routes speak TLS from the first byte (as Redis does with tls-port).
@@ -172,21 +173,13 @@ pub async fn serve(shared: Arc<Shared>, route: Arc<Route>, tcp: TcpStream, peer:
             let tls = acceptor.accept(tcp).await.map_err(|e| SessionError::Tls(e.to_string()))?;
             stream = Stream::Tls(Box::new(tls.into()));
         }
-        if slot.over_cap {
+        if over_cap {
             route.metrics.clients_rejected.inc();
             use tokio::io::AsyncWriteExt;
             stream.write_all(b"-ERR max number of clients reached\r\n").await?;
             return Ok(());
         }
         session::Session::new(shared.clone(), route.clone(), rr, peer, id, stream).run().await
-    }
-    .instrument(span.clone())
+    })
     .await;
-    route.metrics.clients.dec();
-    drop(slot);
-    let _e = span.enter();
-    match result {
-        Ok(()) => tracing::debug!("client disconnected"),
-        Err(e) => tracing::info!(error = %e, "session ended"),
-    }
 }
