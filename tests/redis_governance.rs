@@ -189,3 +189,75 @@ fn transactions_are_masked_and_refusals_abort_them() {
     assert!(a.replies(1).starts_with(b"-ERR DISCARD without MULTI"));
     cleanup(&p);
 }
+
+fn resp(cmds: &[&[&str]]) -> Vec<u8> {
+    let mut out = String::new();
+    for args in cmds {
+        out.push_str(&format!("*{}\r\n", args.len()));
+        for a in *args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+    }
+    out.into_bytes()
+}
+
+/// A refused command in a pipeline is answered in its place, not ahead of the replies still
+/// owed for the commands before it; the audit records follow the same order, chain and
+/// carry every field.
+#[test]
+fn pipelined_refusal_replies_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let p = unique("dgft_pipe");
+    let r = start(2, &config(&audit.display().to_string(), &p));
+    let (k1, k2, secret) = (format!("{p}:a"), format!("{p}:b"), format!("{p}:secret:x"));
+    direct(&["SET", &k1, "v1"]);
+    direct(&["SET", &k2, "v2"]);
+
+    let mut a = Raw::connect(r.port);
+    a.cmd(&["AUTH", "analyst", "apw"]);
+    assert_eq!(a.replies(1), b"+OK\r\n");
+    for _ in 0..20 {
+        a.send(&resp(&[&["GET", &k1], &["GET", &secret], &["GET", &k2], &["MGET", &secret, &k1], &["GET", &k1]]));
+        let out = String::from_utf8_lossy(&a.replies(5)).into_owned();
+        let lines: Vec<&str> = out.split("\r\n").collect();
+        assert_eq!(lines[..2], ["$2", "v1"], "{out}");
+        assert!(lines[2].starts_with("-NOPERM"), "{out}");
+        assert_eq!(lines[3..5], ["$2", "v2"], "{out}");
+        assert!(lines[5].starts_with("-NOPERM"), "{out}");
+        assert_eq!(lines[6..], ["$2", "v1", ""], "{out}");
+    }
+    drop(a);
+    // The writer flushes asynchronously (every 100 ms): wait for the 101 records.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut log = String::new();
+    while log.lines().count() < 101 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = std::fs::read_to_string(&audit).unwrap_or_default();
+    }
+    let report = dgf_rules::audit::verify(std::slice::from_ref(&audit)).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_error);
+    let recs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let redis: Vec<_> = recs.iter().filter(|r| r["protocol"] == "redis" && r["fingerprint"] != "AUTH").collect();
+    assert_eq!(redis.len(), 100, "{log}");
+    for (i, rec) in redis.iter().enumerate() {
+        let denied = matches!(i % 5, 1 | 3);
+        assert_eq!(rec["decision"], if denied { "deny" } else { "allow" }, "{rec}");
+        assert_eq!(rec["user"], "analyst");
+        assert_eq!(rec["roles"], serde_json::json!(["analyst"]));
+        assert_eq!(rec["database"], "0");
+        assert_eq!(rec["kind"], "read");
+        assert!(rec["time"].as_str().is_some_and(|t| t.len() == 24), "{rec}");
+        let objects = rec["objects"].as_array().unwrap();
+        assert_eq!(objects.len(), if i % 5 == 3 { 2 } else { 1 }, "{rec}");
+        assert!(objects.iter().all(|o| o.as_str().unwrap().starts_with("redis:#")), "{rec}");
+        if denied {
+            assert_eq!(rec["error"], "NOPERM", "{rec}");
+            assert_eq!(rec["rules"], serde_json::json!(["analysts do not touch secrets"]), "{rec}");
+        } else {
+            assert_eq!(rec["bytes"], 8, "{rec}");
+            assert!(rec["duration_us"].is_u64() && rec["error"].is_null(), "{rec}");
+        }
+    }
+    cleanup(&p);
+}

@@ -2,7 +2,7 @@
 //! metrics (per-rule hits, decisions, audit records written/dropped).
 
 use dgf_config::Config;
-use dgf_rules::audit::{AuditEvent, AuditWriter};
+use dgf_rules::audit::{AuditEvent, AuditWriter, RawBatch};
 use dgf_rules::policy::SqlVerdict;
 use dgf_rules::sql::Analyzer;
 use dgf_rules::{Policy, Verdict};
@@ -106,8 +106,35 @@ impl Governance {
         }
     }
 
+    /// Queue pre-rendered audit records (one queue send for the batch). Returns false when
+    /// the writer has failed (fail closed).
+    pub fn record_batch(&self, batch: RawBatch) -> bool {
+        match &self.audit {
+            None => true,
+            Some(w) => match w.record_batch(batch) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit records lost");
+                    false
+                }
+            },
+        }
+    }
+
+    /// The decision counters of `route`, to count without a label lookup per statement.
+    pub fn decision_counters(&self, route: &str) -> DecisionCounters {
+        DecisionCounters(DECISIONS.map(|d| self.decisions.with_label_values(&[route, d])))
+    }
+
     /// Count the rules that fired and the decision.
     pub fn count(&self, policy: &Policy, route: &str, v: &Verdict, masked: bool) {
+        self.count_rules(policy, v);
+        let d = decision(v, masked);
+        self.decisions.with_label_values(&[route, d]).inc();
+    }
+
+    /// Count the rules that fired (the decision is counted by the caller).
+    pub fn count_rules(&self, policy: &Policy, v: &Verdict) {
         let names = policy.rule_names();
         for &id in &v.hits {
             if let Some(n) = names.get(id) {
@@ -122,8 +149,6 @@ impl Governance {
         if v.deny.as_ref().is_some_and(|d| d.id == usize::MAX) {
             self.rule_hits.with_label_values(&["on_parse_error", "enforce"]).inc();
         }
-        let d = decision(v, masked);
-        self.decisions.with_label_values(&[route, d]).inc();
     }
 
     /// Refresh the audit gauges (scrape time).
@@ -240,6 +265,21 @@ fn peer_text(peer: SocketAddr) -> String {
     out.push(':');
     num(u32::from(v4.port()), &mut out);
     out
+}
+
+/// Every value [`decision`] returns, in [`DecisionCounters`] order.
+const DECISIONS: [&str; 4] = ["deny", "mask", "shadow", "allow"];
+
+/// `dgf_policy_decisions_total` of one route, one counter per decision.
+pub struct DecisionCounters([prometheus::IntCounter; 4]);
+
+impl DecisionCounters {
+    /// Count one decision (a value of [`decision`]).
+    pub fn inc(&self, d: &str) {
+        if let Some(i) = DECISIONS.iter().position(|x| *x == d) {
+            self.0[i].inc();
+        }
+    }
 }
 
 /// The audit / metrics word for a verdict.

@@ -155,6 +155,20 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandInfo> {
     table().get(std::str::from_utf8(b).ok()?)
 }
 
+/// Statement kinds without allocating: the lower-case name (`lower` for a command missing
+/// from the table, `info.name` otherwise) followed by its classes, in `out`; returns how many.
+pub fn kinds_into<'a>(info: Option<&'static CommandInfo>, lower: &'a str, out: &mut [&'a str; 5]) -> usize {
+    let (name, classes) = match info {
+        Some(i) => (i.name, i.classes),
+        None => (lower, UNKNOWN_CLASSES),
+    };
+    out[0] = name;
+    for (d, c) in out[1..].iter_mut().zip(classes) {
+        *d = c;
+    }
+    1 + classes.len().min(4)
+}
+
 /// Statement kinds for a rule check: the lower-case name followed by its classes.
 pub fn kinds(argv: &[&[u8]]) -> Vec<String> {
     let name = argv.first().map(|n| String::from_utf8_lossy(n).to_lowercase()).unwrap_or_default();
@@ -189,49 +203,57 @@ fn numkeys(argv: &[&[u8]], at: usize) -> usize {
 
 /// The key arguments of a command (empty for unknown commands and malformed argument lists).
 pub fn keys<'a>(argv: &[&'a [u8]]) -> Vec<&'a [u8]> {
-    let Some(info) = argv.first().and_then(|n| lookup(n)) else { return Vec::new() };
-    let n = argv.len();
     let mut out = Vec::new();
+    if let Some(info) = argv.first().and_then(|n| lookup(n)) {
+        each_key(info, argv, |k| out.push(k));
+    }
+    out
+}
+
+/// Calls `f` with each key argument of `argv`, a command described by `info`, in order
+/// (what [`keys`] collects, without allocating).
+pub fn each_key<'a>(info: &CommandInfo, argv: &[&'a [u8]], mut f: impl FnMut(&'a [u8])) {
+    let n = argv.len();
+    let out = &mut f;
     match info.keys {
         NoKeys => {}
         Range(first, last, step) => {
             let last = if last < 0 { n as isize + last } else { last };
             let mut i = first as isize;
             while i <= last && (i as usize) < n {
-                out.push(argv[i as usize]);
+                out(argv[i as usize]);
                 i += step as isize;
             }
         }
         NumKeys { at, dest } => {
             if let Some(d) = dest.and_then(|d| argv.get(d)) {
-                out.push(*d);
+                out(d);
             }
             let k = numkeys(argv, at);
-            out.extend(argv.iter().skip(at + 1).take(k).copied());
+            argv.iter().skip(at + 1).take(k).for_each(|k| out(k));
         }
         Streams => {
             if let Some(p) = argv.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) {
                 let rest = &argv[p + 1..];
-                out.extend(rest.iter().take(rest.len() / 2).copied());
+                rest.iter().take(rest.len() / 2).for_each(|k| out(k));
             }
         }
         Sort => {
-            out.extend(argv.get(1).copied());
+            argv.get(1).into_iter().for_each(|k| out(k));
             if let Some(p) = argv.iter().position(|a| a.eq_ignore_ascii_case(b"STORE")) {
-                out.extend(argv.get(p + 1).copied());
+                argv.get(p + 1).into_iter().for_each(|k| out(k));
             }
         }
         Migrate => match argv.get(3) {
-            Some(k) if !k.is_empty() => out.push(*k),
+            Some(k) if !k.is_empty() => out(k),
             _ => {
                 if let Some(p) = argv.iter().position(|a| a.eq_ignore_ascii_case(b"KEYS")) {
-                    out.extend(argv[p + 1..].iter().copied());
+                    argv[p + 1..].iter().for_each(|k| out(k));
                 }
             }
         },
-        Second => out.extend(argv.get(2).copied()),
+        Second => argv.get(2).into_iter().for_each(|k| out(k)),
     }
-    out
 }
 
 /// Whether a reply may carry hash field values that masking must look at, and how.
@@ -322,6 +344,18 @@ mod tests {
         for name in NO_GROWTH {
             assert!(table().contains_key(name), "{name} is not in the table");
         }
+    }
+
+    #[test]
+    fn kinds_without_allocating() {
+        let mut out = [""; 5];
+        let n = kinds_into(lookup(b"GET"), "", &mut out);
+        assert_eq!(&out[..n], ["get", "read"]);
+        let n = kinds_into(lookup(b"NEWCMD"), "newcmd", &mut out);
+        assert_eq!(&out[..n], kinds(&[b"NEWCMD"]));
+        let mut seen = Vec::new();
+        each_key(lookup(b"MSET").unwrap(), &[b"MSET", b"a", b"1", b"b", b"2"], |k| seen.push(k));
+        assert_eq!(seen, [&b"a"[..], b"b"]);
     }
 
     #[test]

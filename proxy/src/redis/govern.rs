@@ -5,9 +5,11 @@
 
 use dgf_protocols::redis::value::enc;
 use dgf_protocols::redis::{decode, Limits, Value};
-use dgf_rules::audit::{now_rfc3339, AuditEvent};
+use super::commands;
+use crate::governance::{DecisionCounters, Governance};
+use dgf_rules::audit::{now_millis, raw};
 use dgf_rules::mask::MaskFn;
-use dgf_rules::redis::{keys, kinds, mask_shape, MaskShape};
+use dgf_rules::redis::{each_key, keys, kinds, kinds_into, lookup, mask_shape, MaskShape};
 use dgf_rules::{Action, FieldRef, Namespace, Policy, RoleView};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -141,11 +143,16 @@ pub struct GovCtx {
     pub audit: bool,
     /// Whether audit records keep key names and the command line.
     pub literals: bool,
+    /// Whether a rule names keys (else the verdict depends on the command only).
+    objects_matter: bool,
+    /// The route's decision counters.
+    counters: DecisionCounters,
 }
 
 impl GovCtx {
     /// Build for a user's roles; None when there is nothing to enforce or record.
-    pub fn new(policy: &Arc<Policy>, route: &str, roles: &[String], audit: bool, literals: bool) -> Option<Self> {
+    pub fn new(policy: &Arc<Policy>, route: &str, roles: &[String], gov: &Governance) -> Option<Self> {
+        let audit = gov.auditing();
         if policy.rule_names().is_empty() && !audit {
             return None;
         }
@@ -161,18 +168,48 @@ impl GovCtx {
                 (!m.shadow).then_some(m.func)
             }) as Resolver
         });
-        Some(Self { policy: policy.clone(), view, resolver, audit, literals })
+        Some(Self {
+            policy: policy.clone(),
+            objects_matter: view.objects_matter(),
+            view,
+            resolver,
+            audit,
+            literals: gov.include_literals(),
+            counters: gov.decision_counters(route),
+        })
     }
+}
+
+/// A command's audit fields `database` .. `rules`, rendered at check time into a session
+/// buffer (`len` bytes), and its time; the reply adds bytes, duration and error.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditPart {
+    /// Statement time, Unix milliseconds.
+    pub millis: u64,
+    /// Length of the rendered fields.
+    pub len: usize,
 }
 
 /// What is kept about a forwarded command until its reply arrives.
 pub struct Pending {
     /// Reply masking.
     pub plan: Option<MaskPlan>,
-    /// Audit record to complete.
-    pub audit: Option<AuditEvent>,
+    /// Audit record to complete (its fields are next in the session's audit buffer).
+    pub audit: Option<AuditPart>,
     /// When it was sent.
     pub started: Instant,
+}
+
+/// Lower-case hex of the first 8 bytes of SHA-256(`key`): the key fingerprint of audit
+/// records without `include_literals`.
+fn key_hash<'a>(key: &[u8], out: &'a mut [u8; 16]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let h = Sha256::digest(key);
+    for (i, b) in h.iter().take(8).enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    }
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// Key fingerprint for audit: the key itself with `include_literals`, else a short hash.
@@ -180,64 +217,146 @@ pub fn key_label(key: &[u8], literals: bool) -> String {
     if literals {
         return format!("redis:{}", String::from_utf8_lossy(key));
     }
-    let h = Sha256::digest(key);
-    let hex: String = h.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("redis:#{hex}")
+    let mut hex = [0u8; 16];
+    format!("redis:#{}", key_hash(key, &mut hex))
 }
 
 /// The outcome of checking one command (pure: nothing counted or recorded yet).
 pub struct Checked {
     /// `NOPERM ...` when refused.
     pub denied: Option<String>,
-    /// What to keep until the reply.
-    pub pending: Pending,
+    /// Reply masking.
+    pub plan: Option<MaskPlan>,
+    /// Audit fields rendered by [`check`].
+    pub audit: Option<AuditPart>,
+    /// When it was checked.
+    pub started: Instant,
     verdict: dgf_rules::Verdict,
 }
 
 impl Checked {
-    /// Count the decision and, for a refusal, write its audit record. Called once the command
+    /// Count the decision (a refusal's audit record is the caller's). Called once the command
     /// is actually handled (not when it waits behind a barrier).
-    pub fn settle(&mut self, g: &GovCtx, route: &str, gov: &crate::governance::Governance) {
-        gov.count(&g.policy, route, &self.verdict, self.pending.plan.is_some());
-        if self.denied.is_some() {
-            if let Some(mut ev) = self.pending.audit.take() {
-                ev.error = Some("NOPERM".into());
-                gov.record(ev);
-            }
+    pub fn settle(&self, g: &GovCtx, gov: &Governance) {
+        let v = &self.verdict;
+        if !v.hits.is_empty() || !v.shadow.is_empty() || v.deny.is_some() {
+            gov.count_rules(&g.policy, v);
         }
+        g.counters.inc(crate::governance::decision(v, self.plan.is_some()));
     }
 }
 
-/// Check one command against the policy and prepare its mask plan and audit record.
-pub fn check(g: &GovCtx, argv: &[&[u8]], base: &AuditEvent) -> Checked {
-    let f = facts(argv);
-    let kinds: Vec<&str> = f.kinds.iter().map(String::as_str).collect();
-    let objects: Vec<String> = f.keys.iter().map(|k| format!("redis:{}", String::from_utf8_lossy(k))).collect();
-    let action = Action { kinds: &kinds, objects: &objects, fields: &[], functions: &[], flags: Default::default() };
-    let v = g.view.check(&action);
+/// `v` in decimal.
+fn decimal(mut v: u32, buf: &mut [u8; 10]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
+}
+
+/// Check one command against the policy, prepare its mask plan and, with audit on, append
+/// its audit fields `database` .. `rules` to `out` (see [`AuditPart`]). No heap allocation for
+/// a command of the table when no rule names keys and literals are off.
+pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, out: &mut Vec<u8>) -> Checked {
+    let name = argv.first().copied().unwrap_or_default();
+    let info = lookup(name);
+    let lower = match info {
+        Some(_) => String::new(),
+        None => String::from_utf8_lossy(name).to_lowercase(),
+    };
+    let mut kinds = [""; 5];
+    let n = kinds_into(info, &lower, &mut kinds);
+    let kinds = &kinds[..n];
+    let objects = |objects: &mut Vec<String>| {
+        if let Some(info) = info {
+            each_key(info, argv, |k| objects.push(format!("redis:{}", String::from_utf8_lossy(k))));
+        }
+    };
+    let mut objs = Vec::new();
+    if g.objects_matter {
+        objects(&mut objs);
+    }
+    let action = |o: &[String]| g.view.check(&Action { kinds, objects: o, fields: &[], functions: &[], flags: Default::default() });
+    let mut v = action(&objs);
+    if v.deny.is_some() && !g.objects_matter {
+        // Same verdict with the keys; its message names the first one.
+        objects(&mut objs);
+        v = action(&objs);
+    }
     let plan = g.resolver.as_ref().and_then(|r| plan(argv, r));
     let audit = g.audit.then(|| {
-        let names = g.policy.rule_names();
-        let rules = v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| n.to_string())).collect();
-        let statement = g
-            .literals
-            .then(|| argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "));
-        AuditEvent {
-            time: now_rfc3339(),
-            kind: f.kinds.get(1).cloned().unwrap_or_default(),
-            fingerprint: f.kinds.first().map(|n| n.to_uppercase()).unwrap_or_default(),
-            statement,
-            objects: f.keys.iter().map(|k| key_label(k, g.literals)).collect(),
-            decision: crate::governance::decision(&v, plan.is_some()).to_owned(),
-            rules,
-            ..base.clone()
+        let at = out.len();
+        let mut nbuf = [0u8; 10];
+        raw::field_str(out, "database", decimal(db, &mut nbuf));
+        raw::field_str(out, "kind", kinds.get(1).copied().unwrap_or_default());
+        let mut ubuf = [0u8; 32];
+        // ASCII (every command of the table): the name upper-cased; else as Unicode does it.
+        match commands::upper(name, &mut ubuf).filter(|u| u.is_ascii()).and_then(|u| std::str::from_utf8(u).ok()) {
+            Some(upper) => raw::field_str(out, "fingerprint", upper),
+            None => raw::field_str(out, "fingerprint", &kinds[0].to_uppercase()),
         }
+        if g.literals {
+            let args: Vec<_> = argv.iter().map(|a| String::from_utf8_lossy(a)).collect();
+            let mut parts: Vec<&str> = Vec::with_capacity(2 * args.len());
+            for (i, a) in args.iter().enumerate() {
+                if i > 0 {
+                    parts.push(" ");
+                }
+                parts.push(a);
+            }
+            raw::field_str_parts(out, "statement", &parts);
+        }
+        let list = raw::list_start(out, "objects");
+        if let Some(info) = info {
+            each_key(info, argv, |k| {
+                if g.literals {
+                    raw::list_item(out, list, &["redis:", &String::from_utf8_lossy(k)]);
+                } else {
+                    let mut hex = [0u8; 16];
+                    raw::list_item(out, list, &["redis:#", key_hash(k, &mut hex)]);
+                }
+            });
+        }
+        raw::list_end(out);
+        raw::field_str(out, "decision", crate::governance::decision(&v, plan.is_some()));
+        let names = g.policy.rule_names();
+        let rules = v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| &**n));
+        raw::field_strs(out, "rules", rules);
+        AuditPart { millis: now_millis(), len: out.len() - at }
     });
     Checked {
         denied: v.deny.as_ref().map(|d| format!("NOPERM {}", d.message)),
-        pending: Pending { plan, audit, started: Instant::now() },
+        plan,
+        audit,
+        started: Instant::now(),
         verdict: v,
     }
+}
+
+/// Append the audit fields known once a command is answered: `rows` (null), `bytes`,
+/// `duration_us` and `error`.
+pub fn audit_tail(out: &mut Vec<u8>, bytes: Option<u64>, duration_us: Option<u64>, error: Option<&str>) {
+    raw::field_u64(out, "rows", None);
+    raw::field_u64(out, "bytes", bytes);
+    raw::field_u64(out, "duration_us", duration_us);
+    raw::field_opt_str(out, "error", error);
+}
+
+/// The constant audit fields of a session's records: `protocol` .. `roles`.
+pub fn audit_prefix(route: &str, client: &str, user: &str, roles: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    raw::field_str(&mut out, "protocol", "redis");
+    raw::field_str(&mut out, "route", route);
+    raw::field_str(&mut out, "client", client);
+    raw::field_str(&mut out, "user", user);
+    raw::field_strs(&mut out, "roles", roles.iter().map(String::as_str));
+    out
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod govern;
 pub mod local;
 pub mod memory;
 pub mod pubsub;
+mod replies;
 pub mod session;
 pub mod upstream;
 

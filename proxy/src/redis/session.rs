@@ -17,6 +17,7 @@ use bytes::{Buf, BytesMut};
 use dgf_protocols::redis::request::encode_command;
 use dgf_protocols::redis::value::enc;
 use dgf_protocols::redis::{parse_request, Limits};
+use dgf_rules::audit::RawBatch;
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -88,7 +89,18 @@ pub struct Session {
     stalled: bool,
     gov: Option<GovCtx>,
     /// One entry per forwarded command while masking or auditing is on.
-    pending: VecDeque<Pending>,
+    pub(super) pending: VecDeque<Pending>,
+    /// Audit fields `protocol` .. `roles` of this session's records (see govern.rs).
+    pub(super) audit_prefix: Vec<u8>,
+    /// Audit fields rendered at check time of the commands in `pending`, oldest first, from
+    /// `audit_head` on.
+    pub(super) audit_fifo: Vec<u8>,
+    pub(super) audit_head: usize,
+    /// Scratch: one command's check-time fields, and the reply-time fields.
+    pub(super) audit_part: Vec<u8>,
+    pub(super) audit_tail: Vec<u8>,
+    /// Records not yet handed to the writer (sent once per client batch).
+    pub(super) audit_out: RawBatch,
     per_reply: bool,
     /// The ops/s slot a stalled command waits for (see budget.rs).
     pub(super) gate: crate::shaping::Gate,
@@ -145,6 +157,12 @@ impl Session {
             stalled: false,
             gov: None,
             pending: VecDeque::new(),
+            audit_prefix: Vec::new(),
+            audit_fifo: Vec::new(),
+            audit_head: 0,
+            audit_part: Vec::new(),
+            audit_tail: Vec::new(),
+            audit_out: RawBatch::new(),
             per_reply: false,
             gate: Default::default(),
         }
@@ -161,20 +179,10 @@ impl Session {
         let snap = self.shared.live.load();
         let g = &self.shared.governance;
         let roles = self.user.as_ref().map(|u| u.roles.clone()).unwrap_or_default();
-        self.gov = GovCtx::new(&snap.policy, &self.route.name, &roles, g.auditing(), g.include_literals());
+        self.gov = GovCtx::new(&snap.policy, &self.route.name, &roles, g);
         self.per_reply = self.gov.as_ref().is_some_and(|g| g.resolver.is_some() || g.audit);
-    }
-
-    fn audit_base(&self) -> dgf_rules::audit::AuditEvent {
-        dgf_rules::audit::AuditEvent {
-            protocol: "redis".into(),
-            route: self.route.name.clone(),
-            client: self.peer.to_string(),
-            user: self.user.as_ref().map_or_else(|| "default".to_owned(), |u| u.name.clone()),
-            roles: self.user.as_ref().map(|u| u.roles.clone()).unwrap_or_default(),
-            database: self.db.to_string(),
-            ..Default::default()
-        }
+        let user = self.user.as_ref().map_or("default", |u| u.name.as_str());
+        self.audit_prefix = govern::audit_prefix(&self.route.name, &self.peer.to_string(), user, &roles);
     }
 
     pub(super) fn busy(&self) -> bool {
@@ -229,6 +237,7 @@ impl Session {
                         while let Ok(m) = self.rx.try_recv() {
                             self.on_msg(m);
                         }
+                        self.flush_audit();
                     }
                 }
                 w = self.wr.write(&self.cout), if !self.cout.is_empty() => {
@@ -267,37 +276,6 @@ impl Session {
         }
     }
 
-    /// Mask and audit replies one by one (only while governance needs it).
-    fn per_reply_out(&mut self, mut b: &[u8], n: u32) {
-        for _ in 0..n {
-            let len = match dgf_protocols::redis::reply_len(b, &Limits::SERVER) {
-                Ok(Some(l)) => l,
-                _ => b.len(),
-            };
-            let (reply, rest) = b.split_at(len);
-            b = rest;
-            let Some(p) = self.pending.pop_front() else {
-                self.cout.extend_from_slice(reply);
-                continue;
-            };
-            let masked = p.plan.as_ref().and_then(|plan| govern::apply(plan, reply, self.proto));
-            let out: &[u8] = masked.as_deref().unwrap_or(reply);
-            self.cout.extend_from_slice(out);
-            if let Some(mut ev) = p.audit {
-                ev.duration_us = Some(p.started.elapsed().as_micros() as u64);
-                ev.bytes = Some(out.len() as u64);
-                if reply.first() == Some(&b'-') {
-                    ev.error =
-                        Some(String::from_utf8_lossy(&reply[1..]).split_whitespace().next().unwrap_or("").to_owned());
-                }
-                if !self.shared.governance.record(ev) {
-                    self.route.metrics.error("dgf_audit");
-                }
-            }
-        }
-        self.cout.extend_from_slice(b);
-    }
-
     /// Give a pinned connection back once its section is over and all its replies are in.
     fn maybe_release(&mut self) {
         if !self.in_section() && !self.busy() {
@@ -309,6 +287,7 @@ impl Session {
     }
 
     fn cleanup(&mut self) {
+        self.flush_audit();
         for (kind, name) in self.subs.drain() {
             self.rr.hub.unsubscribe(kind, &name, self.id);
         }
@@ -324,6 +303,7 @@ impl Session {
         self.stalled = false;
         let mut cin = std::mem::take(&mut self.cin);
         let mut argv_ranges = std::mem::take(&mut self.args);
+        let mut part = std::mem::take(&mut self.audit_part);
         while self.fatal.is_none() && !self.closing {
             let req = match parse_request(&cin, &CLIENT_LIMITS, &mut argv_ranges) {
                 Ok(Some(r)) => r,
@@ -337,13 +317,29 @@ impl Session {
                 cin.advance(req.len);
                 continue;
             }
-            let argv: Vec<&[u8]> = argv_ranges.iter().map(|r| &cin[r.clone()]).collect();
+            // Up to 8 arguments (GET, SET, most commands) without a heap allocation.
+            let mut small: [&[u8]; 8] = [&[]; 8];
+            let big: Vec<&[u8]>;
+            let argv: &[&[u8]] = if argv_ranges.len() <= small.len() {
+                for (d, r) in small.iter_mut().zip(&argv_ranges) {
+                    *d = &cin[r.clone()];
+                }
+                &small[..argv_ranges.len()]
+            } else {
+                big = argv_ranges.iter().map(|r| &cin[r.clone()]).collect();
+                &big
+            };
             let mut nb = [0u8; 32];
             let name: &[u8] = match commands::upper(argv[0], &mut nb) {
                 Some(n) => n,
                 None => argv[0],
             };
-            let (mut act, mut checked) = self.decide(name, &argv);
+            part.clear();
+            let (mut act, checked) = self.decide(name, argv, &mut part);
+            if let Some(msg) = checked.as_ref().and_then(|c| c.denied.as_ref()) {
+                // A refusal is answered in order: behind the barrier below when replies are owed.
+                act = Act::Error(msg.clone());
+            }
             if name == b"EXEC" && self.in_multi && self.multi_failed && matches!(act, Act::Forward(_)) {
                 // Redis refuses a transaction that had a command refused while queueing.
                 act = Act::Error("EXECABORT Transaction discarded because of previous errors.".into());
@@ -360,7 +356,8 @@ impl Session {
                 break;
             }
             let upstream = matches!(act, Act::Forward(Where::Shared | Where::Pinned | Where::Select));
-            if upstream && checked.as_ref().is_none_or(|c| c.denied.is_none()) {
+            let mut refused = None;
+            if upstream {
                 match self.budgets(name) {
                     super::budget::Budget::Go => {}
                     super::budget::Budget::Stall => {
@@ -368,23 +365,27 @@ impl Session {
                         break;
                     }
                     super::budget::Budget::Refuse(msg) => {
-                        if let Some(ev) = checked.as_mut().and_then(|c| c.pending.audit.as_mut()) {
-                            ev.error = msg.split_whitespace().next().map(str::to_owned);
-                        }
+                        refused = msg.split_whitespace().next().map(str::to_owned);
                         act = Act::Error(msg);
                     }
                 }
             }
             self.route.metrics.queries.inc();
             let mut pending = None;
-            if let (Some(c), Some(g)) = (checked.as_mut(), self.gov.as_ref()) {
-                c.settle(g, &self.route.name, &self.shared.governance);
-                if let Some(msg) = c.denied.take() {
-                    act = Act::Error(msg);
+            if let (Some(mut c), Some(g)) = (checked, self.gov.as_ref()) {
+                c.settle(g, &self.shared.governance);
+                let audit = c.audit.take();
+                if c.denied.is_some() {
+                    if let Some(a) = audit {
+                        self.audit_now(a, &part, Some("NOPERM"));
+                    }
                 } else if matches!(act, Act::Forward(Where::Shared | Where::Pinned | Where::Select)) && self.per_reply {
-                    pending = checked.map(|c| c.pending);
-                } else if let Some(ev) = checked.and_then(|c| c.pending.audit) {
-                    self.shared.governance.record(ev);
+                    if audit.is_some() {
+                        self.audit_fifo.extend_from_slice(&part);
+                    }
+                    pending = Some(Pending { plan: c.plan.take(), audit, started: c.started });
+                } else if let Some(a) = audit {
+                    self.audit_now(a, &part, refused.as_deref());
                 }
             }
             let queued = self.in_multi && !matches!(name, b"EXEC" | b"DISCARD" | b"MULTI" | b"WATCH");
@@ -409,7 +410,7 @@ impl Session {
             }
             match act {
                 Act::Error(msg) => enc::error(&mut self.cout, &msg),
-                Act::Local | Act::Forward(Where::Local) => self.local(name, &argv),
+                Act::Local | Act::Forward(Where::Local) => self.local(name, argv),
                 Act::Forward(w) => {
                     let target = if w == Where::Shared { Active::Shared } else { Active::Pinned };
                     if target == Active::Pinned && self.pinned.is_none() {
@@ -464,15 +465,18 @@ impl Session {
         }
         self.cin = cin;
         self.args = argv_ranges;
+        self.audit_part = part;
+        self.flush_audit();
     }
 
     /// The hook point of the query path: classify, authorise and route one command.
-    fn decide(&self, name: &[u8], argv: &[&[u8]]) -> (Act, Option<govern::Checked>) {
+    /// With audit on, the command's check-time audit fields are appended to `part`.
+    fn decide(&self, name: &[u8], argv: &[&[u8]], part: &mut Vec<u8>) -> (Act, Option<govern::Checked>) {
         let act = self.route_cmd(name, argv);
         if matches!(act, Act::Error(_)) {
             return (act, None);
         }
-        let checked = self.gov.as_ref().map(|g| govern::check(g, argv, &self.audit_base()));
+        let checked = self.gov.as_ref().map(|g| govern::check(g, argv, self.db, part));
         (act, checked)
     }
 

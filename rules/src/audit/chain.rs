@@ -32,6 +32,38 @@ pub(crate) fn chain_hash(prev_hash: &str, body: &[u8]) -> String {
     hex(&h.finalize())
 }
 
+/// The line of a raw record (see raw.rs): `{"time":..,"seq":..,"instance":..` + `fields` +
+/// `,"prev_hash":..}` sealed like [`seal`] does, into `line` (cleared first). `hash` holds the
+/// previous record's hash on entry and this record's on return.
+pub(crate) fn seal_raw(line: &mut Vec<u8>, time: &str, seq: u64, instance_json: &[u8], fields: &[u8], hash: &mut String) {
+    line.clear();
+    line.extend_from_slice(b"{\"time\":");
+    super::json::string(line, time);
+    super::json::key(line, "seq");
+    super::json::number(line, seq);
+    super::json::key(line, "instance");
+    line.extend_from_slice(instance_json);
+    line.extend_from_slice(fields);
+    super::json::key(line, "prev_hash");
+    super::json::string(line, hash);
+    line.push(b'}');
+    let mut h = Sha256::new();
+    h.update(hash.as_bytes());
+    h.update(&line[..]);
+    let digest = h.finalize();
+    hash.clear();
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in digest {
+        hash.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hash.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    line.pop();
+    line.extend_from_slice(HASH_PREFIX);
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(HASH_SUFFIX);
+    line.push(b'\n');
+}
+
 fn is_hash(s: &[u8]) -> bool {
     s.len() == 64 && s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -21,9 +21,24 @@ fn word_needs_escape(w: u64) -> bool {
 /// Append `s` as a JSON string the way serde_json escapes it: `"` and `\` with a backslash,
 /// the control characters with their short forms (`\b \t \n \f \r`) or `\u00xx` (lower-case
 /// hex); everything else (DEL, non-ASCII) raw. Clean 8-byte runs are skipped a word at a time.
-fn string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    escape(out, s);
+    out.push(b'"');
+}
+
+/// One JSON string made of `parts` concatenated.
+pub(crate) fn string_parts(out: &mut Vec<u8>, parts: &[&str]) {
+    out.push(b'"');
+    for p in parts {
+        escape(out, p);
+    }
+    out.push(b'"');
+}
+
+/// `s` escaped, without the quotes.
+fn escape(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
     let mut i = 0;
@@ -61,10 +76,9 @@ fn string(out: &mut Vec<u8>, s: &str) {
         }
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
-fn number(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn number(out: &mut Vec<u8>, mut v: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -89,7 +103,7 @@ fn strings(out: &mut Vec<u8>, list: &[String]) {
     out.push(b']');
 }
 
-fn key(out: &mut Vec<u8>, name: &str) {
+pub(crate) fn key(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");

@@ -40,6 +40,8 @@
 mod chain;
 mod json;
 mod pretty;
+pub mod raw;
+mod resume;
 mod verify;
 mod writer;
 
@@ -48,6 +50,7 @@ mod tests;
 
 pub use chain::GENESIS_HASH;
 pub use pretty::pretty;
+pub use raw::RawBatch;
 pub use verify::{discover, verify, verify_with, VerifyError, VerifyReason, VerifyReport, VerifyStart};
 pub use writer::{AuditStats, AuditWriter, DEFAULT_MAX_FILE_BYTES, DEFAULT_QUEUE, FLUSH_INTERVAL};
 
@@ -163,6 +166,11 @@ impl AuditError {
 /// Now as RFC 3339 UTC with milliseconds (`2025-01-31T12:00:00.123Z`).
 pub fn now_rfc3339() -> String {
     rfc3339_utc(SystemTime::now())
+}
+
+/// Now as Unix milliseconds (the stamp of a [`RawBatch`] record).
+pub fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `t` as RFC 3339 UTC with milliseconds. Times before 1970 print as the epoch.

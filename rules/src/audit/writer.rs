@@ -1,18 +1,20 @@
 //! The audit writer: a bounded queue to one writer thread that chains, buffers, flushes and
 //! rotates; resuming the chain of an existing file on start.
 
-use super::chain::{check_line, seal, GENESIS_HASH};
-use super::verify::{discover, rotated_name};
-use super::{file_stamp, now_rfc3339, AuditError, AuditEvent};
+use super::chain::{seal, seal_raw};
+use super::raw::RawBatch;
+use super::resume::{resume, Resume};
+use super::verify::rotated_name;
+use super::{file_stamp, now_rfc3339, rfc3339_utc, AuditError, AuditEvent};
 use dgf_config::{AuditConfig, AuditOverflow};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Queue length when `audit.queue` is not set.
 pub const DEFAULT_QUEUE: usize = 65_536;
@@ -25,9 +27,7 @@ const BUSY_NAP: Duration = Duration::from_millis(1);
 /// ...this many times in a row before it goes back to a blocking wait.
 const BUSY_NAPS: u32 = 10;
 
-const WRITE_BUFFER: usize = 64 * 1024;
-/// A last line longer than this is treated as damaged when resuming.
-const MAX_TAIL_LINE: u64 = 64 * 1024 * 1024;
+pub(crate) const WRITE_BUFFER: usize = 64 * 1024;
 
 /// Counters and chain tip, as returned by [`AuditWriter::shutdown`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +46,7 @@ pub struct AuditStats {
 
 enum Msg {
     Event(Box<AuditEvent>),
+    Batch(Box<RawBatch>),
     Shutdown,
 }
 
@@ -126,11 +127,16 @@ impl AuditWriter {
             #[cfg(test)]
             pause: Mutex::new(()),
         });
+        let mut instance_json = Vec::new();
+        super::json::string(&mut instance_json, instance);
         let mut state = State {
             sink,
             seq: resume.seq,
             hash: resume.hash,
             instance: instance.to_owned(),
+            instance_json,
+            line: Vec::with_capacity(1024),
+            clock: (u64::MAX, String::new()),
             include_literals: cfg.include_literals,
             pending: 0,
             shared: Arc::clone(&shared),
@@ -171,12 +177,28 @@ impl AuditWriter {
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(self.lost());
         }
-        let Some(tx) = &self.tx else { return Err(self.lost()) };
-        let msg = Msg::Event(Box::new(ev));
+        self.send(Msg::Event(Box::new(ev)), 1)
+    }
+
+    /// Queues a batch of pre-rendered records (one queue slot for all of them), with the same
+    /// backpressure, drop and failure rules as [`record`](Self::record), counted per record.
+    pub fn record_batch(&self, batch: RawBatch) -> Result<(), AuditError> {
+        let n = batch.len() as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(self.lost_n(n));
+        }
+        self.send(Msg::Batch(Box::new(batch)), n)
+    }
+
+    fn send(&self, msg: Msg, n: u64) -> Result<(), AuditError> {
+        let Some(tx) = &self.tx else { return Err(self.lost_n(n)) };
         let sent = if self.drop_on_full {
             match tx.try_send(msg) {
                 Err(TrySendError::Full(_)) => {
-                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.shared.dropped.fetch_add(n, Ordering::Relaxed);
                     return Ok(());
                 }
                 other => other.is_ok(),
@@ -187,12 +209,16 @@ impl AuditWriter {
         if sent {
             Ok(())
         } else {
-            Err(self.lost())
+            Err(self.lost_n(n))
         }
     }
 
     fn lost(&self) -> AuditError {
-        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        self.lost_n(1)
+    }
+
+    fn lost_n(&self, n: u64) -> AuditError {
+        self.shared.dropped.fetch_add(n, Ordering::Relaxed);
         AuditError::Stopped(self.shared.failure().unwrap_or_else(|| "the writer thread is gone".into()))
     }
 
@@ -261,6 +287,12 @@ struct State {
     seq: u64,
     hash: String,
     instance: String,
+    /// `instance` as a JSON string.
+    instance_json: Vec<u8>,
+    /// Line buffer of raw records.
+    line: Vec<u8>,
+    /// The last raw record's millisecond and its RFC 3339 text.
+    clock: (u64, String),
     include_literals: bool,
     /// Records written to the buffer since the last flush.
     pending: u64,
@@ -282,9 +314,14 @@ impl State {
                 #[cfg(test)]
                 drop(self.shared.pause.lock().unwrap_or_else(PoisonError::into_inner));
                 match msg {
-                    Ok(Msg::Event(ev)) => {
-                        if let Err(e) = self.write_event(*ev) {
-                            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    Ok(m @ (Msg::Event(_) | Msg::Batch(_))) => {
+                        let written = match m {
+                            Msg::Event(ev) => self.write_event(*ev).map_err(|e| (e, 1)),
+                            Msg::Batch(b) => self.write_batch(&b),
+                            Msg::Shutdown => Ok(()),
+                        };
+                        if let Err((e, lost)) = written {
+                            self.shared.dropped.fetch_add(lost, Ordering::Relaxed);
                             break 'outer Err(e);
                         }
                         let now = Instant::now();
@@ -331,6 +368,7 @@ impl State {
             for msg in rx.iter() {
                 match msg {
                     Msg::Event(_) => self.shared.dropped.fetch_add(1, Ordering::Relaxed),
+                    Msg::Batch(b) => self.shared.dropped.fetch_add(b.len() as u64, Ordering::Relaxed),
                     Msg::Shutdown => break,
                 };
             }
@@ -359,6 +397,23 @@ impl State {
         self.seq = ev.seq;
         self.hash = hash;
         self.pending += 1;
+        Ok(())
+    }
+
+    /// Chain and write every record of `batch`; on error, the records not written.
+    fn write_batch(&mut self, batch: &RawBatch) -> Result<(), (AuditError, u64)> {
+        let mut left = batch.len() as u64;
+        for (millis, fields) in batch.records() {
+            if self.clock.0 != millis {
+                self.clock = (millis, rfc3339_utc(UNIX_EPOCH + Duration::from_millis(millis)));
+            }
+            let seq = self.seq + 1;
+            seal_raw(&mut self.line, &self.clock.1, seq, &self.instance_json, fields, &mut self.hash);
+            self.sink.write_line(&self.line).map_err(|e| (e, left))?;
+            self.seq = seq;
+            self.pending += 1;
+            left -= 1;
+        }
         Ok(())
     }
 
@@ -454,7 +509,7 @@ impl FileSink {
 }
 
 /// Renames `path` to a free rotated name and returns that name.
-fn set_aside(path: &Path) -> Result<PathBuf, AuditError> {
+pub(crate) fn set_aside(path: &Path) -> Result<PathBuf, AuditError> {
     let stamp = file_stamp(SystemTime::now());
     let mut n = 0u32;
     loop {
@@ -467,116 +522,3 @@ fn set_aside(path: &Path) -> Result<PathBuf, AuditError> {
     }
 }
 
-/// Where the chain continues.
-struct Resume {
-    seq: u64,
-    hash: String,
-    notice: Option<String>,
-    set_aside: Option<PathBuf>,
-}
-
-impl Resume {
-    fn genesis() -> Self {
-        Self { seq: 0, hash: GENESIS_HASH.into(), notice: None, set_aside: None }
-    }
-}
-
-/// Finds the chain tip for a file sink at `path`: its last record, or the newest rotated
-/// sibling's when it is empty or missing. A damaged last line is never silently skipped.
-fn resume(path: &Path) -> Result<Resume, AuditError> {
-    let len = match std::fs::metadata(path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(AuditError::io(path, e)),
-    };
-    if len > 0 {
-        return match tail(path)? {
-            Ok((seq, hash)) => Ok(Resume { seq, hash, notice: None, set_aside: None }),
-            Err(why) => {
-                let good = last_intact(path)?;
-                let aside = set_aside(path)?;
-                Ok(damaged(&aside, &why, good, Some(aside.clone())))
-            }
-        };
-    }
-    let siblings = discover(path)?;
-    let Some(newest) = siblings.iter().rev().find(|p| p.as_path() != path) else {
-        return Ok(Resume::genesis());
-    };
-    match tail(newest)? {
-        Ok((seq, hash)) => Ok(Resume { seq, hash, notice: None, set_aside: None }),
-        Err(why) => Ok(damaged(newest, &why, last_intact(newest)?, None)),
-    }
-}
-
-fn damaged(file: &Path, why: &str, good: Option<(u64, String)>, set_aside: Option<PathBuf>) -> Resume {
-    let moved = if set_aside.is_some() { " (moved aside)" } else { "" };
-    let (seq, hash, from) = match good {
-        Some((seq, hash)) => (seq, hash, format!("continues from its last intact record, seq {seq}")),
-        None => (0, GENESIS_HASH.to_owned(), "has no intact record: the chain restarts at genesis".to_owned()),
-    };
-    let notice = format!("audit file {}{moved} ends with a damaged record ({why}); the chain {from}", file.display());
-    Resume { seq, hash, notice: Some(notice), set_aside }
-}
-
-/// `Ok(Ok((seq, hash)))` when the last line of `path` is a complete record matching its hash,
-/// `Ok(Err(why))` when it is damaged.
-fn tail(path: &Path) -> Result<Result<(u64, String), String>, AuditError> {
-    let io = |e| AuditError::io(path, e);
-    let mut f = File::open(path).map_err(io)?;
-    let len = f.metadata().map_err(io)?.len();
-    if len == 0 {
-        return Ok(Err("the file is empty".into()));
-    }
-    let mut last = [0u8; 1];
-    f.seek(SeekFrom::Start(len - 1)).map_err(io)?;
-    f.read_exact(&mut last).map_err(io)?;
-    if last[0] != b'\n' {
-        return Ok(Err("the last line is incomplete (truncated write)".into()));
-    }
-    // Walk back from the final newline to the previous one.
-    let end = len - 1;
-    let mut start = end;
-    let mut chunks: Vec<Vec<u8>> = Vec::new();
-    while start > 0 {
-        if end - start > MAX_TAIL_LINE {
-            return Ok(Err("the last line is implausibly long".into()));
-        }
-        let from = start.saturating_sub(WRITE_BUFFER as u64);
-        let mut chunk = vec![0u8; (start - from) as usize];
-        f.seek(SeekFrom::Start(from)).map_err(io)?;
-        f.read_exact(&mut chunk).map_err(io)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            chunks.push(chunk.split_off(i + 1));
-            break;
-        }
-        chunks.push(chunk);
-        start = from;
-    }
-    let line: Vec<u8> = chunks.into_iter().rev().flatten().collect();
-    Ok(match check_line(&line) {
-        Ok(c) if c.hash_ok => Ok((c.seq, c.hash)),
-        Ok(_) => Err("the last record does not match its hash".into()),
-        Err(why) => Err(format!("the last line is malformed: {why}")),
-    })
-}
-
-/// `(seq, hash)` of the last complete line of `path` that matches its own hash.
-fn last_intact(path: &Path) -> Result<Option<(u64, String)>, AuditError> {
-    let f = File::open(path).map_err(|e| AuditError::io(path, e))?;
-    let mut reader = BufReader::new(f);
-    let mut line = Vec::new();
-    let mut good = None;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(|e| AuditError::io(path, e))? == 0 {
-            return Ok(good);
-        }
-        let Some(complete) = line.strip_suffix(b"\n") else { return Ok(good) };
-        if let Ok(c) = check_line(complete) {
-            if c.hash_ok {
-                good = Some((c.seq, c.hash));
-            }
-        }
-    }
-}

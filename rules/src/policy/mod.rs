@@ -360,6 +360,13 @@ impl RoleView {
         !self.masks.is_empty()
     }
 
+    /// Whether any deny / allow / limit rule names objects: when none does, [`check`](Self::check)
+    /// matches on statement kinds (and guard facts) only, and an action without objects gets
+    /// the same verdict, except for a denial's message, which names the first object.
+    pub fn objects_matter(&self) -> bool {
+        self.rules.iter().any(|r| r.action != RuleAction::Mask && !r.tables.is_empty())
+    }
+
     /// Whether unparseable statements are denied.
     pub fn parse_error_denies(&self) -> bool {
         self.parse_error_denies

@@ -1,0 +1,204 @@
+//! Pre-rendered audit records for hot paths: the caller writes a record's fields from
+//! `protocol` through `error` straight into JSON bytes (a session renders its constant part —
+//! protocol, route, client, user, roles — once), collects many records in one [`RawBatch`]
+//! and hands the batch to the writer in one queue send. The writer adds `time`, `seq`,
+//! `instance` in front and `prev_hash`/`hash` behind, so a raw record's line is byte for byte
+//! the line [`AuditEvent`](super::AuditEvent) with the same content would give (tested).
+//!
+//! The caller is responsible for `include_literals`: with it off, it must not render a
+//! `statement` field (the writer cannot drop it from rendered bytes).
+
+use super::json;
+
+/// One record's place in a [`RawBatch`].
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    /// Statement time, Unix milliseconds.
+    millis: u64,
+    /// End of its fields in the batch buffer.
+    end: usize,
+}
+
+/// Records rendered by the caller, handed to the writer together
+/// ([`AuditWriter::record_batch`](super::AuditWriter::record_batch)).
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    buf: Vec<u8>,
+    recs: Vec<Meta>,
+}
+
+impl RawBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.recs.is_empty()
+    }
+
+    /// Append one record stamped at `millis` (Unix milliseconds) whose fields are `parts`
+    /// concatenated: `,"protocol":...` through `,"error":...`, rendered with the `field_*`
+    /// functions of this module in [`AuditEvent`](super::AuditEvent)'s field order.
+    pub fn push(&mut self, millis: u64, parts: &[&[u8]]) {
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+        self.recs.push(Meta { millis, end: self.buf.len() });
+    }
+
+    /// `(millis, fields)` of each record, in order.
+    pub(crate) fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut start = 0;
+        self.recs.iter().map(move |m| {
+            let fields = self.buf.get(start..m.end).unwrap_or_default();
+            start = m.end;
+            (m.millis, fields)
+        })
+    }
+}
+
+/// `,"name":"value"` (JSON-escaped like serde_json).
+pub fn field_str(out: &mut Vec<u8>, name: &str, value: &str) {
+    json::key(out, name);
+    json::string(out, value);
+}
+
+/// `,"name":"value"` with a value in parts (concatenated, then escaped).
+pub fn field_str_parts(out: &mut Vec<u8>, name: &str, parts: &[&str]) {
+    json::key(out, name);
+    json::string_parts(out, parts);
+}
+
+/// `,"name":["a","b"]`.
+pub fn field_strs<'a>(out: &mut Vec<u8>, name: &str, values: impl IntoIterator<Item = &'a str>) {
+    json::key(out, name);
+    out.push(b'[');
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::string(out, v);
+    }
+    out.push(b']');
+}
+
+/// Start of `,"name":[`; then [`list_item`] per element and [`list_end`].
+pub fn list_start(out: &mut Vec<u8>, name: &str) -> usize {
+    json::key(out, name);
+    out.push(b'[');
+    out.len()
+}
+
+/// One element (in parts) of a list opened at `start` by [`list_start`].
+pub fn list_item(out: &mut Vec<u8>, start: usize, parts: &[&str]) {
+    if out.len() > start {
+        out.push(b',');
+    }
+    json::string_parts(out, parts);
+}
+
+/// Close a list.
+pub fn list_end(out: &mut Vec<u8>) {
+    out.push(b']');
+}
+
+/// `,"name":123` or `,"name":null`.
+pub fn field_u64(out: &mut Vec<u8>, name: &str, value: Option<u64>) {
+    json::key(out, name);
+    match value {
+        Some(n) => json::number(out, n),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `,"name":"value"` or `,"name":null`.
+pub fn field_opt_str(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
+    json::key(out, name);
+    match value {
+        Some(v) => json::string(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{chain, AuditEvent, GENESIS_HASH};
+
+    /// The fields of `ev` from protocol to error, rendered with this module.
+    fn render(ev: &AuditEvent) -> Vec<u8> {
+        let mut out = Vec::new();
+        field_str(&mut out, "protocol", &ev.protocol);
+        field_str(&mut out, "route", &ev.route);
+        field_str_parts(&mut out, "client", &[&ev.client[..3], &ev.client[3..]]);
+        field_str(&mut out, "user", &ev.user);
+        field_strs(&mut out, "roles", ev.roles.iter().map(String::as_str));
+        field_str(&mut out, "database", &ev.database);
+        field_str(&mut out, "kind", &ev.kind);
+        field_str(&mut out, "fingerprint", &ev.fingerprint);
+        if let Some(s) = &ev.statement {
+            field_str(&mut out, "statement", s);
+        }
+        let at = list_start(&mut out, "objects");
+        for o in &ev.objects {
+            list_item(&mut out, at, &[&o[..1], &o[1..]]);
+        }
+        list_end(&mut out);
+        field_str(&mut out, "decision", &ev.decision);
+        field_strs(&mut out, "rules", ev.rules.iter().map(String::as_str));
+        field_u64(&mut out, "rows", ev.rows);
+        field_u64(&mut out, "bytes", ev.bytes);
+        field_u64(&mut out, "duration_us", ev.duration_us);
+        field_opt_str(&mut out, "error", ev.error.as_deref());
+        out
+    }
+
+    #[test]
+    fn raw_line_equals_event_line() {
+        let mut ev = AuditEvent {
+            time: "2026-11-28T17:00:00.123Z".into(),
+            seq: 42,
+            instance: "dgf-\"1\"".into(),
+            protocol: "redis".into(),
+            route: "r".into(),
+            client: "127.0.0.1:5000".into(),
+            user: "al\nice".into(),
+            roles: vec!["a".into(), "b".into()],
+            database: "3".into(),
+            kind: "read".into(),
+            fingerprint: "GET".into(),
+            statement: Some("GET k\u{1}".into()),
+            objects: vec!["redis:#00ff".into(), "redis:x".into()],
+            decision: "allow".into(),
+            rules: vec!["r1".into()],
+            rows: None,
+            bytes: Some(12),
+            duration_us: Some(7),
+            error: Some("ERR".into()),
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        };
+        let mut batch = RawBatch::new();
+        let fields = render(&ev);
+        batch.push(1_795_885_200_123, &[&fields[..10], &fields[10..]]);
+        assert_eq!(batch.len(), 1);
+        let (millis, got) = batch.records().next().unwrap();
+        assert_eq!(got, &fields[..]);
+        let mut line = Vec::new();
+        let time = super::super::rfc3339_utc(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis));
+        let mut inst = Vec::new();
+        json::string(&mut inst, &ev.instance);
+        let mut hash = GENESIS_HASH.to_owned();
+        chain::seal_raw(&mut line, &time, ev.seq, &inst, got, &mut hash);
+        let (want, want_hash) = chain::seal(&mut ev).unwrap();
+        assert_eq!(String::from_utf8_lossy(&line), String::from_utf8_lossy(&want));
+        assert_eq!(hash, want_hash);
+    }
+}
