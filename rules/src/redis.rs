@@ -140,8 +140,29 @@ const TABLE: &[(&str, &[&str], KeySpec)] = &[
 /// `dangerous` deny rule also covers commands newer than this table (fail closed).
 pub const UNKNOWN_CLASSES: &[&str] = &["unknown", "dangerous", "admin", "write"];
 
-fn table() -> &'static HashMap<&'static str, CommandInfo> {
-    static T: OnceLock<HashMap<&'static str, CommandInfo>> = OnceLock::new();
+/// FNV-1a: the table is looked up once per command with names of a few bytes, where SipHash's
+/// setup dominates; the keys are the fixed command names, so flooding is not a concern.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type Table = HashMap<&'static str, CommandInfo, std::hash::BuildHasherDefault<Fnv>>;
+
+fn table() -> &'static Table {
+    static T: OnceLock<Table> = OnceLock::new();
     T.get_or_init(|| TABLE.iter().map(|&(name, classes, keys)| (name, CommandInfo { name, classes, keys })).collect())
 }
 

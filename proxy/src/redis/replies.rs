@@ -4,6 +4,7 @@
 use super::govern;
 use super::session::Session;
 use dgf_protocols::redis::Limits;
+use dgf_rules::audit::RawBatch;
 
 impl Session {
     /// Queue the record of a command answered without a reply to wait for: its check-time
@@ -19,7 +20,9 @@ impl Session {
         if self.audit_out.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.audit_out);
+        // The next batch is sized like this one: no regrowth while it fills.
+        let next = RawBatch::with_capacity(self.audit_out.len(), self.audit_out.bytes());
+        let batch = std::mem::replace(&mut self.audit_out, next);
         if !self.shared.governance.record_batch(batch) {
             self.route.metrics.error("dgf_audit");
         }

@@ -202,6 +202,9 @@ impl Session {
     }
 
     async fn run_inner(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<(), SessionError> {
+        // One future for the whole session, not one per loop turn (each registers a waiter).
+        let stop = shutdown.changed();
+        tokio::pin!(stop);
         loop {
             self.process_input().await;
             self.flush_batch().await;
@@ -245,7 +248,7 @@ impl Session {
                     self.route.metrics.bytes_out.inc_by(n as u64);
                     self.cout.drain(..n);
                 }
-                _ = shutdown.changed() => {
+                _ = &mut stop, if !self.closing => {
                     self.closing = true;
                 }
                 _ = crate::shaping::sleep_until(self.gate.deadline()), if self.gate.deadline().is_some() => {}
@@ -380,9 +383,6 @@ impl Session {
                         self.audit_now(a, &part, Some("NOPERM"));
                     }
                 } else if matches!(act, Act::Forward(Where::Shared | Where::Pinned | Where::Select)) && self.per_reply {
-                    if audit.is_some() {
-                        self.audit_fifo.extend_from_slice(&part);
-                    }
                     pending = Some(Pending { plan: c.plan.take(), audit, started: c.started });
                 } else if let Some(a) = audit {
                     self.audit_now(a, &part, refused.as_deref());
@@ -418,6 +418,9 @@ impl Session {
                             Ok(c) => self.pinned = Some(c),
                             Err(e) => {
                                 enc::error(&mut self.cout, &format!("ERR dgf: {e}"));
+                                if let Some(a) = pending.take().and_then(|p| p.audit) {
+                                    self.audit_now(a, &part, Some("ERR"));
+                                }
                                 cin.advance(req.len);
                                 continue;
                             }
@@ -442,11 +445,16 @@ impl Session {
                     }
                     self.batch_n += 1;
                     if self.per_reply {
-                        self.pending.push_back(pending.take().unwrap_or_else(|| Pending {
+                        let p = pending.take().unwrap_or_else(|| Pending {
                             plan: None,
                             audit: None,
                             started: std::time::Instant::now(),
-                        }));
+                        });
+                        if p.audit.is_some() {
+                            // Its check-time audit fields, completed when its reply arrives.
+                            self.audit_fifo.extend_from_slice(&part);
+                        }
+                        self.pending.push_back(p);
                     }
                     if w == Where::Select || name == b"EXEC" || name == b"RESET" {
                         self.batch_resets = true;

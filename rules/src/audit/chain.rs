@@ -36,27 +36,30 @@ pub(crate) fn chain_hash(prev_hash: &str, body: &[u8]) -> String {
 /// `,"prev_hash":..}` sealed like [`seal`] does, into `line` (cleared first). `hash` holds the
 /// previous record's hash on entry and this record's on return.
 pub(crate) fn seal_raw(line: &mut Vec<u8>, time: &str, seq: u64, instance_json: &[u8], fields: &[u8], hash: &mut String) {
+    // `time` (RFC 3339) and `hash` (hex) never need JSON escaping: written as they are.
     line.clear();
-    line.extend_from_slice(b"{\"time\":");
-    super::json::string(line, time);
-    super::json::key(line, "seq");
+    line.extend_from_slice(b"{\"time\":\"");
+    line.extend_from_slice(time.as_bytes());
+    line.extend_from_slice(b"\",\"seq\":");
     super::json::number(line, seq);
-    super::json::key(line, "instance");
+    line.extend_from_slice(b",\"instance\":");
     line.extend_from_slice(instance_json);
     line.extend_from_slice(fields);
-    super::json::key(line, "prev_hash");
-    super::json::string(line, hash);
-    line.push(b'}');
+    line.extend_from_slice(b",\"prev_hash\":\"");
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(b"\"}");
     let mut h = Sha256::new();
     h.update(hash.as_bytes());
     h.update(&line[..]);
     let digest = h.finalize();
-    hash.clear();
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in digest {
-        hash.push(char::from(DIGITS[usize::from(b >> 4)]));
-        hash.push(char::from(DIGITS[usize::from(b & 15)]));
+    let mut hex = [0u8; 64];
+    for (i, b) in digest.iter().enumerate() {
+        hex[2 * i] = DIGITS[usize::from(b >> 4)];
+        hex[2 * i + 1] = DIGITS[usize::from(b & 15)];
     }
+    hash.clear();
+    hash.push_str(std::str::from_utf8(&hex).unwrap_or_default());
     line.pop();
     line.extend_from_slice(HASH_PREFIX);
     line.extend_from_slice(hash.as_bytes());

@@ -33,6 +33,16 @@ impl RawBatch {
         Self::default()
     }
 
+    /// An empty batch with room for `records` records of `bytes` bytes in all.
+    pub fn with_capacity(records: usize, bytes: usize) -> Self {
+        Self { buf: Vec::with_capacity(bytes), recs: Vec::with_capacity(records) }
+    }
+
+    /// Bytes of rendered fields in the batch.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Records in the batch.
     pub fn len(&self) -> usize {
         self.recs.len()
