@@ -3,10 +3,10 @@
 //! RESP2 and RESP3 replies (GET, MGET, GETEX, GETDEL, HGET, HMGET, HGETALL, HRANDFIELD
 //! WITHVALUES).
 
-use dgf_protocols::redis::value::enc;
-use dgf_protocols::redis::{decode, Limits, Value};
 use super::commands;
 use crate::governance::{DecisionCounters, Governance};
+use dgf_protocols::redis::value::enc;
+use dgf_protocols::redis::{decode, Limits, Value};
 use dgf_rules::audit::{now_millis, raw};
 use dgf_rules::mask::MaskFn;
 use dgf_rules::redis::{each_key, keys, kinds, kinds_into, lookup, mask_shape, MaskShape};
@@ -282,7 +282,9 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, out: &mut Vec<u8>) -> Checked 
     if g.objects_matter {
         objects(&mut objs);
     }
-    let action = |o: &[String]| g.view.check(&Action { kinds, objects: o, fields: &[], functions: &[], flags: Default::default() });
+    let action = |o: &[String]| {
+        g.view.check(&Action { kinds, objects: o, fields: &[], functions: &[], flags: Default::default() })
+    };
     let mut v = action(&objs);
     if v.deny.is_some() && !g.objects_matter {
         // Same verdict with the keys; its message names the first one.

@@ -21,7 +21,7 @@ impl Session {
             return;
         }
         // The next batch is sized like this one: no regrowth while it fills.
-        let next = RawBatch::with_capacity(self.audit_out.len(), self.audit_out.bytes());
+        let next = RawBatch::with_capacity(self.audit_out.bytes());
         let batch = std::mem::replace(&mut self.audit_out, next);
         if !self.shared.governance.record_batch(batch) {
             self.route.metrics.error("dgf_audit");

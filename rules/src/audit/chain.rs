@@ -35,7 +35,14 @@ pub(crate) fn chain_hash(prev_hash: &str, body: &[u8]) -> String {
 /// The line of a raw record (see raw.rs): `{"time":..,"seq":..,"instance":..` + `fields` +
 /// `,"prev_hash":..}` sealed like [`seal`] does, into `line` (cleared first). `hash` holds the
 /// previous record's hash on entry and this record's on return.
-pub(crate) fn seal_raw(line: &mut Vec<u8>, time: &str, seq: u64, instance_json: &[u8], fields: &[u8], hash: &mut String) {
+pub(crate) fn seal_raw(
+    line: &mut Vec<u8>,
+    time: &str,
+    seq: u64,
+    instance_json: &[u8],
+    fields: &[u8],
+    hash: &mut String,
+) {
     // `time` (RFC 3339) and `hash` (hex) never need JSON escaping: written as they are.
     line.clear();
     line.extend_from_slice(b"{\"time\":\"");

@@ -10,21 +10,17 @@
 
 use super::json;
 
-/// One record's place in a [`RawBatch`].
-#[derive(Debug, Clone, Copy)]
-struct Meta {
-    /// Statement time, Unix milliseconds.
-    millis: u64,
-    /// End of its fields in the batch buffer.
-    end: usize,
-}
+/// Bytes in front of each record in a [`RawBatch`]: its time (Unix milliseconds, u64) and the
+/// length of its fields (u32), little-endian.
+const HEADER: usize = 12;
 
 /// Records rendered by the caller, handed to the writer together
-/// ([`AuditWriter::record_batch`](super::AuditWriter::record_batch)).
+/// ([`AuditWriter::record_batch`](super::AuditWriter::record_batch)). One buffer: each record
+/// is a small header followed by its fields, so a batch costs one allocation.
 #[derive(Debug, Default)]
 pub struct RawBatch {
     buf: Vec<u8>,
-    recs: Vec<Meta>,
+    n: usize,
 }
 
 impl RawBatch {
@@ -33,43 +29,51 @@ impl RawBatch {
         Self::default()
     }
 
-    /// An empty batch with room for `records` records of `bytes` bytes in all.
-    pub fn with_capacity(records: usize, bytes: usize) -> Self {
-        Self { buf: Vec::with_capacity(bytes), recs: Vec::with_capacity(records) }
+    /// An empty batch with room for `bytes` bytes of records (as [`bytes`](Self::bytes) counts).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self { buf: Vec::with_capacity(bytes), n: 0 }
     }
 
-    /// Bytes of rendered fields in the batch.
+    /// Bytes the batch holds.
     pub fn bytes(&self) -> usize {
         self.buf.len()
     }
 
     /// Records in the batch.
     pub fn len(&self) -> usize {
-        self.recs.len()
+        self.n
     }
 
     /// Whether the batch holds no record.
     pub fn is_empty(&self) -> bool {
-        self.recs.is_empty()
+        self.n == 0
     }
 
     /// Append one record stamped at `millis` (Unix milliseconds) whose fields are `parts`
     /// concatenated: `,"protocol":...` through `,"error":...`, rendered with the `field_*`
     /// functions of this module in [`AuditEvent`](super::AuditEvent)'s field order.
     pub fn push(&mut self, millis: u64, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.buf.reserve(HEADER + len);
+        self.buf.extend_from_slice(&millis.to_le_bytes());
+        self.buf.extend_from_slice(&(len as u32).to_le_bytes());
         for p in parts {
             self.buf.extend_from_slice(p);
         }
-        self.recs.push(Meta { millis, end: self.buf.len() });
+        self.n += 1;
     }
 
     /// `(millis, fields)` of each record, in order.
     pub(crate) fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        let mut start = 0;
-        self.recs.iter().map(move |m| {
-            let fields = self.buf.get(start..m.end).unwrap_or_default();
-            start = m.end;
-            (m.millis, fields)
+        let mut rest = &self.buf[..];
+        std::iter::from_fn(move || {
+            let (head, tail) = rest.split_at_checked(HEADER)?;
+            let (millis, len) = head.split_at(8);
+            let millis = u64::from_le_bytes(millis.try_into().ok()?);
+            let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+            let (fields, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            Some((millis, fields))
         })
     }
 }
@@ -197,9 +201,13 @@ mod tests {
         };
         let mut batch = RawBatch::new();
         let fields = render(&ev);
+        batch.push(1, b"");
         batch.push(1_795_885_200_123, &[&fields[..10], &fields[10..]]);
-        assert_eq!(batch.len(), 1);
-        let (millis, got) = batch.records().next().unwrap();
+        assert_eq!(batch.len(), 2);
+        let mut records = batch.records();
+        assert_eq!(records.next(), Some((1, &b""[..])));
+        let (millis, got) = records.next().unwrap();
+        assert_eq!(records.next(), None);
         assert_eq!(got, &fields[..]);
         let mut line = Vec::new();
         let time = super::super::rfc3339_utc(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis));

@@ -46,7 +46,7 @@ pub struct AuditStats {
 
 enum Msg {
     Event(Box<AuditEvent>),
-    Batch(Box<RawBatch>),
+    Batch(RawBatch),
     Shutdown,
 }
 
@@ -190,7 +190,7 @@ impl AuditWriter {
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(self.lost_n(n));
         }
-        self.send(Msg::Batch(Box::new(batch)), n)
+        self.send(Msg::Batch(batch), n)
     }
 
     fn send(&self, msg: Msg, n: u64) -> Result<(), AuditError> {
@@ -521,4 +521,3 @@ pub(crate) fn set_aside(path: &Path) -> Result<PathBuf, AuditError> {
         n += 1;
     }
 }
-
