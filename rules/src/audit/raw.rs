@@ -201,7 +201,7 @@ mod tests {
         };
         let mut batch = RawBatch::new();
         let fields = render(&ev);
-        batch.push(1, b"");
+        batch.push(1, &[]);
         batch.push(1_795_885_200_123, &[&fields[..10], &fields[10..]]);
         assert_eq!(batch.len(), 2);
         let mut records = batch.records();
