@@ -115,5 +115,5 @@ for P in $PIPELINES; do
       | tee -a "$OUT_DIR/results.txt"
   done
 done
-[[ $AUDIT == 1 ]] && echo "audit records: $(wc -l <"$OUT_DIR/audit.jsonl")" | tee -a "$OUT_DIR/results.txt"
+[[ $AUDIT == 1 ]] && echo "audit records (rotated files included): $(cat "$OUT_DIR"/audit.jsonl* | wc -l)" | tee -a "$OUT_DIR/results.txt"
 echo "results: $OUT_DIR/results.txt"
