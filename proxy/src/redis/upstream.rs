@@ -251,6 +251,9 @@ async fn writer(mut rx: mpsc::UnboundedReceiver<Batch>, mut wr: tokio::io::Write
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut pending: Vec<Slot> = Vec::new();
     while let Some(first) = rx.recv().await {
+        // Let the other ready sessions run first: their batches join this write (one
+        // upstream send for many clients' commands instead of one each).
+        tokio::task::yield_now().await;
         let mut next = Some(first);
         while let Some(b) = next.take() {
             if b.proto != proto {

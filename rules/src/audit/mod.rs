@@ -6,6 +6,8 @@
 //! [statement], objects, decision, rules, rows, bytes, duration_us, error, prev_hash, hash`.
 //! `statement` is present only when `include_literals = true`; the `Option` fields are written as
 //! `null` when unknown. `seq` starts at 1 and grows by exactly 1 per record across rotated files.
+//! Hot paths may hand the writer records already rendered as JSON fields ([`RawBatch`], see
+//! raw.rs); their lines are byte for byte those of the equivalent [`AuditEvent`].
 //!
 //! # Hash chain (exact canonicalisation, for external verifiers)
 //! ```text

@@ -1,5 +1,6 @@
 //! The audit writer: a bounded queue to one writer thread that chains, buffers, flushes and
-//! rotates; resuming the chain of an existing file on start.
+//! rotates (resuming the chain of an existing file on start: resume.rs). It takes whole
+//! [`AuditEvent`]s and batches of pre-rendered records ([`RawBatch`]) alike.
 
 use super::chain::{seal, seal_raw};
 use super::raw::RawBatch;
