@@ -206,10 +206,7 @@ fn resp(cmds: &[&[&str]]) -> Vec<u8> {
 /// carry every field.
 #[test]
 fn pipelined_refusal_replies_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let p = unique("dgft_pipe");
-    let r = start(2, &config(&audit.display().to_string(), &p));
+    let Fixture { _dir, audit, r, p, .. } = fixture("dgft_pipe", 2);
     let (k1, k2, secret) = (format!("{p}:a"), format!("{p}:b"), format!("{p}:secret:x"));
     direct(&["SET", &k1, "v1"]);
     direct(&["SET", &k2, "v2"]);
