@@ -278,4 +278,13 @@ async fn bypass_corpus_is_denied_or_masked() {
     let records = count(&text);
     assert!(records >= CORPUS.len(), "audit records: {records}");
     assert!(text.contains("\"decision\":\"deny\"") && text.contains("\"decision\":\"mask\""), "{text}");
+    // A masked statement's record names the mask rule that applied and reads back whole.
+    let masked: Vec<dgf_rules::audit::AuditEvent> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &dgf_rules::audit::AuditEvent| e.protocol == "mysql" && e.decision == "mask")
+        .collect();
+    assert!(!masked.is_empty());
+    assert!(masked.iter().all(|e| !e.rules.is_empty() && e.user == "analyst" && e.statement.is_none()), "{masked:?}");
+    assert!(masked.iter().any(|e| e.rules.iter().any(|r| r == "mask email for analysts")), "{masked:?}");
 }

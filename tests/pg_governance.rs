@@ -443,6 +443,15 @@ async fn audit_records_every_statement_and_chain_verifies() {
     assert_eq!(first["user"], "analyst");
     assert!(first["fingerprint"].as_str().unwrap().contains("customers"));
     assert!(text.contains("\"decision\":\"deny\""));
+    // Every field of a statement's record, read back as the documented record type.
+    let ev: dgf_rules::audit::AuditEvent = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!((ev.protocol.as_str(), ev.user.as_str(), ev.database.as_str()), ("postgres", "analyst", &*env.db.name));
+    assert_eq!(ev.roles, ["analyst"]);
+    assert!(ev.client.starts_with("127.0.0.1:") && ev.kind == "select" && ev.statement.is_none(), "{ev:?}");
+    assert_eq!((ev.rows, ev.bytes, ev.error.as_deref()), (Some(1), None, None), "{ev:?}");
+    assert!(ev.duration_us.is_some() && ev.objects.iter().any(|o| o.contains("customers")), "{ev:?}");
+    assert!(ev.rules.iter().any(|r| r == "mask email for analysts"), "{ev:?}");
+    assert!(ev.time.ends_with('Z') && ev.seq > 0 && ev.hash.len() == 64, "{ev:?}");
     let report = dgf_rules::audit::verify(std::slice::from_ref(&env.audit)).unwrap();
     assert!(report.is_ok(), "{:?}", report.first_error);
     // Tampering is found: an edited field, a deleted line, two lines swapped.

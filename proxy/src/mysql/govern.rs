@@ -51,6 +51,8 @@ pub struct GovState {
     started: Option<Instant>,
     rows: u64,
     masked: bool,
+    /// Mask rules that applied to the result's columns (for the audit record).
+    mask_rules: Vec<usize>,
     result_idx: usize,
     /// Column definitions of the result being received: (type, mask).
     cols: Vec<(u8, Option<MaskFn>)>,
@@ -105,6 +107,7 @@ impl Session {
         self.gov.started = Some(Instant::now());
         self.gov.rows = 0;
         self.gov.masked = false;
+        self.gov.mask_rules.clear();
         self.gov.result_idx = 0;
         self.gov.cols.clear();
         self.gov.any_mask = false;
@@ -150,6 +153,9 @@ impl Session {
                 Some(None) => lineage(),
                 None => lineage(),
             };
+            if let Some(m) = m.as_ref().filter(|m| !self.gov.mask_rules.contains(&m.id)) {
+                self.gov.mask_rules.push(m.id);
+            }
             mask = m
                 .filter(|m| {
                     if m.shadow {
@@ -235,22 +241,24 @@ impl Session {
     pub(super) fn finish_statement(&mut self, error: Option<String>) {
         let Some(gov) = self.gov.active.take() else { return };
         let started = self.gov.started.take().unwrap_or_else(Instant::now);
-        let (rows, masked) = (self.gov.rows, self.gov.masked);
-        self.audit(&gov, started, rows, masked, error);
+        let (rows, masked, fired) = (self.gov.rows, self.gov.masked, std::mem::take(&mut self.gov.mask_rules));
+        self.audit(&gov, (started, rows, masked, &fired), error);
     }
 
     /// Audit a refused statement.
     pub(super) fn audit_denied(&mut self, gov: &Gov) {
-        self.audit(gov, Instant::now(), 0, false, Some("1142".into()));
+        self.audit(gov, (Instant::now(), 0, false, &[]), Some("1142".into()));
     }
 
-    fn audit(&self, gov: &Gov, started: Instant, rows: u64, masked: bool, error: Option<String>) {
+    /// `outcome`: when it started, rows, whether a column was masked, mask rules that applied.
+    fn audit(&self, gov: &Gov, outcome: (Instant, u64, bool, &[usize]), error: Option<String>) {
+        let (started, rows, masked, mask_rules) = outcome;
         use crate::governance::{SqlRecord, Who};
         let (route, peer, user, database) = (self.route.name.as_str(), self.peer, &*self.user, self.database.as_str());
         let who = Who { protocol: "mysql", route, peer, user, database };
         let (policy, verdict, fingerprint, statement) =
             (self.gov.policy.as_deref(), &gov.sql, &gov.fp.text, gov.text.clone());
-        let rec = SqlRecord { policy, verdict, fingerprint, statement, masked, rows, started, error };
+        let rec = SqlRecord { policy, verdict, fingerprint, statement, masked, mask_rules, rows, started, error };
         self.shared.governance.audit_sql(&self.route, &who, rec);
     }
 }

@@ -47,6 +47,8 @@ pub struct InFlight {
     started: Instant,
     rows: u64,
     masked: bool,
+    /// Mask rules that applied to the result's columns (for the audit record).
+    mask_rules: Vec<usize>,
     error: Option<String>,
     execute: bool,
 }
@@ -122,7 +124,7 @@ impl Session {
                 return;
             }
         }
-        self.audit(&gov, Instant::now(), 0, false, Some("42501".into()));
+        self.audit(&gov, (Instant::now(), 0, false, &[]), Some("42501".into()));
         let f = messages::ErrorFields::new("ERROR", "42501", msg);
         self.local_error(simple, &f);
     }
@@ -168,6 +170,7 @@ impl Session {
         let lineage = if gov.sql.needs_masking { sql_output_masks(&gov.view, st, fields.len()) } else { Vec::new() };
         let catalog = self.pg.catalog(&self.database);
         let mut stale = false;
+        let mut fired = Vec::new();
         let mut cols = Vec::with_capacity(fields.len());
         for (i, fd) in fields.iter().enumerate() {
             let exact = match (fd.table_oid, &catalog) {
@@ -186,6 +189,9 @@ impl Session {
                 Some(m) => m,
                 None => lineage.get(i).cloned().flatten(),
             };
+            if let Some(m) = m.as_ref().filter(|m| !fired.contains(&m.id)) {
+                fired.push(m.id);
+            }
             let m = m.filter(|m| {
                 if m.shadow {
                     self.shared.governance.shadow_mask(&m.rule);
@@ -201,6 +207,11 @@ impl Session {
         let any_mask = cols.iter().any(Option::is_some);
         if let Some(f) = self.gov.inflight.front_mut() {
             f.masked |= any_mask;
+            for id in fired {
+                if !f.mask_rules.contains(&id) {
+                    f.mask_rules.push(id);
+                }
+            }
         }
         self.gov.plan = Some(ResultPlan { cols, limit: gov.sql.verdict.row_limit, sent: 0, any_mask });
     }
@@ -285,16 +296,18 @@ impl Session {
         if f.gov.sql.ddl && f.error.is_none() {
             self.pg.invalidate_catalog(&self.database);
         }
-        self.audit(&f.gov, f.started, f.rows, f.masked, f.error);
+        self.audit(&f.gov, (f.started, f.rows, f.masked, &f.mask_rules), f.error);
     }
 
-    fn audit(&self, gov: &Gov, started: Instant, rows: u64, masked: bool, error: Option<String>) {
+    /// `outcome`: when it started, rows, whether a column was masked, mask rules that applied.
+    fn audit(&self, gov: &Gov, outcome: (Instant, u64, bool, &[usize]), error: Option<String>) {
+        let (started, rows, masked, mask_rules) = outcome;
         use crate::governance::{SqlRecord, Who};
         let (route, peer, user, database) = (self.route.name.as_str(), self.peer, &*self.user, self.database.as_str());
         let who = Who { protocol: "postgres", route, peer, user, database };
         let (policy, verdict, fingerprint, statement) =
             (self.gov.policy.as_deref(), &*gov.sql, &gov.fp.text, gov.text.clone());
-        let rec = SqlRecord { policy, verdict, fingerprint, statement, masked, rows, started, error };
+        let rec = SqlRecord { policy, verdict, fingerprint, statement, masked, mask_rules, rows, started, error };
         self.shared.governance.audit_sql(&self.route, &who, rec);
     }
 }
@@ -302,7 +315,7 @@ impl Session {
 impl InFlight {
     /// A statement sent to the server.
     pub fn new(gov: Arc<Gov>, execute: bool) -> Self {
-        Self { gov, started: Instant::now(), rows: 0, masked: false, error: None, execute }
+        Self { gov, started: Instant::now(), rows: 0, masked: false, mask_rules: Vec::new(), error: None, execute }
     }
 }
 
