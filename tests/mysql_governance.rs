@@ -65,6 +65,10 @@ name = "analyst"
 password = "an_pw"
 roles = ["analyst"]
 
+[[users]]
+name = "clerk"
+password = "cl_pw"
+
 [[routes]]
 name = "mysql"
 protocol = "mysql"
@@ -287,4 +291,37 @@ async fn bypass_corpus_is_denied_or_masked() {
     assert!(!masked.is_empty());
     assert!(masked.iter().all(|e| !e.rules.is_empty() && e.user == "analyst" && e.statement.is_none()), "{masked:?}");
     assert!(masked.iter().any(|e| e.rules.iter().any(|r| r == "mask email for analysts")), "{masked:?}");
+}
+
+/// COM_CHANGE_USER switches users on a live connection: the policy view must follow the new
+/// user (a view cached for the first user would show an analyst unmasked data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_user_switches_the_policy_view() {
+    let db = MyDb::create();
+    setup(&db);
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let _d = Dgf::start(&config(port, &db, &audit.display().to_string()), &[port]);
+    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("clerk"))
+        .pass(Some("cl_pw"))
+        .db_name(Some(db.name.clone()))
+        .prefer_socket(false)
+        .into();
+    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    let email = "SELECT email FROM customers WHERE id = 1";
+    let clear: Option<String> = c.query_first(email).await.unwrap();
+    assert_eq!(clear.as_deref(), Some(EMAILS[0]), "a user without roles reads clear data");
+    let to =
+        |u: &str, p: &str| mysql_async::ChangeUserOpts::default().with_user(Some(u.into())).with_pass(Some(p.into()));
+    c.change_user(to("analyst", "an_pw")).await.unwrap();
+    let masked: Option<String> = c.query_first(email).await.unwrap();
+    assert_ne!(masked.as_deref(), Some(EMAILS[0]), "the analyst got the previous user's view");
+    assert!(c.query_drop(format!("DELETE FROM {}.orders", db.name)).await.is_err(), "analysts are read only");
+    c.change_user(to("clerk", "cl_pw")).await.unwrap();
+    let clear: Option<String> = c.query_first(email).await.unwrap();
+    assert_eq!(clear.as_deref(), Some(EMAILS[0]));
 }

@@ -86,6 +86,8 @@ pub struct Decision {
 #[derive(Default)]
 pub struct GovState {
     policy: Option<Arc<Policy>>,
+    /// The roles `view` was built for: a client may authenticate again as another user.
+    roles: Vec<String>,
     view: Option<Arc<RoleView>>,
 }
 
@@ -103,10 +105,11 @@ pub struct Env<'a> {
 
 impl GovState {
     fn view(&mut self, env: &Env<'_>) -> Arc<RoleView> {
-        let fresh = self.policy.as_ref().is_none_or(|p| !Arc::ptr_eq(p, env.policy));
+        let fresh = self.policy.as_ref().is_none_or(|p| !Arc::ptr_eq(p, env.policy)) || self.roles != env.roles;
         if fresh || self.view.is_none() {
             self.view = Some(env.policy.view(env.route, env.roles));
             self.policy = Some(env.policy.clone());
+            self.roles = env.roles.to_vec();
         }
         self.view.clone().unwrap_or_else(|| env.policy.view(env.route, env.roles))
     }
@@ -492,6 +495,26 @@ max_rows = 3
         let raw = RawDocument::from_bytes(&bytes).unwrap();
         let info = inspect::command(raw).unwrap();
         GovState::default().decide(&env, raw, &[], &info).expect("governance is on")
+    }
+
+    /// A client may authenticate again on the same connection as another user: the session's
+    /// cached policy view must follow the new roles (both ways).
+    #[test]
+    fn one_session_state_follows_a_change_of_user() {
+        let cfg = dgf_config::parse_str(POLICY, "t.toml", &|_| None).expect("config");
+        let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
+        let gov = crate::governance::Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
+        let bytes = doc! { "find": "users", "filter": {}, "$db": "app" }.to_vec().unwrap();
+        let raw = RawDocument::from_bytes(&bytes).unwrap();
+        let info = inspect::command(raw).unwrap();
+        let mut state = GovState::default();
+        let mut masks_for = |roles: &[String]| {
+            let env = Env { policy: &policy, gov: &gov, route: "docs", roles };
+            !state.decide(&env, raw, &[], &info).expect("governance is on").plan.is_empty()
+        };
+        assert!(!masks_for(&["clerk".to_owned()]));
+        assert!(masks_for(&["analyst".to_owned()]), "the analyst got the previous user's view");
+        assert!(!masks_for(&[]));
     }
 
     /// A getMore reply carrying one change event of each kind, with every way an update can

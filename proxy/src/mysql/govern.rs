@@ -43,6 +43,8 @@ impl Gov {
 #[derive(Default)]
 pub struct GovState {
     policy: Option<Arc<Policy>>,
+    /// The user `view` was built for: COM_CHANGE_USER switches users on a live session.
+    view_user: Option<Arc<crate::live::User>>,
     view: Option<Arc<RoleView>>,
     /// The statement being executed.
     pub active: Option<Arc<Gov>>,
@@ -86,10 +88,12 @@ impl Session {
         if snap.policy.rule_names().is_empty() && !g.auditing() {
             return None;
         }
-        let fresh = self.gov.policy.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &snap.policy));
+        let fresh = self.gov.policy.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &snap.policy))
+            || self.gov.view_user.as_ref().is_none_or(|u| !Arc::ptr_eq(u, &self.user));
         if fresh {
             self.gov.view = Some(snap.policy.view(&self.route.name, &self.user.roles));
             self.gov.policy = Some(snap.policy.clone());
+            self.gov.view_user = Some(self.user.clone());
         }
         let view = self.gov.view.clone()?;
         let text = String::from_utf8_lossy(text);
