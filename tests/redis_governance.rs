@@ -258,3 +258,33 @@ fn pipelined_refusal_replies_in_order() {
     }
     cleanup(&p);
 }
+
+/// A reload applies to connections already open: rules added by the reload refuse and mask on
+/// a connection that was opened (and logged in) before it, from its next command on.
+#[test]
+fn reloaded_rules_apply_to_open_connections() {
+    let Fixture { _dir, audit, r, p, u, s } = fixture("dgft_reload", 2);
+    let plain = format!("{p}:plain");
+    direct(&["SET", &plain, "visible"]);
+    let mut a = Raw::connect(r.port);
+    a.cmd(&["AUTH", "app", "bpw"]);
+    assert_eq!(a.replies(1), b"+OK\r\n");
+    a.cmd(&["GET", &plain]);
+    a.cmd(&["HGET", &u, "email"]);
+    assert_eq!(a.replies(2), b"$7\r\nvisible\r\n$13\r\njane@acme.com\r\n");
+    // Rules without `roles` apply to every user, `app` included.
+    let tightened = format!(
+        "{}\n[[rules]]\nname = \"nobody reads plain\"\naction = \"deny\"\ntables = [\"redis:{p}:plain\"]\n\n\
+         [[rules]]\nname = \"mask for everyone\"\naction = \"mask\"\nlabels = [\"email\", \"session\"]\nwith = \"redact\"\n",
+        config(&audit.display().to_string(), &p)
+    );
+    r.reload(&tightened);
+    a.cmd(&["GET", &plain]);
+    let e = String::from_utf8_lossy(&a.replies(1)).into_owned();
+    assert!(e.starts_with("-NOPERM") && e.contains("nobody reads plain"), "{e}");
+    a.cmd(&["HGET", &u, "email"]);
+    a.cmd(&["GET", &s]);
+    let out = String::from_utf8_lossy(&a.replies(2)).into_owned();
+    assert!(!out.contains("jane@") && !out.contains("tok-123"), "{out}");
+    cleanup(&p);
+}

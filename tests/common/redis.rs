@@ -18,13 +18,12 @@ pub struct RedisDgf {
     pub port: u16,
     /// Route name (upstream connections are named `dgf-<route>`).
     pub route: String,
+    /// `pool.size` of the route.
+    pub pool_size: usize,
 }
 
-/// Start dgf with a Redis route; `extra` is appended to the config (users, rules, ...).
-pub fn start(pool_size: usize, extra: &str) -> RedisDgf {
-    let port = free_port();
-    let route = super::unique("r").replace('_', "-");
-    let toml = format!(
+fn route_toml(route: &str, port: u16, pool_size: usize, extra: &str) -> String {
+    format!(
         r#"
 [admin]
 listen = "{{admin}}"
@@ -37,9 +36,25 @@ upstream = "redis://127.0.0.1:{REDIS_PORT}"
 pool = {{ size = {pool_size} }}
 {extra}
 "#
-    );
-    let dgf = Dgf::start(&toml, &[port]);
-    RedisDgf { dgf, port, route }
+    )
+}
+
+/// Start dgf with a Redis route; `extra` is appended to the config (users, rules, ...).
+pub fn start(pool_size: usize, extra: &str) -> RedisDgf {
+    let port = free_port();
+    let route = super::unique("r").replace('_', "-");
+    let dgf = Dgf::start(&route_toml(&route, port, pool_size, extra), &[port]);
+    RedisDgf { dgf, port, route, pool_size }
+}
+
+impl RedisDgf {
+    /// Rewrite the config file with the same route and another `extra`, and reload it.
+    #[allow(dead_code)]
+    pub fn reload(&self, extra: &str) {
+        self.dgf.rewrite_config(&route_toml(&self.route, self.port, self.pool_size, extra));
+        let (status, body) = self.dgf.admin("POST", "/reload");
+        assert_eq!(status, 200, "reload: {body}");
+    }
 }
 
 /// Run redis-cli against `port` with `args`; stdout (trimmed).

@@ -10,6 +10,7 @@ pub mod memory;
 pub mod pubsub;
 mod replies;
 pub mod session;
+mod state;
 pub mod upstream;
 
 use crate::live::{Route, Snapshot, User};

@@ -33,7 +33,7 @@ const MAX_OUTSTANDING: usize = 16 * 1024;
 const MAX_COUT: usize = 8 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Active {
+pub(super) enum Active {
     Shared,
     Pinned,
 }
@@ -55,11 +55,11 @@ pub struct Session {
     pub(super) rr: Arc<RedisRoute>,
     pub(super) peer: SocketAddr,
     pub(super) id: u64,
-    rd: ReadHalf<Stream>,
-    wr: WriteHalf<Stream>,
-    cin: BytesMut,
+    pub(super) rd: ReadHalf<Stream>,
+    pub(super) wr: WriteHalf<Stream>,
+    pub(super) cin: BytesMut,
     pub(super) cout: Vec<u8>,
-    args: Vec<Range<usize>>,
+    pub(super) args: Vec<Range<usize>>,
     pub(super) user: Option<Arc<User>>,
     pub(super) authed: bool,
     pub(super) db: u32,
@@ -67,27 +67,27 @@ pub struct Session {
     pub(super) name: Option<Vec<u8>>,
     pub(super) lib: (Option<String>, Option<String>),
     pub(super) tx: ReplyTx,
-    rx: mpsc::UnboundedReceiver<Msg>,
+    pub(super) rx: mpsc::UnboundedReceiver<Msg>,
     pub(super) outstanding: usize,
-    batch: BytesMut,
-    batch_n: u32,
-    batch_resets: bool,
-    active: Active,
-    shared_conn: Option<Arc<MuxConn>>,
+    pub(super) batch: BytesMut,
+    pub(super) batch_n: u32,
+    pub(super) batch_resets: bool,
+    pub(super) active: Active,
+    pub(super) shared_conn: Option<Arc<MuxConn>>,
     pub(super) pinned: Option<Arc<MuxConn>>,
     pub(super) in_multi: bool,
     /// Mask plans of the commands queued in the open MULTI, in order (EXEC's reply is masked
     /// element by element with them).
-    multi_plans: Vec<Option<govern::MaskPlan>>,
+    pub(super) multi_plans: Vec<Option<govern::MaskPlan>>,
     /// A command was refused while the MULTI was open: EXEC becomes DISCARD + EXECABORT.
-    multi_failed: bool,
+    pub(super) multi_failed: bool,
     pub(super) watching: bool,
-    pending_select: Option<u32>,
+    pub(super) pending_select: Option<u32>,
     pub(super) subs: HashSet<(Kind, Vec<u8>)>,
     pub(super) closing: bool,
-    fatal: Option<String>,
-    stalled: bool,
-    gov: Option<GovCtx>,
+    pub(super) fatal: Option<String>,
+    pub(super) stalled: bool,
+    pub(super) gov: Option<GovCtx>,
     /// One entry per forwarded command while masking or auditing is on.
     pub(super) pending: VecDeque<Pending>,
     /// Audit fields `protocol` .. `roles` of this session's records (see govern.rs).
@@ -101,7 +101,9 @@ pub struct Session {
     pub(super) audit_tail: Vec<u8>,
     /// Records not yet handed to the writer (sent once per client batch).
     pub(super) audit_out: RawBatch,
-    per_reply: bool,
+    pub(super) per_reply: bool,
+    /// The policy `gov` was built from (a reload swaps it).
+    pub(super) policy_seen: Option<Arc<dgf_rules::Policy>>,
     /// The ops/s slot a stalled command waits for (see budget.rs).
     pub(super) gate: crate::shaping::Gate,
 }
@@ -164,6 +166,7 @@ impl Session {
             audit_tail: Vec::new(),
             audit_out: RawBatch::new(),
             per_reply: false,
+            policy_seen: None,
             gate: Default::default(),
         }
         .with_gov()
@@ -172,17 +175,6 @@ impl Session {
     fn with_gov(mut self) -> Self {
         self.refresh_gov();
         self
-    }
-
-    /// (Re)build the policy view for the current user (after login or RESET).
-    pub(super) fn refresh_gov(&mut self) {
-        let snap = self.shared.live.load();
-        let g = &self.shared.governance;
-        let roles = self.user.as_ref().map(|u| u.roles.clone()).unwrap_or_default();
-        self.gov = GovCtx::new(&snap.policy, &self.route.name, &roles, g);
-        self.per_reply = self.gov.as_ref().is_some_and(|g| g.resolver.is_some() || g.audit);
-        let user = self.user.as_ref().map_or("default", |u| u.name.as_str());
-        self.audit_prefix = govern::audit_prefix(&self.route.name, &self.peer.to_string(), user, &roles);
     }
 
     pub(super) fn busy(&self) -> bool {
@@ -279,31 +271,12 @@ impl Session {
         }
     }
 
-    /// Give a pinned connection back once its section is over and all its replies are in.
-    fn maybe_release(&mut self) {
-        if !self.in_section() && !self.busy() {
-            if let Some(c) = self.pinned.take() {
-                self.rr.release_pinned(c);
-            }
-            self.active = Active::Shared;
-        }
-    }
-
-    fn cleanup(&mut self) {
-        self.flush_audit();
-        for (kind, name) in self.subs.drain() {
-            self.rr.hub.unsubscribe(kind, &name, self.id);
-        }
-        if let Some(c) = self.pinned.take() {
-            if !self.in_section() && self.outstanding == 0 {
-                self.rr.release_pinned(c);
-            }
-            // Otherwise dropped: a transaction, WATCH or blocked command dies with its socket.
-        }
-    }
-
     async fn process_input(&mut self) {
         self.stalled = false;
+        // A reloaded policy applies to connections already open, from their next command on.
+        if self.policy_seen.as_ref().is_some_and(|p| !Arc::ptr_eq(p, &self.shared.live.load().policy)) {
+            self.refresh_gov();
+        }
         let mut cin = std::mem::take(&mut self.cin);
         let mut argv_ranges = std::mem::take(&mut self.args);
         let mut part = std::mem::take(&mut self.audit_part);
@@ -519,19 +492,6 @@ impl Session {
         }
     }
 
-    fn track_section(&mut self, name: &[u8]) {
-        match name {
-            b"MULTI" => self.in_multi = true,
-            b"EXEC" | b"DISCARD" => {
-                self.in_multi = false;
-                self.watching = false;
-            }
-            b"WATCH" if !self.in_multi => self.watching = true,
-            b"UNWATCH" if !self.in_multi => self.watching = false,
-            _ => {}
-        }
-    }
-
     async fn flush_batch(&mut self) {
         if self.batch_n == 0 {
             return;
@@ -564,39 +524,5 @@ impl Session {
                 let _ = self.tx.send(Msg::Replies(v.into(), n));
             }
         }
-    }
-
-    /// End a transaction that EXECABORT refused: nothing is in flight (EXEC waited behind the
-    /// barrier), so the pinned connection, still inside MULTI upstream, is closed, which
-    /// discards the queued commands.
-    fn abort_multi(&mut self) {
-        self.pinned = None;
-        self.active = Active::Shared;
-        self.in_multi = false;
-        self.watching = false;
-        self.multi_plans.clear();
-        self.multi_failed = false;
-    }
-
-    /// Reset to a fresh connection's state (RESET).
-    pub(super) fn reset_state(&mut self) {
-        for (kind, name) in self.subs.drain() {
-            self.rr.hub.unsubscribe(kind, &name, self.id);
-        }
-        if let Some(c) = self.pinned.take() {
-            drop(c); // may hold MULTI/WATCH state: close it rather than clean it
-        }
-        self.in_multi = false;
-        self.multi_plans.clear();
-        self.multi_failed = false;
-        self.watching = false;
-        self.active = Active::Shared;
-        self.db = self.rr.target.db;
-        self.proto = 2;
-        self.name = None;
-        let (authed, user) = initial_identity(&self.shared.live.load());
-        self.authed = authed;
-        self.user = user;
-        self.refresh_gov();
     }
 }
