@@ -18,6 +18,8 @@
 #   DGF_BIN=path             dgf binary (default: $CARGO_TARGET_DIR or target, release)
 #   OUT_DIR=dir              logs and callgrind output
 set -euo pipefail
+# shellcheck source=benches/callgrind.sh
+source "$(dirname "${BASH_SOURCE[0]}")/callgrind.sh"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -111,18 +113,6 @@ q1=$(queries)
 sleep 1
 DUMP="$OUT_DIR/callgrind.out.1"
 [[ -s $DUMP ]] || die "no callgrind dump"
-ir=$(awk '/^summary:/ {s += $2} END {print s + 0}' "$DUMP")
-# valgrind does not offer SHA-NI, so sha2 falls back to its software SHA-256 under callgrind:
-# report the count without it too (natively the audit chain hash runs on SHA-NI when present)
-soft=$(callgrind_annotate --inclusive=yes "$DUMP" 2>/dev/null |
-  awk '/sha2::sha256::soft::compress / && !done {gsub(",", "", $1); print $1; done = 1}' || true)
 stmts=$((q1 - q0))
-python3 - "$ir" "${soft:-0}" "$stmts" "$EVENTS" "$TEST" <<'PY' | tee "$OUT_DIR/result.txt"
-import sys
-ir, soft, stmts, events, test = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-n = max(1, stmts)
-print(f"{test}: {ir:,} instructions, {stmts:,} statements ({events:,} events): "
-      f"{ir / n:,.0f} instructions/statement ({(ir - soft) / n:,.0f} without software SHA-256), "
-      f"{ir / max(1, events):,.0f} per event")
-PY
+cg_report "$DUMP" "$stmts" statement "$TEST ($EVENTS events)" | tee "$OUT_DIR/result.txt"
 log "callgrind output in $OUT_DIR (callgrind_annotate $OUT_DIR/callgrind.out*)"

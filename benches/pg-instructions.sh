@@ -16,6 +16,8 @@
 # Environment: CLIENTS=50 TX=400 MODE=simple|prepared GOV=0|1 DGF_BIN=target/release/dgf
 #              PGPORT=5432 (local Postgres, user postgres, trust)
 set -euo pipefail
+# shellcheck source=benches/callgrind.sh
+source "$(dirname "${BASH_SOURCE[0]}")/callgrind.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 C=${CLIENTS:-50}; T=${TX:-400}; M=${MODE:-simple}; PGPORT=${PGPORT:-5432}
 DGF_BIN=${DGF_BIN:-target/release/dgf}
@@ -115,10 +117,8 @@ printf '%-10s %14s %12s\n' target instructions per_tx
 printf '%-10s %14s %12s\n' dgf "$dgf_ir" "$((dgf_ir / n))" pgbouncer "$pgb_ir" "$((pgb_ir / n))"
 if [[ $gov_ir -gt 0 ]]; then
   printf '%-10s %14s %12s\n' dgfgov "$gov_ir" "$((gov_ir / n))"
-  # valgrind hides SHA-NI: under callgrind the audit chain hash runs sha2's software SHA-256;
-  # natively it runs on SHA-NI when the CPU has it, so the count without it is the one to read.
-  soft=$(callgrind_annotate --inclusive=yes "$D/cg-dgfgov.out.1" 2>/dev/null |
-    awk '/sha2::sha256::soft::compress / && !done {gsub(",", "", $1); print $1; done = 1}' || true)
+  # natively the audit chain hash runs on SHA-NI: the count without software SHA-256 is the one to read
+  soft=$(cg_soft_sha "$D/cg-dgfgov.out.1")
   printf '%-10s %14s %12s\n' dgfgov-sha "$((gov_ir - ${soft:-0}))" "$(((gov_ir - ${soft:-0}) / n))"
 fi
 awk -v a="$dgf_ir" -v b="$pgb_ir" 'BEGIN { printf "dgf/pgbouncer instructions per tx: %.2f\n", a / b }'

@@ -23,6 +23,8 @@
 #   DGF_BIN=path         dgf binary (default: $CARGO_TARGET_DIR or target, release)
 #   OUT_DIR=dir          logs and callgrind output
 set -euo pipefail
+# shellcheck source=benches/callgrind.sh
+source "$(dirname "${BASH_SOURCE[0]}")/callgrind.sh"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -126,18 +128,9 @@ q1=$(commands)
 sleep 1
 DUMP=$(ls "$OUT_DIR"/callgrind.out.*.1 "$OUT_DIR"/callgrind.out.1 2>/dev/null | head -1 || true)
 [[ -n $DUMP && -s $DUMP ]] || die "no callgrind dump"
-ir=$(awk '/^summary:/ {s += $2} END {print s + 0}' "$DUMP")
-soft=$(callgrind_annotate --inclusive=yes "$DUMP" 2>/dev/null |
-  awk '/sha2::sha256::soft::compress / && !done {gsub(",", "", $1); print $1; done = 1}' || true)
 cmds=$((q1 - q0))
 [[ $TARGET == twemproxy ]] && cmds=$((2 * REQUESTS))
 label="$TARGET P=$P"
 [[ $TARGET == dgf ]] && label="$label audit=$AUDIT"
-python3 - "$ir" "${soft:-0}" "$cmds" "$label" <<'PY' | tee "$OUT_DIR/result.txt"
-import sys
-ir, soft, cmds, label = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-n = max(1, cmds)
-print(f"{label}: {ir:,} instructions, {cmds:,} commands: {ir / n:,.0f} instructions/command "
-      f"({(ir - soft) / n:,.0f} without software SHA-256)")
-PY
+cg_report "$DUMP" "$cmds" command "$label" | tee "$OUT_DIR/result.txt"
 log "callgrind output in $OUT_DIR (callgrind_annotate $DUMP)"

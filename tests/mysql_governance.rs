@@ -191,6 +191,18 @@ const CORPUS: &[&str] = &[
     "DR/**/OP TABLE customers",
 ];
 
+async fn connect(port: u16, db: &MyDb, user: &str, password: &str) -> mysql_async::Conn {
+    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(password))
+        .db_name(Some(db.name.clone()))
+        .prefer_socket(false)
+        .into();
+    mysql_async::Conn::new(opts).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bypass_corpus_is_denied_or_masked() {
     let db = MyDb::create();
@@ -199,15 +211,7 @@ async fn bypass_corpus_is_denied_or_masked() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let _d = Dgf::start(&config(port, &db, &audit.display().to_string()), &[port]);
-    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some("analyst"))
-        .pass(Some("an_pw"))
-        .db_name(Some(db.name.clone()))
-        .prefer_socket(false)
-        .into();
-    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    let mut c = connect(port, &db, "analyst", "an_pw").await;
     let bad = forbidden();
     let mut report = Vec::new();
     let mut leaks = Vec::new();
@@ -303,15 +307,7 @@ async fn change_user_switches_the_policy_view() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let _d = Dgf::start(&config(port, &db, &audit.display().to_string()), &[port]);
-    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some("clerk"))
-        .pass(Some("cl_pw"))
-        .db_name(Some(db.name.clone()))
-        .prefer_socket(false)
-        .into();
-    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    let mut c = connect(port, &db, "clerk", "cl_pw").await;
     let email = "SELECT email FROM customers WHERE id = 1";
     let clear: Option<String> = c.query_first(email).await.unwrap();
     assert_eq!(clear.as_deref(), Some(EMAILS[0]), "a user without roles reads clear data");
