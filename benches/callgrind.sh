@@ -25,3 +25,18 @@ print(f"{label}: {ir:,} instructions, {n:,} {what}s: {ir / n:,.0f} instructions/
       f"({(ir - soft) / n:,.0f} without software SHA-256)")
 PY
 }
+
+# cg_window PID COUNTER LOGFILE CMD...: run CMD (its output to LOGFILE) with instrumentation
+# on in the valgrind process PID, then dump the counts; prints how much the shell function
+# COUNTER grew over the run. Fails (with CMD's last lines on stderr) when CMD fails.
+cg_window() {
+  local pid=$1 counter=$2 logf=$3 before after
+  shift 3
+  before=$($counter)
+  callgrind_control -i on "$pid" >/dev/null
+  "$@" >"$logf" 2>&1 || { tail -5 "$logf" >&2; return 1; }
+  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -i off "$pid" >/dev/null
+  after=$($counter)
+  echo $((after - before))
+}

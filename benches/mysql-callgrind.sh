@@ -103,16 +103,10 @@ sb() { # events
 }
 log "warm-up"
 sb 400 >"$OUT_DIR/warmup.log" 2>&1 || die "sysbench warm-up failed: $(tail -5 "$OUT_DIR/warmup.log")"
-q0=$(queries)
-callgrind_control -i on "$VG_PID" >/dev/null
 log "measuring $EVENTS events of $TEST"
-sb "$EVENTS" >"$OUT_DIR/run.log" 2>&1 || die "sysbench failed: $(tail -5 "$OUT_DIR/run.log")"
-callgrind_control -d "$VG_PID" >/dev/null
-callgrind_control -i off "$VG_PID" >/dev/null
-q1=$(queries)
+stmts=$(cg_window "$VG_PID" queries "$OUT_DIR/run.log" sb "$EVENTS") || die "sysbench failed"
 sleep 1
 DUMP="$OUT_DIR/callgrind.out.1"
 [[ -s $DUMP ]] || die "no callgrind dump"
-stmts=$((q1 - q0))
 cg_report "$DUMP" "$stmts" statement "$TEST ($EVENTS events)" | tee "$OUT_DIR/result.txt"
 log "callgrind output in $OUT_DIR (callgrind_annotate $OUT_DIR/callgrind.out*)"

@@ -118,17 +118,11 @@ bench() { # requests
 }
 log "warm-up ($TARGET)"
 bench 2000 >"$OUT_DIR/warmup.log" 2>&1 || die "warm-up failed: $(tail -5 "$OUT_DIR/warmup.log")"
-q0=$(commands)
-callgrind_control -i on "$VG_PID" >/dev/null
 log "measuring $REQUESTS GET + $REQUESTS SET, -c $CLIENTS -P $P"
-bench "$REQUESTS" >"$OUT_DIR/run.log" 2>&1 || die "redis-benchmark failed: $(tail -5 "$OUT_DIR/run.log")"
-callgrind_control -d "$VG_PID" >/dev/null
-callgrind_control -i off "$VG_PID" >/dev/null
-q1=$(commands)
+cmds=$(cg_window "$VG_PID" commands "$OUT_DIR/run.log" bench "$REQUESTS") || die "redis-benchmark failed"
 sleep 1
 DUMP=$(ls "$OUT_DIR"/callgrind.out.*.1 "$OUT_DIR"/callgrind.out.1 2>/dev/null | head -1 || true)
 [[ -n $DUMP && -s $DUMP ]] || die "no callgrind dump"
-cmds=$((q1 - q0))
 [[ $TARGET == twemproxy ]] && cmds=$((2 * REQUESTS))
 label="$TARGET P=$P"
 [[ $TARGET == dgf ]] && label="$label audit=$AUDIT"
