@@ -191,6 +191,18 @@ const CORPUS: &[&str] = &[
     "DR/**/OP TABLE customers",
 ];
 
+/// A database with the test tables, and a dgf governing it with the policy above and an audit
+/// file: (database, its temp dir, audit path, dgf, route port).
+fn start() -> (MyDb, tempfile::TempDir, std::path::PathBuf, Dgf, u16) {
+    let db = MyDb::create();
+    setup(&db);
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let _d = Dgf::start(&config(port, &db, &audit.display().to_string()), &[port]);
+    (db, dir, audit, _d, port)
+}
+
 async fn connect(port: u16, db: &MyDb, user: &str, password: &str) -> mysql_async::Conn {
     let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
@@ -205,12 +217,7 @@ async fn connect(port: u16, db: &MyDb, user: &str, password: &str) -> mysql_asyn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bypass_corpus_is_denied_or_masked() {
-    let db = MyDb::create();
-    setup(&db);
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let _d = Dgf::start(&config(port, &db, &audit.display().to_string()), &[port]);
+    let (db, _dir, audit, _d, port) = start();
     let mut c = connect(port, &db, "analyst", "an_pw").await;
     let bad = forbidden();
     let mut report = Vec::new();
@@ -301,12 +308,7 @@ async fn bypass_corpus_is_denied_or_masked() {
 /// user (a view cached for the first user would show an analyst unmasked data).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_user_switches_the_policy_view() {
-    let db = MyDb::create();
-    setup(&db);
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let _d = Dgf::start(&config(port, &db, &audit.display().to_string()), &[port]);
+    let (db, _dir, _audit, _d, port) = start();
     let mut c = connect(port, &db, "clerk", "cl_pw").await;
     let email = "SELECT email FROM customers WHERE id = 1";
     let clear: Option<String> = c.query_first(email).await.unwrap();
