@@ -308,7 +308,7 @@ async fn bypass_corpus_is_denied_or_masked() {
 /// user (a view cached for the first user would show an analyst unmasked data).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_user_switches_the_policy_view() {
-    let (db, _dir, _audit, _d, port) = start();
+    let (db, _dir, audit, d, port) = start();
     let mut c = connect(port, &db, "clerk", "cl_pw").await;
     let email = "SELECT email FROM customers WHERE id = 1";
     let clear: Option<String> = c.query_first(email).await.unwrap();
@@ -322,4 +322,18 @@ async fn change_user_switches_the_policy_view() {
     c.change_user(to("clerk", "cl_pw")).await.unwrap();
     let clear: Option<String> = c.query_first(email).await.unwrap();
     assert_eq!(clear.as_deref(), Some(EMAILS[0]));
+    // A statement prepared before a reload is decided again under the new policy when executed.
+    let stmt = c.prep("DELETE FROM orders WHERE id = ?").await.unwrap();
+    c.exec_drop(&stmt, (999,)).await.expect("allowed before the reload");
+    let tightened = format!(
+        "{}\n[[rules]]\nname = \"no deletes\"\naction = \"deny\"\nstatements = [\"delete\"]\n",
+        config(port, &db, &audit.display().to_string())
+    );
+    d.rewrite_config(&tightened);
+    let (status, body) = d.admin("POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    let e = c.exec_drop(&stmt, (999,)).await.unwrap_err().to_string();
+    assert!(e.contains("1142") && e.contains("no deletes"), "{e}");
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "the connection stays usable");
 }

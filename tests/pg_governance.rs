@@ -516,6 +516,19 @@ async fn shadow_metrics_and_reload() {
     assert_ne!(status, 200, "{body}");
     let e = admin.simple_query("TRUNCATE notes").await.unwrap_err();
     assert_eq!(code(&e), "42501");
+    // A statement prepared before a reload is decided again under the new policy at its next
+    // Bind: a deny rule added by the reload refuses it, and the session stays usable.
+    let prepared = admin.prepare("DELETE FROM notes WHERE false").await.unwrap();
+    admin.execute(&prepared, &[]).await.expect("allowed before the reload");
+    let tightened =
+        format!("{relaxed}\n[[rules]]\nname = \"no deletes\"\naction = \"deny\"\nstatements = [\"delete\"]\n");
+    env.dgf.rewrite_config(&tightened);
+    let (status, body) = env.dgf.admin("POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    let e = admin.execute(&prepared, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    assert!(e.to_string().contains("no deletes") || format!("{e:?}").contains("no deletes"), "{e:?}");
+    admin.simple_query("SELECT 1").await.expect("the session stays usable");
 }
 
 /// Real drivers beyond tokio-postgres: psql (text) and psycopg 3 (text and binary cursors).

@@ -160,6 +160,41 @@ impl Governance {
     }
 }
 
+/// A SQL session's view of the policy for its user, rebuilt when a reload swaps the policy or
+/// the session changes user (MySQL COM_CHANGE_USER): a view cached across either would decide
+/// with rules the session no longer has.
+#[derive(Default)]
+pub struct ViewCache {
+    policy: Option<std::sync::Arc<Policy>>,
+    user: Option<std::sync::Arc<crate::live::User>>,
+    view: Option<std::sync::Arc<dgf_rules::RoleView>>,
+}
+
+impl ViewCache {
+    /// The view of `user` on `route` under `policy` (the policy in force now).
+    pub fn get(
+        &mut self,
+        policy: &std::sync::Arc<Policy>,
+        route: &str,
+        user: &std::sync::Arc<crate::live::User>,
+    ) -> std::sync::Arc<dgf_rules::RoleView> {
+        use std::sync::Arc;
+        match (&self.policy, &self.user, &self.view) {
+            (Some(p), Some(u), Some(v)) if Arc::ptr_eq(p, policy) && Arc::ptr_eq(u, user) => v.clone(),
+            _ => {
+                let v = policy.view(route, &user.roles);
+                (self.policy, self.user, self.view) = (Some(policy.clone()), Some(user.clone()), Some(v.clone()));
+                v
+            }
+        }
+    }
+
+    /// The policy of the current view (rule names for audit records).
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_deref()
+    }
+}
+
 /// The session side of an audit record: who ran the statement, where.
 pub struct Who<'a> {
     /// `postgres`, `mysql`, ...

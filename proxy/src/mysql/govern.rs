@@ -14,7 +14,7 @@ use dgf_protocols::mysql::rows::{self, is_string_type, Replace};
 use dgf_rules::mask::{Format, MaskFn, MaskedValue, PgType};
 use dgf_rules::policy::{check_sql, sql_output_masks, SqlVerdict};
 use dgf_rules::sql::{Analysis, Dialect, Fingerprint};
-use dgf_rules::{FieldRef, Namespace, Policy, RoleView};
+use dgf_rules::{FieldRef, Namespace, RoleView};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,10 +42,7 @@ impl Gov {
 /// Per-session governance state.
 #[derive(Default)]
 pub struct GovState {
-    policy: Option<Arc<Policy>>,
-    /// The user `view` was built for: COM_CHANGE_USER switches users on a live session.
-    view_user: Option<Arc<crate::live::User>>,
-    view: Option<Arc<RoleView>>,
+    views: crate::governance::ViewCache,
     /// The statement being executed.
     pub active: Option<Arc<Gov>>,
     /// Binary rows (COM_STMT_EXECUTE)?
@@ -88,20 +85,25 @@ impl Session {
         if snap.policy.rule_names().is_empty() && !g.auditing() {
             return None;
         }
-        let fresh = self.gov.policy.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &snap.policy))
-            || self.gov.view_user.as_ref().is_none_or(|u| !Arc::ptr_eq(u, &self.user));
-        if fresh {
-            self.gov.view = Some(snap.policy.view(&self.route.name, &self.user.roles));
-            self.gov.policy = Some(snap.policy.clone());
-            self.gov.view_user = Some(self.user.clone());
-        }
-        let view = self.gov.view.clone()?;
+        let view = self.gov.views.get(&snap.policy, &self.route.name, &self.user);
         let text = String::from_utf8_lossy(text);
         let (fp, analysis) = g.analyzer.classify(&text, Dialect::Mysql);
         let sql = check_sql(&view, &analysis);
         g.count(&snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
         let text = g.include_literals().then(|| text.into_owned());
         Some(Arc::new(Gov { fp, analysis, sql, view, text }))
+    }
+
+    /// The decision of a statement prepared earlier, under the policy and user in force now (a
+    /// reload or COM_CHANGE_USER since COM_STMT_PREPARE re-checks its analysis).
+    pub(super) fn revalidate(&mut self, gov: Arc<Gov>) -> Arc<Gov> {
+        let view = self.gov.views.get(&self.shared.live.load().policy, &self.route.name, &self.user);
+        if Arc::ptr_eq(&view, &gov.view) {
+            return gov;
+        }
+        let sql = check_sql(&view, &gov.analysis);
+        let (fp, analysis, text) = (gov.fp.clone(), gov.analysis.clone(), gov.text.clone());
+        Arc::new(Gov { fp, analysis, sql, view, text })
     }
 
     /// Start executing `gov` (masking plan and audit timing).
@@ -261,7 +263,7 @@ impl Session {
         let (route, peer, user, database) = (self.route.name.as_str(), self.peer, &*self.user, self.database.as_str());
         let who = Who { protocol: "mysql", route, peer, user, database };
         let (policy, verdict, fingerprint, statement) =
-            (self.gov.policy.as_deref(), &gov.sql, &gov.fp.text, gov.text.clone());
+            (self.gov.views.policy(), &gov.sql, &gov.fp.text, gov.text.clone());
         let rec = SqlRecord { policy, verdict, fingerprint, statement, masked, mask_rules, rows, started, error };
         self.shared.governance.audit_sql(&self.route, &who, rec);
     }

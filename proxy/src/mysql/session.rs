@@ -229,7 +229,7 @@ impl Session {
     }
 
     /// Refuse a statement with a MySQL-native access error naming the rule.
-    fn deny(&mut self, seq: u8, gov: &Gov) {
+    pub(super) fn deny(&mut self, seq: u8, gov: &Gov) {
         let Some(d) = gov.denied() else { return };
         let message = d.message.clone();
         let code = if message.contains("column") || message.contains("masked data") {

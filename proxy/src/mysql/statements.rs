@@ -112,12 +112,19 @@ impl Session {
 
     pub(super) async fn execute(&mut self, seq: u8, payload: Bytes) -> Result<(), SessionError> {
         let id = statement_id(&payload).map_err(|e| SessionError::Protocol(e.to_string()))?;
-        let Some(cs) = self.stmts.get_mut(&id) else {
+        let Some(cs) = self.stmts.get(&id) else {
             self.unknown_stmt(seq, id, "mysqld_stmt_execute");
             return Ok(());
         };
-        let entry = cs.entry.clone();
-        let stmt_gov = cs.gov.clone();
+        let (entry, prepared_gov) = (cs.entry.clone(), cs.gov.clone());
+        let stmt_gov = prepared_gov.map(|g| self.revalidate(g));
+        if let Some(g) = stmt_gov.as_ref().filter(|g| g.denied().is_some()) {
+            let g = g.clone();
+            self.deny(seq, &g);
+            return Ok(());
+        }
+        let Some(cs) = self.stmts.get_mut(&id) else { return Ok(()) };
+        cs.gov.clone_from(&stmt_gov);
         let layout = execute_layout(&payload, entry.num_params).map_err(|e| SessionError::Protocol(e.to_string()))?;
         if layout.types_included {
             cs.types = Some(payload[layout.types.clone()].to_vec());

@@ -15,7 +15,7 @@ use dgf_protocols::postgres::messages;
 use dgf_rules::mask::{Format, MaskFn};
 use dgf_rules::policy::{check_sql_cached, sql_output_masks, SqlVerdict};
 use dgf_rules::sql::{Analysis, Dialect, Fingerprint};
-use dgf_rules::{FieldRef, Namespace, Policy, RoleView};
+use dgf_rules::{FieldRef, Namespace, RoleView};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,8 +64,7 @@ pub struct ResultPlan {
 /// Per-session governance state.
 #[derive(Default)]
 pub struct GovState {
-    policy: Option<Arc<Policy>>,
-    view: Option<Arc<RoleView>>,
+    views: crate::governance::ViewCache,
     /// Client statement name -> decision.
     pub stmts: HashMap<String, Arc<Gov>>,
     /// Portal name -> decision.
@@ -92,17 +91,24 @@ impl Session {
         if snap.policy.rule_names().is_empty() && !g.auditing() {
             return None;
         }
-        let fresh = self.gov.policy.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &snap.policy));
-        if fresh {
-            self.gov.view = Some(snap.policy.view(&self.route.name, &self.user.roles));
-            self.gov.policy = Some(snap.policy.clone());
-        }
-        let view = self.gov.view.clone()?;
+        let view = self.gov.views.get(&snap.policy, &self.route.name, &self.user);
         let (fp, analysis) = g.analyzer.classify(text, Dialect::Postgres);
         let sql = check_sql_cached(&view, &analysis);
         g.count(&snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
         let text = g.include_literals().then(|| text.to_owned());
         Some(Arc::new(Gov { fp, analysis, sql, view, text }))
+    }
+
+    /// The decision of a statement prepared earlier, under the policy in force now: a reload
+    /// since its Parse re-checks its (policy-independent) analysis against the new rules.
+    pub(super) fn revalidate(&mut self, gov: Arc<Gov>) -> Arc<Gov> {
+        let view = self.gov.views.get(&self.shared.live.load().policy, &self.route.name, &self.user);
+        if Arc::ptr_eq(&view, &gov.view) {
+            return gov;
+        }
+        let sql = check_sql_cached(&view, &gov.analysis);
+        let (fp, analysis, text) = (gov.fp.clone(), gov.analysis.clone(), gov.text.clone());
+        Arc::new(Gov { fp, analysis, sql, view, text })
     }
 
     /// Refuse a statement. In a transaction a simple query is refused by the server itself (a
@@ -306,7 +312,7 @@ impl Session {
         let (route, peer, user, database) = (self.route.name.as_str(), self.peer, &*self.user, self.database.as_str());
         let who = Who { protocol: "postgres", route, peer, user, database };
         let (policy, verdict, fingerprint, statement) =
-            (self.gov.policy.as_deref(), &*gov.sql, &gov.fp.text, gov.text.clone());
+            (self.gov.views.policy(), &*gov.sql, &gov.fp.text, gov.text.clone());
         let rec = SqlRecord { policy, verdict, fingerprint, statement, masked, mask_rules, rows, started, error };
         self.shared.governance.audit_sql(&self.route, &who, rec);
     }

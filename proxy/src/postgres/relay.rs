@@ -307,6 +307,20 @@ impl Session {
                     query_gov = Some(gov);
                 }
             }
+            tag::BIND if self.governing() => {
+                let name = Bind::decode(body)?.statement;
+                if let Some(prepared) = self.gov.stmts.get(name).cloned() {
+                    let gov = self.revalidate(prepared);
+                    if gov.denied().is_some() {
+                        self.deny(false, gov);
+                        return Ok(true);
+                    }
+                    if gov.sql.needs_masking {
+                        self.ensure_catalog().await;
+                    }
+                    self.gov.stmts.insert(name.to_owned(), gov);
+                }
+            }
             _ => {}
         }
         if matches!(t, tag::QUERY | tag::FUNCTION_CALL | tag::EXECUTE) {
