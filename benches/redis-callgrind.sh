@@ -23,6 +23,8 @@
 #   DGF_BIN=path         dgf binary (default: $CARGO_TARGET_DIR or target, release)
 #   OUT_DIR=dir          logs and callgrind output
 set -euo pipefail
+# shellcheck source=benches/twemproxy.sh
+source "$(dirname "${BASH_SOURCE[0]}")/twemproxy.sh"
 # shellcheck source=benches/callgrind.sh
 source "$(dirname "${BASH_SOURCE[0]}")/callgrind.sh"
 
@@ -82,16 +84,7 @@ TOML
     ;;
   twemproxy)
     command -v nutcracker >/dev/null || die "nutcracker not found (apt-get install nutcracker)"
-    cat >"$OUT_DIR/nutcracker.yml" <<YML
-bench:
-  listen: 127.0.0.1:$PORT
-  hash: fnv1a_64
-  distribution: ketama
-  redis: true
-  server_connections: $POOL
-  servers:
-   - 127.0.0.1:6379:1
-YML
+    twemproxy_config "$OUT_DIR/nutcracker.yml" "$PORT" "$POOL"
     cmd=(nutcracker -c "$OUT_DIR/nutcracker.yml" -s "$ADMIN_PORT" -o "$OUT_DIR/nutcracker.log")
     ;;
   *) die "TARGET must be dgf or twemproxy" ;;

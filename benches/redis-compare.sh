@@ -16,6 +16,8 @@
 #
 # Every address is 127.0.0.1. Everything the script starts is stopped on exit.
 set -euo pipefail
+# shellcheck source=benches/twemproxy.sh
+source "$(dirname "${BASH_SOURCE[0]}")/twemproxy.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 REQUESTS="${REQUESTS:-200000}"
@@ -70,16 +72,7 @@ wait_port "$DGF_PORT"
 TARGETS="direct:6379 dgf:$DGF_PORT"
 if have nutcracker; then
   TW_PORT=$(free_port); TW_STATS=$(free_port)
-  cat >"$OUT_DIR/nutcracker.yml" <<YML
-bench:
-  listen: 127.0.0.1:$TW_PORT
-  hash: fnv1a_64
-  distribution: ketama
-  redis: true
-  server_connections: $POOL
-  servers:
-   - 127.0.0.1:6379:1
-YML
+  twemproxy_config "$OUT_DIR/nutcracker.yml" "$TW_PORT" "$POOL"
   nutcracker -c "$OUT_DIR/nutcracker.yml" -s "$TW_STATS" -o "$OUT_DIR/nutcracker.log" &
   PIDS+=("$!")
   wait_port "$TW_PORT"
