@@ -168,6 +168,9 @@ pub struct ViewCache {
     policy: Option<std::sync::Arc<Policy>>,
     user: Option<std::sync::Arc<crate::live::User>>,
     view: Option<std::sync::Arc<dgf_rules::RoleView>>,
+    /// The constant head of the session's audit records and the user it was rendered for.
+    head: Vec<u8>,
+    head_user: Option<std::sync::Arc<crate::live::User>>,
 }
 
 impl ViewCache {
@@ -193,20 +196,33 @@ impl ViewCache {
     pub fn policy(&self) -> Option<&Policy> {
         self.policy.as_deref()
     }
-}
 
-/// The session side of an audit record: who ran the statement, where.
-pub struct Who<'a> {
-    /// `postgres`, `mysql`, ...
-    pub protocol: &'static str,
-    /// Route name.
-    pub route: &'a str,
-    /// Client address.
-    pub peer: SocketAddr,
-    /// dgf user.
-    pub user: &'a crate::live::User,
-    /// Database / schema.
-    pub database: &'a str,
+    /// Render the head of this session's audit records (`protocol` .. `roles`) unless it is
+    /// already rendered for `user`; read it with [`head`](Self::head).
+    pub fn render_head(
+        &mut self,
+        protocol: &str,
+        route: &str,
+        peer: SocketAddr,
+        user: &std::sync::Arc<crate::live::User>,
+    ) {
+        use dgf_rules::audit::raw;
+        if self.head_user.as_ref().is_some_and(|u| std::sync::Arc::ptr_eq(u, user)) {
+            return;
+        }
+        self.head.clear();
+        raw::field_str(&mut self.head, "protocol", protocol);
+        raw::field_str(&mut self.head, "route", route);
+        raw::field_str(&mut self.head, "client", &peer_text(peer));
+        raw::field_str(&mut self.head, "user", &user.name);
+        raw::field_strs(&mut self.head, "roles", user.roles.iter().map(String::as_str));
+        self.head_user = Some(user.clone());
+    }
+
+    /// The head [`render_head`](Self::render_head) rendered.
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
 }
 
 /// One executed (or refused) SQL statement, for its audit record.
@@ -234,8 +250,8 @@ pub struct SqlRecord<'a> {
 impl Governance {
     /// Audit one statement of a SQL session; a lost record counts as a `dgf_audit` error of
     /// the route.
-    pub fn audit_sql(&self, route: &crate::live::Route, who: &Who<'_>, r: SqlRecord<'_>) {
-        if !self.record_sql(who, r) {
+    pub fn audit_sql(&self, route: &crate::live::Route, head: &[u8], database: &str, r: SqlRecord<'_>) {
+        if !self.record_sql(head, database, r) {
             route.metrics.error("dgf_audit");
         }
     }
@@ -245,7 +261,8 @@ impl Governance {
     /// The record is rendered here straight into its JSON fields (no `AuditEvent` holding a
     /// dozen cloned strings for the writer to serialise and free) and handed to the writer as
     /// a one-record [`RawBatch`]; the line is byte for byte what the event would give.
-    pub fn record_sql(&self, who: &Who<'_>, r: SqlRecord<'_>) -> bool {
+    /// `head`: the session's constant fields ([`ViewCache::render_head`]).
+    pub fn record_sql(&self, head: &[u8], database: &str, r: SqlRecord<'_>) -> bool {
         use dgf_rules::audit::raw;
         if !self.auditing() {
             return true;
@@ -253,13 +270,9 @@ impl Governance {
         let names = r.policy.map_or(&[][..], |p| p.rule_names());
         let v = &r.verdict.verdict;
         let text = r.statement.as_ref().map_or(0, String::len);
-        let mut f = Vec::with_capacity(384 + r.fingerprint.len() + text);
-        raw::field_str(&mut f, "protocol", who.protocol);
-        raw::field_str(&mut f, "route", who.route);
-        raw::field_str(&mut f, "client", &peer_text(who.peer));
-        raw::field_str(&mut f, "user", &who.user.name);
-        raw::field_strs(&mut f, "roles", who.user.roles.iter().map(String::as_str));
-        raw::field_str(&mut f, "database", who.database);
+        let mut f = Vec::with_capacity(256 + head.len() + r.fingerprint.len() + text);
+        f.extend_from_slice(head);
+        raw::field_str(&mut f, "database", database);
         raw::field_str(&mut f, "kind", r.verdict.kind);
         raw::field_str(&mut f, "fingerprint", r.fingerprint);
         if let Some(statement) = &r.statement {

@@ -257,14 +257,22 @@ impl Session {
     }
 
     /// `outcome`: when it started, rows, whether a column was masked, mask rules that applied.
-    fn audit(&self, gov: &Gov, outcome: (Instant, u64, bool, &[usize]), error: Option<String>) {
+    fn audit(&mut self, gov: &Gov, outcome: (Instant, u64, bool, &[usize]), error: Option<String>) {
         let (started, rows, masked, mask_rules) = outcome;
-        use crate::governance::{SqlRecord, Who};
-        let (route, peer, user, database) = (self.route.name.as_str(), self.peer, &*self.user, self.database.as_str());
-        let who = Who { protocol: "mysql", route, peer, user, database };
+        self.gov.views.render_head("mysql", &self.route.name, self.peer, &self.user);
         let (policy, verdict, fingerprint, statement) =
             (self.gov.views.policy(), &gov.sql, &gov.fp.text, gov.text.clone());
-        let rec = SqlRecord { policy, verdict, fingerprint, statement, masked, mask_rules, rows, started, error };
-        self.shared.governance.audit_sql(&self.route, &who, rec);
+        let rec = crate::governance::SqlRecord {
+            policy,
+            verdict,
+            fingerprint,
+            statement,
+            masked,
+            mask_rules,
+            rows,
+            started,
+            error,
+        };
+        self.shared.governance.audit_sql(&self.route, self.gov.views.head(), &self.database, rec);
     }
 }
