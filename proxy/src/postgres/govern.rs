@@ -99,6 +99,40 @@ impl Session {
         Some(Arc::new(Gov { fp, analysis, sql, view, text }))
     }
 
+    /// Decide a client message before it is forwarded: a Query or Parse is analysed and
+    /// checked; a Bind of a prepared statement is decided again if the policy changed since its
+    /// Parse. `None`: refused, the client has its error. `Some(gov)`: go on (`gov` is the
+    /// decision of a Query or Parse, to keep with the statement).
+    pub(super) async fn decide_message(
+        &mut self,
+        t: u8,
+        body: &[u8],
+    ) -> Result<Option<Option<Arc<Gov>>>, super::SessionError> {
+        use dgf_protocols::postgres::messages::{tag, Bind, Parse};
+        if !matches!(t, tag::QUERY | tag::PARSE | tag::BIND) || !self.governing() {
+            return Ok(Some(None));
+        }
+        let gov = if t == tag::BIND {
+            let name = Bind::decode(body)?.statement;
+            let Some(prepared) = self.gov.stmts.get(name).cloned() else { return Ok(Some(None)) };
+            let gov = self.revalidate(prepared);
+            self.gov.stmts.insert(name.to_owned(), gov.clone());
+            gov
+        } else {
+            let text = if t == tag::QUERY { messages::query_text(body)? } else { Parse::decode(body)?.query()? };
+            let Some(gov) = self.govern(text) else { return Ok(Some(None)) };
+            gov
+        };
+        if gov.denied().is_some() {
+            self.deny(t == tag::QUERY, gov);
+            return Ok(None);
+        }
+        if gov.sql.needs_masking {
+            self.ensure_catalog().await;
+        }
+        Ok(Some((t != tag::BIND).then_some(gov)))
+    }
+
     /// The decision of a statement prepared earlier, under the policy in force now: a reload
     /// since its Parse re-checks its (policy-independent) analysis against the new rules.
     pub(super) fn revalidate(&mut self, gov: Arc<Gov>) -> Arc<Gov> {

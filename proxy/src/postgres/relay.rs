@@ -291,38 +291,10 @@ impl Session {
         if self.server.is_none() && self.answer_without_server(t, body)? {
             return Ok(true);
         }
-        let mut query_gov = None;
-        match t {
-            tag::TERMINATE => return Ok(false),
-            tag::QUERY | tag::PARSE if self.governing() => {
-                let text = if t == tag::QUERY { messages::query_text(body)? } else { Parse::decode(body)?.query()? };
-                if let Some(gov) = self.govern(text) {
-                    if gov.denied().is_some() {
-                        self.deny(t == tag::QUERY, gov);
-                        return Ok(true);
-                    }
-                    if gov.sql.needs_masking {
-                        self.ensure_catalog().await;
-                    }
-                    query_gov = Some(gov);
-                }
-            }
-            tag::BIND if self.governing() => {
-                let name = Bind::decode(body)?.statement;
-                if let Some(prepared) = self.gov.stmts.get(name).cloned() {
-                    let gov = self.revalidate(prepared);
-                    if gov.denied().is_some() {
-                        self.deny(false, gov);
-                        return Ok(true);
-                    }
-                    if gov.sql.needs_masking {
-                        self.ensure_catalog().await;
-                    }
-                    self.gov.stmts.insert(name.to_owned(), gov);
-                }
-            }
-            _ => {}
+        if t == tag::TERMINATE {
+            return Ok(false);
         }
+        let Some(query_gov) = self.decide_message(t, body).await? else { return Ok(true) };
         if matches!(t, tag::QUERY | tag::FUNCTION_CALL | tag::EXECUTE) {
             if let Err(e) = self.route.shaper.acquire().await {
                 // 53400 configuration_limit_exceeded: the route's ops/s budget.
