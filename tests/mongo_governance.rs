@@ -279,3 +279,55 @@ fn masking_denials_bypass_corpus_and_audit() {
     let report = dgf_rules::audit::verify(std::slice::from_ref(&audit)).unwrap();
     assert!(report.is_ok(), "{:?}", report.first_error);
 }
+
+const RELOAD_SCRIPT: &str = r#"
+import os, urllib.request, pymongo
+from pymongo.errors import OperationFailure
+ad = pymongo.MongoClient("mongodb://admin:admin-pw@127.0.0.1:PORT/?directConnection=true")
+U = ad.app.users_reload
+U.drop()
+U.insert_many([{"_id": i, "email": "clear%d@s3cr3t.com" % i} for i in range(6)])
+cur = U.find({}, batch_size=2).sort("_id", 1)
+first = [next(cur), next(cur)]
+assert all("s3cr3t" in d["email"] for d in first), first
+with open(os.environ["CFG"], "w") as f:
+    f.write(os.environ["NEWCFG"])
+req = urllib.request.Request("http://%s/reload" % os.environ["ADMIN"], method="POST")
+assert urllib.request.urlopen(req).status == 200
+after = []
+try:
+    for d in cur:
+        after.append(d)
+    outcome = "ITERATED"
+except OperationFailure as e:
+    outcome = "ERROR %s" % e.code
+leaked = [d for d in after if "s3cr3t" in d["email"]]
+print("AFTER", outcome, len(after), "LEAKED", len(leaked))
+again = list(U.find({}).sort("_id", 1))
+print("AGAIN", len(again), "LEAKED", len([d for d in again if "s3cr3t" in d["email"]]))
+U.drop()
+"#;
+
+/// A cursor opened before a reload must not keep serving batches under the old mask plan: the
+/// reload below starts masking emails for admins while an admin iterates a cursor.
+#[test]
+fn reload_ends_cursors_opened_under_the_old_policy() {
+    let server = MongoServer::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let cfg = config(port, server.port, &audit.display().to_string());
+    let dgf = Dgf::start(&cfg, &[port]);
+    let tightened = format!(
+        "{cfg}\n[[labels]]\nname = \"reload email\"\nmatch = [\"mongodb:app.users_reload.email\"]\n\n\
+         [[rules]]\nname = \"mask email for admins too\"\nroles = [\"admin\"]\naction = \"mask\"\nlabels = [\"reload email\"]\nwith = \"redact\"\n"
+    )
+    .replace("{admin}", &dgf.admin.to_string());
+    let env = [("CFG", dgf.config.display().to_string()), ("NEWCFG", tightened), ("ADMIN", dgf.admin.to_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = python(&RELOAD_SCRIPT.replace("PORT", &port.to_string()), &env)
+        .unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
+    // The open cursor ends with CursorNotFound (what drivers resume change streams after);
+    // the query run again gets the new policy's masking.
+    assert!(out.contains("AFTER ERROR 43 0 LEAKED 0\nAGAIN 6 LEAKED 0"), "{out}");
+}

@@ -1,5 +1,6 @@
 //! Cursors under governance: only the dgf user that opened a cursor may getMore or kill it;
-//! its getMore batches get the mask plan of the command that opened it; `limit` rules cap the
+//! its getMore batches get the mask plan of the command that opened it (a reload that replaces
+//! the policy ends such cursors with CursorNotFound rather than keep a stale plan); `limit` rules cap the
 //! documents returned across `firstBatch` and every `nextBatch` (and `distinct` values): the
 //! batch that reaches the cap is cut, reported with `cursor.id: 0`, and the server cursor is
 //! killed on its connection.
@@ -14,18 +15,35 @@ use dgf_protocols::mongodb::MongoProtoError;
 use std::time::Duration;
 
 /// Check that `user` may use the cursors a getMore / killCursors names, and give a getMore's
-/// decision the plan and remaining cap of its cursor. `Err`: the refusal message (code 13).
-pub fn gate(pins: &Pins, info: &CommandInfo<'_>, user: &str, decision: Option<&mut Decision>) -> Result<(), String> {
+/// decision the plan and remaining cap of its cursor. `Err`: (code, code name, message) —
+/// 13 Unauthorized for another user's cursor; 43 CursorNotFound for a cursor opened under a
+/// policy that a reload has replaced, when either policy masks or caps this user's results:
+/// its plan may no longer be right, and drivers resume change streams after that error by
+/// re-running the command (which then gets the new policy's plan).
+pub fn gate(
+    pins: &Pins,
+    info: &CommandInfo<'_>,
+    user: &str,
+    decision: Option<&mut Decision>,
+) -> Result<(), (i32, &'static str, String)> {
     let ids = info.get_more.iter().chain(&info.kill_cursors);
     for &id in ids {
         if let Some(g) = pins.cursor(id) {
             if g.user != user {
-                return Err(format!("dgf: cursor id {id} was not created by the authenticated user"));
+                let msg = format!("dgf: cursor id {id} was not created by the authenticated user");
+                return Err((13, "Unauthorized", msg));
             }
         }
     }
     if let (Some(id), Some(d)) = (info.get_more, decision) {
         let g = pins.cursor(id).unwrap_or_default();
+        let stale = g.policy.as_ref().is_none_or(|p| !std::sync::Arc::ptr_eq(p, &d.policy));
+        if stale && (d.governs_results || !g.plan.is_empty() || g.remaining.is_some()) {
+            let msg = format!(
+                "dgf: cursor id {id} was opened under a policy that has since been reloaded; run the command again"
+            );
+            return Err((43, "CursorNotFound", msg));
+        }
         d.plan = g.plan;
         d.limit = g.remaining;
     }

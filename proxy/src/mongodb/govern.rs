@@ -68,6 +68,11 @@ pub struct Decision {
     pub plan: Arc<MaskPlan>,
     /// Row cap (`limit` rules; for a getMore, what is left of its cursor's cap).
     pub limit: Option<u64>,
+    /// The policy this decision was taken under.
+    pub policy: Arc<Policy>,
+    /// Whether that policy masks or caps anything for this user (a getMore of a cursor opened
+    /// under another policy cannot keep the old plan then: see `cursors::gate`).
+    pub governs_results: bool,
     verdict: Verdict,
     mask_rules: Vec<usize>,
     kind: String,
@@ -160,6 +165,8 @@ impl GovState {
             deny: verdict.deny.clone(),
             plan: Arc::new(MaskPlan::default()),
             limit: if info.get_more.is_some() { None } else { verdict.row_limit },
+            policy: env.policy.clone(),
+            governs_results: view.masks_anything() || verdict.row_limit.is_some(),
             verdict,
             mask_rules: Vec::new(),
             kind: dgf_rules::mongodb::class_of(info.name).to_owned(),

@@ -129,21 +129,34 @@ async fn accept(tcp: TcpStream, route: &Route) -> Result<Stream, SessionError> {
 /// Kill the cursors and abort the transactions a departed client left pinned.
 async fn release_owned(mongo: &MongoRoute, owner: u64) {
     for (key, entry) in mongo.pins.take_owned(owner) {
-        let cmd: Document = match &key {
-            pins::Key::Cursor(id) => cursors::kill_command(entry.ns.as_deref(), *id),
-            pins::Key::Txn(lsid) => {
-                let Ok(lsid) = Document::from_reader(&lsid[..]) else { continue };
-                doc! { "abortTransaction": 1, "lsid": lsid, "txnNumber": entry.txn_number, "autocommit": false, "$db": "admin" }
-            }
-        };
-        let conn = entry.conn.clone();
-        drop(entry);
-        let mut g = conn.clone().lock_owned().await;
-        let done = tokio::time::timeout(Duration::from_secs(5), g.command(&cmd)).await;
-        if !matches!(done, Ok(Ok(_))) {
-            g.mark_broken();
-            mongo.pins.remove_conn(&conn);
-        }
-        tracing::debug!(?key, "released pin of a departed client");
+        release(mongo, key, entry).await;
     }
+}
+
+/// Kill the server cursor `id` and drop its pin (dgf refused its getMore).
+pub(crate) async fn release_cursor(mongo: &MongoRoute, id: i64) {
+    let key = pins::Key::Cursor(id);
+    if let Some(entry) = mongo.pins.remove(&key) {
+        release(mongo, key, entry).await;
+    }
+}
+
+/// End what a pin holds on the server (a cursor, or a transaction), on its connection.
+async fn release(mongo: &MongoRoute, key: pins::Key, entry: pins::Entry) {
+    let cmd: Document = match &key {
+        pins::Key::Cursor(id) => cursors::kill_command(entry.ns.as_deref(), *id),
+        pins::Key::Txn(lsid) => {
+            let Ok(lsid) = Document::from_reader(&lsid[..]) else { return };
+            doc! { "abortTransaction": 1, "lsid": lsid, "txnNumber": entry.txn_number, "autocommit": false, "$db": "admin" }
+        }
+    };
+    let conn = entry.conn.clone();
+    drop(entry);
+    let mut g = conn.clone().lock_owned().await;
+    let done = tokio::time::timeout(Duration::from_secs(5), g.command(&cmd)).await;
+    if !matches!(done, Ok(Ok(_))) {
+        g.mark_broken();
+        mongo.pins.remove_conn(&conn);
+    }
+    tracing::debug!(?key, "released pin");
 }

@@ -35,6 +35,8 @@ pub struct CursorGov {
     pub plan: Arc<MaskPlan>,
     /// Documents still allowed under a row cap (`None`: no cap).
     pub remaining: Option<u64>,
+    /// The policy `plan` and `remaining` come from (`None`: governance was off).
+    pub policy: Option<Arc<dgf_rules::Policy>>,
 }
 
 /// A connection for one command: from the pool, or a cursor-pinned one borrowed while idle.

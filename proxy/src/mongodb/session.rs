@@ -212,12 +212,15 @@ impl Session {
             }
             return self.reply_doc(rid, &inspect::error_reply(13, "Unauthorized", &msg)).await;
         }
-        if let Err(msg) = cursors::gate(&self.mongo.pins, &info, &user.name, decision.as_mut()) {
+        if let Err((code, name, msg)) = cursors::gate(&self.mongo.pins, &info, &user.name, decision.as_mut()) {
             if let Some(d) = decision.as_mut() {
-                d.error = Some("13".into());
+                d.error = Some(code.to_string());
                 govern::audit(&env, d, &self.peer.to_string(), &user.name);
             }
-            return self.reply_error(rid, 13, "Unauthorized", &msg).await;
+            if let (43, Some(id)) = (code, info.get_more) {
+                super::release_cursor(&self.mongo, id).await;
+            }
+            return self.reply_error(rid, code, name, &msg).await;
         }
         if let Err(e) = self.route.shaper.acquire().await {
             // 262 ExceededTimeLimit: retryable for drivers (nothing ran upstream).
@@ -491,7 +494,8 @@ impl Session {
             if let (Some(id), Some(shared)) = (new_cursor, &shared) {
                 let user = self.user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
                 let plan = decision.as_ref().map(|d| d.plan.clone()).unwrap_or_default();
-                let gov = CursorGov { user, plan, remaining: capped.remaining };
+                let policy = decision.as_ref().map(|d| d.policy.clone());
+                let gov = CursorGov { user, plan, remaining: capped.remaining, policy };
                 pins.insert_cursor(id, shared.clone(), self.id, ns, gov);
             }
             if let (true, Some(k), Some(shared)) = (start_txn, txn, shared.clone()) {
