@@ -20,6 +20,8 @@
 set -euo pipefail
 # shellcheck source=benches/callgrind.sh
 source "$(dirname "${BASH_SOURCE[0]}")/callgrind.sh"
+# shellcheck source=benches/mysql-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/mysql-lib.sh"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -56,42 +58,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mysql --protocol=TCP -h "$HOST" -P "$MY_PORT" -u root -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
-sysbench oltp_read_only --db-driver=mysql --mysql-host=$HOST --mysql-port="$MY_PORT" --mysql-user=root \
-  --mysql-db=$DB --tables=4 --table-size=10000 prepare >"$OUT_DIR/prepare.log"
-
-cat >"$OUT_DIR/dgf.toml" <<TOML
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-
-[server]
-workers = 1
-
-[[users]]
-name = "sbtest"
-password = "sbtest_pw"
-
-[[routes]]
-name = "mysql"
-protocol = "mysql"
-listen = "127.0.0.1:$DGF_PORT"
-upstream = "mysql://root@$HOST:$MY_PORT/$DB?ssl-mode=DISABLED"
-pool = { size = $POOL_SIZE, wait_timeout_ms = 60000 }
+mysql_prepare "$DB" 4 10000 "$OUT_DIR/prepare.log"
+audit=""
+[[ ${AUDIT:-1} != 0 ]] && audit="$OUT_DIR/audit.jsonl"
 # no RSA key: its generation (startup, background thread) would land in the measured window
-options = { rsa_private_key = "none" }
-TOML
-if [[ ${AUDIT:-1} != 0 ]]; then
-  printf '\n[audit]\npath = "%s"\n' "$OUT_DIR/audit.jsonl" >>"$OUT_DIR/dgf.toml"
-fi
+mysql_dgf_config "$OUT_DIR/dgf.toml" "$ADMIN_PORT" "$DGF_PORT" "$DB" "{ size = $POOL_SIZE, wait_timeout_ms = 60000 }" \
+  "$audit" 'options = { rsa_private_key = "none" }'
 
 DGF_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT_DIR/callgrind.out" \
   "$DGF" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
 VG_PID=$!
-for _ in $(seq 600); do
-  mysql --protocol=TCP -h "$HOST" -P "$DGF_PORT" -u sbtest -psbtest_pw -e "SELECT 1" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-kill -0 "$VG_PID" || die "dgf did not start: $(tail -5 "$OUT_DIR/dgf.log")"
+mysql_wait_dgf "$VG_PID" "$DGF_PORT" "$OUT_DIR/dgf.log"
 
 queries() {
   curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^dgf_queries_total/ {s += $2} END {print s + 0}'

@@ -25,6 +25,8 @@
 #
 # Every address is 127.0.0.1; everything the script starts is stopped on exit.
 set -euo pipefail
+# shellcheck source=benches/mysql-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/mysql-lib.sh"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -90,39 +92,13 @@ cleanup() {
 trap cleanup EXIT
 
 log "preparing $DB ($TABLES tables x $TABLE_SIZE rows)"
-mysql --protocol=TCP -h "$HOST" -P "$MY_PORT" -u root -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
-sysbench oltp_read_only --db-driver=mysql --mysql-host=$HOST --mysql-port="$MY_PORT" --mysql-user=root \
-  --mysql-db=$DB --tables="$TABLES" --table-size="$TABLE_SIZE" prepare >"$OUT_DIR/prepare.log"
-
-cat >"$OUT_DIR/dgf.toml" <<TOML
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-
-[server]
-workers = 1
-
-[[users]]
-name = "sbtest"
-password = "sbtest_pw"
-
-[[routes]]
-name = "mysql"
-protocol = "mysql"
-listen = "127.0.0.1:$DGF_PORT"
-upstream = "mysql://root@$HOST:$MY_PORT/$DB?ssl-mode=DISABLED"
-pool = { size = $POOL_SIZE }
-
-TOML
-if [[ ${AUDIT:-1} != 0 ]]; then
-  printf '\n[audit]\npath = "%s"\n' "$OUT_DIR/audit.jsonl" >>"$OUT_DIR/dgf.toml"
-fi
+mysql_prepare "$DB" "$TABLES" "$TABLE_SIZE" "$OUT_DIR/prepare.log"
+audit=""
+[[ ${AUDIT:-1} != 0 ]] && audit="$OUT_DIR/audit.jsonl"
+mysql_dgf_config "$OUT_DIR/dgf.toml" "$ADMIN_PORT" "$DGF_PORT" "$DB" "{ size = $POOL_SIZE }" "$audit"
 DGF_LOG=warn "$DGF" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
 DGF_PID=$!
-for _ in $(seq 100); do
-  mysql --protocol=TCP -h "$HOST" -P "$DGF_PORT" -u sbtest -psbtest_pw -e "SELECT 1" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-kill -0 "$DGF_PID" || die "dgf did not start: $(cat "$OUT_DIR/dgf.log")"
+mysql_wait_dgf "$DGF_PID" "$DGF_PORT" "$OUT_DIR/dgf.log"
 
 if [[ ${HAPROXY:-1} != 0 ]]; then
   cat >"$OUT_DIR/haproxy.cfg" <<HA
