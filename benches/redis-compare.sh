@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # benches/redis-compare.sh: side-by-side Redis benchmark of
-#   direct Redis (127.0.0.1:6379)  vs  dgf  vs  twemproxy (nutcracker)
+#   direct Redis (127.0.0.1:6379)  vs  dgf  vs  twemproxy (nutcracker)  vs  HAProxy (mode tcp)
 # on this machine, in one run: `redis-benchmark -t get,set` at -c 50 with -P 1 and -P 16.
-# Prints requests/s per target, ratios to direct and to twemproxy, and dgf CPU time
+# Prints requests/s per target, ratios to direct and to twemproxy, and each proxy's CPU time
 # (utime+stime from /proc/PID/stat) per request. dgf runs with audit on by default.
 #
 # Environment (all optional):
@@ -11,6 +11,9 @@
 #   PIPELINES="1 16"    pipeline depths
 #   POOL=4              dgf pool.size
 #   AUDIT=1             dgf writes an audit record per command (0: off)
+#   DGF_WORKERS=0       dgf `server.workers` (0 = one per core, 1 = single-threaded)
+#   HAPROXY=1           also run HAProxy in `mode tcp` (one thread, no multiplexing, parses
+#                       nothing): the cost of the extra hop alone, the floor of any proxy (0: skip)
 #   DGF_BIN=path        dgf binary to use; default: cargo build --release -p dgf
 #   OUT_DIR=dir         logs and results (default: target/bench/redis-compare-<timestamp>)
 #
@@ -36,6 +39,11 @@ if ! have nutcracker; then
   as_root apt-get update -qq && as_root apt-get install -y -qq nutcracker || echo "nutcracker unavailable: twemproxy skipped" >&2
 fi
 
+if [[ ${HAPROXY:-1} != 0 ]] && ! have haproxy && [[ ! -x /usr/sbin/haproxy ]]; then
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends haproxy >/dev/null \
+    || echo "haproxy unavailable: L4 floor skipped" >&2
+fi
+
 if [[ -z "${DGF_BIN:-}" ]]; then
   cargo build --release -q -p dgf --bin dgf
   DGF_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/dgf"
@@ -57,6 +65,8 @@ cat >"$OUT_DIR/dgf.toml" <<TOML
 listen = "127.0.0.1:$ADMIN_PORT"
 [log]
 level = "warn"
+[server]
+workers = ${DGF_WORKERS:-0}
 [[routes]]
 name = "bench"
 protocol = "redis"
@@ -74,9 +84,30 @@ if have nutcracker; then
   TW_PORT=$(free_port); TW_STATS=$(free_port)
   twemproxy_config "$OUT_DIR/nutcracker.yml" "$TW_PORT" "$POOL"
   nutcracker -c "$OUT_DIR/nutcracker.yml" -s "$TW_STATS" -o "$OUT_DIR/nutcracker.log" &
-  PIDS+=("$!")
+  TW_PID=$!; PIDS+=("$TW_PID")
   wait_port "$TW_PORT"
   TARGETS="$TARGETS twemproxy:$TW_PORT"
+fi
+
+if [[ ${HAPROXY:-1} != 0 ]] && [[ -x /usr/sbin/haproxy ]]; then
+  HA_PORT=$(free_port)
+  cat >"$OUT_DIR/haproxy.cfg" <<HA
+global
+  nbthread 1
+  maxconn 1000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen redis
+  bind 127.0.0.1:$HA_PORT
+  server db 127.0.0.1:6379
+HA
+  /usr/sbin/haproxy -f "$OUT_DIR/haproxy.cfg" -db >"$OUT_DIR/haproxy.log" 2>&1 &
+  HA_PID=$!; PIDS+=("$HA_PID")
+  wait_port "$HA_PORT"
+  TARGETS="$TARGETS haproxy:$HA_PORT"
 fi
 
 declare -A RPS
@@ -84,13 +115,14 @@ printf '%-10s %-4s %-4s %12s\n' target P test rps | tee "$OUT_DIR/results.txt"
 for P in $PIPELINES; do
   for t in $TARGETS; do
     name=${t%%:*}; port=${t##*:}
-    [[ $name == dgf ]] && c0=$(cpu_ticks "$DGF_PID")
+    pid=""; [[ $name == dgf ]] && pid=$DGF_PID; [[ $name == twemproxy ]] && pid=$TW_PID; [[ $name == haproxy ]] && pid=$HA_PID
+    [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
     out=$(redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -n "$REQUESTS" -c "$CLIENTS" -P "$P" -q --csv 2>/dev/null | tr -d '"')
-    if [[ $name == dgf ]]; then
-      c1=$(cpu_ticks "$DGF_PID")
+    if [[ -n $pid ]]; then
+      c1=$(cpu_ticks "$pid")
       hz=$(getconf CLK_TCK)
       us=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n=$((2 * REQUESTS)) 'BEGIN{printf "%.2f", (b-a)/hz*1e6/n}')
-      echo "dgf CPU per request at P=$P: ${us} us" | tee -a "$OUT_DIR/results.txt"
+      echo "$name CPU per request at P=$P: ${us} us" | tee -a "$OUT_DIR/results.txt"
     fi
     while IFS=, read -r test rps _; do
       [[ $test == test || -z $test ]] && continue
@@ -103,8 +135,9 @@ echo | tee -a "$OUT_DIR/results.txt"
 for P in $PIPELINES; do
   for test in SET GET; do
     d=${RPS[direct,$P,$test]:-0}; g=${RPS[dgf,$P,$test]:-0}; w=${RPS[twemproxy,$P,$test]:-0}
-    awk -v d="$d" -v g="$g" -v w="$w" -v P="$P" -v t="$test" \
-      'BEGIN{printf "P=%-3s %-4s dgf/direct %.2f  dgf/twemproxy %s\n", P, t, (d>0?g/d:0), (w>0?sprintf("%.2f", g/w):"n/a")}' \
+    h=${RPS[haproxy,$P,$test]:-0}
+    awk -v d="$d" -v g="$g" -v w="$w" -v h="$h" -v P="$P" -v t="$test" \
+      'BEGIN{printf "P=%-3s %-4s dgf/direct %.2f  dgf/twemproxy %s  haproxy/direct %s\n", P, t, (d>0?g/d:0), (w>0?sprintf("%.2f", g/w):"n/a"), (h>0&&d>0?sprintf("%.2f", h/d):"n/a")}' \
       | tee -a "$OUT_DIR/results.txt"
   done
 done

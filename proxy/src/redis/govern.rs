@@ -221,6 +221,24 @@ pub fn key_label(key: &[u8], literals: bool) -> String {
     format!("redis:#{}", key_hash(key, &mut hex))
 }
 
+/// One reading of the clocks, shared by every command of a client batch: a command's audit
+/// `time` and the start of its `duration_us` are when dgf read the batch that carried it
+/// (two clock reads per batch instead of per command).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Monotonic time (durations).
+    pub at: Instant,
+    /// Wall clock, Unix milliseconds (the record's `time`).
+    pub millis: u64,
+}
+
+impl Clock {
+    /// Read both clocks.
+    pub fn now() -> Self {
+        Self { at: Instant::now(), millis: now_millis() }
+    }
+}
+
 /// The outcome of checking one command (pure: nothing counted or recorded yet).
 pub struct Checked {
     /// `NOPERM ...` when refused.
@@ -263,7 +281,7 @@ fn decimal(mut v: u32, buf: &mut [u8; 10]) -> &str {
 /// Check one command against the policy, prepare its mask plan and, with audit on, append
 /// its audit fields `database` .. `rules` to `out` (see [`AuditPart`]). No heap allocation for
 /// a command of the table when no rule names keys and literals are off.
-pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, out: &mut Vec<u8>) -> Checked {
+pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<u8>) -> Checked {
     let name = argv.first().copied().unwrap_or_default();
     let info = lookup(name);
     let lower = match info {
@@ -330,13 +348,13 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, out: &mut Vec<u8>) -> Checked 
         let names = g.policy.rule_names();
         let rules = v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| &**n));
         raw::field_strs(out, "rules", rules);
-        AuditPart { millis: now_millis(), len: out.len() - at }
+        AuditPart { millis: now.millis, len: out.len() - at }
     });
     Checked {
         denied: v.deny.as_ref().map(|d| format!("NOPERM {}", d.message)),
         plan,
         audit,
-        started: Instant::now(),
+        started: now.at,
         verdict: v,
     }
 }

@@ -29,7 +29,7 @@ impl Session {
     }
 
     /// Mask and audit replies one by one (only while governance needs it).
-    pub(super) fn per_reply_out(&mut self, mut b: &[u8], n: u32) {
+    pub(super) fn per_reply_out(&mut self, mut b: &[u8], n: u32, now: std::time::Instant) {
         for _ in 0..n {
             let len = match dgf_protocols::redis::reply_len(b, &Limits::SERVER) {
                 Ok(Some(l)) => l,
@@ -47,7 +47,7 @@ impl Session {
             if let Some(a) = p.audit {
                 let text = (reply.first() == Some(&b'-')).then(|| String::from_utf8_lossy(&reply[1..]));
                 let error = text.as_deref().map(|t| t.split_whitespace().next().unwrap_or(""));
-                let duration = p.started.elapsed().as_micros() as u64;
+                let duration = now.saturating_duration_since(p.started).as_micros() as u64;
                 self.audit_tail.clear();
                 govern::audit_tail(&mut self.audit_tail, Some(out.len() as u64), Some(duration), error);
                 let part = self.audit_fifo.get(self.audit_head..self.audit_head + a.len).unwrap_or_default();

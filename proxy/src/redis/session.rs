@@ -228,9 +228,11 @@ impl Session {
                 }
                 m = self.rx.recv() => {
                     if let Some(m) = m {
-                        self.on_msg(m);
+                        // One clock read for every reply that arrived together.
+                        let now = self.per_reply.then(std::time::Instant::now);
+                        self.on_msg(m, now);
                         while let Ok(m) = self.rx.try_recv() {
-                            self.on_msg(m);
+                            self.on_msg(m, now);
                         }
                         self.flush_audit();
                     }
@@ -248,7 +250,7 @@ impl Session {
         }
     }
 
-    fn on_msg(&mut self, m: Msg) {
+    fn on_msg(&mut self, m: Msg, now: Option<std::time::Instant>) {
         match m {
             Msg::Replies(b, n) => {
                 self.outstanding = self.outstanding.saturating_sub(n as usize);
@@ -258,7 +260,7 @@ impl Session {
                     }
                 }
                 if self.per_reply {
-                    self.per_reply_out(&b, n);
+                    self.per_reply_out(&b, n, now.unwrap_or_else(std::time::Instant::now));
                 } else {
                     self.cout.extend_from_slice(&b);
                 }
@@ -280,6 +282,7 @@ impl Session {
         let mut cin = std::mem::take(&mut self.cin);
         let mut argv_ranges = std::mem::take(&mut self.args);
         let mut part = std::mem::take(&mut self.audit_part);
+        let mut clock = None;
         while self.fatal.is_none() && !self.closing {
             let req = match parse_request(&cin, &CLIENT_LIMITS, &mut argv_ranges) {
                 Ok(Some(r)) => r,
@@ -311,7 +314,7 @@ impl Session {
                 None => argv[0],
             };
             part.clear();
-            let (mut act, checked) = self.decide(name, argv, &mut part);
+            let (mut act, checked) = self.decide(name, argv, &mut clock, &mut part);
             if let Some(msg) = checked.as_ref().and_then(|c| c.denied.as_ref()) {
                 // A refusal is answered in order: behind the barrier below when replies are owed.
                 act = Act::Error(msg.clone());
@@ -452,12 +455,21 @@ impl Session {
 
     /// The hook point of the query path: classify, authorise and route one command.
     /// With audit on, the command's check-time audit fields are appended to `part`.
-    fn decide(&self, name: &[u8], argv: &[&[u8]], part: &mut Vec<u8>) -> (Act, Option<govern::Checked>) {
+    fn decide(
+        &self,
+        name: &[u8],
+        argv: &[&[u8]],
+        clock: &mut Option<govern::Clock>,
+        part: &mut Vec<u8>,
+    ) -> (Act, Option<govern::Checked>) {
         let act = self.route_cmd(name, argv);
         if matches!(act, Act::Error(_)) {
             return (act, None);
         }
-        let checked = self.gov.as_ref().map(|g| govern::check(g, argv, self.db, part));
+        let checked = self.gov.as_ref().map(|g| {
+            let now = *clock.get_or_insert_with(govern::Clock::now);
+            govern::check(g, argv, self.db, now, part)
+        });
         (act, checked)
     }
 
