@@ -386,7 +386,11 @@ for t in "${TARGETS[@]}"; do
 done
 
 # ----------------------------------------------------------- throughput ---
-declare -A TPS=() CPU=() NOTE=()
+declare -A TPS=() CPU=() NOTE=() REST=() IDLE=()
+
+# machine_ticks: "busy idle" clock ticks of the whole machine from /proc/stat (busy: user,
+# nice, system, irq, softirq; idle: idle, iowait; steal, taken by the hypervisor, is neither).
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6; exit}' /proc/stat; }
 
 # direct_slots: client connections Postgres still accepts for a normal user
 direct_slots() {
@@ -409,6 +413,8 @@ run_one() { # run_one MODE CLIENTS TARGET
   logf="$OUT_DIR/runs/$mode-c$c-$t.log"
   pid=${PID_OF[$t]:-}
   [[ -n $pid ]] && before=$(cpu_ticks "$pid")
+  local m0 m1
+  m0=$(machine_ticks)
   log "$t: pgbench -S -M $mode -c $c -j 2 -T $DURATION"
   rc=0
   # In the background + wait, so that a signal to this script is handled at once.
@@ -418,6 +424,7 @@ run_one() { # run_one MODE CLIENTS TARGET
   wait "$CHILD_PID" || rc=$?
   CHILD_PID=""
   [[ -n $pid ]] && after=$(cpu_ticks "$pid")
+  m1=$(machine_ticks)
   tps=$(awk '/^tps = / {printf "%.0f", $3; exit}' "$logf")
   tx=$(awk -F': ' '/^number of transactions actually processed/ {split($2, a, "/"); print a[1]; exit}' "$logf")
   # pgbench keeps going (and may exit 0) when only some clients hit errors.
@@ -430,6 +437,13 @@ run_one() { # run_one MODE CLIENTS TARGET
   TPS[$key]=$tps
   if [[ -n $pid && -n $tx && $tx -gt 0 ]]; then
     CPU[$key]=$(awk -v d=$((after - before)) -v hz="$CLK_TCK" -v tx="$tx" 'BEGIN {printf "%.4f", d / hz / (tx / 1000)}')
+  fi
+  if [[ -n $tx && $tx -gt 0 ]]; then
+    # Everything but the proxy: pgbench, Postgres, the kernel's softirq work, other processes.
+    REST[$key]=$(awk -v m0="$m0" -v m1="$m1" -v p=$((${after:-0} - ${before:-0})) -v hz="$CLK_TCK" -v tx="$tx" \
+      'BEGIN {split(m0, a, " "); split(m1, b, " "); printf "%.4f", (b[1] - a[1] - p) / hz / (tx / 1000)}')
+    IDLE[$key]=$(awk -v m0="$m0" -v m1="$m1" \
+      'BEGIN {split(m0, a, " "); split(m1, b, " "); t = b[1] - a[1] + b[2] - a[2]; printf "%.0f", (t > 0 ? 100 * (b[2] - a[2]) / t : 0)}')
   fi
   log "$t: $tps tps${CPU[$key]:+, ${CPU[$key]} CPU s/1k tx}"
 }
@@ -477,6 +491,24 @@ RESULTS=$OUT_DIR/results.md
       printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$mode" "$c" "$d" "$g" "$v" "$b" \
         "$(ratio "$g" "$b")" "$(ratio "$g" "$d")" "$(ratio "$v" "$g")" "$(ratio "$v" "$b")" \
         "${CPU[$mode,$c,dgf]:--}" "${CPU[$mode,$c,dgfgov]:--}" "${CPU[$mode,$c,pgbouncer]:--}"
+    done
+  done
+  echo
+  echo "Where the machine's CPU went (rest = everything but the proxy: pgbench, Postgres, kernel"
+  echo "network work, other processes; bound = tps the same rest would allow if the proxy cost"
+  echo "nothing at all, $(nproc) cores x 1000 / rest):"
+  echo
+  echo "| mode | clients | target | tps | proxy CPU s/1k tx | rest CPU s/1k tx | machine idle % | bound tps |"
+  echo "|---|---:|---|---:|---:|---:|---:|---:|"
+  for mode in $MODES; do
+    for c in $CLIENTS; do
+      for t in "${TARGETS[@]}"; do
+        r=${REST[$mode,$c,$t]:-}
+        [[ -n $r ]] || continue
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$mode" "$c" "$t" "${TPS[$mode,$c,$t]}" \
+          "${CPU[$mode,$c,$t]:--}" "$r" "${IDLE[$mode,$c,$t]:--}" \
+          "$(awk -v r="$r" -v n="$(nproc)" 'BEGIN {printf "%.0f", (r > 0 ? n * 1000 / r : 0)}')"
+      done
     done
   done
   notes=0
