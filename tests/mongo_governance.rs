@@ -283,10 +283,15 @@ fn masking_denials_bypass_corpus_and_audit() {
 const RELOAD_SCRIPT: &str = r#"
 import os, urllib.request, pymongo
 from pymongo.errors import OperationFailure
+import time
 ad = pymongo.MongoClient("mongodb://admin:admin-pw@127.0.0.1:PORT/?directConnection=true")
+direct = pymongo.MongoClient("mongodb://127.0.0.1:UPSTREAM/?directConnection=true", maxPoolSize=1)
+def open_cursors():
+    return direct.admin.command("serverStatus")["metrics"]["cursor"]["open"]["total"]
 U = ad.app.users_reload
 U.drop()
 U.insert_many([{"_id": i, "email": "clear%d@s3cr3t.com" % i} for i in range(6)])
+base = open_cursors()
 cur = U.find({}, batch_size=2).sort("_id", 1)
 first = [next(cur), next(cur)]
 assert all("s3cr3t" in d["email"] for d in first), first
@@ -303,6 +308,12 @@ except OperationFailure as e:
     outcome = "ERROR %s" % e.code
 leaked = [d for d in after if "s3cr3t" in d["email"]]
 print("AFTER", outcome, len(after), "LEAKED", len(leaked))
+# dgf killed the ended cursor on the server; it does not wait there for a timeout.
+for _ in range(50):
+    if open_cursors() == base:
+        break
+    time.sleep(0.1)
+print("SERVER CURSORS", open_cursors() - base)
 again = list(U.find({}).sort("_id", 1))
 print("AGAIN", len(again), "LEAKED", len([d for d in again if "s3cr3t" in d["email"]]))
 U.drop()
@@ -325,9 +336,10 @@ fn reload_ends_cursors_opened_under_the_old_policy() {
     .replace("{admin}", &dgf.admin.to_string());
     let env = [("CFG", dgf.config.display().to_string()), ("NEWCFG", tightened), ("ADMIN", dgf.admin.to_string())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = python(&RELOAD_SCRIPT.replace("PORT", &port.to_string()), &env)
+    let script = RELOAD_SCRIPT.replace("UPSTREAM", &server.port.to_string()).replace("PORT", &port.to_string());
+    let out = python(&script, &env)
         .unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
     // The open cursor ends with CursorNotFound (what drivers resume change streams after);
     // the query run again gets the new policy's masking.
-    assert!(out.contains("AFTER ERROR 43 0 LEAKED 0\nAGAIN 6 LEAKED 0"), "{out}");
+    assert!(out.contains("AFTER ERROR 43 0 LEAKED 0\nSERVER CURSORS 0\nAGAIN 6 LEAKED 0"), "{out}");
 }
