@@ -337,8 +337,7 @@ fn reload_ends_cursors_opened_under_the_old_policy() {
     let env = [("CFG", dgf.config.display().to_string()), ("NEWCFG", tightened), ("ADMIN", dgf.admin.to_string())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let script = RELOAD_SCRIPT.replace("UPSTREAM", &server.port.to_string()).replace("PORT", &port.to_string());
-    let out = python(&script, &env)
-        .unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
+    let out = python(&script, &env).unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
     // The open cursor ends with CursorNotFound (what drivers resume change streams after);
     // the query run again gets the new policy's masking.
     assert!(out.contains("AFTER ERROR 43 0 LEAKED 0\nSERVER CURSORS 0\nAGAIN 6 LEAKED 0"), "{out}");

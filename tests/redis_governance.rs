@@ -136,6 +136,97 @@ fn deny_mask_and_audit() {
     cleanup(&p);
 }
 
+/// Masking is fail-closed: every command that would hand a masked value out in a form dgf
+/// does not mask (sub-ranges, raw values of a hash, scans, dumps, copies to an unmasked name,
+/// SET ... GET, SORT ... GET patterns, unknown module commands) is refused for the masked role,
+/// while metadata, writes and the masked read commands keep working. Other roles are unaffected.
+#[test]
+fn masked_values_cannot_leave_through_other_commands() {
+    let Fixture { _dir, audit, r, p, u, s } = fixture("dgft_leak", 2);
+    let plain = format!("{p}:plain");
+    direct(&["SET", &plain, "visible"]);
+    direct(&["HSET", &u, "visits", "3"]);
+    let copy = format!("{p}:copy");
+
+    let mut a = Raw::connect(r.port);
+    a.cmd(&["AUTH", "analyst", "apw"]);
+    assert_eq!(a.replies(1), b"+OK\r\n");
+    let by_mask = "(rule \"mask personal data for analysts\")";
+    let sort_get = format!("{p}:user:*->email");
+    let refused: Vec<Vec<&str>> = vec![
+        vec!["GETRANGE", &s, "0", "-1"],
+        vec!["SUBSTR", &s, "0", "-1"],
+        vec!["LCS", &s, &plain],
+        vec!["GETBIT", &s, "3"],
+        vec!["BITFIELD", &s, "GET", "u8", "0"],
+        vec!["DUMP", &s],
+        vec!["COPY", &s, &copy],
+        vec!["RENAME", &s, &copy],
+        vec!["SET", &s, "x", "GET"],
+        vec!["INCRBY", &s, "0"],
+        vec!["HVALS", &u],
+        vec!["HSCAN", &u, "0"],
+        vec!["HINCRBY", &u, "email", "0"],
+        vec!["SORT", &plain, "BY", "nosort", "GET", &sort_get],
+    ];
+    for cmd in &refused {
+        a.cmd(cmd);
+        let e = String::from_utf8_lossy(&a.replies(1)).into_owned();
+        assert!(e.starts_with("-NOPERM dgf:") && e.contains(by_mask), "{cmd:?}: {e}");
+        assert!(!e.contains("tok-123") && !e.contains("jane@"), "{cmd:?}: {e}");
+    }
+    // Commands dgf does not know (modules) are refused too (here by the deny rule on unknown,
+    // dangerous commands, which comes first).
+    a.cmd(&["JSON.GET", &s]);
+    assert!(a.replies(1).starts_with(b"-NOPERM dgf:"));
+    // Nothing was copied or renamed; the values are where they were.
+    assert_eq!(direct(&["EXISTS", &copy]).trim(), "0");
+    assert_eq!(direct(&["GET", &s]).trim(), "tok-123");
+    // What carries no masked value still works, and the masked reads are masked.
+    let allowed: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["HKEYS", &u], "email"),
+        (vec!["HINCRBY", &u, "visits", "1"], ":4"),
+        (vec!["STRLEN", &s], ":7"),
+        (vec!["EXISTS", &s, &u], ":2"),
+        (vec!["GETRANGE", &plain, "0", "2"], "vis"),
+        (vec!["HGET", &u, "email"], "[REDACTED]"),
+        (vec!["GET", &s], "[REDACTED]"),
+        (vec!["SET", &s, "tok-456"], "+OK"),
+    ];
+    for (cmd, want) in &allowed {
+        a.cmd(cmd);
+        let out = String::from_utf8_lossy(&a.replies(1)).into_owned();
+        assert!(out.contains(want) && !out.starts_with('-'), "{cmd:?}: {out}");
+    }
+    // Inside a transaction the refusal aborts it, as any refusal does.
+    a.cmd(&["MULTI"]);
+    a.cmd(&["HVALS", &u]);
+    a.cmd(&["EXEC"]);
+    let out = String::from_utf8_lossy(&a.replies(3)).into_owned();
+    assert!(out.contains("-NOPERM") && out.contains("-EXECABORT") && !out.contains("jane@"), "{out}");
+
+    // A role without mask rules reads the raw values.
+    let mut b = Raw::connect(r.port);
+    b.cmd(&["AUTH", "app", "bpw"]);
+    assert_eq!(b.replies(1), b"+OK\r\n");
+    b.cmd(&["HVALS", &u]);
+    assert!(String::from_utf8_lossy(&b.replies(1)).contains("jane@acme.com"));
+    b.cmd(&["GETRANGE", &s, "0", "-1"]);
+    assert_eq!(b.replies(1), b"$7\r\ntok-456\r\n");
+
+    drop((a, b));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = std::fs::read_to_string(&audit).unwrap_or_default();
+    let recs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let hvals = recs
+        .iter()
+        .find(|r| r["fingerprint"] == "HVALS" && r["user"] == "analyst")
+        .expect("audit record of the refused HVALS");
+    assert_eq!(hvals["decision"], "deny", "{hvals}");
+    assert!(hvals["rules"].to_string().contains("mask personal data for analysts"), "{hvals}");
+    cleanup(&p);
+}
+
 /// A transaction must not be a way around masking: EXEC's reply carries the queued commands'
 /// results, masked per command; a command refused while queueing aborts the transaction as
 /// Redis itself does (nothing in it runs).

@@ -308,6 +308,51 @@ pub fn mask_shape(argv: &[&[u8]]) -> MaskShape {
     }
 }
 
+/// What a command does with the stored values of its keys, for a role whose view masks Redis
+/// data. Masking is fail-closed: a command that would return (or copy elsewhere) the value of a
+/// key with masked content in a form dgf does not mask is refused for that role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueUse {
+    /// The reply carries no stored value and nothing is copied to another key: key metadata,
+    /// deletes, and writes that answer OK, a count or a length.
+    Safe,
+    /// The reply carries values in a shape dgf masks ([`mask_shape`]).
+    Masked,
+    /// HINCRBY / HINCRBYFLOAT: the reply is the new value of the field at argument 2.
+    Field,
+    /// Values leave unmasked (GETRANGE, HVALS, HSCAN, DUMP, COPY, RENAME, SET ... GET, LRANGE,
+    /// ...): refused when one of the keys has masked content.
+    Exposes,
+    /// Reads keys that are not in its arguments (scripts, functions, SORT ... BY/GET patterns),
+    /// or other clients' commands and data (MONITOR, SLOWLOG, SYNC), or a command dgf does not
+    /// know: refused whenever the role masks anything in Redis.
+    Anything,
+}
+
+/// How `argv` uses stored values (see [`ValueUse`]).
+pub fn value_use(argv: &[&[u8]]) -> ValueUse {
+    let Some(info) = argv.first().and_then(|n| lookup(n)) else { return ValueUse::Anything };
+    // An option word among the arguments from `from` on (not the key, not SET's value).
+    let has = |from: usize, word: &[u8]| argv.iter().skip(from).any(|a| a.eq_ignore_ascii_case(word));
+    match info.name {
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "monitor" | "sync" | "psync"
+        | "slowlog" => ValueUse::Anything,
+        "sort" | "sort_ro" if has(2, b"BY") || has(2, b"GET") => ValueUse::Anything,
+        "set" if has(3, b"GET") => ValueUse::Exposes,
+        "hincrby" | "hincrbyfloat" => ValueUse::Field,
+        "hrandfield" if !has(3, b"WITHVALUES") => ValueUse::Safe,
+        "exists" | "type" | "ttl" | "pttl" | "expiretime" | "pexpiretime" | "touch" | "del" | "unlink" | "expire"
+        | "pexpire" | "expireat" | "pexpireat" | "persist" | "object" | "memory" | "strlen" | "hstrlen" | "hlen"
+        | "hexists" | "hkeys" | "hset" | "hsetnx" | "hmset" | "hdel" | "set" | "setnx" | "setex" | "psetex"
+        | "mset" | "msetnx" | "append" | "setrange" | "restore" | "llen" | "scard" | "zcard" | "xlen" | "lpush"
+        | "rpush" | "lpushx" | "rpushx" | "sadd" | "srem" | "ltrim" | "xadd" | "xdel" | "xtrim" | "pfadd" => {
+            ValueUse::Safe
+        }
+        _ if mask_shape(argv) != MaskShape::None => ValueUse::Masked,
+        _ => ValueUse::Exposes,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +422,27 @@ mod tests {
         let mut seen = Vec::new();
         each_key(lookup(b"MSET").unwrap(), &[b"MSET", b"a", b"1", b"b", b"2"], |k| seen.push(k));
         assert_eq!(seen, [&b"a"[..], b"b"]);
+    }
+
+    #[test]
+    fn value_uses() {
+        let u = |args: &[&str]| value_use(&args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>());
+        assert_eq!(u(&["GET", "k"]), ValueUse::Masked);
+        assert_eq!(u(&["hgetall", "k"]), ValueUse::Masked);
+        assert_eq!(u(&["HRANDFIELD", "k", "2"]), ValueUse::Safe);
+        assert_eq!(u(&["HRANDFIELD", "k", "2", "WithValues"]), ValueUse::Masked);
+        assert_eq!(u(&["SET", "k", "v"]), ValueUse::Safe);
+        assert_eq!(u(&["SET", "k", "v", "get"]), ValueUse::Exposes);
+        assert_eq!(u(&["SET", "get", "get"]), ValueUse::Safe, "a key or value named get is not the option");
+        for c in ["GETRANGE", "SUBSTR", "LCS", "DUMP", "COPY", "RENAME", "HVALS", "HSCAN", "LRANGE", "GETBIT", "INCR"] {
+            assert_eq!(u(&[c, "k", "x", "y"]), ValueUse::Exposes, "{c}");
+        }
+        assert_eq!(u(&["HINCRBY", "k", "f", "1"]), ValueUse::Field);
+        assert_eq!(u(&["SORT", "k"]), ValueUse::Exposes);
+        assert_eq!(u(&["SORT", "k", "GET", "user:*->email"]), ValueUse::Anything);
+        for c in ["EVAL", "FCALL", "MONITOR", "JSON.GET", "slowlog"] {
+            assert_eq!(u(&[c, "k"]), ValueUse::Anything, "{c}");
+        }
     }
 
     #[test]

@@ -139,6 +139,9 @@ pub struct GovCtx {
     pub view: Arc<RoleView>,
     /// Mask lookups (None when no mask rule applies to these roles).
     pub resolver: Option<Resolver>,
+    /// The first enforced Redis mask rule (id, name): set when this role masks Redis data, and
+    /// then commands that would expose it unmasked are refused (exposure.rs).
+    pub redis_mask: Option<(usize, Arc<str>)>,
     /// Whether audit records are written.
     pub audit: bool,
     /// Whether audit records keep key names and the command line.
@@ -171,6 +174,7 @@ impl GovCtx {
         Some(Self {
             policy: policy.clone(),
             objects_matter: view.objects_matter(),
+            redis_mask: super::exposure::first_redis_mask(&view),
             view,
             resolver,
             audit,
@@ -308,6 +312,13 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<u8>)
         // Same verdict with the keys; its message names the first one.
         objects(&mut objs);
         v = action(&objs);
+    }
+    if v.deny.is_none() {
+        // Fail closed: a command that would hand masked data out unmasked is refused.
+        if let Some(d) = super::exposure::check(g, argv) {
+            v.hits.push(d.id);
+            v.deny = Some(d);
+        }
     }
     let plan = g.resolver.as_ref().and_then(|r| plan(argv, r));
     let audit = g.audit.then(|| {

@@ -4,6 +4,7 @@
 
 mod budget;
 pub mod commands;
+mod exposure;
 pub mod govern;
 pub mod local;
 pub mod memory;
