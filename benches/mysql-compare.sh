@@ -27,6 +27,8 @@
 set -euo pipefail
 # shellcheck source=benches/mysql-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/mysql-lib.sh"
+# shellcheck source=benches/haproxy.sh
+source "$(dirname "${BASH_SOURCE[0]}")/haproxy.sh"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -101,21 +103,7 @@ DGF_PID=$!
 mysql_wait_dgf "$DGF_PID" "$DGF_PORT" "$OUT_DIR/dgf.log"
 
 if [[ ${HAPROXY:-1} != 0 ]]; then
-  cat >"$OUT_DIR/haproxy.cfg" <<HA
-global
-  nbthread 1
-  maxconn 1000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-listen mysql
-  bind 127.0.0.1:$HA_PORT
-  server db $HOST:$MY_PORT
-HA
-  /usr/sbin/haproxy -f "$OUT_DIR/haproxy.cfg" -db >"$OUT_DIR/haproxy.log" 2>&1 &
-  HA_PID=$!
+  haproxy_start "$OUT_DIR" mysql "$HA_PORT" "$HOST:$MY_PORT"
 fi
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

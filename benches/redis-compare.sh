@@ -21,6 +21,8 @@
 set -euo pipefail
 # shellcheck source=benches/twemproxy.sh
 source "$(dirname "${BASH_SOURCE[0]}")/twemproxy.sh"
+# shellcheck source=benches/haproxy.sh
+source "$(dirname "${BASH_SOURCE[0]}")/haproxy.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 REQUESTS="${REQUESTS:-200000}"
@@ -91,21 +93,8 @@ fi
 
 if [[ ${HAPROXY:-1} != 0 ]] && [[ -x /usr/sbin/haproxy ]]; then
   HA_PORT=$(free_port)
-  cat >"$OUT_DIR/haproxy.cfg" <<HA
-global
-  nbthread 1
-  maxconn 1000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-listen redis
-  bind 127.0.0.1:$HA_PORT
-  server db 127.0.0.1:6379
-HA
-  /usr/sbin/haproxy -f "$OUT_DIR/haproxy.cfg" -db >"$OUT_DIR/haproxy.log" 2>&1 &
-  HA_PID=$!; PIDS+=("$HA_PID")
+  haproxy_start "$OUT_DIR" redis "$HA_PORT" 127.0.0.1:6379
+  PIDS+=("$HA_PID")
   wait_port "$HA_PORT"
   TARGETS="$TARGETS haproxy:$HA_PORT"
 fi
