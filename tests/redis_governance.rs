@@ -19,6 +19,11 @@ roles = ["analyst"]
 name = "app"
 password = "bpw"
 
+[[users]]
+name = "ops"
+password = "opw"
+roles = ["ops"]
+
 [[labels]]
 name = "email"
 match = ["redis:{p}:user:*#email"]
@@ -36,6 +41,12 @@ statements = ["dangerous"]
 [[rules]]
 name = "analysts do not touch secrets"
 roles = ["analyst"]
+action = "deny"
+tables = ["redis:{p}:secret:*"]
+
+[[rules]]
+name = "ops keep out of secrets"
+roles = ["ops"]
 action = "deny"
 tables = ["redis:{p}:secret:*"]
 
@@ -167,7 +178,6 @@ fn masked_values_cannot_leave_through_other_commands() {
         vec!["HVALS", &u],
         vec!["HSCAN", &u, "0"],
         vec!["HINCRBY", &u, "email", "0"],
-        vec!["SORT", &plain, "BY", "nosort", "GET", &sort_get],
     ];
     for cmd in &refused {
         a.cmd(cmd);
@@ -175,8 +185,10 @@ fn masked_values_cannot_leave_through_other_commands() {
         assert!(e.starts_with("-NOPERM dgf:") && e.contains(by_mask), "{cmd:?}: {e}");
         assert!(!e.contains("tok-123") && !e.contains("jane@"), "{cmd:?}: {e}");
     }
-    // Commands dgf does not know (modules) are refused too (here by the deny rule on unknown,
-    // dangerous commands, which comes first).
+    // Commands that reach keys they do not name, and commands dgf does not know (modules), are
+    // refused too (here by the rules that deny keys and dangerous commands, which come first).
+    a.cmd(&["SORT", &plain, "BY", "nosort", "GET", &sort_get]);
+    assert!(a.replies(1).starts_with(b"-NOPERM dgf:"));
     a.cmd(&["JSON.GET", &s]);
     assert!(a.replies(1).starts_with(b"-NOPERM dgf:"));
     // Nothing was copied or renamed; the values are where they were.
@@ -224,6 +236,48 @@ fn masked_values_cannot_leave_through_other_commands() {
         .expect("audit record of the refused HVALS");
     assert_eq!(hvals["decision"], "deny", "{hvals}");
     assert!(hvals["rules"].to_string().contains("mask personal data for analysts"), "{hvals}");
+    cleanup(&p);
+}
+
+/// Deny rules on keys fail closed too: a role with one cannot run what reaches keys it does not
+/// name (a script reading a key from ARGV, SORT ... GET patterns), while its other commands and
+/// other roles' scripts run.
+#[test]
+fn key_rules_cannot_be_bypassed_by_scripts_or_patterns() {
+    let Fixture { _dir, r, p, .. } = fixture("dgft_keyd", 2);
+    let secret = format!("{p}:secret:x");
+    direct(&["SET", &secret, "hidden-42"]);
+    let list = format!("{p}:ids");
+    direct(&["RPUSH", &list, "x"]);
+    let script = "return redis.call('GET', ARGV[1])";
+
+    let mut o = Raw::connect(r.port);
+    o.cmd(&["AUTH", "ops", "opw"]);
+    assert_eq!(o.replies(1), b"+OK\r\n");
+    o.cmd(&["GET", &secret]);
+    let e = String::from_utf8_lossy(&o.replies(1)).into_owned();
+    assert!(e.starts_with("-NOPERM") && e.contains("ops keep out of secrets"), "{e}");
+    let get_pattern = format!("{p}:secret:*");
+    for cmd in [
+        vec!["EVAL", script, "0", &secret],
+        vec!["EVAL_RO", script, "0", &secret],
+        vec!["SORT", &list, "BY", "nosort", "GET", &get_pattern],
+    ] {
+        o.cmd(&cmd);
+        let e = String::from_utf8_lossy(&o.replies(1)).into_owned();
+        assert!(e.starts_with("-NOPERM dgf:") && e.contains("ops keep out of secrets"), "{cmd:?}: {e}");
+        assert!(!e.contains("hidden-42"), "{e}");
+    }
+    // The session stays usable for keys the rule does not cover.
+    o.cmd(&["LRANGE", &list, "0", "-1"]);
+    assert_eq!(o.replies(1), b"*1\r\n$1\r\nx\r\n");
+
+    // A role without key rules runs the same script.
+    let mut b = Raw::connect(r.port);
+    b.cmd(&["AUTH", "app", "bpw"]);
+    assert_eq!(b.replies(1), b"+OK\r\n");
+    b.cmd(&["EVAL", script, "0", &secret]);
+    assert_eq!(b.replies(1), b"$9\r\nhidden-42\r\n");
     cleanup(&p);
 }
 

@@ -1,6 +1,8 @@
-//! Fail-closed masking for Redis: refuses, for a role whose view masks Redis data, the commands
-//! that would return or copy a masked key's value in a form dgf does not mask (GETRANGE, HVALS,
-//! HSCAN, DUMP, COPY, SET ... GET, scripts, ...). See `dgf_rules::redis::ValueUse`.
+//! Fail-closed governance for Redis: refuses, for a role whose view masks Redis data, the
+//! commands that would return or copy a masked key's value in a form dgf does not mask
+//! (GETRANGE, HVALS, HSCAN, DUMP, COPY, SET ... GET, ...), and, for a role with deny rules on
+//! keys, the commands that reach keys they do not name (scripts, SORT ... GET patterns).
+//! See `dgf_rules::redis::ValueUse`.
 
 use super::govern::GovCtx;
 use dgf_rules::redis::{each_key, lookup, value_use, ValueUse};
@@ -14,17 +16,24 @@ pub fn first_redis_mask(view: &RoleView) -> Option<(usize, Arc<str>)> {
 
 /// The refusal for `argv` when it would expose masked data; None when it is safe for this role.
 pub fn check(g: &GovCtx, argv: &[&[u8]]) -> Option<Denial> {
-    let (first_id, first_rule) = g.redis_mask.clone()?;
+    if g.redis_mask.is_none() && g.redis_key_deny.is_none() {
+        return None;
+    }
     let name = String::from_utf8_lossy(argv.first().copied().unwrap_or_default()).to_uppercase();
     let deny = |id: usize, rule: Arc<str>, what: String| {
         let message = format!("dgf: {name} {what} (rule \"{rule}\")");
         Some(Denial { id, rule, message })
     };
+    let used = value_use(argv);
+    if let (ValueUse::Anything, Some((id, rule))) = (used, g.redis_key_deny.clone()) {
+        return deny(id, rule, "can reach keys it does not name, and keys are denied to this role".to_owned());
+    }
+    let (first_id, first_rule) = g.redis_mask.clone()?;
     let masked_key = |k: &[u8]| {
         let key = String::from_utf8_lossy(k);
         g.view.mask_for_object(Namespace::Redis, &key).filter(|m| !m.shadow).map(|m| (m, key.into_owned()))
     };
-    match value_use(argv) {
+    match used {
         ValueUse::Safe | ValueUse::Masked => None,
         ValueUse::Field => {
             let (key, field) = (argv.get(1).copied()?, argv.get(2).copied()?);

@@ -142,6 +142,9 @@ pub struct GovCtx {
     /// The first enforced Redis mask rule (id, name): set when this role masks Redis data, and
     /// then commands that would expose it unmasked are refused (exposure.rs).
     pub redis_mask: Option<(usize, Arc<str>)>,
+    /// The first enforced deny rule on Redis keys (id, name): set when this role has one, and
+    /// then commands that can reach keys they do not name are refused (exposure.rs).
+    pub redis_key_deny: Option<(usize, Arc<str>)>,
     /// Whether audit records are written.
     pub audit: bool,
     /// Whether audit records keep key names and the command line.
@@ -175,6 +178,7 @@ impl GovCtx {
             policy: policy.clone(),
             objects_matter: view.objects_matter(),
             redis_mask: super::exposure::first_redis_mask(&view),
+            redis_key_deny: view.first_object_deny("redis:"),
             view,
             resolver,
             audit,

@@ -360,6 +360,18 @@ impl RoleView {
         !self.masks.is_empty()
     }
 
+    /// The first enforced deny rule that names objects starting with `prefix` (`"redis:"`),
+    /// or all objects (`*`): id and name. A protocol refuses, for such a role, the commands
+    /// that can reach objects they do not name (scripts, patterns).
+    pub fn first_object_deny(&self, prefix: &str) -> Option<(usize, Arc<str>)> {
+        self.rules
+            .iter()
+            .find(|r| {
+                r.action == RuleAction::Deny && !r.shadow && r.tables.iter().any(|t| t == "*" || t.starts_with(prefix))
+            })
+            .map(|r| (r.id, r.name.clone()))
+    }
+
     /// Whether any deny / allow / limit rule names objects: when none does, [`check`](Self::check)
     /// matches on statement kinds (and guard facts) only, and an action without objects gets
     /// the same verdict, except for a denial's message, which names the first object.
