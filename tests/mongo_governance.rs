@@ -67,6 +67,12 @@ name = "analysts never drop"
 roles = ["analyst"]
 action = "deny"
 statements = ["drop", "dropDatabase"]
+
+[[rules]]
+name = "admins keep out of payroll"
+roles = ["admin"]
+action = "deny"
+tables = ["mongodb:app.payroll"]
 "#
     )
 }
@@ -341,4 +347,50 @@ fn reload_ends_cursors_opened_under_the_old_policy() {
     // The open cursor ends with CursorNotFound (what drivers resume change streams after);
     // the query run again gets the new policy's masking.
     assert!(out.contains("AFTER ERROR 43 0 LEAKED 0\nSERVER CURSORS 0\nAGAIN 6 LEAKED 0"), "{out}");
+}
+
+const JOIN_SCRIPT: &str = r#"
+import pymongo
+from pymongo.errors import OperationFailure
+ad = pymongo.MongoClient("mongodb://admin:admin-pw@127.0.0.1:PORT/?directConnection=true")
+direct = pymongo.MongoClient("mongodb://127.0.0.1:UPSTREAM/?directConnection=true")
+direct.app.payroll.drop()
+direct.app.payroll.insert_one({"_id": 1, "salary": 987654})
+U = ad.app.users_join
+U.drop()
+U.insert_many([{"_id": i, "n": i} for i in range(3)])
+def attempt(label, f):
+    try:
+        out = f()
+        print(label, "RAN", "987654" in repr(out))
+    except OperationFailure as e:
+        print(label, "DENIED", e.code, "payroll" in str(e))
+attempt("find", lambda: list(ad.app.payroll.find()))
+attempt("lookup", lambda: list(U.aggregate([{"$lookup": {"from": "payroll", "localField": "_id", "foreignField": "_id", "as": "j"}}])))
+attempt("lookup-pipeline", lambda: list(U.aggregate([{"$lookup": {"from": "payroll", "pipeline": [], "as": "j"}}])))
+attempt("unionWith", lambda: list(U.aggregate([{"$unionWith": "payroll"}])))
+attempt("facet", lambda: list(U.aggregate([{"$facet": {"f": [{"$lookup": {"from": "payroll", "pipeline": [], "as": "j"}}]}}])))
+attempt("out", lambda: list(U.aggregate([{"$out": "payroll"}])))
+attempt("plain", lambda: list(U.aggregate([{"$match": {}}])))
+print("PAYROLL", direct.app.payroll.count_documents({}))
+U.drop()
+direct.app.payroll.drop()
+"#;
+
+/// A deny rule on a collection also covers the collections an aggregation joins, unions or
+/// writes (`$lookup`, `$graphLookup`, `$unionWith`, `$out`, `$merge`, in `$facet` and
+/// sub-pipelines): before, an admin kept out of `payroll` read it through `$lookup`.
+#[test]
+fn collection_rules_cover_joined_collections() {
+    let server = MongoServer::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let dgf = Dgf::start(&config(port, server.port, &audit.display().to_string()), &[port]);
+    let script = JOIN_SCRIPT.replace("UPSTREAM", &server.port.to_string()).replace("PORT", &port.to_string());
+    let out = python(&script, &[]).unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
+    for label in ["find", "lookup", "lookup-pipeline", "unionWith", "facet", "out"] {
+        assert!(out.contains(&format!("{label} DENIED 13 True")), "{label} not refused: {out}");
+    }
+    assert!(out.contains("plain RAN False") && out.contains("PAYROLL 1"), "{out}");
 }

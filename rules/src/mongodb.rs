@@ -138,6 +138,64 @@ pub fn stages(pipeline: &[Bson]) -> Vec<String> {
     out
 }
 
+/// Every namespace (`db.collection`) a pipeline reads or writes besides its own collection:
+/// `$lookup` / `$graphLookup` `from`, `$unionWith`, `$out`, `$merge` `into`, also in `$facet`
+/// and sub-pipelines. `db` is the command's database. None past [`MAX_PIPELINE_DEPTH`] levels
+/// of sub-pipelines (the caller fails closed).
+pub fn pipeline_namespaces(db: &str, pipeline: &[Bson]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    walk_namespaces(db, pipeline, 0, &mut out).then_some(out)
+}
+
+/// Sub-pipeline nesting followed by [`pipeline_namespaces`].
+pub const MAX_PIPELINE_DEPTH: usize = 16;
+
+fn walk_namespaces(db: &str, pipeline: &[Bson], depth: usize, out: &mut Vec<String>) -> bool {
+    if depth > MAX_PIPELINE_DEPTH {
+        return false;
+    }
+    let mut ok = true;
+    // A collection name, or `{db, coll}`.
+    let ns = |v: Option<&Bson>, out: &mut Vec<String>| match v {
+        Some(Bson::String(c)) => out.push(format!("{db}.{c}")),
+        Some(Bson::Document(d)) => {
+            out.push(format!("{}.{}", d.get_str("db").unwrap_or(db), d.get_str("coll").unwrap_or("*")));
+        }
+        _ => {}
+    };
+    for stage in pipeline {
+        let Bson::Document(d) = stage else { continue };
+        for (k, v) in d {
+            match (k.as_str(), v) {
+                ("$facet", Bson::Document(f)) => {
+                    for sub in f.values() {
+                        if let Bson::Array(a) = sub {
+                            ok &= walk_namespaces(db, a, depth + 1, out);
+                        }
+                    }
+                }
+                ("$lookup" | "$graphLookup", Bson::Document(l)) => {
+                    ns(l.get("from"), out);
+                    if let Ok(p) = l.get_array("pipeline") {
+                        ok &= walk_namespaces(db, p, depth + 1, out);
+                    }
+                }
+                ("$unionWith", Bson::Document(u)) => {
+                    ns(u.get("coll"), out);
+                    if let Ok(p) = u.get_array("pipeline") {
+                        ok &= walk_namespaces(db, p, depth + 1, out);
+                    }
+                }
+                ("$unionWith" | "$out", v) => ns(Some(v), out),
+                ("$merge", Bson::Document(m)) => ns(m.get("into"), out),
+                ("$merge", v) => ns(Some(v), out),
+                _ => {}
+            }
+        }
+    }
+    ok
+}
+
 /// Whether the pipeline writes its result somewhere (`$out`, `$merge`).
 pub fn writes_out(pipeline: &[Bson]) -> bool {
     stages(pipeline).iter().any(|s| s == "$out" || s == "$merge")
@@ -241,6 +299,32 @@ fn shape(v: &Bson, out: &mut String, depth: usize) {
             out.push(']');
         }
         _ => out.push('?'),
+    }
+}
+
+#[cfg(test)]
+mod namespace_tests {
+    use super::*;
+    use bson::bson;
+
+    #[test]
+    fn pipeline_namespaces_follow_every_stage_that_names_a_collection() {
+        let p = vec![
+            bson!({ "$lookup": { "from": "a", "localField": "x", "foreignField": "y", "as": "j" } }),
+            bson!({ "$facet": { "f": [ { "$unionWith": { "coll": "b", "pipeline": [ { "$lookup": { "from": { "db": "o", "coll": "c" }, "pipeline": [], "as": "k" } } ] } } ] } }),
+            bson!({ "$graphLookup": { "from": "d", "startWith": "$x", "connectFromField": "x", "connectToField": "y", "as": "g" } }),
+            bson!({ "$unionWith": "e" }),
+            bson!({ "$merge": { "into": { "db": "o2", "coll": "f" } } }),
+        ];
+        assert_eq!(pipeline_namespaces("app", &p).unwrap(), ["app.a", "app.b", "o.c", "app.d", "app.e", "o2.f"]);
+        assert_eq!(pipeline_namespaces("app", &[bson!({ "$out": "g" })]).unwrap(), ["app.g"]);
+        assert_eq!(pipeline_namespaces("app", &[bson!({ "$merge": "h" })]).unwrap(), ["app.h"]);
+        // Absurd nesting: not followed (the caller fails closed).
+        let mut deep = bson!({ "$match": {} });
+        for _ in 0..20 {
+            deep = bson!({ "$facet": { "f": [deep] } });
+        }
+        assert_eq!(pipeline_namespaces("app", &[deep]), None);
     }
 }
 

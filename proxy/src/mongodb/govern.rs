@@ -146,11 +146,19 @@ impl GovState {
         let kinds_owned = dgf_rules::mongodb::kinds(info.name, Some(&doc));
         let kinds: Vec<&str> = kinds_owned.iter().map(String::as_str).collect();
         let bulk = bulk_namespaces(info.name, &doc);
-        let objects: Vec<String> = match info.collection {
+        let mut objects: Vec<String> = match info.collection {
             Some(c) => vec![format!("mongodb:{db}.{c}")],
             None if !bulk.is_empty() => bulk.iter().map(|ns| format!("mongodb:{ns}")).collect(),
             None => vec![format!("mongodb:{db}")],
         };
+        // Collections an aggregation joins, unions or writes are objects of the command too.
+        let mut unfollowed = false;
+        if info.name == "aggregate" {
+            match dgf_rules::mongodb::pipeline_namespaces(db, dgf_rules::mongodb::pipeline(&doc)) {
+                Some(ns) => objects.extend(ns.into_iter().map(|ns| format!("mongodb:{ns}"))),
+                None => unfollowed = true,
+            }
+        }
         let object = info.collection.map(|c| format!("{db}.{c}"));
         let fields = read_fields(info.name, &doc);
         let refs: Vec<FieldRef<'_>> = match &object {
@@ -160,7 +168,13 @@ impl GovState {
             },
             None => Vec::new(),
         };
-        let verdict = view.check(&Action { kinds: &kinds, objects: &objects, fields: &refs, ..Default::default() });
+        let mut verdict = view.check(&Action { kinds: &kinds, objects: &objects, fields: &refs, ..Default::default() });
+        if let (true, None, Some((id, rule))) = (unfollowed, &verdict.deny, view.first_object_deny("mongodb:")) {
+            // Sub-pipelines too deep to follow may reach a denied collection: fail closed.
+            let message = format!("dgf: permission denied: sub-pipelines nested too deeply to check (rule \"{rule}\")");
+            verdict.hits.push(id);
+            verdict.deny = Some(dgf_rules::Denial { id, rule, message });
+        }
         let mut d = Decision {
             deny: verdict.deny.clone(),
             plan: Arc::new(MaskPlan::default()),
