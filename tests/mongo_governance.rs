@@ -371,6 +371,8 @@ attempt("lookup-pipeline", lambda: list(U.aggregate([{"$lookup": {"from": "payro
 attempt("unionWith", lambda: list(U.aggregate([{"$unionWith": "payroll"}])))
 attempt("facet", lambda: list(U.aggregate([{"$facet": {"f": [{"$lookup": {"from": "payroll", "pipeline": [], "as": "j"}}]}}])))
 attempt("out", lambda: list(U.aggregate([{"$out": "payroll"}])))
+attempt("view", lambda: ad.app.command("create", "v_pay", viewOn="payroll", pipeline=[]))
+attempt("rename", lambda: ad.admin.command("renameCollection", "app.payroll", to="app.pay2"))
 attempt("plain", lambda: list(U.aggregate([{"$match": {}}])))
 print("PAYROLL", direct.app.payroll.count_documents({}))
 U.drop()
@@ -379,7 +381,8 @@ direct.app.payroll.drop()
 
 /// A deny rule on a collection also covers the collections an aggregation joins, unions or
 /// writes (`$lookup`, `$graphLookup`, `$unionWith`, `$out`, `$merge`, in `$facet` and
-/// sub-pipelines): before, an admin kept out of `payroll` read it through `$lookup`.
+/// sub-pipelines), a view's source and both sides of a rename: before, an admin kept out of
+/// `payroll` read it through `$lookup`.
 #[test]
 fn collection_rules_cover_joined_collections() {
     let server = MongoServer::start();
@@ -389,7 +392,7 @@ fn collection_rules_cover_joined_collections() {
     let dgf = Dgf::start(&config(port, server.port, &audit.display().to_string()), &[port]);
     let script = JOIN_SCRIPT.replace("UPSTREAM", &server.port.to_string()).replace("PORT", &port.to_string());
     let out = python(&script, &[]).unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
-    for label in ["find", "lookup", "lookup-pipeline", "unionWith", "facet", "out"] {
+    for label in ["find", "lookup", "lookup-pipeline", "unionWith", "facet", "out", "view", "rename"] {
         assert!(out.contains(&format!("{label} DENIED 13 True")), "{label} not refused: {out}");
     }
     assert!(out.contains("plain RAN False") && out.contains("PAYROLL 1"), "{out}");

@@ -138,6 +138,37 @@ pub fn stages(pipeline: &[Bson]) -> Vec<String> {
     out
 }
 
+/// Every namespace (`db.collection`) command `name` reads or writes besides its own target:
+/// an aggregation's joins, unions and outputs ([`pipeline_namespaces`]), a view's source
+/// (`create` / `collMod` with `viewOn`, and its pipeline), both sides of `renameCollection` and
+/// `cloneCollectionAsCapped`, and `mapReduce`'s output. None when a pipeline nests too deeply
+/// to follow (the caller fails closed).
+pub fn referenced_namespaces(name: &str, db: &str, doc: &Document) -> Option<Vec<String>> {
+    let full = |k: &str| doc.get_str(k).ok().map(str::to_owned);
+    let local = |k: &str| doc.get_str(k).ok().map(|c| format!("{db}.{c}"));
+    match name {
+        "aggregate" => pipeline_namespaces(db, pipeline(doc)),
+        "create" | "collMod" => {
+            let mut out: Vec<String> = local("viewOn").into_iter().collect();
+            out.extend(pipeline_namespaces(db, pipeline(doc))?);
+            Some(out)
+        }
+        "renameCollection" => Some(full("renameCollection").into_iter().chain(full("to")).collect()),
+        "cloneCollectionAsCapped" => {
+            Some(local("cloneCollectionAsCapped").into_iter().chain(local("toCollection")).collect())
+        }
+        "mapReduce" => Some(match doc.get("out") {
+            Some(Bson::String(c)) => vec![format!("{db}.{c}")],
+            Some(Bson::Document(o)) => {
+                let coll = ["replace", "merge", "reduce"].iter().find_map(|k| o.get_str(k).ok()).unwrap_or("*");
+                vec![format!("{}.{coll}", o.get_str("db").unwrap_or(db))]
+            }
+            _ => Vec::new(),
+        }),
+        _ => Some(Vec::new()),
+    }
+}
+
 /// Every namespace (`db.collection`) a pipeline reads or writes besides its own collection:
 /// `$lookup` / `$graphLookup` `from`, `$unionWith`, `$out`, `$merge` `into`, also in `$facet`
 /// and sub-pipelines. `db` is the command's database. None past [`MAX_PIPELINE_DEPTH`] levels
@@ -325,6 +356,27 @@ mod namespace_tests {
             deep = bson!({ "$facet": { "f": [deep] } });
         }
         assert_eq!(pipeline_namespaces("app", &[deep]), None);
+    }
+
+    #[test]
+    fn commands_that_name_other_collections() {
+        use bson::doc;
+        let r = |name: &str, d: bson::Document| referenced_namespaces(name, "app", &d).unwrap();
+        assert_eq!(r("create", doc! { "create": "v", "viewOn": "payroll", "pipeline": [] }), ["app.payroll"]);
+        assert_eq!(
+            r("collMod", doc! { "collMod": "v", "viewOn": "p2", "pipeline": [{ "$unionWith": "p3" }] }),
+            ["app.p2", "app.p3"]
+        );
+        assert_eq!(
+            r("renameCollection", doc! { "renameCollection": "app.payroll", "to": "app.x" }),
+            ["app.payroll", "app.x"]
+        );
+        assert_eq!(
+            r("cloneCollectionAsCapped", doc! { "cloneCollectionAsCapped": "payroll", "toCollection": "c", "size": 1 }),
+            ["app.payroll", "app.c"]
+        );
+        assert_eq!(r("mapReduce", doc! { "mapReduce": "u", "out": { "merge": "m", "db": "o" } }), ["o.m"]);
+        assert_eq!(r("find", doc! { "find": "u" }), Vec::<String>::new());
     }
 }
 

@@ -151,13 +151,11 @@ impl GovState {
             None if !bulk.is_empty() => bulk.iter().map(|ns| format!("mongodb:{ns}")).collect(),
             None => vec![format!("mongodb:{db}")],
         };
-        // Collections an aggregation joins, unions or writes are objects of the command too.
+        // Collections the command joins, unions, writes, renames or views are its objects too.
         let mut unfollowed = false;
-        if info.name == "aggregate" {
-            match dgf_rules::mongodb::pipeline_namespaces(db, dgf_rules::mongodb::pipeline(&doc)) {
-                Some(ns) => objects.extend(ns.into_iter().map(|ns| format!("mongodb:{ns}"))),
-                None => unfollowed = true,
-            }
+        match dgf_rules::mongodb::referenced_namespaces(info.name, db, &doc) {
+            Some(ns) => objects.extend(ns.into_iter().map(|ns| format!("mongodb:{ns}"))),
+            None => unfollowed = true,
         }
         let object = info.collection.map(|c| format!("{db}.{c}"));
         let fields = read_fields(info.name, &doc);
