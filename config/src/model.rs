@@ -70,7 +70,8 @@ pub struct GuardsConfig {
     /// Deny calls to the functions in `denied_functions`. Default true.
     pub functions: bool,
     /// Functions refused when `functions = true` (lower case; schema-qualified names match
-    /// their last part too). Default: file, large-object, dblink and admin functions.
+    /// their last part too). Default: file, large-object, dblink and admin functions, and the
+    /// ones that run SQL given as text (`query_to_xml`, `table_to_xml`, ..., `ts_stat`).
     pub denied_functions: Vec<String>,
     /// Roles the guards do not apply to. Default none.
     pub exempt_roles: Vec<String>,
@@ -97,6 +98,23 @@ pub const DEFAULT_DENIED_FUNCTIONS: &[&str] = &[
     "load_file",
     "sys_exec",
     "sys_eval",
+    // These run SQL given as text, or read whole tables, schemas or databases named by a
+    // string: dgf cannot see what they read, so deny rules and masks could not follow.
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    "ts_stat",
 ];
 
 impl Default for GuardsConfig {

@@ -110,6 +110,15 @@ fn guards_default_on_and_switchable() {
     let p = policy("");
     assert_eq!(denied_by(&check(&p, &["app"], "SELECT pg_read_file('/etc/passwd')")), Some("guard:functions"));
     assert_eq!(denied_by(&check(&p, &["app"], "select PG_CATALOG.pg_read_file('x')")), Some("guard:functions"));
+    // Functions that run SQL given as text: what they read is invisible to table rules.
+    for q in [
+        "select query_to_xml('select * from payroll', true, false, '')",
+        "SELECT pg_catalog.table_to_xml('payroll', true, false, '')",
+        "select xpath('/r', database_to_xml(true, false, ''))",
+        "select * from ts_stat('select v from payroll')",
+    ] {
+        assert_eq!(denied_by(&check(&p, &["app"], q)), Some("guard:functions"), "{q}");
+    }
     assert_eq!(denied_by(&check(&p, &["app"], "COPY t TO PROGRAM 'sh'")), Some("guard:copy_program"));
     assert_eq!(denied_by(&check(&p, &["app"], "SET ROLE postgres")), Some("guard:set_role"));
     assert_eq!(denied_by(&check(&p, &["app"], "SET SESSION AUTHORIZATION postgres")), Some("guard:set_role"));
