@@ -231,11 +231,7 @@ print("CORPUS", len(corpus), "denied", len(denied), "masked", len(masked), "serv
 
 #[test]
 fn masking_denials_bypass_corpus_and_audit() {
-    let server = MongoServer::start();
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let dgf = Dgf::start(&config(port, server.port, &audit.display().to_string()), &[port]);
+    let Stack { server: _server, port, dgf, audit, _dir, .. } = stack();
     let out = python(&SCRIPT.replace("PORT", &port.to_string()), &[]).unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
     println!("{out}");
     assert!(out.contains("MASKING OK") && out.contains("DENY OK"), "{out}");
@@ -325,16 +321,32 @@ print("AGAIN", len(again), "LEAKED", len([d for d in again if "s3cr3t" in d["ema
 U.drop()
 "#;
 
-/// A cursor opened before a reload must not keep serving batches under the old mask plan: the
-/// reload below starts masking emails for admins while an admin iterates a cursor.
-#[test]
-fn reload_ends_cursors_opened_under_the_old_policy() {
+/// A private MongoDB-wire server and dgf in front of it with [`config`], auditing to a file
+/// in a temporary directory.
+struct Stack {
+    server: MongoServer,
+    port: u16,
+    cfg: String,
+    dgf: Dgf,
+    audit: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn stack() -> Stack {
     let server = MongoServer::start();
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let cfg = config(port, server.port, &audit.display().to_string());
     let dgf = Dgf::start(&cfg, &[port]);
+    Stack { server, port, cfg, dgf, audit, _dir: dir }
+}
+
+/// A cursor opened before a reload must not keep serving batches under the old mask plan: the
+/// reload below starts masking emails for admins while an admin iterates a cursor.
+#[test]
+fn reload_ends_cursors_opened_under_the_old_policy() {
+    let Stack { server, port, cfg, dgf, _dir, .. } = stack();
     let tightened = format!(
         "{cfg}\n[[labels]]\nname = \"reload email\"\nmatch = [\"mongodb:app.users_reload.email\"]\n\n\
          [[rules]]\nname = \"mask email for admins too\"\nroles = [\"admin\"]\naction = \"mask\"\nlabels = [\"reload email\"]\nwith = \"redact\"\n"
@@ -385,11 +397,7 @@ direct.app.payroll.drop()
 /// `payroll` read it through `$lookup`.
 #[test]
 fn collection_rules_cover_joined_collections() {
-    let server = MongoServer::start();
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let dgf = Dgf::start(&config(port, server.port, &audit.display().to_string()), &[port]);
+    let Stack { server, port, dgf, _dir, .. } = stack();
     let script = JOIN_SCRIPT.replace("UPSTREAM", &server.port.to_string()).replace("PORT", &port.to_string());
     let out = python(&script, &[]).unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
     for label in ["find", "lookup", "lookup-pipeline", "unionWith", "facet", "out", "view", "rename"] {

@@ -223,6 +223,53 @@ impl ViewCache {
     pub fn head(&self) -> &[u8] {
         &self.head
     }
+
+    /// Write the audit record of one statement of a SQL session (Postgres, MySQL): renders
+    /// the session's head if needed and takes the rule names from the current view's policy.
+    pub fn audit_statement(&mut self, governance: &Governance, who: SqlSession<'_>, st: SqlStatement<'_>) {
+        self.render_head(who.protocol, &who.route.name, who.peer, who.user);
+        let (started, rows, masked, mask_rules) = st.outcome;
+        let rec = SqlRecord {
+            policy: self.policy.as_deref(),
+            verdict: st.verdict,
+            fingerprint: st.fingerprint,
+            statement: st.statement,
+            masked,
+            mask_rules,
+            rows,
+            started,
+            error: st.error,
+        };
+        governance.audit_sql(who.route, &self.head, who.database, rec);
+    }
+}
+
+/// The session a SQL statement ran in: the constant fields of its audit record.
+pub struct SqlSession<'a> {
+    /// `postgres` or `mysql`.
+    pub protocol: &'static str,
+    /// The route (its metrics count lost records).
+    pub route: &'a crate::live::Route,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The logged-in user.
+    pub user: &'a std::sync::Arc<crate::live::User>,
+    /// The current database.
+    pub database: &'a str,
+}
+
+/// One statement as a SQL session saw it, for [`ViewCache::audit_statement`].
+pub struct SqlStatement<'a> {
+    /// The verdict.
+    pub verdict: &'a SqlVerdict,
+    /// Fingerprint (literals stripped).
+    pub fingerprint: &'a str,
+    /// Full text, kept only with `include_literals`.
+    pub statement: Option<String>,
+    /// When it started, rows, whether a column was masked, mask rules that applied.
+    pub outcome: (Instant, u64, bool, &'a [usize]),
+    /// Error code, if it failed.
+    pub error: Option<String>,
 }
 
 /// One executed (or refused) SQL statement, for its audit record.

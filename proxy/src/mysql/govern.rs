@@ -258,21 +258,16 @@ impl Session {
 
     /// `outcome`: when it started, rows, whether a column was masked, mask rules that applied.
     fn audit(&mut self, gov: &Gov, outcome: (Instant, u64, bool, &[usize]), error: Option<String>) {
-        let (started, rows, masked, mask_rules) = outcome;
-        self.gov.views.render_head("mysql", &self.route.name, self.peer, &self.user);
-        let (policy, verdict, fingerprint, statement) =
-            (self.gov.views.policy(), &gov.sql, &gov.fp.text, gov.text.clone());
-        let rec = crate::governance::SqlRecord {
-            policy,
-            verdict,
-            fingerprint,
-            statement,
-            masked,
-            mask_rules,
-            rows,
-            started,
-            error,
+        use crate::governance::{SqlSession, SqlStatement};
+        let who = SqlSession {
+            protocol: "mysql",
+            route: &self.route,
+            peer: self.peer,
+            user: &self.user,
+            database: &self.database,
         };
-        self.shared.governance.audit_sql(&self.route, self.gov.views.head(), &self.database, rec);
+        let st =
+            SqlStatement { verdict: &gov.sql, fingerprint: &gov.fp.text, statement: gov.text.clone(), outcome, error };
+        self.gov.views.audit_statement(&self.shared.governance, who, st);
     }
 }

@@ -19,8 +19,9 @@ pub fn check(g: &GovCtx, argv: &[&[u8]]) -> Option<Denial> {
     if g.redis_mask.is_none() && g.redis_key_deny.is_none() {
         return None;
     }
-    let name = String::from_utf8_lossy(argv.first().copied().unwrap_or_default()).to_uppercase();
     let deny = |id: usize, rule: Arc<str>, what: String| {
+        // Worded only for a refusal: commands that pass allocate nothing here.
+        let name = String::from_utf8_lossy(argv.first().copied().unwrap_or_default()).to_uppercase();
         let message = format!("dgf: {name} {what} (rule \"{rule}\")");
         Some(Denial { id, rule, message })
     };
