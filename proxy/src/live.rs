@@ -108,6 +108,11 @@ impl PgPools {
         self.catalogs.get(database).map(|c| c.clone()).filter(|c| !c.expired())
     }
 
+    /// The cached catalog of `database`, even if older than [`MAX_AGE`](super::postgres::catalog::MAX_AGE).
+    pub fn catalog_any(&self, database: &str) -> Option<Arc<Catalog>> {
+        self.catalogs.get(database).map(|c| c.clone())
+    }
+
     /// Cache a freshly loaded catalog.
     pub fn set_catalog(&self, database: &str, c: Catalog) {
         self.catalogs.insert(database.to_owned(), Arc::new(c));

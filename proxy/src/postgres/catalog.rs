@@ -1,5 +1,7 @@
 //! Catalog cache for masking: table OID + attnum (as RowDescription reports them) to
-//! `schema.table` and column name. Loaded per database on the session's own server connection
+//! `schema.table` and column name, and what each view reads (`pg_depend` of its rewrite
+//! rule), so that rules on tables also reach the views over them. Loaded per database on the
+//! session's own server connection
 //! (never an extra connection: the pool cap holds), dropped after DDL or when an unknown OID
 //! shows up, and refreshed at most every [`MAX_AGE`].
 
@@ -21,21 +23,82 @@ const QUERY: &str = "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
      JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r','v','m','p','f') \
+     AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'; \
+     SELECT DISTINCT r.ev_class, d.refobjid, d.refobjsubid \
+     FROM pg_catalog.pg_rewrite r \
+     JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v','m') \
+     JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
+     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
+     WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class \
      AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'";
+/// Views nested deeper than this are not followed further.
+const MAX_VIEW_DEPTH: usize = 32;
 
 /// Columns of one database.
 #[derive(Debug)]
 pub struct Catalog {
     tables: HashMap<u32, (String, HashMap<i16, String>)>,
+    /// View or materialized view OID -> the relations and columns its query references
+    /// (attnum 0: the relation as a whole, as in `count(*)`).
+    views: HashMap<u32, Vec<(u32, i16)>>,
+    /// View name (`relname`) -> OIDs of the views so named, in any schema.
+    view_names: HashMap<String, Vec<u32>>,
     /// When it was loaded.
     pub loaded: Instant,
 }
 
 impl Catalog {
+    fn new(tables: HashMap<u32, (String, HashMap<i16, String>)>, views: HashMap<u32, Vec<(u32, i16)>>) -> Self {
+        let mut view_names: HashMap<String, Vec<u32>> = HashMap::new();
+        for oid in views.keys() {
+            if let Some((t, _)) = tables.get(oid) {
+                let name = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
+                view_names.entry(name.to_owned()).or_default().push(*oid);
+            }
+        }
+        Catalog { tables, views, view_names, loaded: Instant::now() }
+    }
+
     /// `schema.table` and column of a RowDescription field.
     pub fn column(&self, oid: u32, attnum: i16) -> Option<(&str, &str)> {
         let (t, cols) = self.tables.get(&oid)?;
         Some((t.as_str(), cols.get(&attnum)?.as_str()))
+    }
+
+    /// `schema.table` of a relation.
+    pub fn relation(&self, oid: u32) -> Option<&str> {
+        self.tables.get(&oid).map(|(t, _)| t.as_str())
+    }
+
+    /// The views an object of an analysis may name: `schema.v` exactly, `*.v` in any schema.
+    pub fn views_named(&self, object: &str) -> Vec<u32> {
+        let name = object.rsplit_once('.').map_or(object, |(_, n)| n);
+        let Some(oids) = self.view_names.get(name) else { return Vec::new() };
+        if object.starts_with("*.") || !object.contains('.') {
+            return oids.clone();
+        }
+        oids.iter().copied().filter(|o| self.relation(*o) == Some(object)).collect()
+    }
+
+    /// Every relation and column view `oid` reads, through views over views (not the views
+    /// themselves).
+    pub fn view_sources(&self, oid: u32) -> Vec<(u32, i16)> {
+        let mut out = Vec::new();
+        let mut seen = vec![oid];
+        let mut todo = vec![(oid, 0usize)];
+        while let Some((v, depth)) = todo.pop() {
+            for &(rel, att) in self.views.get(&v).map_or(&[][..], Vec::as_slice) {
+                if self.views.contains_key(&rel) {
+                    if depth < MAX_VIEW_DEPTH && !seen.contains(&rel) {
+                        seen.push(rel);
+                        todo.push((rel, depth + 1));
+                    }
+                } else if !out.contains(&(rel, att)) {
+                    out.push((rel, att));
+                }
+            }
+        }
+        out
     }
 
     /// Whether it is too old to use.
@@ -50,6 +113,7 @@ impl Catalog {
         conn.stream.write_all(&out).await?;
         conn.stream.flush().await?;
         let mut tables: HashMap<u32, (String, HashMap<i16, String>)> = HashMap::new();
+        let mut views: HashMap<u32, Vec<(u32, i16)>> = HashMap::new();
         let mut failed = None;
         let mut count = 0usize;
         loop {
@@ -70,7 +134,14 @@ impl Catalog {
                         failed.get_or_insert(ErrorFields::new("ERROR", "54000", "catalog too large to cache"));
                         continue;
                     }
-                    if let Some([oid, nsp, rel, att, name]) = text_fields::<5>(body) {
+                    if body.get(..2) == Some(&[0, 3]) {
+                        if let Some([view, rel, att]) = text_fields::<3>(body) {
+                            if let (Ok(v), Ok(r), Ok(a)) = (view.parse::<u32>(), rel.parse::<u32>(), att.parse::<i16>())
+                            {
+                                views.entry(v).or_default().push((r, a));
+                            }
+                        }
+                    } else if let Some([oid, nsp, rel, att, name]) = text_fields::<5>(body) {
                         let (Ok(oid), Ok(att)) = (oid.parse::<u32>(), att.parse::<i16>()) else { continue };
                         let e = tables.entry(oid).or_insert_with(|| (format!("{nsp}.{rel}"), HashMap::new()));
                         e.1.insert(att, name.to_owned());
@@ -81,7 +152,7 @@ impl Catalog {
                     conn.status = messages::ready_status(body)?;
                     return match failed {
                         Some(e) => Err(BackendError::Refused(e)),
-                        None => Ok(Catalog { tables, loaded: Instant::now() }),
+                        None => Ok(Catalog::new(tables, views)),
                     };
                 }
                 _ => {}

@@ -36,6 +36,27 @@ impl Gov {
         self.sql.verdict.deny.as_ref()
     }
 
+    /// The role view it was decided under.
+    pub(super) fn view(&self) -> &RoleView {
+        &self.view
+    }
+
+    /// The analysis it was decided on.
+    pub(super) fn analysis(&self) -> &Analysis {
+        &self.analysis
+    }
+
+    /// The same statement, refused by `d`.
+    pub(super) fn refused(&self, d: dgf_rules::Denial) -> Gov {
+        let mut sql = (*self.sql).clone();
+        if d.id != usize::MAX && !sql.verdict.hits.contains(&d.id) {
+            sql.verdict.hits.push(d.id);
+        }
+        sql.verdict.deny = Some(d);
+        let (fp, analysis, view, text) = (self.fp.clone(), self.analysis.clone(), self.view.clone(), self.text.clone());
+        Gov { fp, analysis, sql: Arc::new(sql), view, text }
+    }
+
     fn needs_plan(&self) -> bool {
         self.sql.needs_masking || self.sql.verdict.row_limit.is_some()
     }
@@ -123,6 +144,7 @@ impl Session {
             let Some(gov) = self.govern(text) else { return Ok(Some(None)) };
             gov
         };
+        let gov = if gov.denied().is_none() { self.check_views(gov).await } else { gov };
         if gov.denied().is_some() {
             self.deny(t == tag::QUERY, gov);
             return Ok(None);
@@ -341,22 +363,17 @@ impl Session {
 
     /// `outcome`: when it started, rows, whether a column was masked, mask rules that applied.
     fn audit(&mut self, gov: &Gov, outcome: (Instant, u64, bool, &[usize]), error: Option<String>) {
-        let (started, rows, masked, mask_rules) = outcome;
-        self.gov.views.render_head("postgres", &self.route.name, self.peer, &self.user);
-        let (policy, verdict, fingerprint, statement) =
-            (self.gov.views.policy(), &*gov.sql, &gov.fp.text, gov.text.clone());
-        let rec = crate::governance::SqlRecord {
-            policy,
-            verdict,
-            fingerprint,
-            statement,
-            masked,
-            mask_rules,
-            rows,
-            started,
-            error,
+        use crate::governance::{SqlSession, SqlStatement};
+        let who = SqlSession {
+            protocol: "postgres",
+            route: &self.route,
+            peer: self.peer,
+            user: &self.user,
+            database: &self.database,
         };
-        self.shared.governance.audit_sql(&self.route, self.gov.views.head(), &self.database, rec);
+        let st =
+            SqlStatement { verdict: &gov.sql, fingerprint: &gov.fp.text, statement: gov.text.clone(), outcome, error };
+        self.gov.views.audit_statement(&self.shared.governance, who, st);
     }
 }
 

@@ -9,6 +9,7 @@ mod params;
 pub mod prepared;
 pub mod relay;
 mod responses;
+mod views;
 
 use crate::live::Route;
 use crate::shared::Shared;
