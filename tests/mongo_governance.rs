@@ -405,3 +405,66 @@ fn collection_rules_cover_joined_collections() {
     }
     assert!(out.contains("plain RAN False") && out.contains("PAYROLL 1"), "{out}");
 }
+
+const VIEWS_SCRIPT: &str = r#"
+import pymongo
+from pymongo.errors import OperationFailure
+an = pymongo.MongoClient("mongodb://analyst:analyst-pw@127.0.0.1:PORT/?directConnection=true")
+ad = pymongo.MongoClient("mongodb://admin:admin-pw@127.0.0.1:PORT/?directConnection=true")
+direct = pymongo.MongoClient("mongodb://127.0.0.1:UPSTREAM/?directConnection=true")
+D = direct.app
+for c in ["users", "payroll", "teams", "v_plain", "v_contacts", "v_nested", "v_names", "v_pay", "v_join"]:
+    D.drop_collection(c)
+D.users.insert_many([{"_id": 1, "n": "alice", "email": "s3cr3t.alice@example.com"}])
+D.payroll.insert_one({"_id": 1, "salary": 987654})
+D.teams.insert_one({"_id": 1, "t": "core"})
+# Views made by the owner, behind dgf's back, before any client connects.
+D.command("create", "v_plain", viewOn="users", pipeline=[])
+D.command("create", "v_contacts", viewOn="users", pipeline=[{"$project": {"contact": "$email", "n": 1}}])
+D.command("create", "v_nested", viewOn="v_contacts", pipeline=[{"$match": {}}])
+D.command("create", "v_names", viewOn="users", pipeline=[{"$project": {"n": 1}}])
+D.command("create", "v_pay", viewOn="payroll", pipeline=[])
+D.command("create", "v_join", viewOn="teams", pipeline=[{"$lookup": {"from": "payroll", "pipeline": [], "as": "p"}}])
+def attempt(label, f):
+    try:
+        out = f()
+        print(label, "RAN", "s3cr3t" in repr(out) or "987654" in repr(out), repr(out))
+    except OperationFailure as e:
+        print(label, "DENIED", e.code, repr(str(e)))
+A = an.app
+attempt("an-plain", lambda: list(A.v_plain.find()))
+attempt("an-contacts", lambda: list(A.v_contacts.find()))
+attempt("an-contacts-agg", lambda: list(A.v_contacts.aggregate([{"$project": {"c": "$contact"}}])))
+attempt("an-nested", lambda: list(A.v_nested.find({}, {"contact": 1})))
+attempt("an-names", lambda: list(A.v_names.find()))
+attempt("an-lookup-view", lambda: list(A.teams.aggregate([{"$lookup": {"from": "v_contacts", "pipeline": [], "as": "j"}}])))
+M = ad.app
+attempt("ad-pay", lambda: list(M.v_pay.find()))
+attempt("ad-join", lambda: list(M.v_join.find()))
+attempt("ad-contacts", lambda: list(M.v_contacts.find()))
+# A view created through dgf (by a role that may) is seen at once: the cached list is dropped.
+A.command("create", "v_pay2", viewOn="payroll", pipeline=[])
+attempt("ad-pay2", lambda: list(M.v_pay2.find()))
+for c in ["users", "payroll", "teams", "v_plain", "v_contacts", "v_nested", "v_names", "v_pay", "v_join", "v_pay2"]:
+    D.drop_collection(c)
+"#;
+
+/// Rules on a collection reach the views over it, made before dgf saw them: masks follow the
+/// view's pipeline (a `$project` that renames `email` is masked under its new name), deny rules
+/// cover every collection a view reads. Before, an analyst read clear emails through a view
+/// the owner had made, and an admin kept out of `payroll` read it through `v_pay`.
+#[test]
+fn rules_reach_views_over_governed_collections() {
+    let Stack { server, port, dgf, _dir, .. } = stack();
+    let script = VIEWS_SCRIPT.replace("UPSTREAM", &server.port.to_string()).replace("PORT", &port.to_string());
+    let out = python(&script, &[]).unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
+    for label in ["an-plain", "an-contacts", "an-contacts-agg", "an-nested", "an-lookup-view"] {
+        assert!(out.contains(&format!("{label} RAN False")), "{label} leaked or failed: {out}");
+    }
+    assert!(out.contains("an-contacts RAN False [{'_id': 1, 'n': 'alice', 'contact': 's"), "masked: {out}");
+    assert!(out.contains("an-names RAN False [{'_id': 1, 'n': 'alice'}]"), "{out}");
+    for label in ["ad-pay", "ad-join", "ad-pay2"] {
+        assert!(out.contains(&format!("{label} DENIED 13")) && out.contains("payroll"), "{label} not refused: {out}");
+    }
+    assert!(out.contains("ad-contacts RAN True"), "admins read views in the clear: {out}");
+}

@@ -292,7 +292,12 @@ fn build_mongo(r: &RouteConfig) -> Result<MongoRoute, BuildError> {
         server_name,
     });
     let manager = MongoManager { target: target.clone(), limits: Default::default() };
-    Ok(MongoRoute { target, pool: Pool::new(manager, pool_settings(r)), pins: Default::default() })
+    Ok(MongoRoute {
+        target,
+        pool: Pool::new(manager, pool_settings(r)),
+        pins: Default::default(),
+        views: Default::default(),
+    })
 }
 
 fn build_redis(r: &RouteConfig) -> Result<RedisRoute, BuildError> {

@@ -106,6 +106,8 @@ pub struct Env<'a> {
     pub route: &'a str,
     /// User roles.
     pub roles: &'a [String],
+    /// The views of the command's database, when the role's rules need them (`views`).
+    pub views: Option<&'a super::views::ViewDefs>,
 }
 
 impl GovState {
@@ -117,6 +119,16 @@ impl GovState {
             self.roles = env.roles.to_vec();
         }
         self.view.clone().unwrap_or_else(|| env.policy.view(env.route, env.roles))
+    }
+
+    /// Whether this role's rules need the database's views: it masks something, or some rule
+    /// names collections (a view over them must not get around it).
+    pub fn needs_views(&mut self, env: &Env<'_>) -> bool {
+        if env.policy.rule_names().is_empty() {
+            return false;
+        }
+        let view = self.view(env);
+        view.masks_anything() || view.objects_matter()
     }
 
     /// Decide about one command (its body and OP_MSG document sequences, e.g. `updates`).
@@ -157,19 +169,39 @@ impl GovState {
             Some(ns) => objects.extend(ns.into_iter().map(|ns| format!("mongodb:{ns}"))),
             None => unfollowed = true,
         }
+        // A view reads its sources: rules on them apply, to whole documents (a view renames
+        // and computes fields).
+        let mut view_sources: Vec<String> = Vec::new();
+        for o in objects.iter().filter_map(|o| o.strip_prefix("mongodb:")) {
+            let Some((d, c)) = o.split_once('.') else { continue };
+            let Some(defs) = env.views.filter(|v| d == db && v.get(c).is_some()) else { continue };
+            match defs.sources(d, c) {
+                Some(s) => {
+                    for ns in s {
+                        if !view_sources.contains(&ns) {
+                            view_sources.push(ns);
+                        }
+                    }
+                }
+                None => unfollowed = true,
+            }
+        }
+        objects.extend(view_sources.iter().map(|ns| format!("mongodb:{ns}")));
         let object = info.collection.map(|c| format!("{db}.{c}"));
         let fields = read_fields(info.name, &doc);
-        let refs: Vec<FieldRef<'_>> = match &object {
+        let mut refs: Vec<FieldRef<'_>> = match &object {
             Some(o) => match &fields {
                 Some(f) => f.iter().map(|p| FieldRef { ns: Namespace::Mongo, object: o, field: Some(p) }).collect(),
                 None => vec![FieldRef { ns: Namespace::Mongo, object: o, field: None }],
             },
             None => Vec::new(),
         };
+        refs.extend(view_sources.iter().map(|o| FieldRef { ns: Namespace::Mongo, object: o, field: None }));
         let mut verdict = view.check(&Action { kinds: &kinds, objects: &objects, fields: &refs, ..Default::default() });
         if let (true, None, Some((id, rule))) = (unfollowed, &verdict.deny, view.first_object_deny("mongodb:")) {
-            // Sub-pipelines too deep to follow may reach a denied collection: fail closed.
-            let message = format!("dgf: permission denied: sub-pipelines nested too deeply to check (rule \"{rule}\")");
+            // Sub-pipelines or views too deep to follow may reach a denied collection: fail closed.
+            let message =
+                format!("dgf: permission denied: sub-pipelines or views nested too deeply to check (rule \"{rule}\")");
             verdict.hits.push(id);
             verdict.deny = Some(dgf_rules::Denial { id, rule, message });
         }
@@ -236,10 +268,52 @@ fn read_fields(name: &str, doc: &Document) -> Option<Vec<String>> {
 struct Masks<'a> {
     pats: Vec<(&'a FieldPattern, MaskRule)>,
     gov: &'a crate::governance::Governance,
+    /// Views of the command's database: a view's documents carry what its pipeline makes of
+    /// its source's taints.
+    views: Option<(&'a str, &'a super::views::ViewDefs)>,
 }
 
 impl Masks<'_> {
     fn taints(&self, db: &str, coll: &str) -> Result<Vec<Taint>, Refused> {
+        self.taints_at(db, coll, 0)
+    }
+
+    fn taints_at(&self, db: &str, coll: &str, depth: usize) -> Result<Vec<Taint>, Refused> {
+        let mut own = self.labelled(db, coll)?;
+        let Some(view) = self.views.filter(|(vdb, _)| *vdb == db).and_then(|(_, v)| v.get(coll)) else {
+            return Ok(own);
+        };
+        let rule_of = |i: usize| self.pats.get(i).map(|(_, m)| m.clone());
+        let blame = self.pats.iter().position(|(_, m)| !m.shadow);
+        if depth >= super::views::MAX_CHAIN {
+            let Some(m) = blame.and_then(rule_of) else { return Ok(own) };
+            return Err(Box::new((m, format!("views over {db}.{coll} nested too deeply to check"))));
+        }
+        let err = std::cell::RefCell::new(None);
+        let taints_of = |d: &str, c: &str| {
+            self.taints_at(d, c, depth + 1).unwrap_or_else(|e| {
+                err.borrow_mut().get_or_insert(e);
+                Vec::new()
+            })
+        };
+        let source = self.taints_at(db, &view.on, depth + 1)?;
+        let ctx = Ctx { db, taints_of: &taints_of, masked_role: blame };
+        let out = lineage::pipeline(&view.pipeline, source, &ctx, 0);
+        if let Some(e) = err.into_inner() {
+            return Err(e);
+        }
+        match out {
+            Ok(t) => own.extend(t),
+            Err(r) => {
+                let Some(m) = rule_of(r.mask).or_else(|| blame.and_then(rule_of)) else { return Ok(own) };
+                return Err(Box::new((m, format!("view {db}.{coll}: {}", r.why))));
+            }
+        }
+        Ok(own)
+    }
+
+    /// Taints from labels on `db.coll` itself.
+    fn labelled(&self, db: &str, coll: &str) -> Result<Vec<Taint>, Refused> {
         let object = format!("{db}.{coll}");
         let mut out = Vec::new();
         for (i, (p, m)) in self.pats.iter().enumerate() {
@@ -275,7 +349,7 @@ type Planned = Result<(MaskPlan, Vec<usize>), Refused>;
 
 /// Masking plan (or refusal) for a command of a role with mask rules.
 fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &Document) -> Planned {
-    let masks = Masks { pats: view.mask_patterns(Namespace::Mongo), gov: env.gov };
+    let masks = Masks { pats: view.mask_patterns(Namespace::Mongo), gov: env.gov, views: env.views.map(|v| (db, v)) };
     let enforced = masks.pats.iter().position(|(_, m)| !m.shadow);
     let Some(any) = enforced else { return Ok((MaskPlan::default(), Vec::new())) };
     let rule_of = |i: usize| masks.pats.get(i).map(|(_, m)| m.clone()).unwrap_or_else(|| masks.pats[any].1.clone());
@@ -509,7 +583,7 @@ max_rows = 3
         let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
         let gov = crate::governance::Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
         let roles = vec![role.to_owned()];
-        let env = Env { policy: &policy, gov: &gov, route: "docs", roles: &roles };
+        let env = Env { policy: &policy, gov: &gov, route: "docs", roles: &roles, views: None };
         let bytes = cmd.to_vec().unwrap();
         let raw = RawDocument::from_bytes(&bytes).unwrap();
         let info = inspect::command(raw).unwrap();
@@ -528,7 +602,7 @@ max_rows = 3
         let info = inspect::command(raw).unwrap();
         let mut state = GovState::default();
         let mut masks_for = |roles: &[String]| {
-            let env = Env { policy: &policy, gov: &gov, route: "docs", roles };
+            let env = Env { policy: &policy, gov: &gov, route: "docs", roles, views: None };
             !state.decide(&env, raw, &[], &info).expect("governance is on").plan.is_empty()
         };
         assert!(!masks_for(&["clerk".to_owned()]));

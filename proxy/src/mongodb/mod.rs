@@ -9,6 +9,7 @@ pub mod hello;
 pub mod lineage;
 pub mod pins;
 pub mod session;
+pub mod views;
 
 use crate::live::{Route, User};
 use crate::pool::Pool;
@@ -30,6 +31,8 @@ pub struct MongoRoute {
     pub pool: Pool<MongoManager>,
     /// Connections held by cursors and transactions.
     pub pins: pins::Pins,
+    /// Views per database, for governance.
+    pub views: views::ViewCatalog,
 }
 
 /// Why a session ended.

@@ -199,9 +199,26 @@ impl Session {
             return self.reply_error(rid, 13, "Unauthorized", &msg).await;
         };
         let policy = self.shared.live.load().policy.clone();
-        let env =
-            govern::Env { policy: &policy, gov: &self.shared.governance, route: &self.route.name, roles: &user.roles };
+        let db = info.db.unwrap_or("admin");
+        let needs_views = info.get_more.is_none() && info.kill_cursors.is_empty() && {
+            let (gov, route) = (&self.shared.governance, &self.route.name);
+            self.gov.needs_views(&govern::Env { policy: &policy, gov, route, roles: &user.roles, views: None })
+        };
+        let mut views_err = None;
+        let views =
+            if needs_views { self.ensure_views(&info, db).await.map_err(|e| views_err = Some(e)).ok() } else { None };
+        let env = govern::Env {
+            policy: &policy,
+            gov: &self.shared.governance,
+            route: &self.route.name,
+            roles: &user.roles,
+            views: views.as_deref(),
+        };
         let mut decision = self.gov.decide(&env, cmd, &op.sequences, &info);
+        if let (Some(e), Some(d)) = (views_err, decision.as_mut().filter(|d| d.deny.is_none())) {
+            let message = format!("dgf: command refused: cannot list the views of {db} to check it ({e}); retry it");
+            d.deny = Some(dgf_rules::Denial { id: usize::MAX, rule: "views".into(), message });
+        }
         if let Some(d) = decision.as_mut().filter(|d| d.deny.is_some()) {
             d.error = Some("13".into());
             govern::audit(&env, d, &self.peer.to_string(), &user.name);
@@ -246,12 +263,16 @@ impl Session {
             m.to_bytes()
         };
         let r = self.forward(rid, &bytes, &info, op.flags & MORE_TO_COME != 0, decision.as_mut()).await;
+        for changed in super::views::changed_dbs(info.name, db, cmd) {
+            self.mongo.views.invalidate(changed);
+        }
         if let Some(d) = &decision {
             let env = govern::Env {
                 policy: &policy,
                 gov: &self.shared.governance,
                 route: &self.route.name,
                 roles: &user.roles,
+                views: None,
             };
             govern::audit(&env, d, &self.peer.to_string(), &user.name);
         }
@@ -352,6 +373,20 @@ impl Session {
         let mut out = BytesMut::new();
         legacy::put_reply(&mut out, self.next_id, rid, &[&bytes]);
         self.write_client(&out).await
+    }
+
+    /// The views of `db`: cached, or listed now on the connection this command would use.
+    async fn ensure_views(&mut self, info: &CommandInfo<'_>, db: &str) -> Result<Arc<super::views::ViewDefs>, String> {
+        if let Some(v) = self.mongo.views.get(db) {
+            return Ok(v);
+        }
+        let txn = info.lsid.filter(|_| info.txn_number.is_some()).map(|l| Key::Txn(l.to_vec()));
+        let mut lease = self.lease(info, txn.as_ref()).await.map_err(|(_, _, m)| m)?;
+        let r = self.mongo.views.load(lease.conn(), db).await;
+        if r.is_err() && !lease.conn().is_quiet_and_open() {
+            lease.broken(&self.mongo.pins);
+        }
+        r
     }
 
     /// The connection this command must run on, or a fresh checkout.
