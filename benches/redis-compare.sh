@@ -99,16 +99,23 @@ if [[ ${HAPROXY:-1} != 0 ]] && [[ -x /usr/sbin/haproxy ]]; then
   TARGETS="$TARGETS haproxy:$HA_PORT"
 fi
 
-declare -A RPS
+# machine_ticks: "busy idle" clock ticks of the whole machine from /proc/stat (busy: user,
+# nice, system, irq, softirq; idle: idle, iowait; steal is neither).
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6; exit}' /proc/stat; }
+
+declare -A RPS MACHINE
 printf '%-10s %-4s %-4s %12s\n' target P test rps | tee "$OUT_DIR/results.txt"
 for P in $PIPELINES; do
   for t in $TARGETS; do
     name=${t%%:*}; port=${t##*:}
     pid=""; [[ $name == dgf ]] && pid=$DGF_PID; [[ $name == twemproxy ]] && pid=$TW_PID; [[ $name == haproxy ]] && pid=$HA_PID
-    [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+    c0=0; [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+    read -r m0busy m0idle < <(machine_ticks)
     out=$(redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -n "$REQUESTS" -c "$CLIENTS" -P "$P" -q --csv 2>/dev/null | tr -d '"')
+    read -r m1busy m1idle < <(machine_ticks)
+    c1=0; [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
+    MACHINE[$name,$P]="$((m1busy - m0busy)) $((m1idle - m0idle)) $((c1 - c0))"
     if [[ -n $pid ]]; then
-      c1=$(cpu_ticks "$pid")
       hz=$(getconf CLK_TCK)
       us=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n=$((2 * REQUESTS)) 'BEGIN{printf "%.2f", (b-a)/hz*1e6/n}')
       echo "$name CPU per request at P=$P: ${us} us" | tee -a "$OUT_DIR/results.txt"
@@ -126,9 +133,30 @@ for P in $PIPELINES; do
     d=${RPS[direct,$P,$test]:-0}; g=${RPS[dgf,$P,$test]:-0}; w=${RPS[twemproxy,$P,$test]:-0}
     h=${RPS[haproxy,$P,$test]:-0}
     awk -v d="$d" -v g="$g" -v w="$w" -v h="$h" -v P="$P" -v t="$test" \
-      'BEGIN{printf "P=%-3s %-4s dgf/direct %.2f  dgf/twemproxy %s  haproxy/direct %s\n", P, t, (d>0?g/d:0), (w>0?sprintf("%.2f", g/w):"n/a"), (h>0&&d>0?sprintf("%.2f", h/d):"n/a")}' \
+      'BEGIN{printf "P=%-3s %-4s dgf/direct %.2f  dgf/twemproxy %s  haproxy/direct %s  haproxy/twemproxy %s\n", P, t, (d>0?g/d:0), (w>0?sprintf("%.2f", g/w):"n/a"), (h>0&&d>0?sprintf("%.2f", h/d):"n/a"), (h>0&&w>0?sprintf("%.2f", h/w):"n/a")}' \
       | tee -a "$OUT_DIR/results.txt"
   done
 done
+{
+  echo
+  echo "Where the machine's CPU went per request (rest = everything but the proxy: redis-benchmark,"
+  echo "Redis, kernel network work, other processes; bound = requests/s the same rest would allow if"
+  echo "the proxy cost nothing, $(nproc) cores / rest; SET and GET together):"
+  printf '%-10s %-4s %12s %14s %13s %8s %12s %16s\n' target P "rps (mean)" "proxy us/req" "rest us/req" "idle %" "bound rps" "bound/twemproxy"
+  hz=$(getconf CLK_TCK)
+  for P in $PIPELINES; do
+    tw_mean=$(awk -v a="${RPS[twemproxy,$P,SET]:-0}" -v b="${RPS[twemproxy,$P,GET]:-0}" 'BEGIN{print (a+b)/2}')
+    for t in $TARGETS; do
+      name=${t%%:*}
+      [[ -n ${MACHINE[$name,$P]:-} ]] || continue
+      read -r busy idle proxy <<<"${MACHINE[$name,$P]}"
+      awk -v busy="$busy" -v idle="$idle" -v proxy="$proxy" -v hz="$hz" -v n=$((2 * REQUESTS)) -v cores="$(nproc)" \
+        -v a="${RPS[$name,$P,SET]:-0}" -v b="${RPS[$name,$P,GET]:-0}" -v tw="$tw_mean" -v name="$name" -v P="$P" \
+        'BEGIN{rest=(busy-proxy)/hz*1e6/n; bound=(rest>0?cores*1e6/rest:0);
+               printf "%-10s %-4s %12.0f %14.2f %13.2f %8.1f %12.0f %16s\n", name, P, (a+b)/2, proxy/hz*1e6/n, rest,
+                 (busy+idle>0?100*idle/(busy+idle):0), bound, (tw>0?sprintf("%.2f", bound/tw):"n/a")}'
+    done
+  done
+} | tee -a "$OUT_DIR/results.txt"
 [[ $AUDIT == 1 ]] && echo "audit records (rotated files included): $(cat "$OUT_DIR"/audit.jsonl* | wc -l)" | tee -a "$OUT_DIR/results.txt"
 echo "results: $OUT_DIR/results.txt"
