@@ -38,7 +38,7 @@ path = "{audit}"
 
 [[labels]]
 name = "email"
-match = ["public.customers.email", "mongodb:app.users.email", "redis:user:*#email", "public.v_labelled.email"]
+match = ["public.customers.email", "mongodb:app.users.email", "redis:user:*#email", "public.v_labelled.email", "public.v_renamed.email"]
 
 [[labels]]
 name = "ssn"
@@ -615,16 +615,21 @@ async fn views_over_governed_tables_are_covered() {
          CREATE MATERIALIZED VIEW m_contacts AS SELECT email FROM customers;
          CREATE VIEW v_names AS SELECT id, name FROM customers;
          CREATE VIEW v_labelled AS SELECT id, email FROM customers;
+         CREATE VIEW v_renamed AS SELECT id, email AS contact FROM customers;
          CREATE VIEW v_pay AS SELECT count(*) AS n, sum(salary) AS total FROM payroll;",
     )
     .expect("views");
     let analyst = client(&env, "analyst").await;
     for (sql, view, rule) in [
         ("SELECT * FROM v_contacts", "public.v_contacts", "mask email for analysts"),
-        ("SELECT id FROM v_contacts", "public.v_contacts", "mask email for analysts"),
+        ("SELECT v.email FROM v_contacts v", "public.v_contacts", "mask email for analysts"),
+        ("SELECT upper(email) || 'x' FROM public.v_contacts", "public.v_contacts", "mask email for analysts"),
         ("select CONTACT from \"v_lower\"", "public.v_lower", "mask email for analysts"),
         ("SELECT * FROM v_nested", "public.v_nested", "mask email for analysts"),
         ("SELECT * FROM m_contacts", "public.m_contacts", "mask email for analysts"),
+        // A label on a view column of another name does not cover the renamed one.
+        ("SELECT contact FROM v_renamed", "public.v_renamed", "mask email for analysts"),
+        ("SELECT r FROM v_renamed AS r", "public.v_renamed", "mask email for analysts"),
         ("SELECT total FROM public.v_pay", "public.v_pay", "analysts keep out of payroll"),
         ("SELECT x.n FROM (SELECT * FROM v_pay) x", "public.v_pay", "analysts keep out of payroll"),
     ] {
@@ -636,8 +641,11 @@ async fn views_over_governed_tables_are_covered() {
     // The extended protocol is refused the same way (at Parse).
     let e = analyst.query("SELECT email FROM v_contacts WHERE id = $1", &[&1i32]).await.unwrap_err();
     assert_eq!(code(&e), "42501", "{e}");
-    // Views over clean columns pass; a view whose columns are labelled is masked by its labels.
+    // Views over clean columns pass, and so do the clean columns of a view over masked ones;
+    // a view whose columns are labelled is masked by its labels.
     assert_eq!(simple_text(&analyst, "SELECT * FROM v_names ORDER BY id").await.unwrap(), "1|alice|\n2|bob|\n");
+    assert_eq!(simple_text(&analyst, "SELECT id FROM v_contacts ORDER BY 1").await.unwrap(), "1|\n2|\n");
+    assert_eq!(simple_text(&analyst, "SELECT count(*) FROM v_nested").await.unwrap(), "2|\n");
     let t = simple_text(&analyst, "SELECT * FROM v_labelled ORDER BY id").await.unwrap();
     assert!(leaked(&t).is_none() && t.starts_with("1|a***@example.com|"), "{t}");
     // Roles without those rules read every view in the clear.

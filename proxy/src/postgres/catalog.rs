@@ -30,6 +30,9 @@ const QUERY: &str = "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
      JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
      WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class \
+     AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'; \
+     SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v','m') \
      AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'";
 /// Views nested deeper than this are not followed further.
 const MAX_VIEW_DEPTH: usize = 32;
@@ -43,12 +46,18 @@ pub struct Catalog {
     views: HashMap<u32, Vec<(u32, i16)>>,
     /// View name (`relname`) -> OIDs of the views so named, in any schema.
     view_names: HashMap<String, Vec<u32>>,
+    /// View OID -> its query (`pg_get_viewdef`).
+    defs: HashMap<u32, String>,
     /// When it was loaded.
     pub loaded: Instant,
 }
 
 impl Catalog {
-    fn new(tables: HashMap<u32, (String, HashMap<i16, String>)>, views: HashMap<u32, Vec<(u32, i16)>>) -> Self {
+    fn new(
+        tables: HashMap<u32, (String, HashMap<i16, String>)>,
+        views: HashMap<u32, Vec<(u32, i16)>>,
+        defs: HashMap<u32, String>,
+    ) -> Self {
         let mut view_names: HashMap<String, Vec<u32>> = HashMap::new();
         for oid in views.keys() {
             if let Some((t, _)) = tables.get(oid) {
@@ -56,7 +65,7 @@ impl Catalog {
                 view_names.entry(name.to_owned()).or_default().push(*oid);
             }
         }
-        Catalog { tables, views, view_names, loaded: Instant::now() }
+        Catalog { tables, views, view_names, defs, loaded: Instant::now() }
     }
 
     /// `schema.table` and column of a RowDescription field.
@@ -68,6 +77,19 @@ impl Catalog {
     /// `schema.table` of a relation.
     pub fn relation(&self, oid: u32) -> Option<&str> {
         self.tables.get(&oid).map(|(t, _)| t.as_str())
+    }
+
+    /// The query of view `oid`.
+    pub fn view_definition(&self, oid: u32) -> Option<&str> {
+        self.defs.get(&oid).map(String::as_str)
+    }
+
+    /// The columns of relation `oid` in attnum order.
+    pub fn columns(&self, oid: u32) -> Vec<(i16, &str)> {
+        let mut cols: Vec<(i16, &str)> =
+            self.tables.get(&oid).map(|(_, c)| c.iter().map(|(n, s)| (*n, s.as_str())).collect()).unwrap_or_default();
+        cols.sort_unstable();
+        cols
     }
 
     /// The views an object of an analysis may name: `schema.v` exactly, `*.v` in any schema.
@@ -114,6 +136,7 @@ impl Catalog {
         conn.stream.flush().await?;
         let mut tables: HashMap<u32, (String, HashMap<i16, String>)> = HashMap::new();
         let mut views: HashMap<u32, Vec<(u32, i16)>> = HashMap::new();
+        let mut defs: HashMap<u32, String> = HashMap::new();
         let mut failed = None;
         let mut count = 0usize;
         loop {
@@ -134,7 +157,13 @@ impl Catalog {
                         failed.get_or_insert(ErrorFields::new("ERROR", "54000", "catalog too large to cache"));
                         continue;
                     }
-                    if body.get(..2) == Some(&[0, 3]) {
+                    if body.get(..2) == Some(&[0, 2]) {
+                        if let Some([view, def]) = text_fields::<2>(body) {
+                            if let Ok(v) = view.parse::<u32>() {
+                                defs.insert(v, def.to_owned());
+                            }
+                        }
+                    } else if body.get(..2) == Some(&[0, 3]) {
                         if let Some([view, rel, att]) = text_fields::<3>(body) {
                             if let (Ok(v), Ok(r), Ok(a)) = (view.parse::<u32>(), rel.parse::<u32>(), att.parse::<i16>())
                             {
@@ -152,7 +181,7 @@ impl Catalog {
                     conn.status = messages::ready_status(body)?;
                     return match failed {
                         Some(e) => Err(BackendError::Refused(e)),
-                        None => Ok(Catalog::new(tables, views)),
+                        None => Ok(Catalog::new(tables, views, defs)),
                     };
                 }
                 _ => {}

@@ -1,66 +1,161 @@
 //! Views over governed data: a statement that names a view (or materialized view) is checked
-//! against what the view reads, from the catalog (`pg_depend` of its rewrite rule, through
-//! views over views). Deny rules on the base tables and columns apply as if the statement named
-//! them; a column masked for the role makes the statement fail closed unless the view's own
-//! columns are labelled, because a view's columns are renamed and computed where dgf cannot
-//! follow them (RowDescription reports the view, not the table).
+//! against what the view reads, from the catalog. Deny rules on the tables and columns a view
+//! reads (`pg_depend` of its rewrite rule, through views over views) apply as if the statement
+//! named them. For masking, each view column the statement reads is traced to the columns it
+//! comes from by analysing the view's query (`pg_get_viewdef`, through views over views): a
+//! masked source makes the statement fail closed unless that view column is labelled itself,
+//! because RowDescription reports view columns under the view and the result plan cannot see
+//! through them.
 
 use super::catalog::Catalog;
 use super::govern::Gov;
 use super::relay::Session;
-use dgf_rules::{Action, Denial, FieldRef, Namespace, RoleView};
+use dgf_rules::policy::qualify;
+use dgf_rules::sql::{Analysis, Analyzer, ColumnSource, Dialect, TableRef};
+use dgf_rules::{Action, Denial, FieldRef, MaskRule, Namespace, RoleView};
 use std::sync::Arc;
 
-/// The refusal for a statement whose `objects` (as the analysis qualified them: `schema.t`
-/// or `*.t`) include a view that reads data denied or masked for this role.
+/// Views over views are traced this deep; deeper, a column counts as reading everything its
+/// view reads.
+const MAX_DEPTH: usize = 16;
+
+/// What a check needs besides the statement.
+pub struct Ctx<'a> {
+    /// The role's view.
+    pub view: &'a RoleView,
+    /// The database's catalog.
+    pub catalog: &'a Catalog,
+    /// Analyses of view definitions (cached like statements).
+    pub analyzer: &'a Analyzer,
+}
+
+/// The refusal for a statement (`analysis`, whose objects are `objects`, qualified `schema.t`
+/// or `*.t`) that names a view reading data denied or masked for this role.
 pub fn check(
-    view: &RoleView,
-    catalog: &Catalog,
+    cx: &Ctx<'_>,
+    analysis: &Analysis,
     objects: &[String],
     classes: impl Fn() -> Vec<&'static str>,
 ) -> Option<Denial> {
     let mut kinds_cache: Option<Vec<&'static str>> = None;
     for object in objects {
-        for v in catalog.views_named(object) {
-            let Some(vname) = catalog.relation(v) else { continue };
+        for v in cx.catalog.views_named(object) {
+            let Some(vname) = cx.catalog.relation(v) else { continue };
             let kinds = &kinds_cache.get_or_insert_with(&classes)[..];
-            // Rules that refuse these statement kinds whatever they touch were already
-            // applied to the statement itself: only rules on objects count here.
-            let baseline = view.check(&Action { kinds, ..Action::default() }).deny.is_some();
-            for (rel, att) in catalog.view_sources(v) {
-                let Some(table) = catalog.relation(rel) else { continue };
-                let column = if att > 0 { catalog.column(rel, att).map(|(_, c)| c) } else { None };
-                let field = FieldRef { ns: Namespace::Sql, object: table, field: column };
-                let objects = [table.to_owned()];
-                let fields = [field];
-                let action = Action { kinds, objects: &objects, fields: &fields, ..Action::default() };
-                if let (Some(d), false) = (view.check(&action).deny, baseline) {
-                    let what = column.map_or_else(|| table.to_owned(), |c| format!("{table}.{c}"));
-                    let message =
-                        format!("dgf: view \"{vname}\" reads {what}, which rule \"{}\" denies to this role", d.rule);
-                    return Some(Denial { message, ..d });
+            if let Some(d) = denied_source(cx, v, vname, kinds) {
+                return Some(d);
+            }
+            for (attnum, col) in read_columns(cx.catalog, analysis, v, vname) {
+                let own = FieldRef { ns: Namespace::Sql, object: vname, field: Some(col) };
+                if cx.view.mask_for(&own).is_some_and(|m| !m.shadow) {
+                    continue; // labelled view column: the result plan masks it
                 }
-                let masked = match column {
-                    Some(_) => view.mask_for(&field),
-                    None => None,
-                };
-                let Some(m) = masked.filter(|m| !m.shadow) else { continue };
-                let name = column.unwrap_or_default();
-                let own = FieldRef { ns: Namespace::Sql, object: vname, field: Some(name) };
-                if view.mask_for(&own).is_some_and(|o| !o.shadow) {
-                    continue;
+                let sources = column_sources(cx, v, attnum, 0).unwrap_or_else(|| all_sources(cx.catalog, v));
+                for (table, column) in &sources {
+                    let f = FieldRef { ns: Namespace::Sql, object: table, field: Some(column) };
+                    if let Some(m) = cx.view.mask_for(&f).filter(|m| !m.shadow) {
+                        return Some(masked(vname, col, table, column, m));
+                    }
                 }
-                let message = format!(
-                    "dgf: view \"{vname}\" reads {table}.{name}, which rule \"{}\" masks for this role, and dgf cannot \
-                     follow a view's columns: label the view's column (match = [\"{vname}.{name}\"] or \"{vname}.*\") \
-                     or query the table",
-                    m.rule
-                );
-                return Some(Denial { id: m.id, rule: m.rule, message });
             }
         }
     }
     None
+}
+
+fn masked(vname: &str, col: &str, table: &str, column: &str, m: MaskRule) -> Denial {
+    let table = table.strip_prefix("*.").unwrap_or(table);
+    let message = format!(
+        "dgf: column \"{col}\" of view \"{vname}\" reads {table}.{column}, which rule \"{}\" masks for this role; \
+         label the view's column (match = [\"{vname}.{col}\"]) to have it masked, or query the table",
+        m.rule
+    );
+    Denial { id: m.id, rule: m.rule, message }
+}
+
+/// A deny rule on something view `v` reads (rules on statement kinds alone were applied to the
+/// statement itself).
+fn denied_source(cx: &Ctx<'_>, v: u32, vname: &str, kinds: &[&str]) -> Option<Denial> {
+    if cx.view.check(&Action { kinds, ..Action::default() }).deny.is_some() {
+        return None;
+    }
+    for (rel, att) in cx.catalog.view_sources(v) {
+        let Some(table) = cx.catalog.relation(rel) else { continue };
+        let column = if att > 0 { cx.catalog.column(rel, att).map(|(_, c)| c) } else { None };
+        let objects = [table.to_owned()];
+        let fields = [FieldRef { ns: Namespace::Sql, object: table, field: column }];
+        let action = Action { kinds, objects: &objects, fields: &fields, ..Action::default() };
+        if let Some(d) = cx.view.check(&action).deny {
+            let what = column.map_or_else(|| table.to_owned(), |c| format!("{table}.{c}"));
+            let message = format!("dgf: view \"{vname}\" reads {what}, which rule \"{}\" denies to this role", d.rule);
+            return Some(Denial { message, ..d });
+        }
+    }
+    None
+}
+
+/// The columns of view `v` (attnum, name) that `analysis` reads: by name where its lineage
+/// names them, all of them for `*`, whole-row references or untraceable values.
+fn read_columns<'c>(catalog: &'c Catalog, analysis: &Analysis, v: u32, vname: &str) -> Vec<(i16, &'c str)> {
+    let all = catalog.columns(v);
+    let rel = vname.split_once('.').map_or(vname, |(_, r)| r);
+    let names_v = |schema: &Option<String>, table: &str| {
+        table == rel && schema.as_deref().is_none_or(|s| vname.split_once('.').is_some_and(|(vs, _)| vs == s))
+    };
+    let mut out: Vec<(i16, &str)> = Vec::new();
+    let sources = analysis.statements.iter().flat_map(|s| s.outputs.iter().flat_map(|o| o.sources.iter()));
+    for s in sources.chain(analysis.statements.iter().flat_map(|s| s.written_sources.iter())) {
+        match s {
+            ColumnSource::Column { schema, table, column } if names_v(schema, table) => {
+                match all.iter().find(|(_, c)| c == column) {
+                    Some(c) if !out.contains(c) => out.push(*c),
+                    Some(_) => {}
+                    None => return all,
+                }
+            }
+            ColumnSource::Column { .. } => {}
+            ColumnSource::AllColumnsOf { schema, table } if !names_v(schema, table) => {}
+            ColumnSource::AllColumnsOf { .. } | ColumnSource::Opaque => return all,
+        }
+    }
+    out
+}
+
+/// The base columns (`schema.table` or `*.table`, column) view column `attnum` of `v` comes
+/// from, through views over views; `None` when its view's query cannot be traced.
+fn column_sources(cx: &Ctx<'_>, v: u32, attnum: i16, depth: usize) -> Option<Vec<(String, String)>> {
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    let a = cx.analyzer.analyze_cached(cx.catalog.view_definition(v)?, Dialect::Postgres);
+    let st = a.statements.first().filter(|_| a.parse_error.is_none() && a.statements.len() == 1)?;
+    let idx = cx.catalog.columns(v).iter().position(|(n, _)| *n == attnum)?;
+    let out = st.outputs.get(idx).filter(|o| !o.wildcard && !o.is_opaque())?;
+    let mut res = Vec::new();
+    for s in &out.sources {
+        let ColumnSource::Column { schema, table, column } = s else { return None };
+        let object = qualify(&TableRef { schema: schema.clone(), name: table.clone(), write: false });
+        for inner in cx.catalog.views_named(&object) {
+            let att = cx.catalog.columns(inner).iter().find(|(_, c)| c == column)?.0;
+            res.extend(column_sources(cx, inner, att, depth + 1)?);
+        }
+        res.push((object, column.clone()));
+    }
+    Some(res)
+}
+
+/// Every column view `v` reads (its `pg_depend` sources), for a column that cannot be traced.
+fn all_sources(catalog: &Catalog, v: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (rel, att) in catalog.view_sources(v) {
+        let Some(table) = catalog.relation(rel) else { continue };
+        let cols: Vec<(i16, &str)> = match att {
+            0 => catalog.columns(rel),
+            a => catalog.column(rel, a).map(|(_, c)| vec![(a, c)]).unwrap_or_default(),
+        };
+        out.extend(cols.into_iter().map(|(_, c)| (table.to_owned(), c.to_owned())));
+    }
+    out
 }
 
 impl Session {
@@ -74,8 +169,9 @@ impl Session {
         self.ensure_catalog().await;
         let denial = match self.pg.catalog_any(&self.database) {
             Some(c) => {
+                let cx = Ctx { view: gov.view(), catalog: &c, analyzer: &self.shared.governance.analyzer };
                 let kinds = || gov.analysis().statements.iter().flat_map(|s| s.classes()).collect();
-                check(gov.view(), &c, &gov.sql.objects, kinds)
+                check(&cx, gov.analysis(), &gov.sql.objects, kinds)
             }
             None => Some(Denial {
                 id: usize::MAX,
