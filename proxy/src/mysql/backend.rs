@@ -306,6 +306,42 @@ impl MyConn {
         Ok(first_err.map_or(Ok(()), Err))
     }
 
+    /// Run a text query and return its rows (NULL as `None`); Err(ErrPacket) if it failed.
+    /// More than `max` rows, or a row of 16 MiB or more, is an error.
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+        max: usize,
+    ) -> Result<Result<Vec<Vec<Option<String>>>, ErrPacket>, BackendError> {
+        use dgf_protocols::mysql::response::Kind;
+        let mut p = Vec::with_capacity(sql.len() + 1);
+        p.push(com::QUERY);
+        p.extend_from_slice(sql.as_bytes());
+        self.command(&p).await?;
+        let mut t = Tracker::new(Expect::ResultSet, self.caps, self.caps);
+        let (mut rows, mut first_err, mut failed) = (Vec::new(), None, None);
+        while !t.done() {
+            let (_, p) = self.read_packet().await?;
+            t.feed(&p)?;
+            if let Some(e) = t.error.take() {
+                first_err.get_or_insert(e);
+            }
+            match t.last {
+                Kind::Row if rows.len() < max => rows.push(text_row(&p)?),
+                Kind::Row => failed = Some(format!("more than {max} rows")),
+                Kind::Continuation => failed = Some("a row of 16 MiB or more".to_owned()),
+                _ => {}
+            }
+        }
+        if let Some(s) = t.status {
+            self.status = s;
+        }
+        if let Some(why) = failed {
+            return Err(BackendError::Protocol(why));
+        }
+        Ok(first_err.map_or(Ok(rows), Err))
+    }
+
     /// Switch the default schema (COM_INIT_DB).
     pub async fn init_db(&mut self, db: &str) -> Result<Result<(), ErrPacket>, BackendError> {
         let mut p = vec![com::INIT_DB];
@@ -412,4 +448,19 @@ impl Manager for MyManager {
     async fn check(&self, conn: &mut MyConn) -> bool {
         matches!(conn.simple(&[com::PING]).await, Ok(Ok(_)))
     }
+}
+
+/// The values of a text-protocol row (0xFB: NULL).
+fn text_row(p: &[u8]) -> Result<Vec<Option<String>>, BackendError> {
+    let mut r = dgf_protocols::mysql::packets::Reader::new(p, "row");
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        if r.rest().first() == Some(&0xfb) {
+            r.u8()?;
+            out.push(None);
+        } else {
+            out.push(Some(String::from_utf8_lossy(r.lenenc_bytes()?).into_owned()));
+        }
+    }
+    Ok(out)
 }

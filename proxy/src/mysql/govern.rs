@@ -33,6 +33,27 @@ impl Gov {
     pub fn denied(&self) -> Option<&dgf_rules::Denial> {
         self.sql.verdict.deny.as_ref()
     }
+    /// The role view it was decided under.
+    pub(super) fn view(&self) -> &RoleView {
+        &self.view
+    }
+
+    /// The analysis it was decided on.
+    pub(super) fn analysis(&self) -> &Analysis {
+        &self.analysis
+    }
+
+    /// The same statement, refused by `d`.
+    pub(super) fn refused(&self, d: dgf_rules::Denial) -> Gov {
+        let mut sql = self.sql.clone();
+        if d.id != usize::MAX && !sql.verdict.hits.contains(&d.id) {
+            sql.verdict.hits.push(d.id);
+        }
+        sql.verdict.deny = Some(d);
+        let (fp, analysis, view, text) = (self.fp.clone(), self.analysis.clone(), self.view.clone(), self.text.clone());
+        Gov { fp, analysis, sql, view, text }
+    }
+
     /// Results need masking or a row cap.
     pub fn needs_plan(&self) -> bool {
         self.sql.needs_masking || self.sql.verdict.row_limit.is_some()

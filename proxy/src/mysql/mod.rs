@@ -12,6 +12,7 @@ pub mod rsa;
 pub mod session;
 pub mod state;
 pub mod statements;
+pub mod views;
 
 use crate::live::Route;
 use crate::shared::Shared;

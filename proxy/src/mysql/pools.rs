@@ -28,6 +28,8 @@ pub struct MyPools {
     pub version: Arc<ArcSwapOption<String>>,
     /// RSA key for caching_sha2_password full authentication without TLS (None: refused).
     pub rsa: Option<Arc<dyn RsaKey>>,
+    /// View definitions, for governance.
+    pub views: super::views::ViewCache,
 }
 
 impl MyPools {
@@ -98,5 +100,6 @@ pub fn build(r: &RouteConfig, settings: PoolSettings) -> Result<MyPools, BuildEr
         statements: Registry::default(),
         version: Arc::new(ArcSwapOption::empty()),
         rsa,
+        views: Default::default(),
     })
 }

@@ -245,6 +245,14 @@ impl Session {
         let cmd = payload[0];
         let sql: &[u8] = if matches!(cmd, com::QUERY | com::STMT_PREPARE) { &payload[1..] } else { &[] };
         let gov = if sql.is_empty() { None } else { self.govern_sql(sql) };
+        let gov = match gov {
+            Some(g) if g.denied().is_none() => match self.check_views(seq, g).await {
+                Ok(g) => Some(g),
+                Err(()) => return Ok(Flow::Continue),
+            },
+            other => other,
+        };
+        let ddl = gov.as_ref().is_some_and(|g| g.sql.ddl);
         if let Some(g) = gov.as_ref().filter(|g| g.denied().is_some()) {
             let g = g.clone();
             self.deny(seq, &g);
@@ -265,7 +273,10 @@ impl Session {
             com::QUERY => {
                 self.route.metrics.queries.inc();
                 self.begin(gov, false);
-                self.query(seq, payload).await?
+                self.query(seq, payload).await?;
+                if ddl {
+                    self.pools.views.invalidate();
+                }
             }
             com::PING => {
                 if self.server.is_some() {

@@ -118,6 +118,13 @@ impl Session {
         };
         let (entry, prepared_gov) = (cs.entry.clone(), cs.gov.clone());
         let stmt_gov = prepared_gov.map(|g| self.revalidate(g));
+        let stmt_gov = match stmt_gov {
+            Some(g) if g.denied().is_none() => match self.check_views(seq, g).await {
+                Ok(g) => Some(g),
+                Err(()) => return Ok(()),
+            },
+            other => other,
+        };
         if let Some(g) = stmt_gov.as_ref().filter(|g| g.denied().is_some()) {
             let g = g.clone();
             self.deny(seq, &g);

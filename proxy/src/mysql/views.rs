@@ -1,0 +1,245 @@
+//! Views over governed data on the MySQL route: a statement that names a view is checked
+//! against what the view reads. The route caches every view's definition
+//! (`information_schema.VIEWS`, read on the session's own server connection, kept 60 s and
+//! dropped after DDL through dgf) and analyses it like a statement: deny rules on the tables a
+//! view reads (through views over views) apply as if the statement named them, and each view
+//! column the statement reads is traced to its source columns; a masked source refuses the
+//! statement unless that view column is labelled itself (the server reports view columns under
+//! the view's name, so the result plan cannot see through them).
+
+use super::govern::Gov;
+use super::session::Session;
+use dgf_rules::policy::qualify;
+use dgf_rules::sql::{Analysis, Analyzer, ColumnSource, Dialect, TableRef};
+use dgf_rules::{Action, Denial, FieldRef, Namespace, RoleView};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Cached view definitions are read again after this long.
+const MAX_AGE: Duration = Duration::from_secs(60);
+/// More views than this on the server are not cached (governed roles are refused instead).
+const MAX_VIEWS: usize = 100_000;
+/// Views over views are followed this deep.
+const MAX_DEPTH: usize = 16;
+const QUERY: &str = "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS \
+     WHERE TABLE_SCHEMA NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema')";
+
+/// Every view of the server: `schema.view` -> its query.
+#[derive(Debug)]
+pub struct ViewDefs {
+    defs: HashMap<String, String>,
+    loaded: Instant,
+}
+
+/// The route's cached [`ViewDefs`].
+#[derive(Default)]
+pub struct ViewCache(Mutex<Option<Arc<ViewDefs>>>);
+
+impl ViewCache {
+    fn get(&self) -> Option<Arc<ViewDefs>> {
+        let g = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        g.as_ref().filter(|d| d.loaded.elapsed() <= MAX_AGE).cloned()
+    }
+
+    fn set(&self, d: Arc<ViewDefs>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(d);
+    }
+
+    /// Forget the views (DDL went through).
+    pub fn invalidate(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+/// What a check needs besides the statement.
+struct Ctx<'a> {
+    view: &'a RoleView,
+    defs: &'a ViewDefs,
+    analyzer: &'a Analyzer,
+    /// The session's current database (unqualified names live there).
+    database: &'a str,
+}
+
+impl Ctx<'_> {
+    /// `schema.view` for an object of an analysis, if it names a view.
+    fn view_named(&self, object: &str) -> Option<String> {
+        let full = match object.strip_prefix("*.") {
+            Some(t) => format!("{}.{t}", self.database),
+            None => object.to_owned(),
+        };
+        self.defs.defs.contains_key(&full).then_some(full)
+    }
+
+    fn analysis(&self, v: &str) -> Option<Arc<Analysis>> {
+        let a = self.analyzer.analyze_cached(self.defs.defs.get(v)?, Dialect::Mysql);
+        (a.parse_error.is_none() && a.statements.len() == 1).then_some(a)
+    }
+
+    /// The objects a view reads, through views over views; `None` when untraceable.
+    fn tables(&self, v: &str, depth: usize) -> Option<Vec<String>> {
+        let a = self.analysis(v).filter(|_| depth < MAX_DEPTH)?;
+        let mut out = Vec::new();
+        for t in a.statements.first()?.tables.iter().map(qualify) {
+            if let Some(inner) = self.view_named(&t) {
+                out.extend(self.tables(&inner, depth + 1)?);
+            }
+            out.push(t);
+        }
+        Some(out)
+    }
+
+    /// The source columns (`schema.table`, column) of column `col` of view `v`; `None` when
+    /// untraceable.
+    fn sources(&self, v: &str, col: &str, depth: usize) -> Option<Vec<(String, String)>> {
+        let a = self.analysis(v).filter(|_| depth < MAX_DEPTH)?;
+        let out = a.statements.first()?.outputs.iter().find(|o| o.name.eq_ignore_ascii_case(col))?;
+        if out.wildcard || out.is_opaque() {
+            return None;
+        }
+        let mut res = Vec::new();
+        for s in &out.sources {
+            let ColumnSource::Column { schema, table, column } = s else { return None };
+            let object = qualify(&TableRef { schema: schema.clone(), name: table.clone(), write: false });
+            if let Some(inner) = self.view_named(&object) {
+                res.extend(self.sources(&inner, column, depth + 1)?);
+            }
+            res.push((object, column.clone()));
+        }
+        Some(res)
+    }
+
+    /// Every column view `v` may read, for a column that cannot be traced: whole tables.
+    fn everything(&self, v: &str) -> Vec<(String, Option<String>)> {
+        self.tables(v, 0).unwrap_or_default().into_iter().map(|t| (t, None)).collect()
+    }
+
+    /// The names of `v`'s columns the statement reads (`None`: all of them, or unknown).
+    fn read_columns(&self, analysis: &Analysis, v: &str) -> Option<Vec<String>> {
+        let (vs, vn) = v.split_once('.')?;
+        let names_v = |schema: &Option<String>, table: &str| {
+            table.eq_ignore_ascii_case(vn) && schema.as_deref().unwrap_or(self.database) == vs
+        };
+        let mut out: Vec<String> = Vec::new();
+        let sts = &analysis.statements;
+        let all = sts.iter().flat_map(|s| s.outputs.iter().flat_map(|o| o.sources.iter()));
+        for s in all.chain(sts.iter().flat_map(|s| s.written_sources.iter())) {
+            match s {
+                ColumnSource::Column { schema, table, column } if names_v(schema, table) => {
+                    if !out.contains(column) {
+                        out.push(column.clone());
+                    }
+                }
+                ColumnSource::Column { .. } => {}
+                ColumnSource::AllColumnsOf { schema, table } if !names_v(schema, table) => {}
+                ColumnSource::AllColumnsOf { .. } | ColumnSource::Opaque => return None,
+            }
+        }
+        Some(out)
+    }
+}
+
+fn check(cx: &Ctx<'_>, analysis: &Analysis, objects: &[String], kinds: &[&str]) -> Option<Denial> {
+    let baseline = cx.view.check(&Action { kinds, ..Action::default() }).deny.is_some();
+    for v in objects.iter().filter_map(|o| cx.view_named(o)) {
+        let Some(tables) = cx.tables(&v, 0) else {
+            // Not visible (no SHOW VIEW for the upstream user), unparseable or nested too deep.
+            let (id, rule) = (usize::MAX, "views".into());
+            return Some(Denial { id, rule, message: format!("dgf: view \"{v}\" cannot be analysed to check it") });
+        };
+        for t in tables {
+            let (objects, fields) = ([t.clone()], [FieldRef { ns: Namespace::Sql, object: &t, field: None }]);
+            let d = cx.view.check(&Action { kinds, objects: &objects, fields: &fields, ..Action::default() }).deny;
+            if let (Some(d), false) = (d, baseline) {
+                let message = format!("dgf: view \"{v}\" reads {t}, which rule \"{}\" denies to this role", d.rule);
+                return Some(Denial { message, ..d });
+            }
+        }
+        if !cx.view.masks_anything() {
+            continue;
+        }
+        let cols = cx.read_columns(analysis, &v);
+        let cols =
+            cols.unwrap_or_else(|| cx.analysis(&v).map(|a| output_names(&a)).unwrap_or_else(|| vec!["*".into()]));
+        for col in cols {
+            let own = FieldRef { ns: Namespace::Sql, object: &v, field: Some(&col) };
+            if cx.view.mask_for(&own).is_some_and(|m| !m.shadow) {
+                continue;
+            }
+            let sources: Vec<(String, Option<String>)> = match cx.sources(&v, &col, 0) {
+                Some(s) => s.into_iter().map(|(t, c)| (t, Some(c))).collect(),
+                None => cx.everything(&v),
+            };
+            for (t, c) in &sources {
+                let f = FieldRef { ns: Namespace::Sql, object: t, field: c.as_deref() };
+                if let Some(m) = cx.view.mask_for(&f).filter(|m| !m.shadow) {
+                    let what = c.as_ref().map_or_else(|| t.clone(), |c| format!("{t}.{c}"));
+                    let message = format!(
+                        "dgf: column `{col}` of view `{v}` reads {what}, which rule \"{}\" masks for this role; label \
+                         the view's column (match = [\"{v}.{col}\"]) to have it masked, or query the table",
+                        m.rule
+                    );
+                    return Some(Denial { id: m.id, rule: m.rule, message });
+                }
+            }
+        }
+    }
+    None
+}
+
+fn output_names(a: &Analysis) -> Vec<String> {
+    a.statements.first().map(|s| s.outputs.iter().map(|o| o.name.clone()).collect()).unwrap_or_default()
+}
+
+impl Session {
+    /// `gov` refused instead when it names a view over data denied or masked for this role.
+    /// `Err(())`: no server connection could be had (the client got the error).
+    pub(super) async fn check_views(&mut self, seq: u8, gov: Arc<Gov>) -> Result<Arc<Gov>, ()> {
+        if gov.sql.objects.is_empty() || !(gov.view().masks_anything() || gov.view().objects_matter()) {
+            return Ok(gov);
+        }
+        let defs = match self.pools.views.get() {
+            Some(d) => Ok(d),
+            None => self.load_views(seq).await?,
+        };
+        let denial = match defs {
+            Ok(defs) => {
+                let g = &self.shared.governance;
+                let cx = Ctx { view: gov.view(), defs: &defs, analyzer: &g.analyzer, database: &self.database };
+                let kinds: Vec<&str> = gov.analysis().statements.iter().flat_map(|s| s.classes()).collect();
+                check(&cx, gov.analysis(), &gov.sql.objects, &kinds)
+            }
+            Err(e) => Some(Denial {
+                id: usize::MAX,
+                rule: "views".into(),
+                message: format!("dgf: statement refused: cannot read the view definitions to check it ({e})"),
+            }),
+        };
+        Ok(denial.map_or(gov.clone(), |d| Arc::new(gov.refused(d))))
+    }
+
+    async fn load_views(&mut self, seq: u8) -> Result<Result<Arc<ViewDefs>, String>, ()> {
+        if !self.acquire(seq).await.unwrap_or(false) {
+            return Err(());
+        }
+        let Some(server) = self.server.as_mut() else { return Err(()) };
+        let rows = match server.query_rows(QUERY, MAX_VIEWS).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return Ok(Err(e.message)),
+            Err(e) => {
+                server.mark_broken();
+                self.server = None;
+                return Ok(Err(e.to_string()));
+            }
+        };
+        let mut defs = HashMap::new();
+        for r in rows {
+            if let [Some(s), Some(n), Some(d)] = &r[..] {
+                defs.insert(format!("{s}.{n}"), d.clone());
+            }
+        }
+        let d = Arc::new(ViewDefs { defs, loaded: Instant::now() });
+        self.pools.views.set(d.clone());
+        Ok(Ok(d))
+    }
+}
