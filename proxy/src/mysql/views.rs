@@ -9,11 +9,12 @@
 
 use super::govern::Gov;
 use super::session::Session;
+use arc_swap::ArcSwapOption;
 use dgf_rules::policy::qualify;
 use dgf_rules::sql::{Analysis, Analyzer, ColumnSource, Dialect, TableRef};
 use dgf_rules::{Action, Denial, FieldRef, Namespace, RoleView};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Cached view definitions are read again after this long.
@@ -32,23 +33,22 @@ pub struct ViewDefs {
     loaded: Instant,
 }
 
-/// The route's cached [`ViewDefs`].
+/// The route's cached [`ViewDefs`] (read without a lock on every governed statement).
 #[derive(Default)]
-pub struct ViewCache(Mutex<Option<Arc<ViewDefs>>>);
+pub struct ViewCache(ArcSwapOption<ViewDefs>);
 
 impl ViewCache {
     fn get(&self) -> Option<Arc<ViewDefs>> {
-        let g = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        g.as_ref().filter(|d| d.loaded.elapsed() <= MAX_AGE).cloned()
+        self.0.load_full().filter(|d| d.loaded.elapsed() <= MAX_AGE)
     }
 
     fn set(&self, d: Arc<ViewDefs>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(d);
+        self.0.store(Some(d));
     }
 
     /// Forget the views (DDL went through).
     pub fn invalidate(&self) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.0.store(None);
     }
 }
 
