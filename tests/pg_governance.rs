@@ -632,6 +632,10 @@ async fn views_over_governed_tables_are_covered() {
         ("SELECT r FROM v_renamed AS r", "public.v_renamed", "mask email for analysts"),
         ("SELECT total FROM public.v_pay", "public.v_pay", "analysts keep out of payroll"),
         ("SELECT x.n FROM (SELECT * FROM v_pay) x", "public.v_pay", "analysts keep out of payroll"),
+        ("COPY (SELECT * FROM v_contacts) TO STDOUT", "public.v_contacts", "mask email for analysts"),
+        ("WITH c AS (SELECT * FROM v_lower) SELECT contact FROM c", "public.v_lower", "mask email for analysts"),
+        ("SELECT (SELECT max(email) FROM v_contacts)", "public.v_contacts", "mask email for analysts"),
+        ("SELECT * FROM customers c JOIN v_contacts v USING (id)", "", "mask email for analysts"),
     ] {
         let e = simple_text(&analyst, sql).await.expect_err(sql);
         let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
