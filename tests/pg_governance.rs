@@ -90,6 +90,9 @@ action = "deny"
 tables = ["notes"]
 mode = "shadow"
 
+[guards]
+trusted_functions = ["f_ok_*"]
+
 [[rules]]
 name = "analysts keep out of payroll"
 roles = ["analyst"]
@@ -603,7 +606,7 @@ async fn masking_inside_a_transaction_from_the_first_statement() {
 /// analyst read clear emails through `CREATE VIEW v AS SELECT id, email FROM customers`, made by
 /// the owner, because RowDescription reports the view's columns, not the table's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn views_over_governed_tables_are_covered() {
+async fn views_and_functions_over_governed_tables_are_covered() {
     let env = setup();
     let conn = format!("host=127.0.0.1 port=5432 user=postgres dbname={}", env.db.name);
     common::psql(
@@ -616,7 +619,11 @@ async fn views_over_governed_tables_are_covered() {
          CREATE VIEW v_names AS SELECT id, name FROM customers;
          CREATE VIEW v_labelled AS SELECT id, email FROM customers;
          CREATE VIEW v_renamed AS SELECT id, email AS contact FROM customers;
-         CREATE VIEW v_pay AS SELECT count(*) AS n, sum(salary) AS total FROM payroll;",
+         CREATE VIEW v_pay AS SELECT count(*) AS n, sum(salary) AS total FROM payroll;
+         CREATE FUNCTION f_cust() RETURNS SETOF customers LANGUAGE sql AS 'SELECT * FROM customers';
+         CREATE FUNCTION f_mail() RETURNS text LANGUAGE sql AS 'SELECT email FROM customers LIMIT 1';
+         CREATE FUNCTION f_ok_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM customers';
+         CREATE VIEW v_func AS SELECT * FROM f_cust();",
     )
     .expect("views");
     let analyst = client(&env, "analyst").await;
@@ -642,6 +649,15 @@ async fn views_over_governed_tables_are_covered() {
         assert_eq!(code(&e), "42501", "{sql}: {e}");
         assert!(msg.contains(view) && msg.contains(rule), "{sql}: {msg}");
     }
+    // Functions defined in the database run with the server's rights: refused for this role
+    // unless trusted, also inside a view.
+    for sql in ["SELECT * FROM f_cust()", "SELECT (f_cust()).email", "SELECT public.F_MAIL()", "SELECT * FROM v_func"] {
+        let e = simple_text(&analyst, sql).await.expect_err(sql);
+        let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+        assert_eq!(code(&e), "42501", "{sql}: {e}");
+        assert!(msg.contains("f_") && msg.contains("trusted_functions"), "{sql}: {msg}");
+    }
+    assert_eq!(simple_text(&analyst, "SELECT f_ok_count()").await.unwrap(), "2|\n");
     // The extended protocol is refused the same way (at Parse).
     let e = analyst.query("SELECT email FROM v_contacts WHERE id = $1", &[&1i32]).await.unwrap_err();
     assert_eq!(code(&e), "42501", "{e}");
@@ -657,4 +673,5 @@ async fn views_over_governed_tables_are_covered() {
     let t = simple_text(&admin, "SELECT email FROM v_contacts ORDER BY id").await.unwrap();
     assert_eq!(t, "alice@example.com|\nbob@example.org|\n");
     assert_eq!(simple_text(&admin, "SELECT total FROM v_pay").await.unwrap(), "987654|\n");
+    assert_eq!(simple_text(&admin, "SELECT f_mail()").await.unwrap(), "alice@example.com|\n");
 }

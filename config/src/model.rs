@@ -73,6 +73,11 @@ pub struct GuardsConfig {
     /// their last part too). Default: file, large-object, dblink and admin functions, and the
     /// ones that run SQL given as text (`query_to_xml`, `table_to_xml`, ..., `ts_stat`).
     pub denied_functions: Vec<String>,
+    /// Functions defined in the database (Postgres: not from an extension) that roles with
+    /// mask rules or deny rules on tables may call (lower case, `*` globs). Such functions run
+    /// with the server's rights and dgf cannot see what they read, so every other one is
+    /// refused for those roles. Default none.
+    pub trusted_functions: Vec<String>,
     /// Roles the guards do not apply to. Default none.
     pub exempt_roles: Vec<String>,
 }
@@ -128,6 +133,7 @@ impl Default for GuardsConfig {
             set_role: true,
             functions: true,
             denied_functions: DEFAULT_DENIED_FUNCTIONS.iter().map(|s| (*s).to_owned()).collect(),
+            trusted_functions: Vec::new(),
             exempt_roles: Vec::new(),
         }
     }

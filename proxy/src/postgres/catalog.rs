@@ -33,7 +33,12 @@ const QUERY: &str = "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
      AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'; \
      SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v','m') \
-     AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'";
+     AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'; \
+     SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p \
+     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+     WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' AND NOT EXISTS ( \
+     SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+     AND d.objid = p.oid AND d.deptype = 'e')";
 /// Views nested deeper than this are not followed further.
 const MAX_VIEW_DEPTH: usize = 32;
 
@@ -48,6 +53,8 @@ pub struct Catalog {
     view_names: HashMap<String, Vec<u32>>,
     /// View OID -> its query (`pg_get_viewdef`).
     defs: HashMap<u32, String>,
+    /// Names of the functions defined in the database by its users (not by extensions).
+    functions: std::collections::HashSet<String>,
     /// When it was loaded.
     pub loaded: Instant,
 }
@@ -57,6 +64,7 @@ impl Catalog {
         tables: HashMap<u32, (String, HashMap<i16, String>)>,
         views: HashMap<u32, Vec<(u32, i16)>>,
         defs: HashMap<u32, String>,
+        functions: std::collections::HashSet<String>,
     ) -> Self {
         let mut view_names: HashMap<String, Vec<u32>> = HashMap::new();
         for oid in views.keys() {
@@ -65,7 +73,7 @@ impl Catalog {
                 view_names.entry(name.to_owned()).or_default().push(*oid);
             }
         }
-        Catalog { tables, views, view_names, defs, loaded: Instant::now() }
+        Catalog { tables, views, view_names, defs, functions, loaded: Instant::now() }
     }
 
     /// `schema.table` and column of a RowDescription field.
@@ -77,6 +85,14 @@ impl Catalog {
     /// `schema.table` of a relation.
     pub fn relation(&self, oid: u32) -> Option<&str> {
         self.tables.get(&oid).map(|(t, _)| t.as_str())
+    }
+
+    /// Whether `name` (as the analysis reports a call: lower case, maybe schema-qualified)
+    /// may be a function defined in the database by its users (names are kept lower case, so
+    /// a quoted mixed-case name counts too).
+    pub fn is_user_function(&self, name: &str) -> bool {
+        let last = name.rsplit('.').next().unwrap_or(name);
+        self.functions.contains(last)
     }
 
     /// The query of view `oid`.
@@ -137,6 +153,7 @@ impl Catalog {
         let mut tables: HashMap<u32, (String, HashMap<i16, String>)> = HashMap::new();
         let mut views: HashMap<u32, Vec<(u32, i16)>> = HashMap::new();
         let mut defs: HashMap<u32, String> = HashMap::new();
+        let mut functions = std::collections::HashSet::new();
         let mut failed = None;
         let mut count = 0usize;
         loop {
@@ -157,7 +174,11 @@ impl Catalog {
                         failed.get_or_insert(ErrorFields::new("ERROR", "54000", "catalog too large to cache"));
                         continue;
                     }
-                    if body.get(..2) == Some(&[0, 2]) {
+                    if body.get(..2) == Some(&[0, 1]) {
+                        if let Some([name]) = text_fields::<1>(body) {
+                            functions.insert(name.to_lowercase());
+                        }
+                    } else if body.get(..2) == Some(&[0, 2]) {
                         if let Some([view, def]) = text_fields::<2>(body) {
                             if let Ok(v) = view.parse::<u32>() {
                                 defs.insert(v, def.to_owned());
@@ -181,7 +202,7 @@ impl Catalog {
                     conn.status = messages::ready_status(body)?;
                     return match failed {
                         Some(e) => Err(BackendError::Refused(e)),
-                        None => Ok(Catalog::new(tables, views, defs)),
+                        None => Ok(Catalog::new(tables, views, defs, functions)),
                     };
                 }
                 _ => {}

@@ -1,11 +1,13 @@
-//! Views over governed data: a statement that names a view (or materialized view) is checked
+//! Views and user functions over governed data: a statement that names a view (or materialized view) is checked
 //! against what the view reads, from the catalog. Deny rules on the tables and columns a view
 //! reads (`pg_depend` of its rewrite rule, through views over views) apply as if the statement
 //! named them. For masking, each view column the statement reads is traced to the columns it
 //! comes from by analysing the view's query (`pg_get_viewdef`, through views over views): a
 //! masked source makes the statement fail closed unless that view column is labelled itself,
 //! because RowDescription reports view columns under the view and the result plan cannot see
-//! through them.
+//! through them. Functions defined in the database (not by extensions) run with the server's
+//! rights and read what dgf cannot see: roles with masks or table rules may only call those in
+//! `guards.trusted_functions`, in statements and in the views they read.
 
 use super::catalog::Catalog;
 use super::govern::Gov;
@@ -37,12 +39,19 @@ pub fn check(
     objects: &[String],
     classes: impl Fn() -> Vec<&'static str>,
 ) -> Option<Denial> {
+    if let Some(d) = untrusted_function(cx, analysis, None) {
+        return Some(d);
+    }
     let mut kinds_cache: Option<Vec<&'static str>> = None;
     for object in objects {
         for v in cx.catalog.views_named(object) {
             let Some(vname) = cx.catalog.relation(v) else { continue };
             let kinds = &kinds_cache.get_or_insert_with(&classes)[..];
             if let Some(d) = denied_source(cx, v, vname, kinds) {
+                return Some(d);
+            }
+            let def = cx.catalog.view_definition(v).map(|d| cx.analyzer.analyze_cached(d, Dialect::Postgres));
+            if let Some(d) = def.and_then(|a| untrusted_function(cx, &a, Some(vname))) {
                 return Some(d);
             }
             for (attnum, col) in read_columns(cx.catalog, analysis, v, vname) {
@@ -61,6 +70,22 @@ pub fn check(
         }
     }
     None
+}
+
+/// A call, in the statement or in the query of view `within`, of a function defined in the
+/// database and not in `guards.trusted_functions`: it runs with the server's rights, and dgf
+/// cannot see what it reads.
+fn untrusted_function(cx: &Ctx<'_>, analysis: &Analysis, within: Option<&str>) -> Option<Denial> {
+    let calls = analysis.statements.iter().flat_map(|s| s.functions.iter());
+    let f = calls.into_iter().find(|f| cx.catalog.is_user_function(f) && !cx.view.trusts_function(f))?;
+    let (id, rule) = cx.view.first_protecting_rule()?;
+    let place = within.map(|v| format!(" (in view \"{v}\")")).unwrap_or_default();
+    let message = format!(
+        "dgf: function \"{f}\"{place} is defined in the database and runs with the server's rights: dgf cannot see \
+         what it reads, and rule \"{rule}\" protects data for this role; list it in guards.trusted_functions \
+         to allow it"
+    );
+    Some(Denial { id, rule, message })
 }
 
 fn masked(vname: &str, col: &str, table: &str, column: &str, m: MaskRule) -> Denial {
@@ -163,7 +188,8 @@ impl Session {
     /// (see [`check`]); `gov` itself otherwise. Without a catalog (not loadable at this point of
     /// a pipeline) such a role's statements that name relations are refused: retrying works.
     pub(super) async fn check_views(&mut self, gov: Arc<Gov>) -> Arc<Gov> {
-        if gov.sql.objects.is_empty() || !(gov.view().masks_anything() || gov.view().objects_matter()) {
+        let calls = gov.analysis().statements.iter().any(|s| !s.functions.is_empty());
+        if (gov.sql.objects.is_empty() && !calls) || !(gov.view().masks_anything() || gov.view().objects_matter()) {
             return gov;
         }
         self.ensure_catalog().await;

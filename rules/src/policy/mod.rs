@@ -180,6 +180,7 @@ struct Inner {
     names: Vec<Arc<str>>,
     exempt: Vec<String>,
     parse_error_denies: bool,
+    trusted_functions: Arc<[String]>,
     has_user_policy: bool,
     views: RwLock<HashMap<ViewKey, Arc<RoleView>>>,
 }
@@ -243,6 +244,7 @@ impl Policy {
                 names,
                 exempt: cfg.guards.exempt_roles.clone(),
                 parse_error_denies: cfg.server.on_parse_error == dgf_config::OnParseError::Deny,
+                trusted_functions: lower(&cfg.guards.trusted_functions).into(),
                 has_user_policy,
                 views: RwLock::new(HashMap::new()),
             }),
@@ -286,6 +288,7 @@ impl Policy {
             masks: rules.iter().filter(|r| r.action == RuleAction::Mask).cloned().collect(),
             rules,
             parse_error_denies: self.inner.parse_error_denies,
+            trusted_functions: self.inner.trusted_functions.clone(),
             verdicts: RwLock::default(),
         });
         if let Ok(mut m) = self.inner.views.write() {
@@ -350,6 +353,7 @@ pub struct RoleView {
     rules: Vec<Arc<Rule>>,
     masks: Vec<Arc<Rule>>,
     parse_error_denies: bool,
+    trusted_functions: Arc<[String]>,
     /// SQL verdicts by analysis (the analysis is kept alive so its address stays unique).
     pub(crate) verdicts: RwLock<HashMap<usize, sql::CachedVerdict>>,
 }
@@ -382,6 +386,25 @@ impl RoleView {
     /// Whether unparseable statements are denied.
     pub fn parse_error_denies(&self) -> bool {
         self.parse_error_denies
+    }
+
+    /// Whether `guards.trusted_functions` lists `name` (lower case; a schema-qualified name
+    /// also matches by its last part).
+    pub fn trusts_function(&self, name: &str) -> bool {
+        let last = name.rsplit('.').next().unwrap_or(name);
+        self.trusted_functions.iter().any(|p| glob_match(p, name, true) || glob_match(p, last, true))
+    }
+
+    /// The rule to name when a role is refused something dgf cannot see into: its first
+    /// enforced mask rule, else its first enforced deny rule on tables.
+    pub fn first_protecting_rule(&self) -> Option<(usize, Arc<str>)> {
+        let mask = self.masks.iter().find(|r| !r.shadow).map(|r| (r.id, r.name.clone()));
+        mask.or_else(|| {
+            self.rules
+                .iter()
+                .find(|r| r.action == RuleAction::Deny && !r.shadow && !r.tables.is_empty())
+                .map(|r| (r.id, r.name.clone()))
+        })
     }
 
     /// The first mask rule for a field.
