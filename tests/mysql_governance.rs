@@ -348,7 +348,7 @@ async fn change_user_switches_the_policy_view() {
 /// an analyst read clear emails through `CREATE VIEW v AS SELECT id, email AS contact FROM
 /// customers`: the server reports a view's columns under the view's name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn views_over_governed_tables_are_covered() {
+async fn views_and_routines_over_governed_tables_are_covered() {
     let (db, _dir, _audit, _d, port) = start();
     let n = &db.name;
     my_admin(&format!(
@@ -359,7 +359,11 @@ async fn views_over_governed_tables_are_covered() {
          CREATE ALGORITHM=TEMPTABLE VIEW {n}.v_temp AS SELECT id, email FROM {n}.customers; \
          CREATE VIEW {n}.v_names AS SELECT id, name FROM {n}.customers; \
          CREATE VIEW {n}.v_labelled AS SELECT id, email FROM {n}.customers; \
-         CREATE VIEW {n}.v_pay AS SELECT SUM(amount) AS total FROM {n}.salaries;"
+         CREATE VIEW {n}.v_pay AS SELECT SUM(amount) AS total FROM {n}.salaries; \
+         CREATE FUNCTION {n}.f_mail() RETURNS VARCHAR(100) READS SQL DATA \
+           RETURN (SELECT email FROM {n}.customers WHERE id = 1); \
+         CREATE PROCEDURE {n}.p_all() SELECT * FROM {n}.customers; \
+         CREATE VIEW {n}.v_func AS SELECT {n}.f_mail() AS m;"
     ));
     let mut c = connect(port, &db, "analyst", "an_pw").await;
     let refused = [
@@ -375,6 +379,11 @@ async fn views_over_governed_tables_are_covered() {
         let e = c.query_drop(sql).await.expect_err(sql).to_string();
         assert!(e.contains("view") && e.contains(rule), "{sql}: {e}");
     }
+    // Stored routines run with their definer's rights: refused unless trusted.
+    for sql in ["SELECT f_mail()", &format!("SELECT `{n}`.F_MAIL()"), "CALL p_all()", "SELECT m FROM v_func"] {
+        let e = c.query_drop(sql).await.expect_err(sql).to_string();
+        assert!(e.contains("trusted_functions") && e.contains("mask email"), "{sql}: {e}");
+    }
     let e = c.prep("SELECT contact FROM v_contacts WHERE id = ?").await.expect_err("prepared").to_string();
     assert!(e.contains("mask email"), "{e}");
     // Clean columns of such a view, views over clean columns, and labelled view columns.
@@ -387,5 +396,7 @@ async fn views_over_governed_tables_are_covered() {
     // A user without rules reads the views in the clear.
     let mut clerk = connect(port, &db, "clerk", "cl_pw").await;
     let clear: Option<String> = clerk.query_first("SELECT contact FROM v_contacts WHERE id = 1").await.unwrap();
+    assert_eq!(clear.as_deref(), Some(EMAILS[0]));
+    let clear: Option<String> = clerk.query_first("SELECT f_mail()").await.unwrap();
     assert_eq!(clear.as_deref(), Some(EMAILS[0]));
 }

@@ -5,7 +5,9 @@
 //! view reads (through views over views) apply as if the statement named them, and each view
 //! column the statement reads is traced to its source columns; a masked source refuses the
 //! statement unless that view column is labelled itself (the server reports view columns under
-//! the view's name, so the result plan cannot see through them).
+//! the view's name, so the result plan cannot see through them). Stored functions and
+//! procedures (`information_schema.ROUTINES`, cached alike) run with their definer's rights:
+//! roles with masks or table rules may only call those in `guards.trusted_functions`.
 
 use super::govern::Gov;
 use super::session::Session;
@@ -25,11 +27,15 @@ const MAX_VIEWS: usize = 100_000;
 const MAX_DEPTH: usize = 16;
 const QUERY: &str = "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS \
      WHERE TABLE_SCHEMA NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema')";
+const ROUTINES: &str = "SELECT ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES \
+     WHERE ROUTINE_SCHEMA NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema')";
 
-/// Every view of the server: `schema.view` -> its query.
+/// Every view of the server (`schema.view` -> its query) and every stored function and
+/// procedure (lower case, bare and `schema.name`).
 #[derive(Debug)]
 pub struct ViewDefs {
     defs: HashMap<String, String>,
+    routines: std::collections::HashSet<String>,
     loaded: Instant,
 }
 
@@ -139,9 +145,31 @@ impl Ctx<'_> {
     }
 }
 
+/// A call, in the statement or in the query of view `within`, of a stored function or
+/// procedure not in `guards.trusted_functions`: it runs with its definer's rights and reads
+/// what dgf cannot see.
+fn untrusted_routine(cx: &Ctx<'_>, analysis: &Analysis, within: Option<&str>) -> Option<Denial> {
+    let calls = analysis.statements.iter().flat_map(|s| s.functions.iter());
+    let f = calls.into_iter().find(|f| cx.defs.routines.contains(f.as_str()) && !cx.view.trusts_function(f))?;
+    let (id, rule) = cx.view.first_protecting_rule()?;
+    let place = within.map(|v| format!(" (in view `{v}`)")).unwrap_or_default();
+    let message = format!(
+        "dgf: routine `{f}`{place} is stored in the database and runs with its definer's rights: dgf cannot see \
+         what it reads, and rule \"{rule}\" protects data for this role; list it in guards.trusted_functions to \
+         allow it"
+    );
+    Some(Denial { id, rule, message })
+}
+
 fn check(cx: &Ctx<'_>, analysis: &Analysis, objects: &[String], kinds: &[&str]) -> Option<Denial> {
+    if let Some(d) = untrusted_routine(cx, analysis, None) {
+        return Some(d);
+    }
     let baseline = cx.view.check(&Action { kinds, ..Action::default() }).deny.is_some();
     for v in objects.iter().filter_map(|o| cx.view_named(o)) {
+        if let Some(d) = cx.analysis(&v).and_then(|a| untrusted_routine(cx, &a, Some(&v))) {
+            return Some(d);
+        }
         let Some(tables) = cx.tables(&v, 0) else {
             // Not visible (no SHOW VIEW for the upstream user), unparseable or nested too deep.
             let (id, rule) = (usize::MAX, "views".into());
@@ -195,7 +223,8 @@ impl Session {
     /// `gov` refused instead when it names a view over data denied or masked for this role.
     /// `Err(())`: no server connection could be had (the client got the error).
     pub(super) async fn check_views(&mut self, seq: u8, gov: Arc<Gov>) -> Result<Arc<Gov>, ()> {
-        if gov.sql.objects.is_empty() || !(gov.view().masks_anything() || gov.view().objects_matter()) {
+        let calls = gov.analysis().statements.iter().any(|s| !s.functions.is_empty());
+        if (gov.sql.objects.is_empty() && !calls) || !(gov.view().masks_anything() || gov.view().objects_matter()) {
             return Ok(gov);
         }
         let defs = match self.pools.views.get() {
@@ -222,23 +251,32 @@ impl Session {
         if !self.acquire(seq).await.unwrap_or(false) {
             return Err(());
         }
-        let Some(server) = self.server.as_mut() else { return Err(()) };
-        let rows = match server.query_rows(QUERY, MAX_VIEWS).await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => return Ok(Err(e.message)),
-            Err(e) => {
-                server.mark_broken();
-                self.server = None;
-                return Ok(Err(e.to_string()));
+        let mut tables = Vec::with_capacity(2);
+        for sql in [QUERY, ROUTINES] {
+            let Some(server) = self.server.as_mut() else { return Err(()) };
+            match server.query_rows(sql, MAX_VIEWS).await {
+                Ok(Ok(rows)) => tables.push(rows),
+                Ok(Err(e)) => return Ok(Err(e.message)),
+                Err(e) => {
+                    server.mark_broken();
+                    self.server = None;
+                    return Ok(Err(e.to_string()));
+                }
             }
-        };
-        let mut defs = HashMap::new();
-        for r in rows {
+        }
+        let (mut defs, mut routines) = (HashMap::new(), std::collections::HashSet::new());
+        for r in tables.first().map(Vec::as_slice).unwrap_or_default() {
             if let [Some(s), Some(n), Some(d)] = &r[..] {
                 defs.insert(format!("{s}.{n}"), d.clone());
             }
         }
-        let d = Arc::new(ViewDefs { defs, loaded: Instant::now() });
+        for r in tables.get(1).map(Vec::as_slice).unwrap_or_default() {
+            if let [Some(s), Some(n)] = &r[..] {
+                routines.insert(n.to_lowercase());
+                routines.insert(format!("{s}.{n}").to_lowercase());
+            }
+        }
+        let d = Arc::new(ViewDefs { defs, routines, loaded: Instant::now() });
         self.pools.views.set(d.clone());
         Ok(Ok(d))
     }
