@@ -38,7 +38,7 @@ path = "{audit}"
 
 [[labels]]
 name = "email"
-match = ["public.customers.email", "mongodb:app.users.email", "redis:user:*#email", "public.v_labelled.email", "public.v_renamed.email"]
+match = ["public.customers.email", "mongodb:app.users.email", "redis:user:*#email", "public.v_labelled.email", "public.v_renamed.email", "public.people.email"]
 
 [[labels]]
 name = "ssn"
@@ -623,7 +623,11 @@ async fn views_and_functions_over_governed_tables_are_covered() {
          CREATE FUNCTION f_cust() RETURNS SETOF customers LANGUAGE sql AS 'SELECT * FROM customers';
          CREATE FUNCTION f_mail() RETURNS text LANGUAGE sql AS 'SELECT email FROM customers LIMIT 1';
          CREATE FUNCTION f_ok_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM customers';
-         CREATE VIEW v_func AS SELECT * FROM f_cust();",
+         CREATE VIEW v_func AS SELECT * FROM f_cust();
+         CREATE TABLE people (id int, region text, email text) PARTITION BY LIST (region);
+         CREATE TABLE people_eu PARTITION OF people FOR VALUES IN ('eu');
+         INSERT INTO people VALUES (1, 'eu', 'alice@example.com');
+         CREATE TABLE payroll_2024 () INHERITS (payroll); INSERT INTO payroll_2024 VALUES (2, 123456);",
     )
     .expect("views");
     let analyst = client(&env, "analyst").await;
@@ -649,6 +653,18 @@ async fn views_and_functions_over_governed_tables_are_covered() {
         assert_eq!(code(&e), "42501", "{sql}: {e}");
         assert!(msg.contains(view) && msg.contains(rule), "{sql}: {msg}");
     }
+    // Partitions and inheriting tables carry their parents' rules.
+    for (sql, rule) in [
+        ("SELECT * FROM people_eu", "mask email for analysts"),
+        ("SELECT upper(email) FROM public.people_eu", "mask email for analysts"),
+        ("SELECT salary FROM payroll_2024", "analysts keep out of payroll"),
+    ] {
+        let e = simple_text(&analyst, sql).await.expect_err(sql);
+        let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+        assert!(code(&e) == "42501" && msg.contains("partition") && msg.contains(rule), "{sql}: {msg}");
+    }
+    assert_eq!(simple_text(&analyst, "SELECT id FROM people_eu").await.unwrap(), "1|\n");
+    assert_eq!(simple_text(&analyst, "SELECT email FROM people").await.unwrap(), "a***@example.com|\n");
     // Functions defined in the database run with the server's rights: refused for this role
     // unless trusted, also inside a view.
     for sql in ["SELECT * FROM f_cust()", "SELECT (f_cust()).email", "SELECT public.F_MAIL()", "SELECT * FROM v_func"] {
@@ -672,6 +688,6 @@ async fn views_and_functions_over_governed_tables_are_covered() {
     let admin = client(&env, "admin").await;
     let t = simple_text(&admin, "SELECT email FROM v_contacts ORDER BY id").await.unwrap();
     assert_eq!(t, "alice@example.com|\nbob@example.org|\n");
-    assert_eq!(simple_text(&admin, "SELECT total FROM v_pay").await.unwrap(), "987654|\n");
+    assert_eq!(simple_text(&admin, "SELECT total FROM v_pay").await.unwrap(), "1111110|\n", "payroll and its child");
     assert_eq!(simple_text(&admin, "SELECT f_mail()").await.unwrap(), "alice@example.com|\n");
 }

@@ -1,9 +1,10 @@
-//! Catalog cache for masking: table OID + attnum (as RowDescription reports them) to
-//! `schema.table` and column name, and what each view reads (`pg_depend` of its rewrite
-//! rule), so that rules on tables also reach the views over them. Loaded per database on the
-//! session's own server connection
-//! (never an extra connection: the pool cap holds), dropped after DDL or when an unknown OID
-//! shows up, and refreshed at most every [`MAX_AGE`].
+//! Catalog cache for governance: table OID + attnum (as RowDescription reports them) to
+//! `schema.table` and column name; what each view reads (`pg_depend` of its rewrite rule) and
+//! its query; the functions users defined; and table inheritance (partitions), so that rules on
+//! tables also reach the views, functions and partitions around them. Loaded per database in
+//! one round trip on the session's own server connection (never an extra connection: the pool
+//! cap holds), dropped after DDL or when an unknown OID shows up, and refreshed at most every
+//! [`MAX_AGE`].
 
 use super::backend::{BackendError, ServerConn};
 use bytes::BytesMut;
@@ -38,7 +39,8 @@ const QUERY: &str = "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
      WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' AND NOT EXISTS ( \
      SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-     AND d.objid = p.oid AND d.deptype = 'e')";
+     AND d.objid = p.oid AND d.deptype = 'e'); \
+     SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits";
 /// Views nested deeper than this are not followed further.
 const MAX_VIEW_DEPTH: usize = 32;
 
@@ -55,25 +57,30 @@ pub struct Catalog {
     defs: HashMap<u32, String>,
     /// Names of the functions defined in the database by its users (not by extensions).
     functions: std::collections::HashSet<String>,
+    /// Child (partition or inheriting table) OID -> its parents.
+    parents: HashMap<u32, Vec<u32>>,
+    /// Name (`relname`) of a child -> OIDs so named, in any schema.
+    child_names: HashMap<String, Vec<u32>>,
     /// When it was loaded.
     pub loaded: Instant,
 }
 
 impl Catalog {
-    fn new(
-        tables: HashMap<u32, (String, HashMap<i16, String>)>,
-        views: HashMap<u32, Vec<(u32, i16)>>,
-        defs: HashMap<u32, String>,
-        functions: std::collections::HashSet<String>,
-    ) -> Self {
-        let mut view_names: HashMap<String, Vec<u32>> = HashMap::new();
-        for oid in views.keys() {
-            if let Some((t, _)) = tables.get(oid) {
-                let name = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
-                view_names.entry(name.to_owned()).or_default().push(*oid);
+    fn new(p: Parts) -> Self {
+        let names_of = |oids: &mut dyn Iterator<Item = &u32>| {
+            let mut out: HashMap<String, Vec<u32>> = HashMap::new();
+            for oid in oids {
+                if let Some((t, _)) = p.tables.get(oid) {
+                    let name = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
+                    out.entry(name.to_owned()).or_default().push(*oid);
+                }
             }
-        }
-        Catalog { tables, views, view_names, defs, functions, loaded: Instant::now() }
+            out
+        };
+        let view_names = names_of(&mut p.views.keys());
+        let child_names = names_of(&mut p.parents.keys());
+        let Parts { tables, views, defs, functions, parents } = p;
+        Catalog { tables, views, view_names, defs, functions, parents, child_names, loaded: Instant::now() }
     }
 
     /// `schema.table` and column of a RowDescription field.
@@ -95,6 +102,28 @@ impl Catalog {
         self.functions.contains(last)
     }
 
+    /// The tables `oid` inherits from (partitioned parents, inheritance), nearest first,
+    /// through every level.
+    pub fn ancestors(&self, oid: u32) -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::new();
+        let mut todo = vec![oid];
+        while let Some(o) = todo.pop() {
+            for &p in self.parents.get(&o).map_or(&[][..], Vec::as_slice) {
+                if !out.contains(&p) && p != oid && out.len() < MAX_VIEW_DEPTH {
+                    out.push(p);
+                    todo.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// The partitions / inheriting tables an object of an analysis may name (see
+    /// [`views_named`](Self::views_named)).
+    pub fn children_named(&self, object: &str) -> Vec<u32> {
+        Self::named(&self.child_names, object, |o| self.relation(o))
+    }
+
     /// The query of view `oid`.
     pub fn view_definition(&self, oid: u32) -> Option<&str> {
         self.defs.get(&oid).map(String::as_str)
@@ -110,12 +139,16 @@ impl Catalog {
 
     /// The views an object of an analysis may name: `schema.v` exactly, `*.v` in any schema.
     pub fn views_named(&self, object: &str) -> Vec<u32> {
+        Self::named(&self.view_names, object, |o| self.relation(o))
+    }
+
+    fn named<'a>(names: &HashMap<String, Vec<u32>>, object: &str, rel: impl Fn(u32) -> Option<&'a str>) -> Vec<u32> {
         let name = object.rsplit_once('.').map_or(object, |(_, n)| n);
-        let Some(oids) = self.view_names.get(name) else { return Vec::new() };
+        let Some(oids) = names.get(name) else { return Vec::new() };
         if object.starts_with("*.") || !object.contains('.') {
             return oids.clone();
         }
-        oids.iter().copied().filter(|o| self.relation(*o) == Some(object)).collect()
+        oids.iter().copied().filter(|o| rel(*o) == Some(object)).collect()
     }
 
     /// Every relation and column view `oid` reads, through views over views (not the views
@@ -150,10 +183,8 @@ impl Catalog {
         messages::put_query(&mut out, QUERY);
         conn.stream.write_all(&out).await?;
         conn.stream.flush().await?;
-        let mut tables: HashMap<u32, (String, HashMap<i16, String>)> = HashMap::new();
-        let mut views: HashMap<u32, Vec<(u32, i16)>> = HashMap::new();
-        let mut defs: HashMap<u32, String> = HashMap::new();
-        let mut functions = std::collections::HashSet::new();
+        let mut parts = Parts::default();
+        let mut set = 0usize;
         let mut failed = None;
         let mut count = 0usize;
         loop {
@@ -174,39 +205,68 @@ impl Catalog {
                         failed.get_or_insert(ErrorFields::new("ERROR", "54000", "catalog too large to cache"));
                         continue;
                     }
-                    if body.get(..2) == Some(&[0, 1]) {
-                        if let Some([name]) = text_fields::<1>(body) {
-                            functions.insert(name.to_lowercase());
-                        }
-                    } else if body.get(..2) == Some(&[0, 2]) {
-                        if let Some([view, def]) = text_fields::<2>(body) {
-                            if let Ok(v) = view.parse::<u32>() {
-                                defs.insert(v, def.to_owned());
-                            }
-                        }
-                    } else if body.get(..2) == Some(&[0, 3]) {
-                        if let Some([view, rel, att]) = text_fields::<3>(body) {
-                            if let (Ok(v), Ok(r), Ok(a)) = (view.parse::<u32>(), rel.parse::<u32>(), att.parse::<i16>())
-                            {
-                                views.entry(v).or_default().push((r, a));
-                            }
-                        }
-                    } else if let Some([oid, nsp, rel, att, name]) = text_fields::<5>(body) {
-                        let (Ok(oid), Ok(att)) = (oid.parse::<u32>(), att.parse::<i16>()) else { continue };
-                        let e = tables.entry(oid).or_insert_with(|| (format!("{nsp}.{rel}"), HashMap::new()));
-                        e.1.insert(att, name.to_owned());
-                    }
+                    parts.row(set, body);
                 }
+                btag::ROW_DESCRIPTION => set += 1,
                 btag::ERROR => failed = Some(ErrorFields::decode(body)?),
                 btag::READY_FOR_QUERY => {
                     conn.status = messages::ready_status(body)?;
                     return match failed {
                         Some(e) => Err(BackendError::Refused(e)),
-                        None => Ok(Catalog::new(tables, views, defs, functions)),
+                        None => Ok(Catalog::new(parts)),
                     };
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// The result sets of the catalog query, as they arrive.
+#[derive(Default)]
+struct Parts {
+    tables: HashMap<u32, (String, HashMap<i16, String>)>,
+    views: HashMap<u32, Vec<(u32, i16)>>,
+    defs: HashMap<u32, String>,
+    functions: std::collections::HashSet<String>,
+    parents: HashMap<u32, Vec<u32>>,
+}
+
+impl Parts {
+    /// One DataRow of result set `set` (1-based, in the order of [`QUERY`]).
+    fn row(&mut self, set: usize, body: &[u8]) {
+        let num = |s: &str| s.parse::<u32>().ok();
+        match set {
+            1 => {
+                let Some([oid, nsp, rel, att, name]) = text_fields::<5>(body) else { return };
+                let (Some(oid), Ok(att)) = (num(oid), att.parse::<i16>()) else { return };
+                let e = self.tables.entry(oid).or_insert_with(|| (format!("{nsp}.{rel}"), HashMap::new()));
+                e.1.insert(att, name.to_owned());
+            }
+            2 => {
+                let Some([view, rel, att]) = text_fields::<3>(body) else { return };
+                if let (Some(v), Some(r), Ok(a)) = (num(view), num(rel), att.parse::<i16>()) {
+                    self.views.entry(v).or_default().push((r, a));
+                }
+            }
+            3 => {
+                let Some([view, def]) = text_fields::<2>(body) else { return };
+                if let Some(v) = num(view) {
+                    self.defs.insert(v, def.to_owned());
+                }
+            }
+            4 => {
+                if let Some([name]) = text_fields::<1>(body) {
+                    self.functions.insert(name.to_lowercase());
+                }
+            }
+            5 => {
+                let Some([child, parent]) = text_fields::<2>(body) else { return };
+                if let (Some(c), Some(p)) = (num(child), num(parent)) {
+                    self.parents.entry(c).or_default().push(p);
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -44,6 +44,12 @@ pub fn check(
     }
     let mut kinds_cache: Option<Vec<&'static str>> = None;
     for object in objects {
+        for c in cx.catalog.children_named(object) {
+            let kinds = &kinds_cache.get_or_insert_with(&classes)[..];
+            if let Some(d) = inherited(cx, analysis, c, kinds) {
+                return Some(d);
+            }
+        }
         for v in cx.catalog.views_named(object) {
             let Some(vname) = cx.catalog.relation(v) else { continue };
             let kinds = &kinds_cache.get_or_insert_with(&classes)[..];
@@ -86,6 +92,47 @@ fn untrusted_function(cx: &Ctx<'_>, analysis: &Analysis, within: Option<&str>) -
          to allow it"
     );
     Some(Denial { id, rule, message })
+}
+
+/// Rules on the tables partition (or inheriting table) `c` inherits from: deny rules apply
+/// to it, and a column masked on an ancestor refuses the statement unless `c`'s own column is
+/// labelled (RowDescription reports the partition, whose name the labels do not match).
+fn inherited(cx: &Ctx<'_>, analysis: &Analysis, c: u32, kinds: &[&str]) -> Option<Denial> {
+    let cname = cx.catalog.relation(c)?;
+    let ancestors: Vec<&str> = cx.catalog.ancestors(c).into_iter().filter_map(|a| cx.catalog.relation(a)).collect();
+    if cx.view.check(&Action { kinds, ..Action::default() }).deny.is_none() {
+        for a in &ancestors {
+            let (objects, fields) = ([(*a).to_owned()], [FieldRef { ns: Namespace::Sql, object: a, field: None }]);
+            if let Some(d) =
+                cx.view.check(&Action { kinds, objects: &objects, fields: &fields, ..Action::default() }).deny
+            {
+                let message =
+                    format!("dgf: \"{cname}\" is a partition of {a}, which rule \"{}\" denies to this role", d.rule);
+                return Some(Denial { message, ..d });
+            }
+        }
+    }
+    for (_, col) in read_columns(cx.catalog, analysis, c, cname) {
+        if cx
+            .view
+            .mask_for(&FieldRef { ns: Namespace::Sql, object: cname, field: Some(col) })
+            .is_some_and(|m| !m.shadow)
+        {
+            continue;
+        }
+        for a in &ancestors {
+            let f = FieldRef { ns: Namespace::Sql, object: a, field: Some(col) };
+            if let Some(m) = cx.view.mask_for(&f).filter(|m| !m.shadow) {
+                let message = format!(
+                    "dgf: column \"{col}\" of \"{cname}\", a partition of {a}, is masked by rule \"{}\" for this \
+                     role; query {a} (masked there), or label the partition's column (match = [\"{cname}.{col}\"])",
+                    m.rule
+                );
+                return Some(Denial { id: m.id, rule: m.rule, message });
+            }
+        }
+    }
+    None
 }
 
 fn masked(vname: &str, col: &str, table: &str, column: &str, m: MaskRule) -> Denial {
