@@ -148,6 +148,18 @@ fn masking_checks(view: &RoleView, st: &StatementInfo, objects: &[String], v: &m
         }
         return;
     }
+    // Every session behind dgf shares the route's upstream user, so these show the statements
+    // of other dgf clients (literals included) or sampled column values.
+    let log = objects.iter().map(String::as_str).chain(st.functions.iter().map(String::as_str)).find(|o| {
+        let o = o.to_ascii_lowercase();
+        let last = o.rsplit('.').next().unwrap_or(&o);
+        STATEMENT_LOGS.iter().any(|l| if l.contains('.') { o == *l } else { last == *l })
+    });
+    if let (Some(log), Some((id, name, shadow))) = (log, any()) {
+        let why = format!("{log} shows other sessions' statements or column values, which dgf cannot mask");
+        fail_closed(v, id, &name, shadow, &why);
+        return;
+    }
     let copies_masked = st.written_sources.iter().any(|s| match source_ref(s) {
         Some((o, c)) => view.mask_for(&FieldRef { ns: Namespace::Sql, object: &o, field: c.as_deref() }).is_some(),
         None => masked.is_some(),
@@ -172,6 +184,27 @@ fn masking_checks(view: &RoleView, st: &StatementInfo, objects: &[String], v: &m
         out.needs_masking = true;
     }
 }
+
+/// Server views and functions that show the statement texts of every session of the server
+/// user, or sampled column values (lower case; matched by the last name part, or in full when
+/// written with a schema).
+const STATEMENT_LOGS: &[&str] = &[
+    // Postgres
+    "pg_stat_activity",
+    "pg_stat_get_activity",
+    "pg_stat_statements",
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    // MySQL / MariaDB
+    "processlist",
+    "performance_schema.threads",
+    "events_statements_current",
+    "events_statements_history",
+    "events_statements_history_long",
+    "events_statements_summary_by_digest",
+    "prepared_statements_instances",
+];
 
 fn fail_closed(v: &mut Verdict, id: usize, rule: &str, shadow: bool, why: &str) {
     if shadow {

@@ -197,3 +197,33 @@ fn views_are_cached_and_role_scoped() {
     let m = a.mask_for(&FieldRef { ns: Namespace::Redis, object: "user:7", field: Some("email") });
     assert_eq!(m.map(|r| r.rule.to_string()), Some("mask email for analysts".to_owned()));
 }
+
+#[test]
+fn statement_logs_fail_closed_for_masked_roles() {
+    let p = policy("");
+    let analyst = p.view("pg", &["analyst".to_owned()]);
+    let deny = |sql: &str, d: Dialect| check_sql(&analyst, &analyze(sql, d)).verdict.deny;
+    for sql in [
+        "SELECT query FROM pg_stat_activity",
+        "SELECT * FROM pg_catalog.pg_stat_activity",
+        "SELECT query FROM pg_stat_statements",
+        "SELECT * FROM pg_stat_get_activity(NULL)",
+        "SELECT most_common_vals FROM pg_stats WHERE tablename = 'customers'",
+    ] {
+        let d = deny(sql, Dialect::Postgres);
+        assert!(d.as_ref().is_some_and(|d| d.message.contains("other sessions")), "{sql}: {d:?}");
+    }
+    for sql in [
+        "SHOW FULL PROCESSLIST",
+        "SELECT info FROM information_schema.processlist",
+        "SELECT SQL_TEXT FROM performance_schema.events_statements_history",
+        "SELECT PROCESSLIST_INFO FROM performance_schema.threads",
+    ] {
+        let d = deny(sql, Dialect::Mysql);
+        assert!(d.as_ref().is_some_and(|d| d.message.contains("other sessions")), "{sql}: {d:?}");
+    }
+    // A user table that shares a name with a performance_schema table is not one.
+    assert!(deny("SELECT title FROM threads", Dialect::Mysql).is_none());
+    // Roles without masks read them (monitoring).
+    assert!(check(&p, &["app"], "SELECT query FROM pg_stat_activity").verdict.deny.is_none());
+}

@@ -393,6 +393,11 @@ impl Ctx {
                 }
                 K::Show
             }
+            Statement::ShowProcessList { .. } => {
+                // The statements of every session: what `information_schema.processlist` holds.
+                self.add_table(Some("information_schema".into()), "processlist".into(), false);
+                K::Show
+            }
             Statement::ExplainTable { table_name, .. } => {
                 self.read(table_name);
                 K::Show
@@ -404,7 +409,6 @@ impl Ctx {
             | Statement::ShowColumns { .. }
             | Statement::ShowCatalogs { .. }
             | Statement::ShowDatabases { .. }
-            | Statement::ShowProcessList { .. }
             | Statement::ShowSchemas { .. }
             | Statement::ShowCharset(_)
             | Statement::ShowObjects(_)
