@@ -357,6 +357,16 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
     if dgf_rules::mongodb::runs_javascript(info.name, doc) {
         return Err(Box::new((rule_of(any), "server-side JavaScript is not allowed for a masked role".into())));
     }
+    // Every client reaches the server as the route's user: these show the commands of the
+    // others, filters and values included.
+    let logs = info.name.eq_ignore_ascii_case("currentOp")
+        || (info.name == "aggregate"
+            && dgf_rules::mongodb::stages(dgf_rules::mongodb::pipeline(doc))
+                .iter()
+                .any(|s| matches!(s.as_str(), "$currentOp" | "$queryStats")));
+    if logs {
+        return Err(Box::new((rule_of(any), "currentOp and $queryStats show other clients' commands".into())));
+    }
     let coll = info.collection.unwrap_or("");
     let base = if coll.is_empty() { Vec::new() } else { masks.taints(db, coll)? };
     let taints_err = std::cell::RefCell::new(None);
@@ -691,6 +701,21 @@ max_rows = 3
         .is_empty());
         let d = decide_for("analyst", doc! { "aggregate": 1, "pipeline": [{ "$changeStream": {} }], "$db": "app" });
         assert!(d.deny.is_some());
+    }
+
+    /// Every client reaches the server as the route's user: another client's in-progress
+    /// command, its filter values included, must not reach a masked role.
+    #[test]
+    fn current_op_is_refused_for_masked_roles() {
+        for cmd in [
+            doc! { "currentOp": 1, "$all": true, "$db": "admin" },
+            doc! { "aggregate": 1, "pipeline": [{ "$currentOp": { "allUsers": true } }], "cursor": {}, "$db": "admin" },
+            doc! { "aggregate": 1, "pipeline": [{ "$queryStats": {} }], "cursor": {}, "$db": "admin" },
+        ] {
+            let d = decide_for("analyst", cmd.clone());
+            assert!(d.deny.as_ref().is_some_and(|x| x.message.contains("other clients")), "{cmd}: {:?}", d.deny);
+            assert!(decide_for("admin", cmd).deny.is_none());
+        }
     }
 
     #[test]
