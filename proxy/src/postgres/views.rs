@@ -1,13 +1,15 @@
-//! Views and user functions over governed data: a statement that names a view (or materialized view) is checked
-//! against what the view reads, from the catalog. Deny rules on the tables and columns a view
-//! reads (`pg_depend` of its rewrite rule, through views over views) apply as if the statement
-//! named them. For masking, each view column the statement reads is traced to the columns it
-//! comes from by analysing the view's query (`pg_get_viewdef`, through views over views): a
-//! masked source makes the statement fail closed unless that view column is labelled itself,
-//! because RowDescription reports view columns under the view and the result plan cannot see
-//! through them. Functions defined in the database (not by extensions) run with the server's
-//! rights and read what dgf cannot see: roles with masks or table rules may only call those in
-//! `guards.trusted_functions`, in statements and in the views they read.
+//! What the catalog knows that statement text does not: views, user functions and partitions
+//! over governed tables.
+//! - A statement that names a view (or materialized view) is checked against what the view
+//!   reads: deny rules on the tables and columns it reads (`pg_depend` of its rewrite rule,
+//!   through views over views) apply as if the statement named them; each view column the
+//!   statement reads is traced through the view's query (`pg_get_viewdef`) to its sources, and a
+//!   masked source refuses the statement unless that view column is labelled itself, because
+//!   RowDescription reports view columns under the view and the result plan cannot see through.
+//! - Functions defined in the database (not by extensions) run with the server's rights and read
+//!   what dgf cannot see: roles with masks or table rules may only call those in
+//!   `guards.trusted_functions`, in statements and in the views they read.
+//! - A partition (or inheriting table) carries its ancestors' deny rules and masks.
 
 use super::catalog::Catalog;
 use super::govern::Gov;
