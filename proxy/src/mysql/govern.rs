@@ -175,10 +175,10 @@ impl Session {
             let lineage = || self.gov.lineage.get(idx).cloned().flatten();
             // A direct column with no mask can still be a masked value copied by the query
             // (e.g. INSERT ... SELECT shapes): lineage decides when it is stricter.
-            let m = match direct {
-                Some(Some(m)) => Some(m),
-                Some(None) => lineage(),
-                None => lineage(),
+            // Lineage speaks for computed columns (and copies): see `MaskFn::for_computed`.
+            let (m, computed) = match direct {
+                Some(Some(m)) => (Some(m), false),
+                Some(None) | None => (lineage(), true),
             };
             if let Some(m) = m.as_ref().filter(|m| !self.gov.mask_rules.contains(&m.id)) {
                 self.gov.mask_rules.push(m.id);
@@ -190,7 +190,7 @@ impl Session {
                     }
                     !m.shadow
                 })
-                .map(|m| m.func);
+                .map(|m| if computed { m.func.for_computed() } else { m.func });
         }
         self.gov.any_mask |= mask.is_some();
         self.gov.cols.push((c.column_type, mask));

@@ -247,9 +247,10 @@ impl Session {
                     }
                 },
             };
-            let m = match exact {
-                Some(m) => m,
-                None => lineage.get(i).cloned().flatten(),
+            // A column without a table OID is computed (or comes from a UNION, VALUES...).
+            let (m, computed) = match exact {
+                Some(m) => (m, false),
+                None => (lineage.get(i).cloned().flatten(), true),
             };
             if let Some(m) = m.as_ref().filter(|m| !fired.contains(&m.id)) {
                 fired.push(m.id);
@@ -261,7 +262,7 @@ impl Session {
                 !m.shadow
             });
             let fmt = Format::from_code(fd.format).unwrap_or(Format::Text);
-            cols.push(m.map(|m| (m.func, fd.type_oid, fmt)));
+            cols.push(m.map(|m| (if computed { m.func.for_computed() } else { m.func }, fd.type_oid, fmt)));
         }
         if stale {
             self.pg.invalidate_catalog(&self.database);

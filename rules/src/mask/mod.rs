@@ -260,6 +260,29 @@ pub enum MaskFn {
 }
 
 impl MaskFn {
+    /// Whether its output depends on its input: `email` and `partial` keep pieces of it and
+    /// `hash` keeps its equalities. Applied to a value *computed* from a labelled column
+    /// (`reverse(ssn)`, `substr(card, 1, 8)`), such a function shows the pieces of the column it
+    /// was meant to hide, so a computed value takes the [`for_computed`](Self::for_computed)
+    /// function instead.
+    pub fn reveals_input(&self) -> bool {
+        match self {
+            MaskFn::Email | MaskFn::Hash(_) => true,
+            MaskFn::Partial { keep_first, keep_last } => keep_first + keep_last > 0,
+            MaskFn::Redact | MaskFn::Null | MaskFn::Fixed(_) => false,
+        }
+    }
+
+    /// The function for a value computed from a column this function masks: itself when it
+    /// hides everything, NULL otherwise.
+    pub fn for_computed(&self) -> MaskFn {
+        if self.reveals_input() {
+            MaskFn::Null
+        } else {
+            self.clone()
+        }
+    }
+
     /// Builds the function for a parsed spec; `hash` needs `key`.
     pub fn from_spec(spec: &MaskSpec, key: Option<&HashKey>) -> Result<MaskFn, MaskError> {
         Ok(match spec {
