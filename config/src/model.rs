@@ -174,6 +174,12 @@ pub struct ServerSettings {
     /// Worker threads. 0 (default) = one per CPU core; 1 = a single-threaded event loop (the
     /// most CPU-efficient per query, like PgBouncer). Not reloadable.
     pub workers: usize,
+    /// Threads of the event loop that serves Redis routes, apart from `workers`. 1 (default) =
+    /// one dedicated single-threaded loop, as Redis and twemproxy run: a command hops between
+    /// the client's session and the shared upstream connections, and on one thread those hops
+    /// cost no cross-thread wake-ups. N > 1 = a loop with N threads; 0 = share `workers`. Not
+    /// reloadable.
+    pub redis_threads: usize,
 }
 
 impl Default for ServerSettings {
@@ -186,6 +192,7 @@ impl Default for ServerSettings {
             auth_failure_refill_secs: 12,
             on_parse_error: OnParseError::Deny,
             workers: 0,
+            redis_threads: 1,
         }
     }
 }

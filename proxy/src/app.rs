@@ -58,6 +58,8 @@ pub struct App {
     listeners: Mutex<HashMap<String, Listener>>,
     shutdown_tx: watch::Sender<bool>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// The event loop of Redis routes (`server.redis_threads`), started with the first one.
+    redis_loop: std::sync::OnceLock<Option<tokio::runtime::Handle>>,
 }
 
 impl App {
@@ -84,6 +86,7 @@ impl App {
             listeners: Mutex::new(HashMap::new()),
             shutdown_tx,
             reload_lock: tokio::sync::Mutex::new(()),
+            redis_loop: std::sync::OnceLock::new(),
         }))
     }
 
@@ -135,11 +138,46 @@ impl App {
             if let Some(old) = current.remove(&name) {
                 old.task.abort();
             }
-            let task = tokio::spawn(accept_loop(self.shared.clone(), name.clone(), listener));
+            let shared = self.shared.clone();
+            let redis_loop = if protocol == Protocol::Redis { self.redis_loop() } else { None };
+            let task = match redis_loop {
+                Some(h) => {
+                    // Re-registered with that loop, so its sessions and upstream tasks live there.
+                    let std = listener.into_std()?;
+                    let route = name.clone();
+                    h.spawn(async move {
+                        match TcpListener::from_std(std) {
+                            Ok(l) => accept_loop(shared, route, l).await,
+                            Err(e) => tracing::error!(route = %route, error = %e, "cannot move the listener"),
+                        }
+                    })
+                }
+                None => tokio::spawn(accept_loop(shared, name.clone(), listener)),
+            };
             tracing::info!(route = %name, %addr, ?protocol, "listening");
             current.insert(name, Listener { addr, protocol, task });
         }
         Ok(())
+    }
+
+    /// The Redis event loop, started on first use; `None` when Redis routes share the workers
+    /// (`redis_threads = 0`) or it could not start (logged; they share the workers then).
+    fn redis_loop(&self) -> Option<tokio::runtime::Handle> {
+        self.redis_loop
+            .get_or_init(|| {
+                let threads = self.shared.live.load().config.server.redis_threads;
+                if threads == 0 {
+                    return None;
+                }
+                match start_loop("dgf-redis", threads) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the Redis event loop; Redis routes share the workers");
+                        None
+                    }
+                }
+            })
+            .clone()
     }
 
     /// Re-read the config file, validate, build, and swap. The old config keeps serving on error.
@@ -362,6 +400,34 @@ impl App {
             tracing::info!("all clients drained");
         }
     }
+}
+
+/// A tokio runtime of `threads` threads (1: single-threaded) on threads of its own, kept alive
+/// for the life of the process; its handle.
+fn start_loop(name: &str, threads: usize) -> std::io::Result<tokio::runtime::Handle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread_name = name.to_owned();
+    std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        let rt = if threads == 1 {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(thread_name)
+                .enable_all()
+                .build()
+        };
+        match rt {
+            Ok(rt) => {
+                let _ = tx.send(Ok(rt.handle().clone()));
+                rt.block_on(std::future::pending::<()>());
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    })?;
+    rx.recv().map_err(|_| std::io::Error::other("the event loop thread ended"))?
 }
 
 async fn accept_loop(shared: Arc<Shared>, route_name: String, listener: TcpListener) {
