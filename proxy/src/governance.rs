@@ -258,6 +258,19 @@ pub struct SqlSession<'a> {
     pub database: &'a str,
 }
 
+impl<'a> SqlSession<'a> {
+    /// The session fields of a `protocol` session.
+    pub fn new(
+        protocol: &'static str,
+        route: &'a crate::live::Route,
+        peer: SocketAddr,
+        user: &'a std::sync::Arc<crate::live::User>,
+        database: &'a str,
+    ) -> Self {
+        SqlSession { protocol, route, peer, user, database }
+    }
+}
+
 /// One statement as a SQL session saw it, for [`ViewCache::audit_statement`].
 pub struct SqlStatement<'a> {
     /// The verdict.

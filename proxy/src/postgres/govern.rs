@@ -365,13 +365,7 @@ impl Session {
     /// `outcome`: when it started, rows, whether a column was masked, mask rules that applied.
     fn audit(&mut self, gov: &Gov, outcome: (Instant, u64, bool, &[usize]), error: Option<String>) {
         use crate::governance::{SqlSession, SqlStatement};
-        let who = SqlSession {
-            protocol: "postgres",
-            route: &self.route,
-            peer: self.peer,
-            user: &self.user,
-            database: &self.database,
-        };
+        let who = SqlSession::new("postgres", &self.route, self.peer, &self.user, &self.database);
         let st =
             SqlStatement { verdict: &gov.sql, fingerprint: &gov.fp.text, statement: gov.text.clone(), outcome, error };
         self.gov.views.audit_statement(&self.shared.governance, who, st);
