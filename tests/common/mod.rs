@@ -3,6 +3,7 @@
 
 pub mod mongo;
 pub mod my;
+pub mod pg_gov;
 pub mod pg_instance;
 pub mod redis;
 
