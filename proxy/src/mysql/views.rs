@@ -161,12 +161,29 @@ fn untrusted_routine(cx: &Ctx<'_>, analysis: &Analysis, within: Option<&str>) ->
     Some(Denial { id, rule, message })
 }
 
-fn check(cx: &Ctx<'_>, analysis: &Analysis, objects: &[String], kinds: &[&str]) -> Option<Denial> {
-    if let Some(d) = untrusted_routine(cx, analysis, None) {
-        return Some(d);
+fn check(
+    cx: &Ctx<'_>,
+    analysis: &Analysis,
+    objects: &[String],
+    classes: impl Fn() -> Vec<&'static str>,
+) -> Option<Denial> {
+    if !cx.defs.routines.is_empty() {
+        if let Some(d) = untrusted_routine(cx, analysis, None) {
+            return Some(d);
+        }
     }
-    let baseline = cx.view.check(&Action { kinds, ..Action::default() }).deny.is_some();
+    if cx.defs.defs.is_empty() {
+        return None; // no views on the server: nothing more to look up per statement
+    }
+    // Statement kinds and the kinds-only verdict are worked out only once a view is named.
+    let mut kinds_cache: Option<(Vec<&'static str>, bool)> = None;
     for v in objects.iter().filter_map(|o| cx.view_named(o)) {
+        let (kinds, baseline) = kinds_cache.get_or_insert_with(|| {
+            let k = classes();
+            let denied = cx.view.check(&Action { kinds: &k, ..Action::default() }).deny.is_some();
+            (k, denied)
+        });
+        let (kinds, baseline) = (&kinds[..], *baseline);
         if let Some(d) = cx.analysis(&v).and_then(|a| untrusted_routine(cx, &a, Some(&v))) {
             return Some(d);
         }
@@ -235,8 +252,8 @@ impl Session {
             Ok(defs) => {
                 let g = &self.shared.governance;
                 let cx = Ctx { view: gov.view(), defs: &defs, analyzer: &g.analyzer, database: &self.database };
-                let kinds: Vec<&str> = gov.analysis().statements.iter().flat_map(|s| s.classes()).collect();
-                check(&cx, gov.analysis(), &gov.sql.objects, &kinds)
+                let kinds = || gov.analysis().statements.iter().flat_map(|s| s.classes()).collect();
+                check(&cx, gov.analysis(), &gov.sql.objects, kinds)
             }
             Err(e) => Some(Denial {
                 id: usize::MAX,
