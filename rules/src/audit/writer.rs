@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 /// Buffered records reach the OS at most this long after they were written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// While events flow, the writer naps this long when the queue is empty...
-const BUSY_NAP: Duration = Duration::from_millis(1);
+const BUSY_NAP: Duration = Duration::from_millis(10);
 /// ...this many times in a row before it goes back to a blocking wait.
 const BUSY_NAPS: u32 = 10;
 

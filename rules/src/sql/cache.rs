@@ -1,6 +1,6 @@
 //! `Analyzer`: a bounded, sharded, thread-safe cache of analyses.
 //!
-//! Two levels, both bounded by `capacity` entries:
+//! Three levels, each bounded by `capacity` entries:
 //! - **Shape** (the contract): key = dialect + normalised parse text (literals already replaced,
 //!   so the same shape with other literal values hits) + rewrite flags. The analysis is a pure
 //!   function of that key (see the `sql` module docs), so caching cannot change a result.
@@ -8,6 +8,11 @@
 //!   analysis (both pure functions of those bytes). Only statements *without literals* go here
 //!   (bind parameters, constant SQL: the text repeats verbatim), so a literal-varying workload
 //!   does not churn it and no literal value (a password in `ALTER ROLE`, say) is kept in memory.
+//! - **Skeleton** (the fast path for literal-varying statements): key = dialect + the token
+//!   stream without literal and parameter texts ([`skeleton`]), value = fingerprint and
+//!   analysis. Fingerprint and parse text are rendered from exactly what the skeleton holds,
+//!   so a statement whose skeleton is cached skips the rendering and the shape lookup (one
+//!   lexer pass, one lookup). No literal value is kept.
 //!
 //! Every hit compares the stored text, so a 64-bit hash collision costs a miss, never a wrong
 //! analysis. Input with a lexer error is never cached (its error is not part of either key).
@@ -20,8 +25,10 @@
 //! `2 * capacity * (16 KiB + analysis)` in the worst case.
 
 use super::analyze::analyze_normalized;
-use super::fingerprint::{normalize, stable_hash, Fingerprint, Normalized, Render};
+use super::fingerprint::{normalize, normalize_lexed, stable_hash, Fingerprint, Normalized, Render};
+use super::lexer::{lex, Kind, Tok};
 use super::{Analysis, Dialect};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,6 +147,12 @@ impl<V: Clone> Level<V> {
         }
     }
 
+    #[cfg(test)]
+    fn keys(&self) -> Vec<String> {
+        let shards = self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        shards.flat_map(|s| s.slots.iter().map(|slot| slot.text.to_string()).collect::<Vec<_>>()).collect()
+    }
+
     fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).slots.len()).sum()
     }
@@ -151,12 +164,49 @@ impl<V: Clone> Level<V> {
     }
 }
 
+/// The skeleton of a token stream, into `out` (cleared first): every token's kind and
+/// whether space preceded it, and the text of every token that is not a literal or a parameter
+/// (a quoted identifier's decoded name), each text prefixed with its length (digits least significant first) so the encoding is
+/// unambiguous.
+///
+/// [`normalize_lexed`](super::fingerprint::normalize_lexed) reads nothing else of a token (literal and parameter texts only by
+/// kind), so two token streams with the same skeleton render the same fingerprint and parse
+/// text: the skeleton is a sound cache key for both (cache.rs).
+pub(crate) fn skeleton(toks: &[Tok<'_>], out: &mut String) {
+    out.clear();
+    for t in toks {
+        let kind = t.kind as u8;
+        out.push(char::from(b'A' + 2 * kind + u8::from(t.space_before)));
+        let text = match t.kind {
+            Kind::Str | Kind::Num | Kind::Param => continue,
+            Kind::QIdent => t.name(),
+            _ => t.text,
+        };
+        let mut n = text.len();
+        loop {
+            out.push(char::from(b'0' + (n % 10) as u8));
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.push(':');
+        out.push_str(text);
+    }
+}
+
 type Classified = (Arc<Fingerprint>, Arc<Analysis>);
+
+thread_local! {
+    /// The skeleton buffer of [`Analyzer::classify`], kept between calls.
+    static SKELETON: RefCell<String> = const { RefCell::new(String::new()) };
+}
 
 /// Thread-safe analysis cache; share it behind an `Arc` (all methods take `&self`).
 pub struct Analyzer {
     shape: Level<Arc<Analysis>>,
     exact: Level<Classified>,
+    skeleton: Level<Classified>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -185,6 +235,7 @@ impl Analyzer {
         Self {
             shape: Level::new(capacity),
             exact: Level::new(capacity),
+            skeleton: Level::new(capacity),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -202,7 +253,7 @@ impl Analyzer {
 
     /// Nothing cached.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0 && self.exact.len() == 0
+        self.len() == 0 && self.exact.len() == 0 && self.skeleton.len() == 0
     }
 
     /// Lookups answered from the cache so far.
@@ -215,10 +266,17 @@ impl Analyzer {
         self.misses.load(Ordering::Relaxed)
     }
 
+    /// Every key held by the three levels.
+    #[cfg(test)]
+    pub(crate) fn cached_keys(&self) -> Vec<String> {
+        [self.shape.keys(), self.exact.keys(), self.skeleton.keys()].concat()
+    }
+
     /// Drop every cached analysis.
     pub fn clear(&self) {
         self.shape.clear();
         self.exact.clear();
+        self.skeleton.clear();
     }
 
     /// Analyse `sql`, reusing the analysis of any earlier statement of the same shape.
@@ -252,14 +310,33 @@ impl Analyzer {
                 return v;
             }
         }
-        let n = normalize(sql, dialect, Render::Both);
-        let analysis = self.shape_lookup(&n, dialect);
-        let (literals, clean) = (n.literals, n.error.is_none());
-        let fp = Arc::new(n.fingerprint());
-        if cacheable && clean && literals == 0 {
-            return self.exact.insert(h, dialect, sql, &[], (fp, analysis));
+        let lexed = lex(sql, dialect);
+        let render = |this: &Self| {
+            let n = normalize_lexed(&lexed, sql.len(), dialect, Render::Both);
+            let analysis = this.shape_lookup(&n, dialect);
+            let (literals, clean) = (n.literals, n.error.is_none());
+            ((Arc::new(n.fingerprint()), analysis), literals, clean)
+        };
+        if !cacheable || lexed.error.is_some() {
+            return render(self).0;
         }
-        (fp, analysis)
+        let mut key = SKELETON.with(|k| std::mem::take(&mut *k.borrow_mut()));
+        skeleton(&lexed.toks, &mut key);
+        let sh = key_hash(dialect, &key, &[]);
+        let found = self.skeleton.get(sh, dialect, &key, &[]);
+        let value = match found {
+            Some(v) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                v
+            }
+            None => match render(self) {
+                (v, 0, true) => self.exact.insert(h, dialect, sql, &[], v),
+                (v, _, true) if key.len() <= MAX_CACHED_TEXT => self.skeleton.insert(sh, dialect, &key, &[], v),
+                (v, _, _) => v,
+            },
+        };
+        SKELETON.with(|k| *k.borrow_mut() = key);
+        value
     }
 
     fn shape_lookup(&self, n: &Normalized, dialect: Dialect) -> Arc<Analysis> {

@@ -11,7 +11,7 @@
 //! thing (`TABLE t` -> `SELECT * FROM t`, MySQL `DO expr` -> `SELECT expr`, `SET @v := x`,
 //! `INTO OUTFILE '...'`); the information a rewrite drops is kept in the statement's flags.
 
-use super::lexer::{lex, wkey, Kind, Tok};
+use super::lexer::{lex, wkey, Kind, Lexed, Tok};
 use super::Dialect;
 
 /// A literal-free statement fingerprint for audit records and grouping.
@@ -225,12 +225,16 @@ pub(crate) enum Render {
 
 /// Lex `sql` once and render the fingerprint and/or the parse text.
 pub(crate) fn normalize(sql: &str, dialect: Dialect, what: Render) -> Normalized {
-    let lexed = lex(sql, dialect);
+    normalize_lexed(&lex(sql, dialect), sql.len(), dialect, what)
+}
+
+/// [`normalize`] of tokens already lexed from a text of `len` bytes.
+pub(crate) fn normalize_lexed(lexed: &Lexed<'_>, len: usize, dialect: Dialect, what: Render) -> Normalized {
     let toks = &lexed.toks;
     let (want_fp, want_text) = (what != Render::Text, what != Render::Fingerprint);
     let mut out = Normalized {
-        fp: String::with_capacity(if want_fp { sql.len() } else { 0 }),
-        text: String::with_capacity(if want_text { sql.len() + 8 } else { 0 }),
+        fp: String::with_capacity(if want_fp { len } else { 0 }),
+        text: String::with_capacity(if want_text { len + 8 } else { 0 }),
         stmts: Vec::new(),
         error: lexed.error.clone(),
         literals: toks.iter().filter(|t| matches!(t.kind, Kind::Str | Kind::Num)).count(),

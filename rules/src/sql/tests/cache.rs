@@ -121,9 +121,41 @@ fn exact_text_fast_path_only_for_statements_without_literals() {
     // The same shape spelled differently still shares the analysis.
     let (_, a3) = c.classify("select email from customers where id = $2", Dialect::Postgres);
     assert!(Arc::ptr_eq(&a1, &a3));
-    // Statements with literals are not kept verbatim.
+    // Statements with literals are not kept verbatim: the skeleton level serves them.
     let (f4, _) = c.classify("ALTER ROLE app PASSWORD 'hunter2'", Dialect::Postgres);
     let (f5, _) = c.classify("ALTER ROLE app PASSWORD 'hunter2'", Dialect::Postgres);
-    assert!(!Arc::ptr_eq(&f4, &f5));
+    assert!(Arc::ptr_eq(&f4, &f5));
     assert!(!f4.text.contains("hunter2"));
+    let keys = c.cached_keys();
+    assert!(!keys.is_empty() && keys.iter().all(|k| !k.contains("hunter2")), "{keys:?}");
+}
+
+#[test]
+fn literal_varying_statements_are_served_by_their_skeleton() {
+    let c = Analyzer::new(10);
+    let d = Dialect::Postgres;
+    let (f1, a1) = c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 17;", d);
+    let (hits, misses) = (c.hits(), c.misses());
+    let (f2, a2) = c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 90210;", d);
+    assert!(Arc::ptr_eq(&f1, &f2) && Arc::ptr_eq(&a1, &a2));
+    assert_eq!((c.hits(), c.misses()), (hits + 1, misses), "one lookup, no parse");
+    // Anything else in the token stream is another skeleton, with its own (correct) result.
+    for (q, table) in [
+        ("SELECT abalance FROM pgbench_accounts WHERE aid = '17';", "pgbench_accounts"),
+        ("SELECT abalance FROM pgbench_accounts  WHERE aid = 17;", "pgbench_accounts"),
+        ("SELECT abalance FROM pgbench_tellers WHERE aid = 17;", "pgbench_tellers"),
+        (r#"SELECT abalance FROM "pgbench_Accounts" WHERE aid = 17;"#, "pgbench_Accounts"),
+        ("SELECT abalance FROM pgbench_accounts WHERE aid = 17; DROP TABLE x", "pgbench_accounts"),
+    ] {
+        let (f, a) = c.classify(q, d);
+        assert!(!Arc::ptr_eq(&a, &a1) || q.contains("  "), "{q}");
+        assert_eq!(*f, fingerprint(q, d), "{q}");
+        assert_eq!(*a, analyze(q, d), "{q}");
+        assert_eq!(a.statements[0].tables[0].name, table, "{q}");
+    }
+    // A quoted identifier is keyed by the name it decodes to.
+    let (_, x) = c.classify(r#"SELECT "a""b" FROM t WHERE id = 1"#, d);
+    let (_, y) = c.classify(r#"SELECT "a" "b" FROM t WHERE id = 1"#, d);
+    assert_eq!(*x, analyze(r#"SELECT "a""b" FROM t WHERE id = 2"#, d));
+    assert_eq!(*y, analyze(r#"SELECT "a" "b" FROM t WHERE id = 2"#, d));
 }
