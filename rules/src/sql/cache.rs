@@ -165,13 +165,13 @@ impl<V: Clone> Level<V> {
 }
 
 /// The skeleton of a token stream, into `out` (cleared first): every token's kind and
-/// whether space preceded it, and the text of every token that is not a literal or a parameter
-/// (a quoted identifier's decoded name), each text prefixed with its length (digits least significant first) so the encoding is
-/// unambiguous.
+/// whether space preceded it, and the text of every token that is not a literal or a
+/// parameter (a quoted identifier's decoded name), each text prefixed with its length (digits
+/// least significant first) so the encoding is unambiguous.
 ///
-/// [`normalize_lexed`](super::fingerprint::normalize_lexed) reads nothing else of a token (literal and parameter texts only by
-/// kind), so two token streams with the same skeleton render the same fingerprint and parse
-/// text: the skeleton is a sound cache key for both (cache.rs).
+/// [`normalize_lexed`](super::fingerprint::normalize_lexed) reads nothing else of a token
+/// (literal and parameter texts only by kind), so two token streams with the same skeleton
+/// render the same fingerprint and parse text: the skeleton is a sound cache key for both.
 pub(crate) fn skeleton(toks: &[Tok<'_>], out: &mut String) {
     out.clear();
     for t in toks {
