@@ -124,3 +124,34 @@ async fn computed_values_hide_what_revealing_masks_keep() {
     // Redacting masks hide everything anyway: a computed value takes them as they are.
     assert_eq!(simple_text(&analyst, "SELECT age + 1 FROM customers WHERE id = 1").await.unwrap(), "NULL|\n");
 }
+
+/// Queries on the system catalogs (psql's `\d`, an ORM's reflection) are answered from
+/// relations the masking catalog leaves out; they must not make every next statement load
+/// the whole catalog again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_catalog_queries_keep_the_catalog_cached() {
+    let env = setup();
+    let c = client(&env, "analyst").await;
+    let loads = || {
+        let (status, body) = env.dgf.admin("GET", "/metrics");
+        assert_eq!(status, 200);
+        let line = body.lines().find(|l| l.starts_with("dgf_catalog_loads_total{route=\"pg\"}"));
+        line.and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let masked = simple_text(&c, "SELECT email FROM customers WHERE id = 1").await.unwrap();
+    assert!(!masked.contains("alice@example.com"), "{masked}");
+    assert_eq!(loads(), 1);
+    for _ in 0..3 {
+        let rel = simple_text(&c, "SELECT relname FROM pg_catalog.pg_class WHERE relname = 'customers'").await;
+        assert_eq!(rel.unwrap().trim(), "customers|");
+        let cols = simple_text(&c, "SELECT column_name FROM information_schema.columns WHERE column_name = 'ssn'");
+        assert_eq!(cols.await.unwrap().trim(), "ssn|");
+        // A result that mixes masked columns with system catalog columns is planned column
+        // by column: the catalog's column is not a sign of a stale catalog.
+        let q = "SELECT c.email, r.relname FROM customers c \
+                 JOIN pg_catalog.pg_class r ON r.relname = 'customers' WHERE c.id = 1";
+        let mixed = simple_text(&c, q).await.unwrap();
+        assert!(!mixed.contains("alice@example.com") && mixed.contains("|customers|"), "{mixed}");
+    }
+    assert_eq!(loads(), 1, "system catalog queries made dgf reload its catalog");
+}

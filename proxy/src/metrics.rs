@@ -21,6 +21,7 @@ pub struct Metrics {
     pool_max: IntGaugeVec,
     server_opened: IntGaugeVec,
     reloads: IntCounterVec,
+    catalog_loads: IntCounterVec,
     /// Ops/s shaping and memory-budget families (handles resolved per route when configured).
     pub shaping: crate::shaping::Families,
 }
@@ -44,6 +45,8 @@ pub struct RouteMetrics {
     pub bytes_out: IntCounter,
     /// Time waiting for a server connection.
     pub wait: Histogram,
+    /// Catalogs loaded for masking and view checks (Postgres).
+    pub catalog_loads: IntCounter,
     errors: IntCounterVec,
     route: String,
 }
@@ -118,6 +121,12 @@ impl Metrics {
                 &["route", "database"],
             ),
             reloads: counter_vec(&r, "dgf_reloads_total", "Configuration reloads by result", &["result"]),
+            catalog_loads: counter_vec(
+                &r,
+                "dgf_catalog_loads_total",
+                "Server catalogs loaded for masking and view checks",
+                &["route"],
+            ),
             shaping: crate::shaping::Families::register(&r),
             registry: r,
         }
@@ -139,6 +148,7 @@ impl Metrics {
             bytes_in: self.bytes.with_label_values(&[route, "in"]),
             bytes_out: self.bytes.with_label_values(&[route, "out"]),
             wait: self.wait.with_label_values(&[route]),
+            catalog_loads: self.catalog_loads.with_label_values(&[route]),
             errors: self.errors.clone(),
             route: route.to_owned(),
         }

@@ -16,6 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A cached catalog is reloaded after this long even without DDL seen through dgf.
 pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// Postgres's FirstNormalObjectId: objects made by initdb (the system catalogs, the
+/// `information_schema`) have smaller OIDs; every user object has this one or larger.
+pub const FIRST_NORMAL_OBJECT_ID: u32 = 16_384;
 /// Refuse to cache catalogs larger than this many columns.
 const MAX_COLUMNS: usize = 2_000_000;
 

@@ -8,7 +8,7 @@
 //! the mask its SQL lineage calls for (see `dgf_rules::policy::sql_output_masks`).
 
 use super::backend::BackendError;
-use super::catalog::Catalog;
+use super::catalog::{Catalog, FIRST_NORMAL_OBJECT_ID};
 use super::relay::Session;
 use bytes::BytesMut;
 use dgf_protocols::postgres::messages;
@@ -205,7 +205,10 @@ impl Session {
             return;
         }
         match Catalog::load(server).await {
-            Ok(c) => self.pg.set_catalog(&self.database, c),
+            Ok(c) => {
+                self.route.metrics.catalog_loads.inc();
+                self.pg.set_catalog(&self.database, c)
+            }
             // The server answered with an error: the connection is still in step.
             Err(BackendError::Refused(e)) => {
                 tracing::warn!(code = %e.code, message = %e.message, "catalog load refused; masking falls back to lineage")
@@ -218,7 +221,9 @@ impl Session {
         }
     }
 
-    /// A RowDescription: build the plan for the rows that follow.
+    /// A RowDescription: build the plan for the rows that follow. A column of a user relation
+    /// the catalog does not know (made since it was loaded, outside dgf) drops the catalog, so
+    /// the next statement loads it again; system catalogs and views never do.
     pub(super) fn plan_result(&mut self, body: &[u8]) {
         self.gov.plan = None;
         let Some(f) = self.gov.inflight.front() else { return };
@@ -242,7 +247,10 @@ impl Session {
                         Some(gov.view.mask_for(&FieldRef { ns: Namespace::Sql, object: obj, field: Some(col) }))
                     }
                     None => {
-                        stale = true;
+                        // The catalog leaves out the system schemas (their objects are made by
+                        // initdb, below FirstNormalObjectId): only a user relation it does not
+                        // know means it is out of date.
+                        stale |= oid >= FIRST_NORMAL_OBJECT_ID;
                         None
                     }
                 },
