@@ -36,10 +36,32 @@ pub(crate) fn string_parts(out: &mut Vec<u8>, parts: &[&str]) {
     out.push(b'"');
 }
 
+/// Whether no byte of `bytes` needs escaping: a word at a time, the last (short) word padded
+/// with spaces.
+fn clean(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    for c in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        if word_needs_escape(u64::from_le_bytes(w)) {
+            return false;
+        }
+    }
+    let rest = words.remainder();
+    let mut w = [b' '; 8];
+    w[..rest.len()].copy_from_slice(rest);
+    !word_needs_escape(u64::from_le_bytes(w))
+}
+
 /// `s` escaped, without the quotes.
 fn escape(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
+    // Audit fields are almost always clean (names, numbers, fingerprints): one check, one copy.
+    if clean(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -215,6 +237,22 @@ mod tests {
         }
         for w in [*b"abcdefgh", [0x20; 8], [0x7f; 8], [0xff; 8], *b"!#[]^~ /"] {
             assert!(!word_needs_escape(u64::from_le_bytes(w)), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn short_and_tail_bytes_are_checked() {
+        for len in 1..=17 {
+            for at in 0..len {
+                for b in [0x01u8, 0x1f, b'"', b'\\', b'\n'] {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    let s = String::from_utf8(s).unwrap();
+                    let mut out = Vec::new();
+                    string(&mut out, &s);
+                    assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+                }
+            }
         }
     }
 
