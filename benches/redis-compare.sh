@@ -12,6 +12,7 @@
 #   POOL=4              dgf pool.size
 #   AUDIT=1             dgf writes an audit record per command (0: off)
 #   DGF_WORKERS=0       dgf `server.workers` (0 = one per core, 1 = single-threaded)
+#   REDIS_THREADS=1     dgf `server.redis_threads` (event-loop threads of the Redis routes)
 #   HAPROXY=1           also run HAProxy in `mode tcp` (one thread, no multiplexing, parses
 #                       nothing): the cost of the extra hop alone, the floor of any proxy (0: skip)
 #   DGF_BIN=path        dgf binary to use; default: cargo build --release -p dgf
@@ -69,6 +70,7 @@ listen = "127.0.0.1:$ADMIN_PORT"
 level = "warn"
 [server]
 workers = ${DGF_WORKERS:-0}
+redis_threads = ${REDIS_THREADS:-1}
 [[routes]]
 name = "bench"
 protocol = "redis"
