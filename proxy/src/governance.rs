@@ -330,26 +330,27 @@ impl Governance {
         let names = r.policy.map_or(&[][..], |p| p.rule_names());
         let v = &r.verdict.verdict;
         let text = r.statement.as_ref().map_or(0, String::len);
-        let mut f = Vec::with_capacity(256 + head.len() + r.fingerprint.len() + text);
-        f.extend_from_slice(head);
-        raw::field_str(&mut f, "database", database);
-        raw::field_str(&mut f, "kind", r.verdict.kind);
-        raw::field_str(&mut f, "fingerprint", r.fingerprint);
-        if let Some(statement) = &r.statement {
-            raw::field_str(&mut f, "statement", statement);
-        }
-        raw::field_strs(&mut f, "objects", r.verdict.objects.iter().map(String::as_str));
-        raw::field_str(&mut f, "decision", decision(v, r.masked));
-        let masks = r.mask_rules.iter().filter(|i| !v.hits.contains(i) && !v.shadow.contains(i));
-        let fired = v.hits.iter().chain(v.shadow.iter()).chain(masks).filter_map(|&i| names.get(i).map(|n| &**n));
-        let parse_error = v.deny.as_ref().is_some_and(|d| d.id == usize::MAX).then_some("on_parse_error");
-        raw::field_strs(&mut f, "rules", fired.chain(parse_error));
-        raw::field_u64(&mut f, "rows", Some(r.rows));
-        raw::field_u64(&mut f, "bytes", None);
-        raw::field_u64(&mut f, "duration_us", Some(r.started.elapsed().as_micros() as u64));
-        raw::field_opt_str(&mut f, "error", r.error.as_deref());
-        let mut batch = RawBatch::with_capacity(f.len() + 16);
-        batch.push(dgf_rules::audit::now_millis(), &[&f]);
+        let mut batch = RawBatch::with_capacity(16 + 256 + head.len() + r.fingerprint.len() + text);
+        batch.push_with(dgf_rules::audit::now_millis(), |f| {
+            f.extend_from_slice(head);
+            raw::field_str(f, "database", database);
+            raw::field_str(f, "kind", r.verdict.kind);
+            raw::field_str(f, "fingerprint", r.fingerprint);
+            if let Some(statement) = &r.statement {
+                raw::field_str(f, "statement", statement);
+            }
+            raw::field_strs(f, "objects", r.verdict.objects.iter().map(String::as_str));
+            raw::field_str(f, "decision", decision(v, r.masked));
+            let masks = r.mask_rules.iter().filter(|i| !v.hits.contains(i) && !v.shadow.contains(i));
+            let fired = v.hits.iter().chain(v.shadow.iter()).chain(masks);
+            let fired = fired.filter_map(|&i| names.get(i).map(|n| &**n));
+            let parse_error = v.deny.as_ref().is_some_and(|d| d.id == usize::MAX).then_some("on_parse_error");
+            raw::field_strs(f, "rules", fired.chain(parse_error));
+            raw::field_u64(f, "rows", Some(r.rows));
+            raw::field_u64(f, "bytes", None);
+            raw::field_u64(f, "duration_us", Some(r.started.elapsed().as_micros() as u64));
+            raw::field_opt_str(f, "error", r.error.as_deref());
+        });
         self.record_batch(batch)
     }
 }

@@ -63,6 +63,18 @@ impl RawBatch {
         self.n += 1;
     }
 
+    /// Append one record stamped at `millis` whose fields `render` writes straight into the
+    /// batch (same contract as [`push`](Self::push), without an intermediate buffer).
+    pub fn push_with(&mut self, millis: u64, render: impl FnOnce(&mut Vec<u8>)) {
+        self.buf.extend_from_slice(&millis.to_le_bytes());
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        render(&mut self.buf);
+        let len = (self.buf.len() - at - 4) as u32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.n += 1;
+    }
+
     /// `(millis, fields)` of each record, in order.
     pub(crate) fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
         let mut rest = &self.buf[..];
@@ -203,10 +215,14 @@ mod tests {
         let fields = render(&ev);
         batch.push(1, &[]);
         batch.push(1_795_885_200_123, &[&fields[..10], &fields[10..]]);
-        assert_eq!(batch.len(), 2);
+        batch.push_with(9, |out| out.extend_from_slice(&fields));
+        batch.push_with(10, |_| {});
+        assert_eq!(batch.len(), 4);
         let mut records = batch.records();
         assert_eq!(records.next(), Some((1, &b""[..])));
         let (millis, got) = records.next().unwrap();
+        assert_eq!(records.next(), Some((9, &fields[..])));
+        assert_eq!(records.next(), Some((10, &b""[..])));
         assert_eq!(records.next(), None);
         assert_eq!(got, &fields[..]);
         let mut line = Vec::new();

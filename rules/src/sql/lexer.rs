@@ -12,7 +12,7 @@
 //!   is lexed as code; `'..'` and `"..."` strings with backslash escapes; backtick identifiers; `?`
 //!   parameters; `@var` / `@@var`; identifiers may start with a digit.
 
-use super::spelling::{decode_uescape, mysql_numeric_prefix};
+use super::spelling::{decode_uescape, mysql_numeric_prefix, wkey_fast};
 use super::Dialect;
 
 /// Token class.
@@ -181,7 +181,7 @@ impl<'a> Lexer<'a> {
 
     fn push(&mut self, kind: Kind, start: usize, ident: Option<Box<str>>) {
         let text = &self.s[start..self.i];
-        let key = if kind == Kind::Word { wkey(text) } else { 0 };
+        let key = if kind == Kind::Word { wkey_fast(text) } else { 0 };
         self.out.toks.push(Tok { kind, text, ident, space_before: self.space, key });
         self.space = false;
     }

@@ -1,5 +1,5 @@
-//! Spelling rules the lexer needs: MySQL numbers versus digit-led identifiers, and Postgres
-//! `U&"..."` Unicode escapes.
+//! Spelling rules the lexer needs: MySQL numbers versus digit-led identifiers, Postgres
+//! `U&"..."` Unicode escapes, and case-folded keys of short words.
 
 /// Does a MySQL run of identifier characters starting with a digit denote a number?
 pub(crate) fn mysql_numeric_prefix(run: &str, next: Option<u8>, next2: Option<u8>) -> bool {
@@ -57,4 +57,25 @@ pub(crate) fn decode_uescape(body: &str) -> Option<String> {
         out.push(char::from_u32(cp).filter(|c| *c != '\0')?);
     }
     Some(out)
+}
+
+/// [`wkey`](super::lexer::wkey) a word at a time (the lexer's hot path): the bytes in one `u64`, ASCII capitals
+/// found with the usual carry tricks and lowered by setting their 0x20 bit.
+#[inline]
+pub(crate) fn wkey_fast(w: &str) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let b = w.as_bytes();
+    if b.len() > 8 {
+        return 0;
+    }
+    let mut buf = [0u8; 8];
+    buf[..b.len()].copy_from_slice(b);
+    let x = u64::from_le_bytes(buf);
+    let low7 = x & !HIGH;
+    // High bit of each byte: at least b'A', above b'Z', and was ASCII to begin with.
+    let ge_a = low7 + ONES * (0x80 - u64::from(b'A'));
+    let gt_z = low7 + ONES * (0x7f - u64::from(b'Z'));
+    let upper = ge_a & !gt_z & !x & HIGH;
+    x | (upper >> 2)
 }

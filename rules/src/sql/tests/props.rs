@@ -117,3 +117,16 @@ proptest! {
         prop_assert_eq!(fingerprint(&fill(TEMPLATES[t], &a), d), fingerprint(&fill(TEMPLATES[t], &b), d));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The lexer's word-at-a-time key equals the byte-by-byte one, for every byte value.
+    #[test]
+    fn fast_word_keys_equal_the_reference(b in proptest::collection::vec(any::<u8>(), 0..10)) {
+        let s = String::from_utf8_lossy(&b);
+        prop_assert_eq!(crate::sql::spelling::wkey_fast(&s), crate::sql::lexer::wkey(&s), "{:?}", s);
+        let ascii: String = b.iter().map(|&c| char::from(c & 0x7f)).collect();
+        prop_assert_eq!(crate::sql::spelling::wkey_fast(&ascii), crate::sql::lexer::wkey(&ascii), "{:?}", ascii);
+    }
+}
