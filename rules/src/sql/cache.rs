@@ -15,14 +15,14 @@
 //!   lexer pass, one lookup). No literal value is kept.
 //!
 //! Every hit compares the stored text, so a 64-bit hash collision costs a miss, never a wrong
-//! analysis. Input with a lexer error is never cached (its error is not part of either key).
+//! analysis. Input with a lexer error is never cached (its error is not part of any key).
 //!
 //! Eviction: each level has up to 16 shards of `ceil(capacity / shards)` entries evicted with
 //! CLOCK (second chance): a hit sets the entry's reference bit; an insert into a full shard
 //! sweeps the hand forward, clearing set bits, and replaces the first entry whose bit was
 //! already clear. This approximates LRU with O(1) hits that flip a bit under a short per-shard
 //! lock. Texts over 16 KiB are analysed but not cached, bounding memory at roughly
-//! `2 * capacity * (16 KiB + analysis)` in the worst case.
+//! `3 * capacity * (16 KiB + analysis)` in the worst case.
 
 use super::analyze::analyze_normalized;
 use super::fingerprint::{normalize, normalize_lexed, stable_hash, Fingerprint, Normalized, Render};
