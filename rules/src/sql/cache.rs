@@ -314,9 +314,10 @@ impl Analyzer {
         let render = |this: &Self| {
             let n = normalize_lexed(&lexed, sql.len(), dialect, Render::Both);
             let analysis = this.shape_lookup(&n, dialect);
-            let (literals, clean) = (n.literals, n.error.is_none());
-            ((Arc::new(n.fingerprint()), analysis), literals, clean)
+            let literals = n.literals;
+            ((Arc::new(n.fingerprint()), analysis), literals)
         };
+        // Below, the lexer found no error: what is cached never depends on one.
         if !cacheable || lexed.error.is_some() {
             return render(self).0;
         }
@@ -330,9 +331,9 @@ impl Analyzer {
                 v
             }
             None => match render(self) {
-                (v, 0, true) => self.exact.insert(h, dialect, sql, &[], v),
-                (v, _, true) if key.len() <= MAX_CACHED_TEXT => self.skeleton.insert(sh, dialect, &key, &[], v),
-                (v, _, _) => v,
+                (v, 0) => self.exact.insert(h, dialect, sql, &[], v),
+                (v, _) if key.len() <= MAX_CACHED_TEXT => self.skeleton.insert(sh, dialect, &key, &[], v),
+                (v, _) => v,
             },
         };
         SKELETON.with(|k| *k.borrow_mut() = key);
