@@ -292,7 +292,8 @@ async fn bypass_corpus_is_denied_or_masked() {
     let count = |t: &str| t.lines().filter(|l| l.contains("\"protocol\":\"mysql\"")).count();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut text = std::fs::read_to_string(&audit).unwrap_or_default();
-    while count(&text) < CORPUS.len() && std::time::Instant::now() < deadline {
+    let complete = |t: &str| count(t) >= CORPUS.len() && t.contains("\"decision\":\"deny\"");
+    while !complete(&text) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         text = std::fs::read_to_string(&audit).unwrap_or_default();
     }

@@ -355,6 +355,13 @@ impl State {
                         Err(TryRecvError::Disconnected) => break Err(RecvTimeoutError::Disconnected),
                         Err(TryRecvError::Empty) if naps < BUSY_NAPS => {
                             naps += 1;
+                            // Keep the FLUSH_INTERVAL promise while napping on an empty queue.
+                            if deadline.is_some_and(|d| Instant::now() >= d) {
+                                deadline = None;
+                                if let Err(e) = self.flush() {
+                                    break 'outer Err(e);
+                                }
+                            }
                             std::thread::sleep(BUSY_NAP);
                         }
                         Err(TryRecvError::Empty) => continue 'outer,
