@@ -215,7 +215,7 @@ impl ViewCache {
         raw::field_str(&mut self.head, "route", route);
         raw::field_str(&mut self.head, "client", &peer_text(peer));
         raw::field_str(&mut self.head, "user", &user.name);
-        raw::field_strs(&mut self.head, "roles", user.roles.iter().map(String::as_str));
+        raw::field_strs_if_any(&mut self.head, "roles", user.roles.iter().map(String::as_str));
         self.head_user = Some(user.clone());
     }
 
@@ -345,7 +345,7 @@ impl Governance {
             let fired = v.hits.iter().chain(v.shadow.iter()).chain(masks);
             let fired = fired.filter_map(|&i| names.get(i).map(|n| &**n));
             let parse_error = v.deny.as_ref().is_some_and(|d| d.id == usize::MAX).then_some("on_parse_error");
-            raw::field_strs(f, "rules", fired.chain(parse_error));
+            raw::field_strs_if_any(f, "rules", fired.chain(parse_error));
             raw::field_u64(f, "rows", Some(r.rows));
             raw::field_u64(f, "bytes", None);
             raw::field_u64(f, "duration_us", Some(r.started.elapsed().as_micros() as u64));

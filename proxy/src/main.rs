@@ -55,8 +55,11 @@ enum AuditCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Accept a chain that does not start at seq 1 (older files removed by retention).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "after")]
         any_start: bool,
+        /// Start right after an anchored record, given as SEQ:HASH (a chain tip kept elsewhere).
+        #[arg(long, value_name = "SEQ:HASH")]
+        after: Option<String>,
     },
     /// Pretty-print the last records of an audit file.
     Tail {
@@ -117,9 +120,10 @@ fn tool(result: Result<tools::Outcome, tools::ToolError>) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Audit { command: AuditCommand::Verify { files, any_start } } => {
-            tool(tools::audit::verify_cmd(&files, any_start, &mut std::io::stdout()))
-        }
+        Command::Audit { command: AuditCommand::Verify { files, any_start, after } } => tool(
+            tools::audit::start_from(any_start, after.as_deref())
+                .and_then(|start| tools::audit::verify_cmd(&files, &start, &mut std::io::stdout())),
+        ),
         Command::Audit { command: AuditCommand::Tail { lines, follow, file } } => {
             let never = std::sync::atomic::AtomicBool::new(false);
             tool(tools::audit::tail_cmd(&file, lines, follow, &never, &mut std::io::stdout()))

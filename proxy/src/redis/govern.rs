@@ -362,7 +362,7 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<u8>)
         raw::field_str(out, "decision", crate::governance::decision(&v, plan.is_some()));
         let names = g.policy.rule_names();
         let rules = v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| &**n));
-        raw::field_strs(out, "rules", rules);
+        raw::field_strs_if_any(out, "rules", rules);
         AuditPart { millis: now.millis, len: out.len() - at }
     });
     Checked {
@@ -374,10 +374,9 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<u8>)
     }
 }
 
-/// Append the audit fields known once a command is answered: `rows` (null), `bytes`,
-/// `duration_us` and `error`.
+/// Append the audit fields known once a command is answered: `bytes`, `duration_us` and
+/// `error` (`rows` is unknown for Redis, so left out).
 pub fn audit_tail(out: &mut Vec<u8>, bytes: Option<u64>, duration_us: Option<u64>, error: Option<&str>) {
-    raw::field_u64(out, "rows", None);
     raw::field_u64(out, "bytes", bytes);
     raw::field_u64(out, "duration_us", duration_us);
     raw::field_opt_str(out, "error", error);
@@ -390,7 +389,7 @@ pub fn audit_prefix(route: &str, client: &str, user: &str, roles: &[String]) -> 
     raw::field_str(&mut out, "route", route);
     raw::field_str(&mut out, "client", client);
     raw::field_str(&mut out, "user", user);
-    raw::field_strs(&mut out, "roles", roles.iter().map(String::as_str));
+    raw::field_strs_if_any(&mut out, "roles", roles.iter().map(String::as_str));
     out
 }
 

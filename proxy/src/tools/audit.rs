@@ -32,12 +32,27 @@ pub fn chain_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ToolError> {
     }
 }
 
-/// `dgf audit verify`: verifies the chain across `paths` (in order) and reports the result.
-/// `any_start` accepts a chain that does not begin at genesis (older files removed by retention).
-pub fn verify_cmd(paths: &[PathBuf], any_start: bool, out: &mut dyn Write) -> Result<Outcome, ToolError> {
+/// Where `dgf audit verify` starts: `--any-start` accepts a chain that does not begin at
+/// genesis (older files removed by retention); `--after SEQ:HASH` starts right after an
+/// anchored record.
+pub fn start_from(any_start: bool, after: Option<&str>) -> Result<VerifyStart, ToolError> {
+    let Some(after) = after else {
+        return Ok(if any_start { VerifyStart::Any } else { VerifyStart::Genesis });
+    };
+    let bad = || ToolError::Usage(format!("--after takes SEQ:HASH (a seq and its 64-hex-digit hash), not `{after}`"));
+    let (seq, hash) = after.split_once(':').ok_or_else(bad)?;
+    let seq = seq.parse::<u64>().map_err(|_| bad())?;
+    if hash.len() != 64 || !hash.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(bad());
+    }
+    Ok(VerifyStart::After { seq, hash: hash.to_owned() })
+}
+
+/// `dgf audit verify`: verifies the chain across `paths` (in order) from `start` and reports the
+/// result.
+pub fn verify_cmd(paths: &[PathBuf], start: &VerifyStart, out: &mut dyn Write) -> Result<Outcome, ToolError> {
     let files = chain_files(paths)?;
-    let start = if any_start { VerifyStart::Any } else { VerifyStart::Genesis };
-    let report = verify_with(&files, &start)?;
+    let report = verify_with(&files, start)?;
     let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(ToolError::stdout);
     let listed: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     w(out, format!("files: {}", listed.join(" ")))?;
@@ -201,7 +216,7 @@ mod tests {
 
     fn run_verify(paths: &[PathBuf]) -> (Outcome, String) {
         let mut out = Vec::new();
-        let o = verify_cmd(paths, false, &mut out).unwrap();
+        let o = verify_cmd(paths, &VerifyStart::Genesis, &mut out).unwrap();
         (o, String::from_utf8(out).unwrap())
     }
 
@@ -237,13 +252,29 @@ mod tests {
         let (o, _) = run_verify(&[last.clone(), last.clone()]);
         assert_eq!(o, Outcome::Failed);
         let mut out = Vec::new();
-        assert_eq!(verify_cmd(&[last], true, &mut out).unwrap(), Outcome::Ok);
+        assert_eq!(verify_cmd(std::slice::from_ref(&last), &VerifyStart::Any, &mut out).unwrap(), Outcome::Ok);
+        // A file's later records chain to the line before them: from the middle, an anchor is
+        // needed, and given one they verify.
+        let text = std::fs::read_to_string(&last).unwrap();
+        let rest: Vec<&str> = text.lines().skip(1).collect();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        let cut = dir.path().join("cut.jsonl");
+        std::fs::write(&cut, rest.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(verify_cmd(std::slice::from_ref(&cut), &VerifyStart::Any, &mut out).unwrap(), Outcome::Failed);
+        assert!(String::from_utf8_lossy(&out).contains("no prev_hash"), "{}", String::from_utf8_lossy(&out));
+        let anchor = format!("{}:{}", first["seq"], first["hash"].as_str().unwrap());
+        let start = start_from(false, Some(&anchor)).unwrap();
+        assert_eq!(verify_cmd(&[cut], &start, &mut Vec::new()).unwrap(), Outcome::Ok);
+        assert!(start_from(false, Some("12:abc")).is_err());
+        assert!(start_from(false, Some(&format!("x:{}", "0".repeat(64)))).is_err());
+        assert_eq!(start_from(true, None).unwrap(), VerifyStart::Any);
     }
 
     #[test]
     fn missing_file_is_an_io_error() {
         let dir = tempfile::tempdir().unwrap();
-        let e = verify_cmd(&[dir.path().join("nope.jsonl")], false, &mut Vec::new()).unwrap_err();
+        let e = verify_cmd(&[dir.path().join("nope.jsonl")], &VerifyStart::Genesis, &mut Vec::new()).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("nope.jsonl"), "{e}");
     }

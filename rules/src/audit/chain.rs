@@ -32,15 +32,16 @@ pub(crate) fn chain_hash(prev_hash: &str, body: &[u8]) -> String {
     hex(&h.finalize())
 }
 
-/// The line of a raw record (see raw.rs): `{"time":..,"seq":..,"instance":..` + `fields` +
-/// `,"prev_hash":..}` sealed like [`seal`] does, into `line` (cleared first). `hash` holds the
-/// previous record's hash on entry and this record's on return.
+/// The line of a raw record (see raw.rs): `{"time":..,"seq":..,"instance":..` + `fields` (+
+/// `,"prev_hash":..` when `with_prev`) + `}`, sealed like [`seal`] does, into `line` (cleared
+/// first). `hash` holds the previous record's hash on entry and this record's on return.
 pub(crate) fn seal_raw(
     line: &mut Vec<u8>,
     time: &str,
     seq: u64,
     instance_json: &[u8],
     fields: &[u8],
+    with_prev: bool,
     hash: &mut String,
 ) {
     // `time` (RFC 3339) and `hash` (hex) never need JSON escaping: written as they are.
@@ -52,9 +53,12 @@ pub(crate) fn seal_raw(
     line.extend_from_slice(b",\"instance\":");
     line.extend_from_slice(instance_json);
     line.extend_from_slice(fields);
-    line.extend_from_slice(b",\"prev_hash\":\"");
-    line.extend_from_slice(hash.as_bytes());
-    line.extend_from_slice(b"\"}");
+    if with_prev {
+        line.extend_from_slice(b",\"prev_hash\":\"");
+        line.extend_from_slice(hash.as_bytes());
+        line.push(b'"');
+    }
+    line.push(b'}');
     let mut h = Sha256::new();
     h.update(hash.as_bytes());
     h.update(&line[..]);
@@ -78,15 +82,16 @@ fn is_hash(s: &[u8]) -> bool {
     s.len() == 64 && s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Serialises `ev` (whose `seq`, `prev_hash` are set and `hash` is ignored) into its line,
-/// newline included, and returns the line and the record's hash.
-pub(crate) fn seal(ev: &mut AuditEvent) -> Result<(Vec<u8>, String), AuditError> {
+/// Serialises `ev` (whose `seq` is set, `prev_hash` set or empty, and `hash` ignored), chained
+/// to the previous record's hash `prev`, into its line, newline included, and returns the line
+/// and the record's hash.
+pub(crate) fn seal(ev: &mut AuditEvent, prev: &str) -> Result<(Vec<u8>, String), AuditError> {
     ev.hash.clear();
     let mut line = super::json::to_vec(ev);
     if line.last() != Some(&b'}') {
         return Err(AuditError::Encode("record did not serialise to a JSON object".into()));
     }
-    let hash = chain_hash(&ev.prev_hash, &line);
+    let hash = chain_hash(prev, &line);
     line.pop();
     line.reserve(SUFFIX_LEN + 1);
     line.extend_from_slice(HASH_PREFIX);
@@ -97,29 +102,33 @@ pub(crate) fn seal(ev: &mut AuditEvent) -> Result<(Vec<u8>, String), AuditError>
     Ok((line, hash))
 }
 
-/// The chain fields of one line, after checking it on its own.
+/// The chain fields of one line, after checking it as far as it can be checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Checked {
     /// `seq` field.
     pub seq: u64,
-    /// `prev_hash` field.
-    pub prev_hash: String,
+    /// `prev_hash` field (None in a compact record, which leaves it to the previous line).
+    pub prev_hash: Option<String>,
     /// `hash` field as written in the line.
     pub hash: String,
-    /// Whether `hash` equals the hash recomputed from `prev_hash` and the body.
-    pub hash_ok: bool,
+    /// Whether `hash` equals the hash recomputed from the body and the record's `prev_hash`
+    /// (or, without one, the `prev` given to [`check_line`]); None when neither is known.
+    pub hash_ok: Option<bool>,
 }
 
 /// Only the chain fields; the hash covers the bytes of everything else.
 #[derive(Deserialize)]
 struct Link {
     seq: u64,
-    prev_hash: String,
+    #[serde(default)]
+    prev_hash: Option<String>,
 }
 
-/// Checks one line (without its trailing newline). `Err` = not a record at all (malformed);
-/// `Ok` with `hash_ok == false` = a well-formed record whose content does not match its hash.
-pub(crate) fn check_line(line: &[u8]) -> Result<Checked, String> {
+/// Checks one line (without its trailing newline); `prev` is the previous record's hash when
+/// known (needed for a record without `prev_hash`). `Err` = not a record at all (malformed);
+/// `Ok` with `hash_ok == Some(false)` = a well-formed record whose content does not match its
+/// hash.
+pub(crate) fn check_line(line: &[u8], prev: Option<&str>) -> Result<Checked, String> {
     if line.len() < SUFFIX_LEN + 2 {
         return Err(if line.is_empty() { "empty line".into() } else { "too short to be a record".into() });
     }
@@ -133,11 +142,11 @@ pub(crate) fn check_line(line: &[u8]) -> Result<Checked, String> {
     body.extend_from_slice(head);
     body.push(b'}');
     let link: Link = serde_json::from_slice(&body).map_err(|e| format!("not a JSON audit record: {e}"))?;
-    if !is_hash(link.prev_hash.as_bytes()) {
+    if link.prev_hash.as_ref().is_some_and(|p| !is_hash(p.as_bytes())) {
         return Err("prev_hash is not 64 lower-case hex digits".into());
     }
     let hash = String::from_utf8_lossy(hash).into_owned();
-    let hash_ok = chain_hash(&link.prev_hash, &body) == hash;
+    let hash_ok = link.prev_hash.as_deref().or(prev).map(|p| chain_hash(p, &body) == hash);
     Ok(Checked { seq: link.seq, prev_hash: link.prev_hash, hash, hash_ok })
 }
 
@@ -148,7 +157,7 @@ mod tests {
     #[test]
     fn seal_then_check_roundtrips_and_matches_documented_recipe() {
         let mut ev = AuditEvent { seq: 7, prev_hash: GENESIS_HASH.into(), user: "alice".into(), ..Default::default() };
-        let (line, hash) = seal(&mut ev).unwrap();
+        let (line, hash) = seal(&mut ev, GENESIS_HASH).unwrap();
         assert_eq!(line.last(), Some(&b'\n'));
         let text = std::str::from_utf8(&line[..line.len() - 1]).unwrap();
         // The documented recipe: cut the 75-byte suffix, append '}', hash prev || body.
@@ -162,21 +171,34 @@ mod tests {
         // The line is the record as serde_json writes it, with the hash last.
         let back: AuditEvent = serde_json::from_str(text).unwrap();
         assert_eq!(back, ev);
-        let c = check_line(text.as_bytes()).unwrap();
-        assert_eq!(c, Checked { seq: 7, prev_hash: GENESIS_HASH.into(), hash, hash_ok: true });
+        let c = check_line(text.as_bytes(), None).unwrap();
+        let want = Checked { seq: 7, prev_hash: Some(GENESIS_HASH.into()), hash: hash.clone(), hash_ok: Some(true) };
+        assert_eq!(c, want);
+        // A compact record (no prev_hash) checks against the previous hash it is given.
+        let mut next = AuditEvent { seq: 8, user: "bob".into(), ..Default::default() };
+        let (line, next_hash) = seal(&mut next, &hash).unwrap();
+        let text = std::str::from_utf8(&line[..line.len() - 1]).unwrap();
+        assert!(!text.contains("prev_hash"), "{text}");
+        assert_eq!(check_line(text.as_bytes(), None).unwrap().hash_ok, None);
+        assert_eq!(check_line(text.as_bytes(), Some(&hash)).unwrap().hash_ok, Some(true));
+        assert_eq!(check_line(text.as_bytes(), Some(GENESIS_HASH)).unwrap().hash_ok, Some(false));
+        let body = format!("{}}}", &text[..text.len() - 75]);
+        assert_eq!(chain_hash(&hash, body.as_bytes()), next_hash);
     }
 
     #[test]
     fn any_byte_change_breaks_the_hash() {
         let mut ev = AuditEvent { seq: 1, prev_hash: GENESIS_HASH.into(), user: "alice".into(), ..Default::default() };
-        let (line, _) = seal(&mut ev).unwrap();
+        let (line, _) = seal(&mut ev, GENESIS_HASH).unwrap();
         let text = String::from_utf8(line).unwrap();
         let edited = text.trim_end().replacen("alice", "alicf", 1);
-        assert!(!check_line(edited.as_bytes()).unwrap().hash_ok);
+        assert_eq!(check_line(edited.as_bytes(), None).unwrap().hash_ok, Some(false));
         let spaced = text.trim_end().replacen("\"user\":", "\"user\": ", 1);
-        assert!(!check_line(spaced.as_bytes()).unwrap().hash_ok);
-        assert!(check_line(b"").is_err());
-        assert!(check_line(b"{\"seq\":1}").is_err());
-        assert!(check_line(&text.as_bytes()[..text.len() - 10]).is_err());
+        assert_eq!(check_line(spaced.as_bytes(), None).unwrap().hash_ok, Some(false));
+        // Its own prev_hash wins over the one the caller expects.
+        assert_eq!(check_line(text.trim_end().as_bytes(), Some(&"1".repeat(64))).unwrap().hash_ok, Some(true));
+        assert!(check_line(b"", None).is_err());
+        assert!(check_line(b"{\"seq\":1}", None).is_err());
+        assert!(check_line(&text.as_bytes()[..text.len() - 10], None).is_err());
     }
 }

@@ -149,8 +149,10 @@ pub(crate) fn to_vec(ev: &AuditEvent) -> Vec<u8> {
         key(&mut out, name);
         string(&mut out, v);
     }
-    key(&mut out, "roles");
-    strings(&mut out, &ev.roles);
+    if !ev.roles.is_empty() {
+        key(&mut out, "roles");
+        strings(&mut out, &ev.roles);
+    }
     for (name, v) in [("database", &ev.database), ("kind", &ev.kind), ("fingerprint", &ev.fingerprint)] {
         key(&mut out, name);
         string(&mut out, v);
@@ -163,22 +165,24 @@ pub(crate) fn to_vec(ev: &AuditEvent) -> Vec<u8> {
     strings(&mut out, &ev.objects);
     key(&mut out, "decision");
     string(&mut out, &ev.decision);
-    key(&mut out, "rules");
-    strings(&mut out, &ev.rules);
+    if !ev.rules.is_empty() {
+        key(&mut out, "rules");
+        strings(&mut out, &ev.rules);
+    }
     for (name, v) in [("rows", ev.rows), ("bytes", ev.bytes), ("duration_us", ev.duration_us)] {
-        key(&mut out, name);
-        match v {
-            Some(n) => number(&mut out, n),
-            None => out.extend_from_slice(b"null"),
+        if let Some(n) = v {
+            key(&mut out, name);
+            number(&mut out, n);
         }
     }
-    key(&mut out, "error");
-    match &ev.error {
-        Some(e) => string(&mut out, e),
-        None => out.extend_from_slice(b"null"),
+    if let Some(e) = &ev.error {
+        key(&mut out, "error");
+        string(&mut out, e);
     }
-    key(&mut out, "prev_hash");
-    string(&mut out, &ev.prev_hash);
+    if !ev.prev_hash.is_empty() {
+        key(&mut out, "prev_hash");
+        string(&mut out, &ev.prev_hash);
+    }
     if !ev.hash.is_empty() {
         key(&mut out, "hash");
         string(&mut out, &ev.hash);
@@ -201,6 +205,7 @@ mod tests {
     #[test]
     fn matches_serde_json_on_typical_and_odd_records() {
         same(&AuditEvent::default());
+        same(&AuditEvent { roles: vec!["r".into()], rules: vec!["x".into()], ..AuditEvent::default() });
         same(&AuditEvent {
             time: "2026-11-28T14:56:57.658Z".into(),
             seq: u64::MAX,
@@ -273,15 +278,18 @@ mod tests {
             seq in any::<u64>(),
             statement in any::<Option<String>>(),
             error in any::<Option<String>>(),
+            roles in proptest::collection::vec(any::<String>(), 0..3),
+            rules in proptest::collection::vec(any::<String>(), 0..3),
+            with_prev in any::<bool>(),
         ) {
             let ev = AuditEvent {
                 time: strs[0].clone(), seq, instance: strs[1].clone(), protocol: strs[2].clone(),
                 route: strs[3].clone(), client: strs[4].clone(), user: strs[5].clone(),
-                roles: vec![strs[6].clone(), strs[7].clone()], database: strs[8].clone(),
+                roles, database: strs[8].clone(),
                 kind: strs[9].clone(), fingerprint: strs[10].clone(), statement,
-                objects: vec![strs[11].clone()], decision: strs[12].clone(), rules: vec![],
+                objects: vec![strs[11].clone()], decision: strs[12].clone(), rules,
                 rows: nums[0], bytes: nums[1], duration_us: nums[2], error,
-                prev_hash: strs[13].clone(), hash: String::new(),
+                prev_hash: if with_prev { strs[13].clone() } else { String::new() }, hash: String::new(),
             };
             prop_assert_eq!(to_vec(&ev), serde_json::to_vec(&ev).unwrap());
         }

@@ -2,29 +2,38 @@
 //!
 //! # Record format
 //! One JSON object per line (`\n`-terminated), fields in this order (see [`AuditEvent`]):
-//! `time, seq, instance, protocol, route, client, user, roles, database, kind, fingerprint,
-//! [statement], objects, decision, rules, rows, bytes, duration_us, error, prev_hash, hash`.
-//! `statement` is present only when `include_literals = true`; the `Option` fields are written as
-//! `null` when unknown. `seq` starts at 1 and grows by exactly 1 per record across rotated files.
+//! `time, seq, instance, protocol, route, client, user, [roles], database, kind, fingerprint,
+//! [statement], objects, decision, [rules], [rows], [bytes], [duration_us], [error],
+//! [prev_hash], hash`. Bracketed fields are left out when they carry nothing: `statement` unless
+//! `include_literals = true`, `roles` and `rules` when empty, the numbers and `error` when
+//! unknown (readers take a missing field as empty or null), and `prev_hash` everywhere but in
+//! the first record of each file (the previous line's `hash` is the value it would have).
+//! Files written before this compact form (every field, `null`s, `prev_hash` on every line)
+//! verify as they are, and both forms may share a file. `seq` starts at 1 and grows by
+//! exactly 1 per record across rotated files.
 //! Hot paths may hand the writer records already rendered as JSON fields ([`RawBatch`], see
 //! raw.rs); their lines are byte for byte those of the equivalent [`AuditEvent`].
 //!
 //! # Hash chain (exact canonicalisation, for external verifiers)
 //! ```text
 //! body = serde_json::to_vec(record)        // compact, struct field order, `hash` field absent
-//! hash = lower_hex(SHA-256(prev_hash || body))
-//!        // prev_hash as its 64 ASCII hex characters; body as bytes, no newline
+//! hash = lower_hex(SHA-256(prev || body))
+//!        // prev: the previous record's hash as 64 ASCII hex characters (64 zeros for the first
+//!        // record), which is also the record's `prev_hash` field when it has one; body as
+//!        // bytes, no newline
 //! line = body without its final '}' ++ ",\"hash\":\"" ++ hash ++ "\"}" ++ "\n"
 //! ```
 //! So a verifier needs no JSON canonicalisation: take a line, drop the `\n`, cut the fixed
 //! 75-byte suffix `,"hash":"<64 hex>"}`, append `}` and that is `body`, byte for byte. Any change
-//! to any byte of a record (even whitespace or an added field) changes its hash. In shell:
+//! to any byte of a record (even whitespace or an added field) changes its hash, and so does
+//! any change to the record before it. In shell, with `prev` the previous line's hash:
 //! ```text
-//! body="$(printf '%s' "$line" | head -c -75)}"; printf '%s%s' "$prev_hash" "$body" | sha256sum
+//! body="$(printf '%s' "$line" | head -c -75)}"; printf '%s%s' "$prev" "$body" | sha256sum
 //! ```
 //! The first record of a chain has `prev_hash` = 64 zeros ([`GENESIS_HASH`]); the first record of
 //! a rotated continuation file links to the last hash of the previous file, so one chain spans
-//! every file. The chain is unkeyed: it proves that nothing was edited, removed or reordered
+//! every file, and each file can be checked on its own from its first line. The chain is
+//! unkeyed: it proves that nothing was edited, removed or reordered
 //! *relative to a known hash*; against someone who rewrites the whole tail, anchor the latest
 //! hash elsewhere (the proxy exposes it; ship the file off-host).
 //!
@@ -88,8 +97,8 @@ pub struct AuditEvent {
     /// dgf user.
     #[serde(default)]
     pub user: String,
-    /// Roles of the user.
-    #[serde(default)]
+    /// Roles of the user (left out of the line when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     /// Database / keyspace.
     #[serde(default)]
@@ -110,23 +119,25 @@ pub struct AuditEvent {
     /// `allow`, `deny`, `mask`, `shadow-deny`, `shadow-mask`, ...
     #[serde(default)]
     pub decision: String,
-    /// Names of the rules that fired.
-    #[serde(default)]
+    /// Names of the rules that fired (left out of the line when none did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<String>,
     /// Rows returned or affected.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
     /// Bytes returned.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
     /// Duration in microseconds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_us: Option<u64>,
     /// Error code (e.g. SQLSTATE), if the statement failed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Hash of the previous record ([`GENESIS_HASH`] for the first). Assigned by the writer.
-    #[serde(default)]
+    /// Hash of the previous record ([`GENESIS_HASH`] for the first). Assigned by the writer to the
+    /// first record of each file only (empty, and left out of the line, everywhere else: the
+    /// previous line holds it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prev_hash: String,
     /// This record's hash. Assigned by the writer; absent from the hashed body.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -115,6 +115,15 @@ pub fn field_strs<'a>(out: &mut Vec<u8>, name: &str, values: impl IntoIterator<I
     out.push(b']');
 }
 
+/// `,"name":["a","b"]`, or nothing when there are no values (`roles`, `rules`).
+pub fn field_strs_if_any<'a>(out: &mut Vec<u8>, name: &str, values: impl IntoIterator<Item = &'a str>) {
+    let at = out.len();
+    field_strs(out, name, values);
+    if out.ends_with(b"[]") {
+        out.truncate(at);
+    }
+}
+
 /// Start of `,"name":[`; then [`list_item`] per element and [`list_end`].
 pub fn list_start(out: &mut Vec<u8>, name: &str) -> usize {
     json::key(out, name);
@@ -135,21 +144,19 @@ pub fn list_end(out: &mut Vec<u8>) {
     out.push(b']');
 }
 
-/// `,"name":123` or `,"name":null`.
+/// `,"name":123`, or nothing when unknown.
 pub fn field_u64(out: &mut Vec<u8>, name: &str, value: Option<u64>) {
-    json::key(out, name);
-    match value {
-        Some(n) => json::number(out, n),
-        None => out.extend_from_slice(b"null"),
+    if let Some(n) = value {
+        json::key(out, name);
+        json::number(out, n);
     }
 }
 
-/// `,"name":"value"` or `,"name":null`.
+/// `,"name":"value"`, or nothing when unknown.
 pub fn field_opt_str(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
-    json::key(out, name);
-    match value {
-        Some(v) => json::string(out, v),
-        None => out.extend_from_slice(b"null"),
+    if let Some(v) = value {
+        json::key(out, name);
+        json::string(out, v);
     }
 }
 
@@ -165,7 +172,7 @@ mod tests {
         field_str(&mut out, "route", &ev.route);
         field_str_parts(&mut out, "client", &[&ev.client[..3], &ev.client[3..]]);
         field_str(&mut out, "user", &ev.user);
-        field_strs(&mut out, "roles", ev.roles.iter().map(String::as_str));
+        field_strs_if_any(&mut out, "roles", ev.roles.iter().map(String::as_str));
         field_str(&mut out, "database", &ev.database);
         field_str(&mut out, "kind", &ev.kind);
         field_str(&mut out, "fingerprint", &ev.fingerprint);
@@ -178,7 +185,7 @@ mod tests {
         }
         list_end(&mut out);
         field_str(&mut out, "decision", &ev.decision);
-        field_strs(&mut out, "rules", ev.rules.iter().map(String::as_str));
+        field_strs_if_any(&mut out, "rules", ev.rules.iter().map(String::as_str));
         field_u64(&mut out, "rows", ev.rows);
         field_u64(&mut out, "bytes", ev.bytes);
         field_u64(&mut out, "duration_us", ev.duration_us);
@@ -230,9 +237,25 @@ mod tests {
         let mut inst = Vec::new();
         json::string(&mut inst, &ev.instance);
         let mut hash = GENESIS_HASH.to_owned();
-        chain::seal_raw(&mut line, &time, ev.seq, &inst, got, &mut hash);
-        let (want, want_hash) = chain::seal(&mut ev).unwrap();
+        chain::seal_raw(&mut line, &time, ev.seq, &inst, got, true, &mut hash);
+        let (want, want_hash) = chain::seal(&mut ev, GENESIS_HASH).unwrap();
         assert_eq!(String::from_utf8_lossy(&line), String::from_utf8_lossy(&want));
         assert_eq!(hash, want_hash);
+        // Without prev_hash (every record but a file's first), and with the unknown fields
+        // left out.
+        ev.prev_hash.clear();
+        ev.rows = None;
+        ev.error = None;
+        ev.rules.clear();
+        let fields = render(&ev);
+        let mut hash = want_hash.clone();
+        chain::seal_raw(&mut line, &time, ev.seq, &inst, &fields, false, &mut hash);
+        let (want, next_hash) = chain::seal(&mut ev, &want_hash).unwrap();
+        assert_eq!(String::from_utf8_lossy(&line), String::from_utf8_lossy(&want));
+        assert_eq!(hash, next_hash);
+        let text = String::from_utf8_lossy(&line);
+        for gone in ["prev_hash", "null", "rows", "rules"] {
+            assert!(!text.contains(gone), "{text}");
+        }
     }
 }

@@ -64,8 +64,9 @@ fn damaged(file: &Path, why: &str, good: Option<(u64, String)>, set_aside: Optio
     Resume { seq, hash, notice: Some(notice), set_aside }
 }
 
-/// `Ok(Ok((seq, hash)))` when the last line of `path` is a complete record matching its hash,
-/// `Ok(Err(why))` when it is damaged.
+/// `Ok(Ok((seq, hash)))` when the last line of `path` is a complete record matching its hash
+/// (checked against the line before it when it has no `prev_hash` of its own), `Ok(Err(why))`
+/// when it is damaged.
 fn tail(path: &Path) -> Result<Result<(u64, String), String>, AuditError> {
     let io = |e| AuditError::io(path, e);
     let mut f = File::open(path).map_err(io)?;
@@ -79,49 +80,75 @@ fn tail(path: &Path) -> Result<Result<(u64, String), String>, AuditError> {
     if last[0] != b'\n' {
         return Ok(Err("the last line is incomplete (truncated write)".into()));
     }
-    // Walk back from the final newline to the previous one.
+    // Walk back from the final newline over the last two lines.
     let end = len - 1;
     let mut start = end;
+    let mut newlines = 0;
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     while start > 0 {
-        if end - start > MAX_TAIL_LINE {
+        if end - start > 2 * MAX_TAIL_LINE {
             return Ok(Err("the last line is implausibly long".into()));
         }
         let from = start.saturating_sub(WRITE_BUFFER as u64);
         let mut chunk = vec![0u8; (start - from) as usize];
         f.seek(SeekFrom::Start(from)).map_err(io)?;
         f.read_exact(&mut chunk).map_err(io)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+        let mut cut = None;
+        for (i, _) in chunk.iter().enumerate().rev().filter(|(_, &b)| b == b'\n') {
+            newlines += 1;
+            if newlines == 2 {
+                cut = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = cut {
             chunks.push(chunk.split_off(i + 1));
             break;
         }
         chunks.push(chunk);
         start = from;
     }
-    let line: Vec<u8> = chunks.into_iter().rev().flatten().collect();
-    Ok(match check_line(&line) {
-        Ok(c) if c.hash_ok => Ok((c.seq, c.hash)),
+    let text: Vec<u8> = chunks.into_iter().rev().flatten().collect();
+    let (before, line) = match text.iter().rposition(|&b| b == b'\n') {
+        Some(i) => (Some(&text[..i]), &text[i + 1..]),
+        None => (None, &text[..]),
+    };
+    if line.len() as u64 > MAX_TAIL_LINE {
+        return Ok(Err("the last line is implausibly long".into()));
+    }
+    let prev = before.and_then(|b| check_line(b, None).ok()).map(|c| c.hash);
+    Ok(match check_line(line, prev.as_deref()) {
+        Ok(c) if c.hash_ok == Some(true) => Ok((c.seq, c.hash)),
+        Ok(c) if c.hash_ok.is_none() => {
+            Err("the last record has no prev_hash and the line before it is not a record".into())
+        }
         Ok(_) => Err("the last record does not match its hash".into()),
         Err(why) => Err(format!("the last line is malformed: {why}")),
     })
 }
 
-/// `(seq, hash)` of the last complete line of `path` that matches its own hash.
+/// `(seq, hash)` of the last complete line of `path` that matches its hash (its own
+/// `prev_hash`, or the hash of the line before it).
 fn last_intact(path: &Path) -> Result<Option<(u64, String)>, AuditError> {
     let f = File::open(path).map_err(|e| AuditError::io(path, e))?;
     let mut reader = BufReader::new(f);
     let mut line = Vec::new();
     let mut good = None;
+    let mut prev: Option<String> = None;
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line).map_err(|e| AuditError::io(path, e))? == 0 {
             return Ok(good);
         }
         let Some(complete) = line.strip_suffix(b"\n") else { return Ok(good) };
-        if let Ok(c) = check_line(complete) {
-            if c.hash_ok {
-                good = Some((c.seq, c.hash));
+        match check_line(complete, prev.as_deref()) {
+            Ok(c) => {
+                if c.hash_ok == Some(true) {
+                    good = Some((c.seq, c.hash.clone()));
+                }
+                prev = Some(c.hash);
             }
+            Err(_) => prev = None,
         }
     }
 }

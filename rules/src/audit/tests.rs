@@ -84,7 +84,15 @@ fn written_chain_verifies_and_records_are_complete() {
     for (i, l) in all.iter().enumerate() {
         let e: AuditEvent = serde_json::from_str(l).unwrap();
         assert_eq!(e.seq, i as u64 + 1);
-        assert_eq!(e.prev_hash, prev);
+        // Only a file's first record names the hash it links to; the others chain to the line
+        // before them.
+        if i == 0 {
+            assert_eq!(e.prev_hash, prev);
+        } else {
+            assert!(e.prev_hash.is_empty() && !l.contains("prev_hash"), "{l}");
+        }
+        let body = format!("{}}}", &l[..l.len() - 75]);
+        assert_eq!(chain::chain_hash(&prev, body.as_bytes()), e.hash);
         assert_eq!(e.instance, "test-1");
         assert_eq!(e.user, format!("u{i}"));
         assert_eq!(e.statement, None, "literals are off by default");
@@ -109,11 +117,24 @@ fn edited_field_is_reported_at_its_line() {
 fn rehashed_edit_breaks_the_next_link() {
     let (_dir, path) = setup(20);
     let mut all = lines(&path);
-    // A forger who recomputes the edited record's own hash still breaks the next prev_hash.
+    // A forger who recomputes the edited record's own hash still breaks the next link: the
+    // next record chains to the hash the edited one had.
     let mut e: AuditEvent = serde_json::from_str(&all[9]).unwrap();
+    let ninth: AuditEvent = serde_json::from_str(&all[8]).unwrap();
     e.user = "mallory".into();
-    let (line, _) = chain::seal(&mut e).unwrap();
+    let (line, _) = chain::seal(&mut e, &ninth.hash).unwrap();
     all[9] = String::from_utf8(line).unwrap().trim_end().to_owned();
+    put_lines(&path, &all);
+    let e = first_error(std::slice::from_ref(&path));
+    assert_eq!((e.line, e.seq, e.reason), (11, Some(11), VerifyReason::HashMismatch));
+
+    // A record that names its prev_hash (a file's first, or any of an older file) reports the
+    // broken link as such.
+    let mut all = lines(&path);
+    let mut e: AuditEvent = serde_json::from_str(&all[10]).unwrap();
+    e.prev_hash = GENESIS_HASH.into();
+    let (line, _) = chain::seal(&mut e, GENESIS_HASH).unwrap();
+    all[10] = String::from_utf8(line).unwrap().trim_end().to_owned();
     put_lines(&path, &all);
     let e = first_error(&[path]);
     assert_eq!((e.line, e.seq), (11, Some(11)));
@@ -135,12 +156,15 @@ fn deleted_line_is_a_gap_at_its_place() {
 fn deleted_first_line_is_reported() {
     let (_dir, path) = setup(5);
     let mut all = lines(&path);
-    all.remove(0);
+    let first: AuditEvent = serde_json::from_str(&all.remove(0)).unwrap();
     put_lines(&path, &all);
     let e = first_error(std::slice::from_ref(&path));
     assert_eq!((e.line, e.reason), (1, VerifyReason::SeqGap { expected: 1, found: 2 }));
-    // Retention that removed old records: start anywhere, the rest still links.
-    let r = verify_with(&[path], &VerifyStart::Any).unwrap();
+    // Starting anywhere needs the hash the new first line chains to: retention removes whole
+    // files, whose first lines carry it, not single lines.
+    let r = verify_with(std::slice::from_ref(&path), &VerifyStart::Any).unwrap();
+    assert_eq!(r.first_error.map(|e| (e.line, e.reason)), Some((1, VerifyReason::NoPrevHash)));
+    let r = verify_with(&[path], &VerifyStart::After { seq: 1, hash: first.hash }).unwrap();
     assert!(r.is_ok() && r.records == 4 && r.first_seq == Some(2), "{r:?}");
 }
 
@@ -206,11 +230,18 @@ fn rotation_spans_files_and_a_missing_middle_file_is_detected() {
         let len = fs::metadata(f).unwrap().len();
         assert!(len <= 4096, "{} is {len} bytes", f.display());
     }
-    // Each continuation file starts with the last hash of the previous one.
+    // Each continuation file starts with the last hash of the previous one, and only its
+    // first record names it.
     for pair in files.windows(2) {
         let last: AuditEvent = serde_json::from_str(lines(&pair[0]).last().unwrap()).unwrap();
         let first: AuditEvent = serde_json::from_str(&lines(&pair[1])[0]).unwrap();
         assert_eq!((first.prev_hash, first.seq), (last.hash, last.seq + 1));
+        assert!(lines(&pair[1])[1..].iter().all(|l| !l.contains("prev_hash")));
+    }
+    // Every file can be checked on its own from its first line.
+    for f in &files {
+        let r = verify_with(std::slice::from_ref(f), &VerifyStart::Any).unwrap();
+        assert!(r.is_ok() && r.records as usize == lines(f).len(), "{r:?}");
     }
     let r = verify(&files).unwrap();
     assert!(r.is_ok(), "{:?}", r.first_error);
@@ -458,7 +489,7 @@ fn audit_throughput() {
     let mut e = ev(1);
     e.prev_hash = GENESIS_HASH.into();
     for _ in 0..100_000 {
-        std::hint::black_box(chain::seal(&mut e).unwrap());
+        std::hint::black_box(chain::seal(&mut e, GENESIS_HASH).unwrap());
     }
     println!("seal: {:.2}us", t.elapsed().as_secs_f64() * 10.0);
     let t0 = std::time::Instant::now();
@@ -485,13 +516,13 @@ fn raw_fields(e: &AuditEvent) -> Vec<u8> {
     for (name, v) in [("protocol", &e.protocol), ("route", &e.route), ("client", &e.client), ("user", &e.user)] {
         field_str(&mut out, name, v);
     }
-    field_strs(&mut out, "roles", e.roles.iter().map(String::as_str));
+    field_strs_if_any(&mut out, "roles", e.roles.iter().map(String::as_str));
     for (name, v) in [("database", &e.database), ("kind", &e.kind), ("fingerprint", &e.fingerprint)] {
         field_str(&mut out, name, v);
     }
     field_strs(&mut out, "objects", e.objects.iter().map(String::as_str));
     field_str(&mut out, "decision", &e.decision);
-    field_strs(&mut out, "rules", e.rules.iter().map(String::as_str));
+    field_strs_if_any(&mut out, "rules", e.rules.iter().map(String::as_str));
     field_u64(&mut out, "rows", e.rows);
     field_u64(&mut out, "bytes", e.bytes);
     field_u64(&mut out, "duration_us", e.duration_us);
@@ -539,4 +570,42 @@ fn raw_batches_interleave_with_events_in_one_chain() {
             assert_eq!(got.time, t);
         }
     }
+}
+
+#[test]
+fn older_full_records_verify_and_the_writer_continues_them_compactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    // The format before compact records: prev_hash on every line, null for unknown values.
+    let mut prev = GENESIS_HASH.to_owned();
+    let mut old = Vec::new();
+    for i in 0..5 {
+        let mut e = AuditEvent { seq: i + 1, prev_hash: prev.clone(), ..ev(i as usize) };
+        let (line, _) = chain::seal(&mut e, &prev).unwrap();
+        let text = String::from_utf8(line).unwrap();
+        // Splice in the null the old format wrote (the hash covers exactly these bytes).
+        let body = &text.trim_end()[..text.trim_end().len() - 75];
+        let body = format!("{}}}", body.replacen(",\"prev_hash\"", ",\"error\":null,\"prev_hash\"", 1));
+        let hash = chain::chain_hash(&prev, body.as_bytes());
+        old.push(format!("{},\"hash\":\"{hash}\"}}", &body[..body.len() - 1]));
+        prev = hash;
+    }
+    put_lines(&path, &old);
+    assert!(old.iter().all(|l| l.contains("\"error\":null") && l.contains("prev_hash")));
+    assert!(verify(std::slice::from_ref(&path)).unwrap().is_ok());
+    let stats = write_n(&path, 5, DEFAULT_MAX_FILE_BYTES);
+    assert_eq!(stats.last_seq, 10);
+    let all = lines(&path);
+    assert!(all[5..].iter().all(|l| !l.contains("prev_hash") && !l.contains("null")), "{all:?}");
+    let r = verify(std::slice::from_ref(&path)).unwrap();
+    assert!(r.is_ok() && r.records == 10, "{r:?}");
+
+    // A file whose head was cut off cannot be checked from a compact record without an anchor...
+    put_lines(&path, &all[6..]);
+    let e = verify_with(std::slice::from_ref(&path), &VerifyStart::Any).unwrap().first_error.unwrap();
+    assert_eq!((e.line, e.seq, e.reason), (1, Some(7), VerifyReason::NoPrevHash));
+    // ...and can with one.
+    let sixth: AuditEvent = serde_json::from_str(&all[5]).unwrap();
+    let r = verify_with(&[path], &VerifyStart::After { seq: 6, hash: sixth.hash }).unwrap();
+    assert!(r.is_ok() && r.records == 4, "{r:?}");
 }

@@ -30,7 +30,9 @@ pub enum VerifyStart {
 /// What is wrong at the first broken place of a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyReason {
-    /// The record's content does not match its `hash`: it was edited.
+    /// The record's content does not match its `hash`: it was edited (or, for a record
+    /// without `prev_hash`, which chains to the previous line's hash, the record before it was
+    /// replaced by a re-hashed one).
     HashMismatch,
     /// `seq` is higher than the next expected: records were removed (or moved later).
     SeqGap {
@@ -54,6 +56,9 @@ pub enum VerifyReason {
         /// The `prev_hash` written in this record.
         found: String,
     },
+    /// The first record checked has no `prev_hash` and no previous hash is known, so its hash
+    /// cannot be checked: verify from the start of its file, or from an anchor.
+    NoPrevHash,
     /// The file ends in the middle of a line (truncated).
     Truncated,
     /// The line is not an audit record.
@@ -63,7 +68,14 @@ pub enum VerifyReason {
 impl fmt::Display for VerifyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::HashMismatch => f.write_str("record was edited: its content does not match its hash"),
+            Self::HashMismatch => f.write_str(
+                "record was edited: its content does not match its hash (for a record without prev_hash: \
+                 or the record before it was replaced)",
+            ),
+            Self::NoPrevHash => f.write_str(
+                "record has no prev_hash and no previous record to chain to: verify from the start of its \
+                 file or from an anchor",
+            ),
             Self::SeqGap { expected, found } => {
                 write!(f, "seq {found} where {expected} was expected: record(s) removed or reordered")
             }
@@ -155,30 +167,28 @@ pub fn verify_with(paths: &[PathBuf], start: &VerifyStart) -> Result<VerifyRepor
             line_no += 1;
             let broken = |seq, reason| Some(VerifyError { file: path.clone(), line: line_no, seq, reason });
             let Some(line) = buf.strip_suffix(b"\n") else {
-                let seq = check_line(&buf).ok().map(|c| c.seq);
+                let seq = check_line(&buf, None).ok().map(|c| c.seq);
                 report.first_error = broken(seq, VerifyReason::Truncated);
                 return Ok(report);
             };
-            let c = match check_line(line) {
+            let c = match check_line(line, expect_prev.as_deref()) {
                 Ok(c) => c,
                 Err(why) => {
                     report.first_error = broken(None, VerifyReason::Malformed(why));
                     return Ok(report);
                 }
             };
-            let reason = if !c.hash_ok {
-                Some(VerifyReason::HashMismatch)
-            } else {
-                match expect_seq {
-                    Some(expected) if c.seq > expected => Some(VerifyReason::SeqGap { expected, found: c.seq }),
-                    Some(expected) if c.seq < expected => Some(VerifyReason::SeqBackwards { expected, found: c.seq }),
-                    _ => match &expect_prev {
-                        Some(expected) if *expected != c.prev_hash => {
-                            Some(VerifyReason::PrevHashMismatch { expected: expected.clone(), found: c.prev_hash })
-                        }
-                        _ => None,
-                    },
-                }
+            let reason = match expect_seq {
+                Some(expected) if c.seq > expected => Some(VerifyReason::SeqGap { expected, found: c.seq }),
+                Some(expected) if c.seq < expected => Some(VerifyReason::SeqBackwards { expected, found: c.seq }),
+                _ => match (c.hash_ok, &expect_prev, &c.prev_hash) {
+                    (Some(false), _, _) => Some(VerifyReason::HashMismatch),
+                    (None, _, _) => Some(VerifyReason::NoPrevHash),
+                    (Some(true), Some(expected), Some(found)) if expected != found => {
+                        Some(VerifyReason::PrevHashMismatch { expected: expected.clone(), found: found.clone() })
+                    }
+                    (Some(true), _, _) => None,
+                },
             };
             if let Some(reason) = reason {
                 report.first_error = broken(Some(c.seq), reason);
@@ -252,7 +262,7 @@ fn first_seq(path: &Path) -> Result<Option<u64>, AuditError> {
     let mut line = Vec::new();
     // Bounded: a file without newlines must not be read whole just to order it.
     BufReader::new(f.take(FIRST_LINE_MAX)).read_until(b'\n', &mut line).map_err(|e| AuditError::io(path, e))?;
-    Ok(line.strip_suffix(b"\n").and_then(|l| check_line(l).ok()).map(|c| c.seq))
+    Ok(line.strip_suffix(b"\n").and_then(|l| check_line(l, None).ok()).map(|c| c.seq))
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ impl AuditWriter {
             }
         };
         let (sink, resume) = if to_stdout {
-            (Sink::Stdout(Vec::with_capacity(WRITE_BUFFER)), Resume::genesis())
+            (Sink::Stdout { buf: Vec::with_capacity(WRITE_BUFFER), fresh: true }, Resume::genesis())
         } else {
             let path = PathBuf::from(cfg.path.as_deref().unwrap_or_default());
             let resume = resume(&path)?;
@@ -134,6 +134,7 @@ impl AuditWriter {
             sink,
             seq: resume.seq,
             hash: resume.hash,
+            prev: String::with_capacity(64),
             instance: instance.to_owned(),
             instance_json,
             line: Vec::with_capacity(1024),
@@ -287,6 +288,8 @@ struct State {
     sink: Sink,
     seq: u64,
     hash: String,
+    /// The hash before the record being sealed (to seal it again after a rotation).
+    prev: String,
     instance: String,
     /// `instance` as a JSON string.
     instance_json: Vec<u8>,
@@ -385,7 +388,10 @@ impl State {
 
     fn write_event(&mut self, mut ev: AuditEvent) -> Result<(), AuditError> {
         ev.seq = self.seq + 1;
-        ev.prev_hash.clone_from(&self.hash);
+        ev.prev_hash.clear();
+        if self.sink.at_start() {
+            ev.prev_hash.clone_from(&self.hash);
+        }
         ev.instance.clone_from(&self.instance);
         if ev.time.is_empty() {
             ev.time = now_rfc3339();
@@ -393,7 +399,15 @@ impl State {
         if !self.include_literals {
             ev.statement = None;
         }
-        let (line, hash) = match seal(&mut ev) {
+        let mut sealed = seal(&mut ev, &self.hash);
+        if let Ok((line, _)) = &sealed {
+            if ev.prev_hash.is_empty() && self.sink.must_rotate(line.len()) {
+                self.sink.rotate()?;
+                ev.prev_hash.clone_from(&self.hash);
+                sealed = seal(&mut ev, &self.hash);
+            }
+        }
+        let (line, hash) = match sealed {
             Ok(sealed) => sealed,
             Err(_) => {
                 // Cannot happen for this struct; if it ever does, lose one event, not the log.
@@ -416,7 +430,14 @@ impl State {
                 self.clock = (millis, rfc3339_utc(UNIX_EPOCH + Duration::from_millis(millis)));
             }
             let seq = self.seq + 1;
-            seal_raw(&mut self.line, &self.clock.1, seq, &self.instance_json, fields, &mut self.hash);
+            let first = self.sink.at_start();
+            self.prev.clone_from(&self.hash);
+            seal_raw(&mut self.line, &self.clock.1, seq, &self.instance_json, fields, first, &mut self.hash);
+            if !first && self.sink.must_rotate(self.line.len()) {
+                self.sink.rotate().map_err(|e| (e, left))?;
+                self.hash.clone_from(&self.prev);
+                seal_raw(&mut self.line, &self.clock.1, seq, &self.instance_json, fields, true, &mut self.hash);
+            }
             self.sink.write_line(&self.line).map_err(|e| (e, left))?;
             self.seq = seq;
             self.pending += 1;
@@ -437,22 +458,50 @@ impl State {
     fn sync(&mut self) -> Result<(), AuditError> {
         match &mut self.sink {
             Sink::File(f) => f.sync(),
-            Sink::Stdout(_) => Ok(()),
+            Sink::Stdout { .. } => Ok(()),
         }
     }
 }
 
 enum Sink {
     /// Whole lines buffered here and written under the stdout lock, so that other writers to
-    /// stdout (logs) can never land in the middle of a record.
-    Stdout(Vec<u8>),
+    /// stdout (logs) can never land in the middle of a record. `fresh` until the first line.
+    Stdout {
+        buf: Vec<u8>,
+        fresh: bool,
+    },
     File(FileSink),
 }
 
 impl Sink {
+    /// Whether the next line is the first of its file (it then carries `prev_hash`).
+    fn at_start(&self) -> bool {
+        match self {
+            Sink::Stdout { fresh, .. } => *fresh,
+            Sink::File(f) => f.size == 0,
+        }
+    }
+
+    /// Whether a line of `len` bytes must start a fresh file: call [`rotate`](Self::rotate)
+    /// and seal it again as a first line.
+    fn must_rotate(&self, len: usize) -> bool {
+        match self {
+            Sink::Stdout { .. } => false,
+            Sink::File(f) => f.size > 0 && f.size + len as u64 > f.max,
+        }
+    }
+
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        match self {
+            Sink::Stdout { .. } => Ok(()),
+            Sink::File(f) => f.rotate(),
+        }
+    }
+
     fn write_line(&mut self, line: &[u8]) -> Result<(), AuditError> {
         match self {
-            Sink::Stdout(buf) => {
+            Sink::Stdout { buf, fresh } => {
+                *fresh = false;
                 buf.extend_from_slice(line);
                 if buf.len() >= WRITE_BUFFER {
                     flush_stdout(buf)?;
@@ -465,7 +514,7 @@ impl Sink {
 
     fn flush(&mut self) -> Result<(), AuditError> {
         match self {
-            Sink::Stdout(buf) => flush_stdout(buf),
+            Sink::Stdout { buf, .. } => flush_stdout(buf),
             Sink::File(f) => f.out.flush().map_err(|e| AuditError::io(&f.path, e)),
         }
     }
@@ -492,10 +541,8 @@ impl FileSink {
         Ok(Self { out: BufWriter::with_capacity(WRITE_BUFFER, file), path, size, max })
     }
 
+    /// Appends a line (the caller rotates first when [`Sink::must_rotate`] says so).
     fn write_line(&mut self, line: &[u8]) -> Result<(), AuditError> {
-        if self.size > 0 && self.size + line.len() as u64 > self.max {
-            self.rotate()?;
-        }
         self.out.write_all(line).map_err(|e| AuditError::io(&self.path, e))?;
         self.size += line.len() as u64;
         Ok(())
