@@ -166,6 +166,7 @@ fn write_chain(path: &Path, n: usize) {
         include_literals: false,
         max_file_bytes: Some(1 << 20),
         queue: Some(16),
+        fingerprint_key: None,
     };
     let w = AuditWriter::start(&cfg, "e2e").expect("writer");
     for i in 0..n {

@@ -526,7 +526,7 @@ pub enum AuditOverflow {
 }
 
 /// Audit log settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Clone, Default, Deserialize, PartialEq)]
 pub struct AuditConfig {
     /// File sink path; "-" or absent with sink = "stdout" writes to stdout.
     #[serde(default)]
@@ -546,6 +546,24 @@ pub struct AuditConfig {
     /// Bounded queue length. Default 65536.
     #[serde(default)]
     pub queue: Option<usize>,
+    /// Secret that keys the hashed Redis key names of audit records (HMAC-SHA-256). Unset:
+    /// plain SHA-256, which a dictionary of likely key names can reverse.
+    #[serde(default)]
+    pub fingerprint_key: Option<String>,
+}
+
+impl std::fmt::Debug for AuditConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditConfig")
+            .field("path", &self.path)
+            .field("sink", &self.sink)
+            .field("overflow", &self.overflow)
+            .field("include_literals", &self.include_literals)
+            .field("max_file_bytes", &self.max_file_bytes)
+            .field("queue", &self.queue)
+            .field("fingerprint_key", &self.fingerprint_key.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for UserConfig {

@@ -623,6 +623,13 @@ fn audit_and_server_checks() {
     assert!(has(&e, "audit.overflow", "unknown variant `spill`"), "{e:?}");
     let c = ok("[audit]\nsink = \"stdout\"\noverflow = \"drop\"\ninclude_literals = true\n");
     assert_eq!(c.audit.map(|a| a.overflow), Some(AuditOverflow::Drop));
+    let e = errs("[audit]\nsink = \"stdout\"\nfingerprint_key = \"short\"\n");
+    assert!(has(&e, "audit.fingerprint_key", "at least 16 bytes"), "{e:?}");
+    let c = ok("[audit]\nsink = \"stdout\"\nfingerprint_key = \"0123456789abcdef-secret\"\n");
+    let a = c.audit.unwrap();
+    assert_eq!(a.fingerprint_key.as_deref(), Some("0123456789abcdef-secret"));
+    // The secret never shows in debug output (logs, `dgf check`).
+    assert!(!format!("{a:?}").contains("secret"), "{a:?}");
 }
 
 #[test]

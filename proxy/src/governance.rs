@@ -6,6 +6,7 @@ use dgf_rules::audit::{AuditEvent, AuditWriter, RawBatch};
 use dgf_rules::policy::SqlVerdict;
 use dgf_rules::sql::Analyzer;
 use dgf_rules::{Policy, Verdict};
+use hmac::Mac;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -27,10 +28,14 @@ pub struct Governance {
     pub analyzer: Analyzer,
     audit: Option<AuditWriter>,
     audit_cfg: Option<dgf_config::AuditConfig>,
+    key_mac: Option<KeyMac>,
     rule_hits: IntCounterVec,
     decisions: IntCounterVec,
     audit_records: IntGaugeVec,
 }
+
+/// HMAC-SHA-256 keyed with `[audit] fingerprint_key`: hashes key names in audit records.
+pub type KeyMac = hmac::Hmac<sha2::Sha256>;
 
 impl Governance {
     /// Start the audit writer (if configured) and register metrics.
@@ -63,11 +68,24 @@ impl Governance {
         Ok(Self {
             analyzer: Analyzer::new(ANALYSIS_CACHE),
             audit,
+            key_mac: match cfg.audit.as_ref().and_then(|a| a.fingerprint_key.as_deref()) {
+                Some(k) => Some(KeyMac::new_from_slice(k.as_bytes()).map_err(|_| {
+                    GovernanceError::Audit(dgf_rules::audit::AuditError::Config(
+                        "fingerprint_key cannot key HMAC-SHA-256".into(),
+                    ))
+                })?),
+                None => None,
+            },
             audit_cfg: cfg.audit.clone(),
             rule_hits,
             decisions,
             audit_records,
         })
+    }
+
+    /// The keyed hash of key names in audit records (`[audit] fingerprint_key`), if set.
+    pub fn key_mac(&self) -> Option<&KeyMac> {
+        self.key_mac.as_ref()
     }
 
     /// Whether audit records keep statement text with literals.

@@ -4,13 +4,14 @@
 //! WITHVALUES).
 
 use super::commands;
-use crate::governance::{DecisionCounters, Governance};
+use crate::governance::{DecisionCounters, Governance, KeyMac};
 use dgf_protocols::redis::value::enc;
 use dgf_protocols::redis::{decode, Limits, Value};
 use dgf_rules::audit::{now_millis, raw};
 use dgf_rules::mask::MaskFn;
 use dgf_rules::redis::{each_key, keys, kinds, kinds_into, lookup, mask_shape, MaskShape};
 use dgf_rules::{Action, FieldRef, Namespace, Policy, RoleView};
+use hmac::Mac;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Instant;
@@ -149,6 +150,8 @@ pub struct GovCtx {
     pub audit: bool,
     /// Whether audit records keep key names and the command line.
     pub literals: bool,
+    /// Keys the hashed key names of audit records (`[audit] fingerprint_key`).
+    pub key_mac: Option<KeyMac>,
     /// Whether a rule names keys (else the verdict depends on the command only).
     objects_matter: bool,
     /// The route's decision counters.
@@ -183,6 +186,7 @@ impl GovCtx {
             resolver,
             audit,
             literals: gov.include_literals(),
+            key_mac: gov.key_mac().cloned(),
             counters: gov.decision_counters(route),
         })
     }
@@ -208,11 +212,19 @@ pub struct Pending {
     pub started: Instant,
 }
 
-/// Lower-case hex of the first 8 bytes of SHA-256(`key`): the key fingerprint of audit
-/// records without `include_literals`.
-fn key_hash<'a>(key: &[u8], out: &'a mut [u8; 16]) -> &'a str {
+/// Lower-case hex of the first 8 bytes of HMAC-SHA-256(`[audit] fingerprint_key`, `key`), or
+/// of SHA-256(`key`) without that key: the key fingerprint of audit records without
+/// `include_literals`.
+fn key_hash<'a>(key: &[u8], mac: Option<&KeyMac>, out: &'a mut [u8; 16]) -> &'a str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let h = Sha256::digest(key);
+    let h: [u8; 32] = match mac {
+        Some(m) => {
+            let mut m = m.clone();
+            m.update(key);
+            m.finalize().into_bytes().into()
+        }
+        None => Sha256::digest(key).into(),
+    };
     for (i, b) in h.iter().take(8).enumerate() {
         out[2 * i] = DIGITS[usize::from(b >> 4)];
         out[2 * i + 1] = DIGITS[usize::from(b & 15)];
@@ -220,13 +232,14 @@ fn key_hash<'a>(key: &[u8], out: &'a mut [u8; 16]) -> &'a str {
     std::str::from_utf8(out).unwrap_or_default()
 }
 
-/// Key fingerprint for audit: the key itself with `include_literals`, else a short hash.
-pub fn key_label(key: &[u8], literals: bool) -> String {
+/// Key fingerprint for audit: the key itself with `include_literals`, else a short (keyed)
+/// hash.
+pub fn key_label(key: &[u8], literals: bool, mac: Option<&KeyMac>) -> String {
     if literals {
         return format!("redis:{}", String::from_utf8_lossy(key));
     }
     let mut hex = [0u8; 16];
-    format!("redis:#{}", key_hash(key, &mut hex))
+    format!("redis:#{}", key_hash(key, mac, &mut hex))
 }
 
 /// One reading of the clocks, shared by every command of a client batch: a command's audit
@@ -354,7 +367,7 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<u8>)
                     raw::list_item(out, list, &["redis:", &String::from_utf8_lossy(k)]);
                 } else {
                     let mut hex = [0u8; 16];
-                    raw::list_item(out, list, &["redis:#", key_hash(k, &mut hex)]);
+                    raw::list_item(out, list, &["redis:#", key_hash(k, g.key_mac.as_ref(), &mut hex)]);
                 }
             });
         }
@@ -457,6 +470,25 @@ mod tests {
         assert!(!out.contains("secret") && !out.contains("jane@") && out.contains("Jane"), "{out}");
         // A nil EXEC (WATCH fired) and errors pass as they are.
         assert_eq!(apply(&p, b"*-1\r\n", 2), None);
+    }
+
+    #[test]
+    fn key_fingerprints_are_keyed_when_a_key_is_set() {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let plain = key_label(b"user:1001", false, None);
+        assert_eq!(plain, format!("redis:#{}", &hex(&Sha256::digest(b"user:1001"))[..16]));
+        let mac = KeyMac::new_from_slice(b"0123456789abcdef").unwrap();
+        let keyed = key_label(b"user:1001", false, Some(&mac));
+        let mut want = mac.clone();
+        want.update(b"user:1001");
+        let want = hex(&want.finalize().into_bytes());
+        assert_eq!(keyed, format!("redis:#{}", &want[..16]));
+        assert_ne!(keyed, plain);
+        // Stable for one key (so records still correlate), different under another.
+        assert_eq!(key_label(b"user:1001", false, Some(&mac)), keyed);
+        let other = KeyMac::new_from_slice(b"fedcba9876543210").unwrap();
+        assert_ne!(key_label(b"user:1001", false, Some(&other)), keyed);
+        assert_eq!(key_label(b"user:1001", true, Some(&mac)), "redis:user:1001");
     }
 
     #[test]

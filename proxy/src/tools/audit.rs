@@ -198,6 +198,7 @@ mod tests {
             include_literals: false,
             max_file_bytes: Some(max),
             queue: Some(16),
+            fingerprint_key: None,
         };
         let w = AuditWriter::start(&cfg, "t").unwrap();
         for i in 0..n {

@@ -15,6 +15,7 @@ fn cfg(path: &Path, queue: usize, max: u64, overflow: AuditOverflow) -> AuditCon
         include_literals: false,
         max_file_bytes: Some(max),
         queue: Some(queue),
+        fingerprint_key: None,
     }
 }
 
@@ -449,6 +450,7 @@ fn stdout_sink_and_config_errors() {
         include_literals: false,
         max_file_bytes: None,
         queue: None,
+        fingerprint_key: None,
     };
     let w = AuditWriter::start(&c, "t").unwrap();
     w.record(ev(1)).unwrap();
