@@ -7,6 +7,18 @@ mod common;
 use common::redis::{cleanup, direct, start, Raw};
 use common::unique;
 
+/// Keys the hashed key names of the audit records.
+const FINGERPRINT_KEY: &str = "test-fingerprint-key-0001";
+
+/// `redis:#` + 16 hex digits of HMAC-SHA-256(FINGERPRINT_KEY, key): what an audit record says.
+fn fingerprint(key: &str) -> String {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(FINGERPRINT_KEY.as_bytes()).unwrap();
+    m.update(key.as_bytes());
+    let hex: String = m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("redis:#{}", &hex[..16])
+}
+
 fn config(audit: &str, p: &str) -> String {
     format!(
         r#"
@@ -59,6 +71,7 @@ with = "redact"
 
 [audit]
 path = "{audit}"
+fingerprint_key = "{FINGERPRINT_KEY}"
 "#
     )
 }
@@ -393,6 +406,13 @@ fn pipelined_refusal_replies_in_order() {
         let objects = rec["objects"].as_array().unwrap();
         assert_eq!(objects.len(), if i % 5 == 3 { 2 } else { 1 }, "{rec}");
         assert!(objects.iter().all(|o| o.as_str().unwrap().starts_with("redis:#")), "{rec}");
+        // Keyed with [audit] fingerprint_key: not the plain SHA-256 anyone could recompute.
+        let first = match i % 5 {
+            0 | 4 => &k1,
+            1 | 3 => &secret,
+            _ => &k2,
+        };
+        assert_eq!(objects[0], fingerprint(first), "{rec}");
         if denied {
             assert_eq!(rec["error"], "NOPERM", "{rec}");
             assert_eq!(rec["rules"], serde_json::json!(["analysts do not touch secrets"]), "{rec}");
