@@ -167,6 +167,7 @@ fn write_chain(path: &Path, n: usize) {
         max_file_bytes: Some(1 << 20),
         queue: Some(16),
         fingerprint_key: None,
+        writer_priority: Default::default(),
     };
     let w = AuditWriter::start(&cfg, "e2e").expect("writer");
     for i in 0..n {

@@ -525,6 +525,19 @@ pub enum AuditOverflow {
     Drop,
 }
 
+/// Scheduling of the audit writer thread.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditWriterPriority {
+    /// Like every other thread (default): a fair share of the CPU under any load.
+    #[default]
+    Normal,
+    /// `SCHED_IDLE` (Linux): runs only on a core nothing else wants, and yields to any other
+    /// thread at once. For hosts with CPU to spare: under a sustained CPU hog the writer falls
+    /// behind and `overflow` applies.
+    Idle,
+}
+
 /// Audit log settings.
 #[derive(Clone, Default, Deserialize, PartialEq)]
 pub struct AuditConfig {
@@ -550,6 +563,9 @@ pub struct AuditConfig {
     /// plain SHA-256, which a dictionary of likely key names can reverse.
     #[serde(default)]
     pub fingerprint_key: Option<String>,
+    /// Scheduling of the writer thread. Default normal.
+    #[serde(default)]
+    pub writer_priority: AuditWriterPriority,
 }
 
 impl std::fmt::Debug for AuditConfig {
@@ -562,6 +578,7 @@ impl std::fmt::Debug for AuditConfig {
             .field("max_file_bytes", &self.max_file_bytes)
             .field("queue", &self.queue)
             .field("fingerprint_key", &self.fingerprint_key.as_ref().map(|_| "***"))
+            .field("writer_priority", &self.writer_priority)
             .finish()
     }
 }

@@ -199,6 +199,7 @@ mod tests {
             max_file_bytes: Some(max),
             queue: Some(16),
             fingerprint_key: None,
+            writer_priority: Default::default(),
         };
         let w = AuditWriter::start(&cfg, "t").unwrap();
         for i in 0..n {

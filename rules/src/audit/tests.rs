@@ -16,6 +16,7 @@ fn cfg(path: &Path, queue: usize, max: u64, overflow: AuditOverflow) -> AuditCon
         max_file_bytes: Some(max),
         queue: Some(queue),
         fingerprint_key: None,
+        writer_priority: Default::default(),
     }
 }
 
@@ -451,6 +452,7 @@ fn stdout_sink_and_config_errors() {
         max_file_bytes: None,
         queue: None,
         fingerprint_key: None,
+        writer_priority: Default::default(),
     };
     let w = AuditWriter::start(&c, "t").unwrap();
     w.record(ev(1)).unwrap();
@@ -610,4 +612,23 @@ fn older_full_records_verify_and_the_writer_continues_them_compactly() {
     let sixth: AuditEvent = serde_json::from_str(&all[5]).unwrap();
     let r = verify_with(&[path], &VerifyStart::After { seq: 6, hash: sixth.hash }).unwrap();
     assert!(r.is_ok() && r.records == 4, "{r:?}");
+}
+
+#[test]
+fn writer_priority_idle_puts_the_writer_under_sched_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    for (priority, want) in [(dgf_config::AuditWriterPriority::Idle, true), (Default::default(), false)] {
+        let path = dir.path().join(format!("audit-{want}.jsonl"));
+        let c =
+            AuditConfig { writer_priority: priority, ..cfg(&path, 8, DEFAULT_MAX_FILE_BYTES, AuditOverflow::Block) };
+        let w = AuditWriter::start(&c, "t").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while w.writer_is_idle().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(w.writer_is_idle(), Some(want), "{priority:?}");
+        // It still writes (the test machine has idle time).
+        w.record(ev(1)).unwrap();
+        assert_eq!(w.shutdown().written, 1);
+    }
 }

@@ -7,7 +7,7 @@ use super::raw::RawBatch;
 use super::resume::{resume, Resume};
 use super::verify::rotated_name;
 use super::{file_stamp, now_rfc3339, rfc3339_utc, AuditError, AuditEvent};
-use dgf_config::{AuditConfig, AuditOverflow};
+use dgf_config::{AuditConfig, AuditOverflow, AuditWriterPriority};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -58,6 +58,8 @@ struct Shared {
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
     tip: Mutex<(u64, String)>,
+    /// Whether the writer thread runs under `SCHED_IDLE` (1) or not (0), once it started.
+    idle: std::sync::atomic::AtomicI32,
     /// Tests hold this to stall the writer thread between messages.
     #[cfg(test)]
     pause: Mutex<()>,
@@ -125,6 +127,7 @@ impl AuditWriter {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             tip: Mutex::new((resume.seq, resume.hash.clone())),
+            idle: std::sync::atomic::AtomicI32::new(-1),
             #[cfg(test)]
             pause: Mutex::new(()),
         });
@@ -156,9 +159,16 @@ impl AuditWriter {
             state.flush()?;
         }
         let (tx, rx) = sync_channel(queue);
+        let priority = cfg.writer_priority;
         let thread = std::thread::Builder::new()
             .name("dgf-audit".into())
-            .spawn(move || state.run(&rx))
+            .spawn(move || {
+                if priority == AuditWriterPriority::Idle {
+                    set_idle_priority();
+                }
+                state.shared.idle.store(if is_idle_priority() { 1 } else { 0 }, Ordering::Release);
+                state.run(&rx)
+            })
             .map_err(AuditError::Spawn)?;
         Ok(AuditWriter {
             tx: Some(tx),
@@ -242,6 +252,15 @@ impl AuditWriter {
     /// What was repaired on start (a damaged last line set aside), for the operator's log.
     pub fn notice(&self) -> Option<&str> {
         self.notice.as_deref()
+    }
+
+    /// Whether the writer thread runs under `SCHED_IDLE` (`writer_priority = "idle"`); None
+    /// until the thread has started.
+    pub fn writer_is_idle(&self) -> Option<bool> {
+        match self.shared.idle.load(Ordering::Acquire) {
+            -1 => None,
+            v => Some(v == 1),
+        }
     }
 
     /// `(seq, hash)` of the last flushed record: anchor it elsewhere to detect tail truncation.
@@ -560,6 +579,32 @@ impl FileSink {
         set_aside(&self.path)?;
         *self = Self::open(self.path.clone(), self.max)?;
         Ok(())
+    }
+}
+
+/// `SCHED_IDLE` for the calling thread (best effort: the thread stays as it is where the call
+/// is refused or unsupported). Lowering one's own priority needs no privilege.
+fn set_idle_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadSchedulePolicy,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        let _ = set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle);
+    }
+}
+
+/// Whether the calling thread runs under `SCHED_IDLE`.
+fn is_idle_priority() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{thread_schedule_policy, NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        matches!(thread_schedule_policy(), Ok(ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
     }
 }
 
