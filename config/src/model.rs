@@ -539,7 +539,7 @@ pub enum AuditWriterPriority {
 }
 
 /// Audit log settings.
-#[derive(Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct AuditConfig {
     /// File sink path; "-" or absent with sink = "stdout" writes to stdout.
     #[serde(default)]
@@ -562,24 +562,34 @@ pub struct AuditConfig {
     /// Secret that keys the hashed Redis key names of audit records (HMAC-SHA-256). Unset:
     /// plain SHA-256, which a dictionary of likely key names can reverse.
     #[serde(default)]
-    pub fingerprint_key: Option<String>,
+    pub fingerprint_key: Option<Secret>,
     /// Scheduling of the writer thread. Default normal.
     #[serde(default)]
     pub writer_priority: AuditWriterPriority,
 }
 
-impl std::fmt::Debug for AuditConfig {
+/// A secret from the configuration: deserialises from a string, prints as `***` in debug
+/// output (logs, `dgf check`), so a struct holding one can derive `Debug` safely.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself (use it, never log it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditConfig")
-            .field("path", &self.path)
-            .field("sink", &self.sink)
-            .field("overflow", &self.overflow)
-            .field("include_literals", &self.include_literals)
-            .field("max_file_bytes", &self.max_file_bytes)
-            .field("queue", &self.queue)
-            .field("fingerprint_key", &self.fingerprint_key.as_ref().map(|_| "***"))
-            .field("writer_priority", &self.writer_priority)
-            .finish()
+        f.write_str("***")
     }
 }
 

@@ -627,7 +627,7 @@ fn audit_and_server_checks() {
     assert!(has(&e, "audit.fingerprint_key", "at least 16 bytes"), "{e:?}");
     let c = ok("[audit]\nsink = \"stdout\"\nfingerprint_key = \"0123456789abcdef-secret\"\n");
     let a = c.audit.unwrap();
-    assert_eq!(a.fingerprint_key.as_deref(), Some("0123456789abcdef-secret"));
+    assert_eq!(a.fingerprint_key.as_ref().map(Secret::expose), Some("0123456789abcdef-secret"));
     // The secret never shows in debug output (logs, `dgf check`).
     assert!(!format!("{a:?}").contains("secret"), "{a:?}");
     assert_eq!(a.writer_priority, AuditWriterPriority::Normal);

@@ -429,7 +429,7 @@ impl Validator<'_> {
         if a.max_file_bytes == Some(0) {
             self.err("audit.max_file_bytes", "must be >= 1");
         }
-        if a.fingerprint_key.as_ref().is_some_and(|k| k.len() < 16) {
+        if a.fingerprint_key.as_ref().is_some_and(|k| k.expose().len() < 16) {
             self.err("audit.fingerprint_key", "must be at least 16 bytes");
         }
     }

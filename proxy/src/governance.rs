@@ -68,7 +68,7 @@ impl Governance {
         Ok(Self {
             analyzer: Analyzer::new(ANALYSIS_CACHE),
             audit,
-            key_mac: match cfg.audit.as_ref().and_then(|a| a.fingerprint_key.as_deref()) {
+            key_mac: match cfg.audit.as_ref().and_then(|a| a.fingerprint_key.as_ref().map(dgf_config::Secret::expose)) {
                 Some(k) => Some(KeyMac::new_from_slice(k.as_bytes()).map_err(|_| {
                     GovernanceError::Audit(dgf_rules::audit::AuditError::Config(
                         "fingerprint_key cannot key HMAC-SHA-256".into(),
