@@ -232,16 +232,6 @@ fn key_hash<'a>(key: &[u8], mac: Option<&KeyMac>, out: &'a mut [u8; 16]) -> &'a 
     std::str::from_utf8(out).unwrap_or_default()
 }
 
-/// Key fingerprint for audit: the key itself with `include_literals`, else a short (keyed)
-/// hash.
-pub fn key_label(key: &[u8], literals: bool, mac: Option<&KeyMac>) -> String {
-    if literals {
-        return format!("redis:{}", String::from_utf8_lossy(key));
-    }
-    let mut hex = [0u8; 16];
-    format!("redis:#{}", key_hash(key, mac, &mut hex))
-}
-
 /// One reading of the clocks, shared by every command of a client batch: a command's audit
 /// `time` and the start of its `duration_us` are when dgf read the batch that carried it
 /// (two clock reads per batch instead of per command).
@@ -475,20 +465,45 @@ mod tests {
     #[test]
     fn key_fingerprints_are_keyed_when_a_key_is_set() {
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let dir = tempfile::tempdir().unwrap();
+        // The fingerprint `check` writes into a GET's audit record, under a governance started
+        // from `[audit]` with `include_literals` and, if given, `fingerprint_key`.
+        let key_label = |key: &[u8], literals: bool, secret: Option<&str>| {
+            let path = dir.path().join(format!("a{}.jsonl", next_file_number()));
+            let mut toml = format!("[audit]\npath = \"{}\"\ninclude_literals = {literals}\n", path.display());
+            if let Some(k) = secret {
+                toml.push_str(&format!("fingerprint_key = \"{k}\"\n"));
+            }
+            let cfg = dgf_config::parse_str(&toml, "t.toml", &|_| None).expect("config");
+            let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
+            let gov = Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
+            let g = GovCtx::new(&policy, "r", &[], &gov).expect("auditing");
+            let mut out = Vec::new();
+            let _ = check(&g, &[b"GET", key], 0, Clock::now(), &mut out);
+            let text = format!("{{\"x\":0{}}}", String::from_utf8(out).unwrap());
+            let rec: serde_json::Value = serde_json::from_str(&text).unwrap();
+            rec["objects"][0].as_str().unwrap().to_owned()
+        };
         let plain = key_label(b"user:1001", false, None);
         assert_eq!(plain, format!("redis:#{}", &hex(&Sha256::digest(b"user:1001"))[..16]));
-        let mac = KeyMac::new_from_slice(b"0123456789abcdef").unwrap();
-        let keyed = key_label(b"user:1001", false, Some(&mac));
-        let mut want = mac.clone();
+        let secret = "0123456789abcdef";
+        let keyed = key_label(b"user:1001", false, Some(secret));
+        let mut want = KeyMac::new_from_slice(secret.as_bytes()).unwrap();
         want.update(b"user:1001");
         let want = hex(&want.finalize().into_bytes());
         assert_eq!(keyed, format!("redis:#{}", &want[..16]));
         assert_ne!(keyed, plain);
         // Stable for one key (so records still correlate), different under another.
-        assert_eq!(key_label(b"user:1001", false, Some(&mac)), keyed);
-        let other = KeyMac::new_from_slice(b"fedcba9876543210").unwrap();
-        assert_ne!(key_label(b"user:1001", false, Some(&other)), keyed);
-        assert_eq!(key_label(b"user:1001", true, Some(&mac)), "redis:user:1001");
+        assert_eq!(key_label(b"user:1001", false, Some(secret)), keyed);
+        assert_ne!(key_label(b"user:1001", false, Some("fedcba9876543210")), keyed);
+        assert_eq!(key_label(b"user:1001", true, Some(secret)), "redis:user:1001");
+    }
+
+    /// A distinct file name per writer in one test.
+    fn next_file_number() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
     }
 
     #[test]
