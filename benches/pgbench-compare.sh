@@ -28,6 +28,7 @@
 #   KEEP_DB=1                  keep the dgf_bench database afterwards
 #   PGPORT=5432                port of the local Postgres (host is always 127.0.0.1)
 #   DGF_WORKERS=0              dgf `server.workers` (0 = one per core, 1 = single-threaded)
+#   AUDIT_PRIORITY=auto        dgfgov `audit.writer_priority` (auto | normal | idle)
 #
 # Every address used is 127.0.0.1. Everything the script starts is stopped on
 # exit, and every wait is bounded in time.
@@ -286,7 +287,7 @@ EOF
     printf '\n[guards]\ncopy_program = false\nset_role = false\nfunctions = false\n' >>"$cfg"
   else
     {
-      printf '\n[audit]\npath = "%s"\n' "$OUT_DIR/$t-audit.jsonl"
+      printf '\n[audit]\npath = "%s"\nwriter_priority = "%s"\n' "$OUT_DIR/$t-audit.jsonl" "${AUDIT_PRIORITY:-auto}"
       printf '\n[[labels]]\nname = "pii"\nmatch = ["public.customers.email", "public.customers.ssn", "public.customers.card"]\n'
       printf '\n[[rules]]\nname = "mask pii"\nroles = ["app"]\naction = "mask"\nlabels = ["pii"]\nwith = "redact"\n'
       printf '\n[[rules]]\nname = "no drop"\naction = "deny"\nstatements = ["drop", "truncate"]\n'

@@ -11,7 +11,7 @@
 #   PIPELINES="1 16"    pipeline depths
 #   POOL=4              dgf pool.size
 #   AUDIT=1             dgf writes an audit record per command (0: off)
-#   AUDIT_PRIORITY=normal  dgf `audit.writer_priority` (normal | idle: SCHED_IDLE writer thread)
+#   AUDIT_PRIORITY=auto  dgf `audit.writer_priority` (auto | normal | idle; see docs/configuration.md)
 #   DGF_WORKERS=0       dgf `server.workers` (0 = one per core, 1 = single-threaded)
 #   REDIS_THREADS=1     dgf `server.redis_threads` (event-loop threads of the Redis routes)
 #   HAPROXY=1           also run HAProxy in `mode tcp` (one thread, no multiplexing, parses
@@ -63,7 +63,7 @@ trap cleanup EXIT
 
 DGF_PORT=$(free_port); ADMIN_PORT=$(free_port)
 AUDIT_TOML=""
-[[ $AUDIT == 1 ]] && AUDIT_TOML=$(printf '[audit]\npath = "%s/audit.jsonl"\nwriter_priority = "%s"' "$OUT_DIR" "${AUDIT_PRIORITY:-normal}")
+[[ $AUDIT == 1 ]] && AUDIT_TOML=$(printf '[audit]\npath = "%s/audit.jsonl"\nwriter_priority = "%s"' "$OUT_DIR" "${AUDIT_PRIORITY:-auto}")
 cat >"$OUT_DIR/dgf.toml" <<TOML
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"

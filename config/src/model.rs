@@ -529,12 +529,16 @@ pub enum AuditOverflow {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditWriterPriority {
-    /// Like every other thread (default): a fair share of the CPU under any load.
+    /// Default: the writer runs under `SCHED_IDLE` (Linux), on cores nothing else wants, and a
+    /// normal-priority rescuer thread takes over whenever it falls 100 ms behind, so it never
+    /// starves. Where `SCHED_IDLE` is not available it runs as `normal`.
     #[default]
+    Auto,
+    /// Like every other thread: a fair share of the CPU under any load, and bursts of audit
+    /// work that preempt the threads relaying traffic.
     Normal,
-    /// `SCHED_IDLE` (Linux): runs only on a core nothing else wants, and yields to any other
-    /// thread at once. For hosts with CPU to spare: under a sustained CPU hog the writer falls
-    /// behind and `overflow` applies.
+    /// `SCHED_IDLE` (Linux) without the rescuer: for hosts with CPU to spare. Under a sustained
+    /// CPU hog the writer falls behind and `overflow` applies.
     Idle,
 }
 
@@ -563,7 +567,7 @@ pub struct AuditConfig {
     /// plain SHA-256, which a dictionary of likely key names can reverse.
     #[serde(default)]
     pub fingerprint_key: Option<Secret>,
-    /// Scheduling of the writer thread. Default normal.
+    /// Scheduling of the writer thread. Default auto.
     #[serde(default)]
     pub writer_priority: AuditWriterPriority,
 }

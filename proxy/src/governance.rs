@@ -32,6 +32,7 @@ pub struct Governance {
     rule_hits: IntCounterVec,
     decisions: IntCounterVec,
     audit_records: IntGaugeVec,
+    audit_rescues: prometheus::IntGauge,
 }
 
 /// HMAC-SHA-256 keyed with `[audit] fingerprint_key`: hashes key names in audit records.
@@ -45,7 +46,18 @@ impl Governance {
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| format!("dgf-{}", std::process::id()));
         let audit = match &cfg.audit {
-            Some(a) => Some(AuditWriter::start(a, &instance)?),
+            Some(a) => {
+                let w = AuditWriter::start(a, &instance)?;
+                use dgf_config::AuditWriterPriority as P;
+                let got = w.wait_writer_priority(std::time::Duration::from_secs(1));
+                if matches!(a.writer_priority, P::Idle | P::Auto) && got == Some(P::Normal) {
+                    tracing::warn!(
+                        writer_priority = ?a.writer_priority,
+                        "SCHED_IDLE is not available for the audit writer; it runs at normal priority"
+                    );
+                }
+                Some(w)
+            }
             None => None,
         };
         let rule_hits = IntCounterVec::new(
@@ -65,6 +77,12 @@ impl Governance {
             let _ = registry.register(m);
         }
         let _ = registry.register(Box::new(audit_records.clone()));
+        let audit_rescues = prometheus::IntGauge::new(
+            "dgf_audit_writer_rescues",
+            "Times the normal-priority rescuer took the audit chain over from the idle writer (it lagged)",
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(audit_rescues.clone()));
         Ok(Self {
             analyzer: Analyzer::new(ANALYSIS_CACHE),
             audit,
@@ -80,6 +98,7 @@ impl Governance {
             rule_hits,
             decisions,
             audit_records,
+            audit_rescues,
         })
     }
 
@@ -174,6 +193,7 @@ impl Governance {
         if let Some(w) = &self.audit {
             self.audit_records.with_label_values(&["written"]).set(w.written() as i64);
             self.audit_records.with_label_values(&["dropped"]).set(w.dropped() as i64);
+            self.audit_rescues.set(w.rescues() as i64);
         }
     }
 }

@@ -278,9 +278,15 @@ fn audit_and_server_checks() {
     assert_eq!(a.fingerprint_key.as_ref().map(Secret::expose), Some("0123456789abcdef-secret"));
     // The secret never shows in debug output (logs, `dgf check`).
     assert!(!format!("{a:?}").contains("secret"), "{a:?}");
-    assert_eq!(a.writer_priority, AuditWriterPriority::Normal);
-    let c = ok("[audit]\nsink = \"stdout\"\nwriter_priority = \"idle\"\n");
-    assert_eq!(c.audit.map(|a| a.writer_priority), Some(AuditWriterPriority::Idle));
+    assert_eq!(a.writer_priority, AuditWriterPriority::Auto);
+    for (text, want) in [
+        ("idle", AuditWriterPriority::Idle),
+        ("normal", AuditWriterPriority::Normal),
+        ("auto", AuditWriterPriority::Auto),
+    ] {
+        let c = ok(&format!("[audit]\nsink = \"stdout\"\nwriter_priority = \"{text}\"\n"));
+        assert_eq!(c.audit.map(|a| a.writer_priority), Some(want));
+    }
     let e = errs("[audit]\nsink = \"stdout\"\nwriter_priority = \"realtime\"\n");
     assert!(has(&e, "audit.writer_priority", "unknown variant `realtime`"), "{e:?}");
 }

@@ -54,6 +54,7 @@ mod pretty;
 pub mod raw;
 mod resume;
 mod verify;
+mod worker;
 mod writer;
 
 #[cfg(test)]

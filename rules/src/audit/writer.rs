@@ -6,13 +6,14 @@ use super::chain::{seal, seal_raw};
 use super::raw::RawBatch;
 use super::resume::{resume, Resume};
 use super::verify::rotated_name;
+use super::worker::{spawn, Worker};
 use super::{file_stamp, now_rfc3339, rfc3339_utc, AuditError, AuditEvent};
 use dgf_config::{AuditConfig, AuditOverflow, AuditWriterPriority};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,10 +24,6 @@ pub const DEFAULT_QUEUE: usize = 65_536;
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 /// Buffered records reach the OS at most this long after they were written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// While events flow, the writer naps this long when the queue is empty...
-const BUSY_NAP: Duration = Duration::from_millis(10);
-/// ...this many times in a row before it goes back to a blocking wait.
-const BUSY_NAPS: u32 = 10;
 
 pub(crate) const WRITE_BUFFER: usize = 64 * 1024;
 
@@ -45,24 +42,33 @@ pub struct AuditStats {
     pub failure: Option<String>,
 }
 
-enum Msg {
+pub(crate) enum Msg {
     Event(Box<AuditEvent>),
     Batch(RawBatch),
     Shutdown,
 }
 
 #[derive(Debug)]
-struct Shared {
-    written: AtomicU64,
-    dropped: AtomicU64,
+pub(crate) struct Shared {
+    pub(crate) written: AtomicU64,
+    pub(crate) dropped: AtomicU64,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
     tip: Mutex<(u64, String)>,
-    /// Whether the writer thread runs under `SCHED_IDLE` (1) or not (0), once it started.
-    idle: std::sync::atomic::AtomicI32,
+    /// Records handed to the queue, and records taken off it (written or counted as lost):
+    /// the rescuer's view of the backlog.
+    pub(crate) queued: AtomicU64,
+    pub(crate) taken: AtomicU64,
+    /// Times the rescuer took over from an idle writer.
+    pub(crate) rescues: AtomicU64,
+    /// The writer thread's policy once it started (`AuditWriterPriority as i32`), -1 before.
+    pub(crate) policy: AtomicI32,
     /// Tests hold this to stall the writer thread between messages.
     #[cfg(test)]
-    pause: Mutex<()>,
+    pub(crate) pause: Mutex<()>,
+    /// Tests set this to keep an idle writer off the CPU (as a busy host would).
+    #[cfg(test)]
+    pub(crate) stall_idle: AtomicBool,
 }
 
 impl Shared {
@@ -86,7 +92,9 @@ impl Shared {
 #[derive(Debug)]
 pub struct AuditWriter {
     tx: Option<SyncSender<Msg>>,
-    thread: Option<JoinHandle<()>>,
+    /// The writer thread, then the rescuer (if any).
+    threads: Vec<JoinHandle<()>>,
+    worker: Option<Arc<Worker>>,
     shared: Arc<Shared>,
     drop_on_full: bool,
     notice: Option<String>,
@@ -127,9 +135,14 @@ impl AuditWriter {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             tip: Mutex::new((resume.seq, resume.hash.clone())),
-            idle: std::sync::atomic::AtomicI32::new(-1),
+            queued: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            rescues: AtomicU64::new(0),
+            policy: AtomicI32::new(-1),
             #[cfg(test)]
             pause: Mutex::new(()),
+            #[cfg(test)]
+            stall_idle: AtomicBool::new(false),
         });
         let mut instance_json = Vec::new();
         super::json::string(&mut instance_json, instance);
@@ -159,20 +172,12 @@ impl AuditWriter {
             state.flush()?;
         }
         let (tx, rx) = sync_channel(queue);
-        let priority = cfg.writer_priority;
-        let thread = std::thread::Builder::new()
-            .name("dgf-audit".into())
-            .spawn(move || {
-                if priority == AuditWriterPriority::Idle {
-                    set_idle_priority();
-                }
-                state.shared.idle.store(if is_idle_priority() { 1 } else { 0 }, Ordering::Release);
-                state.run(&rx)
-            })
-            .map_err(AuditError::Spawn)?;
+        let worker = Worker::new(state, rx);
+        let threads = spawn(&worker, cfg.writer_priority).map_err(AuditError::Spawn)?;
         Ok(AuditWriter {
             tx: Some(tx),
-            thread: Some(thread),
+            threads,
+            worker: Some(worker),
             shared,
             drop_on_full: cfg.overflow == AuditOverflow::Drop,
             notice: resume.notice,
@@ -219,6 +224,7 @@ impl AuditWriter {
             tx.send(msg).is_ok()
         };
         if sent {
+            self.shared.queued.fetch_add(n, Ordering::Release);
             Ok(())
         } else {
             Err(self.lost_n(n))
@@ -254,13 +260,29 @@ impl AuditWriter {
         self.notice.as_deref()
     }
 
-    /// Whether the writer thread runs under `SCHED_IDLE` (`writer_priority = "idle"`); None
-    /// until the thread has started.
-    pub fn writer_is_idle(&self) -> Option<bool> {
-        match self.shared.idle.load(Ordering::Acquire) {
-            -1 => None,
-            v => Some(v == 1),
+    /// The scheduling the writer thread really runs under: `Idle` where `SCHED_IDLE` was asked
+    /// for (`"idle"`, `"auto"`) and granted, `Normal` otherwise; None until it started.
+    pub fn writer_priority(&self) -> Option<AuditWriterPriority> {
+        [AuditWriterPriority::Normal, AuditWriterPriority::Idle]
+            .into_iter()
+            .find(|p| *p as i32 == self.shared.policy.load(Ordering::Acquire))
+    }
+
+    /// Waits (up to `timeout`) for the writer thread to start, then returns
+    /// [`writer_priority`](Self::writer_priority).
+    pub fn wait_writer_priority(&self, timeout: Duration) -> Option<AuditWriterPriority> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.writer_priority() {
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                got => return got,
+            }
         }
+    }
+
+    /// Times the normal-priority rescuer took the chain over from an idle writer that lagged.
+    pub fn rescues(&self) -> u64 {
+        self.shared.rescues.load(Ordering::Relaxed)
     }
 
     /// `(seq, hash)` of the last flushed record: anchor it elsewhere to detect tail truncation.
@@ -280,9 +302,19 @@ impl AuditWriter {
             // Err only when the thread is already gone; joining reports why.
             let _ = tx.send(Msg::Shutdown);
         }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
+        let mut threads = std::mem::take(&mut self.threads).into_iter();
+        if let Some(writer) = threads.next() {
+            if writer.join().is_err() {
                 self.shared.fail("the audit writer thread panicked".into());
+            }
+        }
+        // The writer lets the rescuer go when it is done; if it panicked, do it here.
+        if let Some(worker) = self.worker.take() {
+            worker.finish();
+        }
+        for t in threads {
+            if t.join().is_err() {
+                self.shared.fail("the audit rescuer thread panicked".into());
             }
         }
     }
@@ -294,6 +326,16 @@ impl AuditWriter {
     pub(crate) fn pause(&self) -> std::sync::MutexGuard<'_, ()> {
         self.shared.pause.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Keeps an idle writer from taking the next step (the rescuer is not stalled).
+    pub(crate) fn stall_idle_writer(&self, on: bool) {
+        self.shared.stall_idle.store(on, Ordering::Release);
+    }
+
+    /// The threads behind this writer (writer, rescuer).
+    pub(crate) fn threads_for_test(&self) -> usize {
+        self.threads.len()
+    }
 }
 
 impl Drop for AuditWriter {
@@ -303,7 +345,7 @@ impl Drop for AuditWriter {
 }
 
 /// The writer thread's state.
-struct State {
+pub(crate) struct State {
     sink: Sink,
     seq: u64,
     hash: String,
@@ -319,93 +361,18 @@ struct State {
     include_literals: bool,
     /// Records written to the buffer since the last flush.
     pending: u64,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl State {
-    /// Block while idle; while events flow, drain the queue without blocking and nap briefly
-    /// when it is empty, so a busy proxy never pays a thread wake-up per event (the writer
-    /// blocked in `recv` would be woken by every `send`).
-    fn run(mut self, rx: &Receiver<Msg>) {
-        let mut deadline: Option<Instant> = None;
-        let result = 'outer: loop {
-            let mut msg = match deadline {
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
-            };
-            loop {
-                #[cfg(test)]
-                drop(self.shared.pause.lock().unwrap_or_else(PoisonError::into_inner));
-                match msg {
-                    Ok(m @ (Msg::Event(_) | Msg::Batch(_))) => {
-                        let written = match m {
-                            Msg::Event(ev) => self.write_event(*ev).map_err(|e| (e, 1)),
-                            Msg::Batch(b) => self.write_batch(&b),
-                            Msg::Shutdown => Ok(()),
-                        };
-                        if let Err((e, lost)) = written {
-                            self.shared.dropped.fetch_add(lost, Ordering::Relaxed);
-                            break 'outer Err(e);
-                        }
-                        let now = Instant::now();
-                        match deadline {
-                            None => deadline = Some(now + FLUSH_INTERVAL),
-                            Some(d) if now >= d => {
-                                deadline = None;
-                                if let Err(e) = self.flush() {
-                                    break 'outer Err(e);
-                                }
-                            }
-                            Some(_) => {}
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {
-                        deadline = None;
-                        if let Err(e) = self.flush() {
-                            break 'outer Err(e);
-                        }
-                        continue 'outer;
-                    }
-                    Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                        break 'outer self.flush().and_then(|()| self.sync());
-                    }
-                }
-                let mut naps = 0;
-                msg = loop {
-                    match rx.try_recv() {
-                        Ok(m) => break Ok(m),
-                        Err(TryRecvError::Disconnected) => break Err(RecvTimeoutError::Disconnected),
-                        Err(TryRecvError::Empty) if naps < BUSY_NAPS => {
-                            naps += 1;
-                            // Keep the FLUSH_INTERVAL promise while napping on an empty queue.
-                            if deadline.is_some_and(|d| Instant::now() >= d) {
-                                deadline = None;
-                                if let Err(e) = self.flush() {
-                                    break 'outer Err(e);
-                                }
-                            }
-                            std::thread::sleep(BUSY_NAP);
-                        }
-                        Err(TryRecvError::Empty) => continue 'outer,
-                    }
-                };
-            }
-        };
-        if let Err(e) = result {
-            self.shared.dropped.fetch_add(std::mem::take(&mut self.pending), Ordering::Relaxed);
-            self.shared.fail(e.to_string());
-            // Keep receiving so blocked callers wake up and every lost event is counted.
-            for msg in rx.iter() {
-                match msg {
-                    Msg::Event(_) => self.shared.dropped.fetch_add(1, Ordering::Relaxed),
-                    Msg::Batch(b) => self.shared.dropped.fetch_add(b.len() as u64, Ordering::Relaxed),
-                    Msg::Shutdown => break,
-                };
-            }
-        }
+    /// The sink failed: count what is lost (`lost` plus the records buffered since the last
+    /// flush) and record why; [`AuditWriter::record`] refuses from now on.
+    pub(crate) fn fail(&mut self, e: AuditError, lost: u64) {
+        self.shared.dropped.fetch_add(lost + std::mem::take(&mut self.pending), Ordering::Relaxed);
+        self.shared.fail(e.to_string());
     }
 
-    fn write_event(&mut self, mut ev: AuditEvent) -> Result<(), AuditError> {
+    pub(crate) fn write_event(&mut self, mut ev: AuditEvent) -> Result<(), AuditError> {
         ev.seq = self.seq + 1;
         ev.prev_hash.clear();
         if self.sink.at_start() {
@@ -441,10 +408,11 @@ impl State {
         Ok(())
     }
 
-    /// Chain and write every record of `batch`; on error, the records not written.
-    fn write_batch(&mut self, batch: &RawBatch) -> Result<(), (AuditError, u64)> {
-        let mut left = batch.len() as u64;
-        for (millis, fields) in batch.records() {
+    /// Chain and write records `from..end` of `batch`; on error, the records of that range
+    /// not written.
+    pub(crate) fn write_batch(&mut self, batch: &RawBatch, from: usize, end: usize) -> Result<(), (AuditError, u64)> {
+        let mut left = end.saturating_sub(from) as u64;
+        for (millis, fields) in batch.records().skip(from).take(end.saturating_sub(from)) {
             if self.clock.0 != millis {
                 self.clock = (millis, rfc3339_utc(UNIX_EPOCH + Duration::from_millis(millis)));
             }
@@ -465,7 +433,7 @@ impl State {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), AuditError> {
+    pub(crate) fn flush(&mut self) -> Result<(), AuditError> {
         self.sink.flush()?;
         self.shared.written.fetch_add(std::mem::take(&mut self.pending), Ordering::Relaxed);
         let mut tip = self.shared.tip.lock().unwrap_or_else(PoisonError::into_inner);
@@ -474,7 +442,7 @@ impl State {
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), AuditError> {
+    pub(crate) fn sync(&mut self) -> Result<(), AuditError> {
         match &mut self.sink {
             Sink::File(f) => f.sync(),
             Sink::Stdout { .. } => Ok(()),
@@ -579,32 +547,6 @@ impl FileSink {
         set_aside(&self.path)?;
         *self = Self::open(self.path.clone(), self.max)?;
         Ok(())
-    }
-}
-
-/// `SCHED_IDLE` for the calling thread (best effort: the thread stays as it is where the call
-/// is refused or unsupported). Lowering one's own priority needs no privilege.
-fn set_idle_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{
-            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadSchedulePolicy,
-        };
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        let _ = set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle);
-    }
-}
-
-/// Whether the calling thread runs under `SCHED_IDLE`.
-fn is_idle_priority() -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{thread_schedule_policy, NormalThreadSchedulePolicy, ThreadSchedulePolicy};
-        matches!(thread_schedule_policy(), Ok(ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
     }
 }
 
