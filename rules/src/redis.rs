@@ -40,6 +40,10 @@ pub struct CommandInfo {
     pub classes: &'static [&'static str],
     /// Key positions.
     pub keys: KeySpec,
+    /// The command's audit fields `,"kind":"<first class>","fingerprint":"<NAME>"`, rendered
+    /// once with the table, which lives as long as the process (a session appends them to each
+    /// record of this command).
+    pub audit_head: &'static [u8],
 }
 
 use KeySpec::*;
@@ -163,7 +167,17 @@ type Table = HashMap<&'static str, CommandInfo, std::hash::BuildHasherDefault<Fn
 
 fn table() -> &'static Table {
     static T: OnceLock<Table> = OnceLock::new();
-    T.get_or_init(|| TABLE.iter().map(|&(name, classes, keys)| (name, CommandInfo { name, classes, keys })).collect())
+    T.get_or_init(|| {
+        TABLE
+            .iter()
+            .map(|&(name, classes, keys)| {
+                let mut head = Vec::new();
+                crate::audit::raw::field_str(&mut head, "kind", classes.first().copied().unwrap_or_default());
+                crate::audit::raw::field_str(&mut head, "fingerprint", &name.to_ascii_uppercase());
+                (name, CommandInfo { name, classes, keys, audit_head: Box::leak(head.into_boxed_slice()) })
+            })
+            .collect()
+    })
 }
 
 /// Look up a command by name (any case).
@@ -356,6 +370,17 @@ pub fn value_use(argv: &[&[u8]]) -> ValueUse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_heads_name_the_first_class_and_the_upper_case_name() {
+        for &(name, classes, _) in TABLE {
+            let info = lookup(name.as_bytes()).unwrap();
+            let text = format!("{{\"x\":0{}}}", std::str::from_utf8(info.audit_head).unwrap());
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["kind"], classes.first().copied().unwrap_or_default(), "{name}");
+            assert_eq!(v["fingerprint"], name.to_uppercase(), "{name}");
+        }
+    }
 
     fn k<'a>(args: &[&'a str]) -> Vec<&'a str> {
         let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();

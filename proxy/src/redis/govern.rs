@@ -332,12 +332,21 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<u8>)
         let at = out.len();
         let mut nbuf = [0u8; 10];
         raw::field_str(out, "database", decimal(db, &mut nbuf));
-        raw::field_str(out, "kind", kinds.get(1).copied().unwrap_or_default());
-        let mut ubuf = [0u8; 32];
-        // ASCII (every command of the table): the name upper-cased; else as Unicode does it.
-        match commands::upper(name, &mut ubuf).filter(|u| u.is_ascii()).and_then(|u| std::str::from_utf8(u).ok()) {
-            Some(upper) => raw::field_str(out, "fingerprint", upper),
-            None => raw::field_str(out, "fingerprint", &kinds[0].to_uppercase()),
+        match info {
+            // Rendered once per command of the table: its first class and upper-case name.
+            Some(info) => out.extend_from_slice(info.audit_head),
+            None => {
+                raw::field_str(out, "kind", kinds.get(1).copied().unwrap_or_default());
+                let mut ubuf = [0u8; 32];
+                // ASCII: the name upper-cased; else as Unicode does it.
+                match commands::upper(name, &mut ubuf)
+                    .filter(|u| u.is_ascii())
+                    .and_then(|u| std::str::from_utf8(u).ok())
+                {
+                    Some(upper) => raw::field_str(out, "fingerprint", upper),
+                    None => raw::field_str(out, "fingerprint", &kinds[0].to_uppercase()),
+                }
+            }
         }
         if g.literals {
             let args: Vec<_> = argv.iter().map(|a| String::from_utf8_lossy(a)).collect();
@@ -363,9 +372,11 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<u8>)
         }
         raw::list_end(out);
         raw::field_str(out, "decision", crate::governance::decision(&v, plan.is_some()));
-        let names = g.policy.rule_names();
-        let rules = v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| &**n));
-        raw::field_strs_if_any(out, "rules", rules);
+        if !(v.hits.is_empty() && v.shadow.is_empty()) {
+            let names = g.policy.rule_names();
+            let rules = v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| &**n));
+            raw::field_strs_if_any(out, "rules", rules);
+        }
         AuditPart { millis: now.millis, len: out.len() - at }
     });
     Checked {
@@ -497,6 +508,38 @@ mod tests {
         assert_eq!(key_label(b"user:1001", false, Some(secret)), keyed);
         assert_ne!(key_label(b"user:1001", false, Some("fedcba9876543210")), keyed);
         assert_eq!(key_label(b"user:1001", true, Some(secret)), "redis:user:1001");
+    }
+
+    #[test]
+    fn audit_kind_and_fingerprint_of_known_and_unknown_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let toml = format!("[audit]\npath = \"{}\"\n", path.display());
+        let cfg = dgf_config::parse_str(&toml, "t.toml", &|_| None).expect("config");
+        let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
+        let gov = Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
+        let g = GovCtx::new(&policy, "r", &[], &gov).expect("auditing");
+        let part = |argv: &[&[u8]]| {
+            let mut out = Vec::new();
+            let _ = check(&g, argv, 3, Clock::now(), &mut out);
+            let text = format!("{{\"x\":0{}}}", String::from_utf8(out).unwrap());
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        };
+        // Table commands in any case: the pre-rendered head (first class, upper-case name).
+        for (argv, kind, fp) in [
+            (&[&b"gEt"[..], b"k"][..], "read", "GET"),
+            (&[&b"set"[..], b"k", b"v"][..], "write", "SET"),
+            (&[&b"FLUSHALL"[..]][..], "dangerous", "FLUSHALL"),
+            // Not in the table: rendered on the spot, and classed as unknown.
+            (&[&b"fooBar"[..], b"k"][..], "unknown", "FOOBAR"),
+            (&[&b"f\"o"[..]][..], "unknown", "F\"O"),
+        ] {
+            let rec = part(argv);
+            assert_eq!((rec["kind"].as_str(), rec["fingerprint"].as_str()), (Some(kind), Some(fp)), "{rec}");
+            assert_eq!(rec["database"], "3");
+            assert_eq!(rec["decision"], "allow");
+            assert!(rec.get("rules").is_none(), "{rec}");
+        }
     }
 
     /// A distinct file name per writer in one test.
