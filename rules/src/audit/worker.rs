@@ -61,8 +61,8 @@ pub(crate) struct Core {
 enum Step {
     /// Work left (the step limit was reached).
     More,
-    /// The queue is empty.
-    Empty,
+    /// The queue is empty; true when this step wrote something before it found it so.
+    Empty(bool),
     /// Shutdown handled, or every sender is gone.
     Done,
 }
@@ -128,11 +128,17 @@ impl Worker {
             drop(core);
             match step {
                 Step::More => naps = 0,
-                Step::Empty if naps >= BUSY_NAPS => naps = 0,
-                Step::Empty => {
+                // Events flow: nap, then look again (no wake-up per event).
+                Step::Empty(true) => {
+                    naps = 1;
+                    std::thread::sleep(BUSY_NAP);
+                }
+                Step::Empty(false) if naps < BUSY_NAPS => {
                     naps += 1;
                     std::thread::sleep(BUSY_NAP);
                 }
+                // Quiet: the next step blocks (it just did, up to the flush deadline).
+                Step::Empty(false) => {}
                 Step::Done => break,
             }
         }
@@ -196,7 +202,7 @@ impl Worker {
             let done = loop {
                 match core.step(false) {
                     Step::More => {}
-                    Step::Empty => break false,
+                    Step::Empty(_) => break false,
                     Step::Done => break true,
                 }
             };
@@ -226,6 +232,7 @@ impl Core {
         }
         let mut budget = STEP_RECORDS;
         let mut first = true;
+        let mut worked = false;
         while budget > 0 {
             let msg = if let Some((batch, from)) = self.partial.take() {
                 Ok((Msg::Batch(batch), from))
@@ -253,9 +260,12 @@ impl Core {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.flush_due();
-                    return Step::Empty;
+                    return Step::Empty(worked);
                 }
-                Ok((m, from)) => budget -= self.handle(m, from, budget),
+                Ok((m, from)) => {
+                    budget = budget.saturating_sub(self.handle(m, from, budget));
+                    worked = true;
+                }
             }
             self.flush_due();
         }
