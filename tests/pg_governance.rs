@@ -330,6 +330,9 @@ async fn shadow_metrics_and_reload() {
     assert!(metrics.contains(r#"dgf_rule_hits_total{mode="shadow",rule="watch notes"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"dgf_rule_hits_total{mode="enforce",rule="nobody drops or truncates"} 1"#), "{metrics}");
     assert!(metrics.contains("dgf_policy_decisions_total"), "{metrics}");
+    // The audit gauges, the idle writer's rescues among them (default writer_priority).
+    assert!(metrics.contains("dgf_audit_records{state=\"written\"}"), "{metrics}");
+    assert!(metrics.lines().any(|l| l.starts_with("dgf_audit_writer_rescues ")), "{metrics}");
     // Reload without the drop rule: the same session sees the new policy at its next statement.
     let text = std::fs::read_to_string(&env.dgf.config).unwrap();
     let relaxed = text.replace("statements = [\"drop\", \"truncate\"]", "statements = [\"truncate\"]");
