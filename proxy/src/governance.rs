@@ -143,6 +143,15 @@ impl Governance {
         }
     }
 
+    /// An empty audit batch with room for `bytes` bytes, reusing a buffer the writer emptied
+    /// when it can.
+    pub fn audit_batch(&self, bytes: usize) -> RawBatch {
+        match &self.audit {
+            Some(w) => w.batch(bytes),
+            None => RawBatch::with_capacity(bytes),
+        }
+    }
+
     /// Queue pre-rendered audit records (one queue send for the batch). Returns false when
     /// the writer has failed (fail closed).
     pub fn record_batch(&self, batch: RawBatch) -> bool {
@@ -368,7 +377,7 @@ impl Governance {
         let names = r.policy.map_or(&[][..], |p| p.rule_names());
         let v = &r.verdict.verdict;
         let text = r.statement.as_ref().map_or(0, String::len);
-        let mut batch = RawBatch::with_capacity(16 + 256 + head.len() + r.fingerprint.len() + text);
+        let mut batch = self.audit_batch(16 + 256 + head.len() + r.fingerprint.len() + text);
         batch.push_with(dgf_rules::audit::now_millis(), |f| {
             f.extend_from_slice(head);
             raw::field_str(f, "database", database);

@@ -4,7 +4,6 @@
 use super::govern;
 use super::session::Session;
 use dgf_protocols::redis::Limits;
-use dgf_rules::audit::RawBatch;
 
 impl Session {
     /// Queue the record of a command answered without a reply to wait for: its check-time
@@ -21,7 +20,7 @@ impl Session {
             return;
         }
         // The next batch is sized like this one: no regrowth while it fills.
-        let next = RawBatch::with_capacity(self.audit_out.bytes());
+        let next = self.shared.governance.audit_batch(self.audit_out.bytes());
         let batch = std::mem::replace(&mut self.audit_out, next);
         if !self.shared.governance.record_batch(batch) {
             self.route.metrics.error("dgf_audit");

@@ -34,6 +34,22 @@ impl RawBatch {
         Self { buf: Vec::with_capacity(bytes), n: 0 }
     }
 
+    /// Bytes the batch can hold without growing.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Room for at least `bytes` more bytes.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes);
+    }
+
+    /// Forget every record, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.n = 0;
+    }
+
     /// Bytes the batch holds.
     pub fn bytes(&self) -> usize {
         self.buf.len()

@@ -663,3 +663,35 @@ fn a_starved_idle_writer_is_rescued_at_normal_priority() {
     assert_eq!((stats.written, stats.dropped, stats.last_seq), (201, 0, 201));
     assert!(verify(&[path]).unwrap().is_ok());
 }
+
+#[test]
+fn written_batches_hand_their_buffers_back_for_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let w = AuditWriter::start(&cfg(&path, 16, DEFAULT_MAX_FILE_BYTES, AuditOverflow::Block), "test-1").unwrap();
+    let fields = raw_fields(&ev(1));
+    // A fresh writer has nothing spare: the batch is new, sized as asked.
+    let mut first = w.batch(8 * fields.len());
+    let room = first.capacity();
+    for _ in 0..8 {
+        first.push(now_millis(), &[&fields]);
+    }
+    // Too big to keep: freed, not hoarded.
+    let mut big = w.batch(2 << 20);
+    big.push(now_millis(), &[&fields]);
+    w.record_batch(first).unwrap();
+    w.record_batch(big).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w.written() < 9 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(w.written(), 9);
+    let again = w.batch(16);
+    assert!(again.is_empty() && again.bytes() == 0 && again.capacity() >= room, "{}", again.capacity());
+    assert!(again.capacity() < 1 << 20, "the 2 MiB buffer was kept");
+    // Only one was kept: the next is new.
+    assert_eq!(w.batch(16).capacity(), 16);
+    let stats = w.shutdown();
+    assert_eq!((stats.written, stats.dropped), (9, 0));
+    assert!(verify(std::slice::from_ref(&path)).unwrap().is_ok());
+}

@@ -311,6 +311,8 @@ impl Core {
                 }
                 if end < b.len() {
                     self.partial = Some((b, end));
+                } else {
+                    self.state.shared.recycle(b);
                 }
                 end - from
             }

@@ -26,6 +26,9 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 pub(crate) const WRITE_BUFFER: usize = 64 * 1024;
+/// Emptied batch buffers kept for reuse, and the largest kept.
+const SPARE_BATCHES: usize = 256;
+const SPARE_BATCH_BYTES: usize = 1 << 20;
 
 /// Counters and chain tip, as returned by [`AuditWriter::shutdown`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,9 @@ pub(crate) struct Shared {
     pub(crate) rescues: AtomicU64,
     /// The writer thread's policy once it started (`AuditWriterPriority as i32`), -1 before.
     pub(crate) policy: AtomicI32,
+    /// Emptied batch buffers handed back by the writer for callers to fill again: a busy
+    /// session reuses warm memory instead of allocating (and faulting in) a buffer per batch.
+    spare: Mutex<Vec<RawBatch>>,
     /// Tests hold this to stall the writer thread between messages.
     #[cfg(test)]
     pub(crate) pause: Mutex<()>,
@@ -74,6 +80,19 @@ pub(crate) struct Shared {
 impl Shared {
     fn failure(&self) -> Option<String> {
         self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Keep `batch`'s buffer for [`AuditWriter::batch`] (within [`SPARE_BATCHES`] buffers of
+    /// at most [`SPARE_BATCH_BYTES`] each; others are freed).
+    pub(crate) fn recycle(&self, mut batch: RawBatch) {
+        if batch.capacity() > SPARE_BATCH_BYTES {
+            return;
+        }
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        if spare.len() < SPARE_BATCHES {
+            batch.clear();
+            spare.push(batch);
+        }
     }
 
     fn fail(&self, why: String) {
@@ -139,6 +158,7 @@ impl AuditWriter {
             taken: AtomicU64::new(0),
             rescues: AtomicU64::new(0),
             policy: AtomicI32::new(-1),
+            spare: Mutex::new(Vec::new()),
             #[cfg(test)]
             pause: Mutex::new(()),
             #[cfg(test)]
@@ -195,6 +215,19 @@ impl AuditWriter {
             return Err(self.lost());
         }
         self.send(Msg::Event(Box::new(ev)), 1)
+    }
+
+    /// An empty batch with room for at least `bytes` bytes, on a buffer the writer has emptied
+    /// when one is spare (fill it and hand it to [`record_batch`](Self::record_batch)).
+    pub fn batch(&self, bytes: usize) -> RawBatch {
+        let spare = self.shared.spare.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        match spare {
+            Some(mut b) => {
+                b.reserve(bytes);
+                b
+            }
+            None => RawBatch::with_capacity(bytes),
+        }
     }
 
     /// Queues a batch of pre-rendered records (one queue slot for all of them), with the same
