@@ -11,7 +11,15 @@ impl Session {
     pub(super) fn audit_now(&mut self, a: govern::AuditPart, part: &[u8], error: Option<&str>) {
         self.audit_tail.clear();
         govern::audit_tail(&mut self.audit_tail, None, None, error);
+        self.start_audit_batch();
         self.audit_out.push(a.millis, &[&self.audit_prefix, part, &self.audit_tail]);
+    }
+
+    /// Give an empty batch without a buffer one from the writer's spares.
+    fn start_audit_batch(&mut self) {
+        if self.audit_out.is_empty() && self.audit_out.capacity() == 0 {
+            self.audit_out = self.shared.governance.audit_batch(self.audit_room.max(1024));
+        }
     }
 
     /// Hand the queued audit records to the writer (one queue send).
@@ -19,9 +27,10 @@ impl Session {
         if self.audit_out.is_empty() {
             return;
         }
-        // The next batch is sized like this one: no regrowth while it fills.
-        let next = self.shared.governance.audit_batch(self.audit_out.bytes());
-        let batch = std::mem::replace(&mut self.audit_out, next);
+        // The next batch is sized like this one (no regrowth while it fills), and taken only
+        // when it starts: an idle session holds no buffer.
+        self.audit_room = self.audit_out.bytes();
+        let batch = std::mem::take(&mut self.audit_out);
         if !self.shared.governance.record_batch(batch) {
             self.route.metrics.error("dgf_audit");
         }
@@ -49,6 +58,7 @@ impl Session {
                 let duration = now.saturating_duration_since(p.started).as_micros() as u64;
                 self.audit_tail.clear();
                 govern::audit_tail(&mut self.audit_tail, Some(out.len() as u64), Some(duration), error);
+                self.start_audit_batch();
                 let part = self.audit_fifo.get(self.audit_head..self.audit_head + a.len).unwrap_or_default();
                 self.audit_out.push(a.millis, &[&self.audit_prefix, part, &self.audit_tail]);
                 self.audit_head += a.len;

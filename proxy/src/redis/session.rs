@@ -99,8 +99,11 @@ pub struct Session {
     /// Scratch: one command's check-time fields, and the reply-time fields.
     pub(super) audit_part: Vec<u8>,
     pub(super) audit_tail: Vec<u8>,
-    /// Records not yet handed to the writer (sent once per client batch).
+    /// Records not yet handed to the writer (sent once per client batch). It holds no buffer
+    /// between batches: one is taken from the writer's spares when a batch starts.
     pub(super) audit_out: RawBatch,
+    /// Bytes of the last batch sent: the room asked for the next one.
+    pub(super) audit_room: usize,
     pub(super) per_reply: bool,
     /// The policy `gov` was built from (a reload swaps it).
     pub(super) policy_seen: Option<Arc<dgf_rules::Policy>>,
@@ -165,6 +168,7 @@ impl Session {
             audit_part: Vec::new(),
             audit_tail: Vec::new(),
             audit_out: RawBatch::new(),
+            audit_room: 0,
             per_reply: false,
             policy_seen: None,
             gate: Default::default(),

@@ -27,8 +27,8 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 pub(crate) const WRITE_BUFFER: usize = 64 * 1024;
 /// Emptied batch buffers kept for reuse, and the largest kept.
-const SPARE_BATCHES: usize = 256;
-const SPARE_BATCH_BYTES: usize = 1 << 20;
+const SPARE_BATCHES: usize = 64;
+const SPARE_BATCH_BYTES: usize = 256 << 10;
 
 /// Counters and chain tip, as returned by [`AuditWriter::shutdown`].
 #[derive(Debug, Clone, PartialEq, Eq)]
