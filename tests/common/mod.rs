@@ -238,3 +238,63 @@ pub async fn connect(port: u16, user: &str, db: &str) -> Result<tokio_postgres::
     });
     Ok(client)
 }
+
+/// How many TCP sockets process `pid` holds (open file descriptors) whose remote end is
+/// 127.0.0.1/::1 port `remote_port`, in any state: the ground truth of how many upstream
+/// connections dgf has open, with no lag from the server noticing a close.
+pub fn sockets_to(pid: u32, remote_port: u16) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.to_string_lossy();
+                if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                    inodes.insert(inode.to_string());
+                }
+            }
+        }
+    }
+    let mut n = 0;
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(inode)) = (cols.get(2), cols.get(9)) else { continue };
+            let port = remote.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if port == Some(remote_port) && inodes.contains(*inode) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Samples `sockets_to(pid, remote_port)` every 5 ms on a thread until the returned guard's
+/// `finish` is called; `finish` gives the largest count seen.
+pub struct SocketWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl SocketWatch {
+    /// Start sampling.
+    pub fn start(pid: u32, remote_port: u16) -> SocketWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut max = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                max = max.max(sockets_to(pid, remote_port));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            max
+        });
+        SocketWatch { stop, thread }
+    }
+
+    /// Stop sampling; the largest count seen.
+    pub fn finish(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(usize::MAX)
+    }
+}

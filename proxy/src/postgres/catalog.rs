@@ -3,8 +3,9 @@
 //! its query; the functions users defined; and table inheritance (partitions), so that rules on
 //! tables also reach the views, functions and partitions around them. Loaded per database in
 //! one round trip on the session's own server connection (never an extra connection: the pool
-//! cap holds), dropped after DDL or when an unknown OID shows up, and refreshed at most every
-//! [`MAX_AGE`].
+//! cap holds), dropped after DDL or when an unknown OID shows up, reloaded before a governed
+//! statement that names a relation it does not have (once per name and load), and refreshed at
+//! most every [`MAX_AGE`].
 
 use super::backend::{BackendError, ServerConn};
 use bytes::BytesMut;
@@ -44,6 +45,8 @@ const QUERY: &str = "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
      SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
      AND d.objid = p.oid AND d.deptype = 'e'); \
      SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits";
+/// Names of missing objects one catalog remembers at most.
+const MAX_MISSING: usize = 4096;
 /// Views nested deeper than this are not followed further.
 const MAX_VIEW_DEPTH: usize = 32;
 
@@ -64,6 +67,11 @@ pub struct Catalog {
     parents: HashMap<u32, Vec<u32>>,
     /// Name (`relname`) of a child -> OIDs so named, in any schema.
     child_names: HashMap<String, Vec<u32>>,
+    /// Name (`relname`) of every relation -> OIDs so named, in any schema.
+    rel_names: HashMap<String, Vec<u32>>,
+    /// Objects statements named that this catalog, freshly loaded, did not have (temporary
+    /// tables, names about to be created, typos): they do not make it reload again.
+    missing: std::sync::Mutex<std::collections::HashSet<String>>,
     /// When it was loaded.
     pub loaded: Instant,
 }
@@ -82,8 +90,33 @@ impl Catalog {
         };
         let view_names = names_of(&mut p.views.keys());
         let child_names = names_of(&mut p.parents.keys());
+        let rel_names = names_of(&mut p.tables.keys());
         let Parts { tables, views, defs, functions, parents } = p;
-        Catalog { tables, views, view_names, defs, functions, parents, child_names, loaded: Instant::now() }
+        let missing = Default::default();
+        let loaded = Instant::now();
+        Catalog { tables, views, view_names, defs, functions, parents, child_names, rel_names, missing, loaded }
+    }
+
+    /// Whether an object of an analysis (`schema.t`, or `*.t` / `t` in any schema) may be a
+    /// relation of this catalog, or was already looked for in vain since it was loaded. An
+    /// object in a system schema (left out of the catalog) counts as known.
+    pub fn knows(&self, object: &str) -> bool {
+        let schema = object.split_once('.').map(|(s, _)| s);
+        if schema.is_some_and(|s| s == "information_schema" || s.starts_with("pg_")) {
+            return true;
+        }
+        !Self::named(&self.rel_names, object, |o| self.relation(o)).is_empty()
+            || self.missing.lock().map_or(true, |m| m.contains(object))
+    }
+
+    /// Remember that this catalog, freshly loaded, does not have `object` (at most
+    /// [`MAX_MISSING`] names; beyond, such statements keep reloading it).
+    pub fn note_missing(&self, object: &str) {
+        if let Ok(mut m) = self.missing.lock() {
+            if m.len() < MAX_MISSING {
+                m.insert(object.to_owned());
+            }
+        }
     }
 
     /// `schema.table` and column of a RowDescription field.

@@ -193,7 +193,16 @@ impl Session {
 
     /// Make sure the catalog of this database is loaded (for exact column resolution).
     pub(super) async fn ensure_catalog(&mut self) {
-        if self.pg.catalog(&self.database).is_some() || !self.pending.is_empty() || !self.sout.is_empty() {
+        if self.pg.catalog(&self.database).is_none() {
+            self.load_catalog().await;
+        }
+    }
+
+    /// Load the catalog of this database now, if the session's server connection is free for
+    /// it (not in the middle of a pipeline, not in a failed transaction); on failure the cached
+    /// one (if any) stays.
+    pub(super) async fn load_catalog(&mut self) {
+        if !self.pending.is_empty() || !self.sout.is_empty() {
             return;
         }
         if !self.ensure_server(true).await.unwrap_or(false) {

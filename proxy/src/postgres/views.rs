@@ -234,7 +234,8 @@ fn all_sources(catalog: &Catalog, v: u32) -> Vec<(String, String)> {
 
 impl Session {
     /// `gov` refused instead when it names a view over data denied or masked for this role
-    /// (see [`check`]); `gov` itself otherwise. Without a catalog (not loadable at this point of
+    /// (see [`check`]); `gov` itself otherwise. A statement naming a relation the catalog does
+    /// not have loads it again first. Without a catalog (not loadable at this point of
     /// a pipeline) such a role's statements that name relations are refused: retrying works.
     pub(super) async fn check_views(&mut self, gov: Arc<Gov>) -> Arc<Gov> {
         let calls = gov.analysis().statements.iter().any(|s| !s.functions.is_empty());
@@ -242,6 +243,15 @@ impl Session {
             return gov;
         }
         self.ensure_catalog().await;
+        // A relation the catalog does not have may be a view made since it was loaded,
+        // outside dgf: load it again before deciding (once per name and load).
+        let unknown = |c: &Catalog| gov.sql.objects.iter().any(|o| !c.knows(o));
+        if self.pg.catalog_any(&self.database).is_some_and(|c| unknown(&c)) {
+            self.load_catalog().await;
+            if let Some(c) = self.pg.catalog_any(&self.database) {
+                gov.sql.objects.iter().filter(|o| !c.knows(o)).for_each(|o| c.note_missing(o));
+            }
+        }
         let denial = match self.pg.catalog_any(&self.database) {
             Some(c) => {
                 let cx = Ctx { view: gov.view(), catalog: &c, analyzer: &self.shared.governance.analyzer };

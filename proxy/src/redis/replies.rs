@@ -15,7 +15,8 @@ impl Session {
         self.audit_out.push(a.millis, &[&self.audit_prefix, part, &self.audit_tail]);
     }
 
-    /// Give an empty batch without a buffer one from the writer's spares.
+    /// Before the first record of a batch, take a buffer (a spare from the audit writer, sized
+    /// like the last batch) if the session holds none.
     fn start_audit_batch(&mut self) {
         if self.audit_out.is_empty() && self.audit_out.capacity() == 0 {
             self.audit_out = self.shared.governance.audit_batch(self.audit_room.max(1024));
