@@ -401,3 +401,30 @@ async fn views_and_routines_over_governed_tables_are_covered() {
     let clear: Option<String> = clerk.query_first("SELECT f_mail()").await.unwrap();
     assert_eq!(clear.as_deref(), Some(EMAILS[0]));
 }
+
+/// A view made outside dgf after dgf read the view definitions: before, statements on it read
+/// masked data in the clear until the cache expired (60 s). Now a governed statement naming a
+/// relation the cache lacks reads the definitions again first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_made_outside_dgf_after_the_cache_loaded_are_covered() {
+    let (db, _dir, _audit, _d, port) = start();
+    let n = &db.name;
+    let mut c = connect(port, &db, "analyst", "an_pw").await;
+    let ids: Vec<i32> = c.query("SELECT id FROM customers ORDER BY id").await.unwrap();
+    assert_eq!(ids, vec![1, 2, 3]);
+    // A missing name is an error from the server, as without dgf.
+    for _ in 0..2 {
+        let e = c.query_drop("SELECT * FROM v_late").await.expect_err("no such view yet").to_string();
+        assert!(e.contains("1146") || e.contains("doesn't exist"), "{e}");
+    }
+    my_admin(&format!(
+        "CREATE VIEW {n}.v_late2 AS SELECT id, LOWER(email) AS contact FROM {n}.customers; \
+         CREATE VIEW {n}.v_late3 AS SELECT id, email AS contact FROM {n}.customers;"
+    ));
+    for sql in ["SELECT contact FROM v_late2".to_owned(), format!("SELECT * FROM `{n}`.`v_late3`")] {
+        let e = c.query_drop(&sql).await.expect_err(&sql).to_string();
+        assert!(e.contains("view") && e.contains("mask email"), "{sql}: {e}");
+    }
+    let ids: Vec<i32> = c.query("SELECT id FROM v_late2 ORDER BY id").await.unwrap();
+    assert_eq!(ids, vec![1, 2, 3]);
+}

@@ -1,7 +1,8 @@
 //! Views over governed data on the MySQL route: a statement that names a view is checked
 //! against what the view reads. The route caches every view's definition
-//! (`information_schema.VIEWS`, read on the session's own server connection, kept 60 s and
-//! dropped after DDL through dgf) and analyses it like a statement: deny rules on the tables a
+//! (`information_schema.VIEWS`, read on the session's own server connection, kept 60 s,
+//! dropped after DDL through dgf, and read again before a governed statement that names a
+//! relation it does not have) and analyses it like a statement: deny rules on the tables a
 //! view reads (through views over views) apply as if the statement named them, and each view
 //! column the statement reads is traced to its source columns; a masked source refuses the
 //! statement unless that view column is labelled itself (the server reports view columns under
@@ -29,6 +30,12 @@ const QUERY: &str = "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM infor
      WHERE TABLE_SCHEMA NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema')";
 const ROUTINES: &str = "SELECT ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES \
      WHERE ROUTINE_SCHEMA NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema')";
+const TABLES: &str = "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE <> 'VIEW' \
+     AND TABLE_SCHEMA NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema')";
+/// More tables than this are not listed (a relation the cache lacks then does not reload it).
+const MAX_TABLES: usize = 1_000_000;
+/// Names of missing objects one load remembers at most.
+const MAX_MISSING: usize = 4096;
 
 /// Every view of the server (`schema.view` -> its query) and every stored function and
 /// procedure (lower case, bare and `schema.name`).
@@ -36,7 +43,41 @@ const ROUTINES: &str = "SELECT ROUTINE_SCHEMA, ROUTINE_NAME FROM information_sch
 pub struct ViewDefs {
     defs: HashMap<String, String>,
     routines: std::collections::HashSet<String>,
+    /// Every other relation (`schema.table`), when it could be listed.
+    tables: Option<std::collections::HashSet<String>>,
+    /// Objects statements named that this load, fresh, did not have (temporary tables, names
+    /// about to be created, typos): they do not make it reload again.
+    missing: std::sync::Mutex<std::collections::HashSet<String>>,
     loaded: Instant,
+}
+
+impl ViewDefs {
+    /// Whether `full` (`schema.name`) is a view or table of this load, was already looked for
+    /// in vain since, is in a system schema, or cannot be told (tables not listed).
+    fn knows(&self, full: &str) -> bool {
+        let schema = full.split_once('.').map_or("", |(s, _)| s);
+        let Some(tables) = &self.tables else { return true };
+        matches!(schema, "mysql" | "sys" | "performance_schema" | "information_schema")
+            || self.defs.contains_key(full)
+            || tables.contains(full)
+            || self.missing.lock().map_or(true, |m| m.contains(full))
+    }
+
+    fn note_missing(&self, full: &str) {
+        if let Ok(mut m) = self.missing.lock() {
+            if m.len() < MAX_MISSING {
+                m.insert(full.to_owned());
+            }
+        }
+    }
+}
+
+/// `schema.name` of an object of an analysis (`*.name`: in the session's database).
+fn full_name(object: &str, database: &str) -> String {
+    match object.strip_prefix("*.") {
+        Some(t) => format!("{database}.{t}"),
+        None => object.to_owned(),
+    }
 }
 
 /// The route's cached [`ViewDefs`] (read without a lock on every governed statement).
@@ -70,10 +111,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// `schema.view` for an object of an analysis, if it names a view.
     fn view_named(&self, object: &str) -> Option<String> {
-        let full = match object.strip_prefix("*.") {
-            Some(t) => format!("{}.{t}", self.database),
-            None => object.to_owned(),
-        };
+        let full = full_name(object, self.database);
         self.defs.defs.contains_key(&full).then_some(full)
     }
 
@@ -244,10 +282,21 @@ impl Session {
         if (gov.sql.objects.is_empty() && !calls) || !(gov.view().masks_anything() || gov.view().objects_matter()) {
             return Ok(gov);
         }
-        let defs = match self.pools.views.get() {
-            Some(d) => Ok(d),
-            None => self.load_views(seq).await?,
+        let (mut defs, cached) = match self.pools.views.get() {
+            Some(d) => (Ok(d), true),
+            None => (self.load_views(seq).await?, false),
         };
+        // A relation the cache does not have may be a view made since it was read, outside
+        // dgf: read it again before deciding (once per name and load).
+        let db = self.database.clone();
+        let unknown = |d: &ViewDefs| gov.sql.objects.iter().any(|o| !d.knows(&full_name(o, &db)));
+        if cached && defs.as_ref().is_ok_and(|d| unknown(d)) {
+            defs = self.load_views(seq).await?;
+        }
+        if let Ok(d) = &defs {
+            let missing = gov.sql.objects.iter().map(|o| full_name(o, &db)).filter(|f| !d.knows(f));
+            missing.collect::<Vec<_>>().iter().for_each(|f| d.note_missing(f));
+        }
         let denial = match defs {
             Ok(defs) => {
                 let g = &self.shared.governance;
@@ -293,7 +342,30 @@ impl Session {
                 routines.insert(format!("{s}.{n}").to_lowercase());
             }
         }
-        let d = Arc::new(ViewDefs { defs, routines, loaded: Instant::now() });
+        // Listing the tables is best effort: without it, only the 60 s expiry and DDL through
+        // dgf refresh the views.
+        let tables = match self.server.as_mut() {
+            Some(server) => match server.query_rows(TABLES, MAX_TABLES).await {
+                Ok(Ok(rows)) => Some(
+                    rows.into_iter()
+                        .filter_map(|r| match &r[..] {
+                            [Some(s), Some(n)] => Some(format!("{s}.{n}")),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                Ok(Err(_)) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing the tables failed; views made outside dgf wait for the 60 s refresh");
+                    server.mark_broken();
+                    self.server = None;
+                    None
+                }
+            },
+            None => None,
+        };
+        let missing = Default::default();
+        let d = Arc::new(ViewDefs { defs, routines, tables, missing, loaded: Instant::now() });
         self.pools.views.set(d.clone());
         Ok(Ok(d))
     }
