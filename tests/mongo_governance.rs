@@ -442,10 +442,13 @@ M = ad.app
 attempt("ad-pay", lambda: list(M.v_pay.find()))
 attempt("ad-join", lambda: list(M.v_join.find()))
 attempt("ad-contacts", lambda: list(M.v_contacts.find()))
+# A view made behind dgf's back after dgf listed the views is seen on the first command on it.
+D.command("create", "v_late", viewOn="users", pipeline=[{"$project": {"contact": "$email", "n": 1}}])
+attempt("an-late", lambda: list(A.v_late.find()))
 # A view created through dgf (by a role that may) is seen at once: the cached list is dropped.
 A.command("create", "v_pay2", viewOn="payroll", pipeline=[])
 attempt("ad-pay2", lambda: list(M.v_pay2.find()))
-for c in ["users", "payroll", "teams", "v_plain", "v_contacts", "v_nested", "v_names", "v_pay", "v_join", "v_pay2"]:
+for c in ["users", "payroll", "teams", "v_plain", "v_contacts", "v_nested", "v_names", "v_pay", "v_join", "v_pay2", "v_late"]:
     D.drop_collection(c)
 "#;
 
@@ -458,10 +461,11 @@ fn rules_reach_views_over_governed_collections() {
     let Stack { server, port, dgf, _dir, .. } = stack();
     let script = VIEWS_SCRIPT.replace("UPSTREAM", &server.port.to_string()).replace("PORT", &port.to_string());
     let out = python(&script, &[]).unwrap_or_else(|e| panic!("{e}\n{}", dgf.logs()));
-    for label in ["an-plain", "an-contacts", "an-contacts-agg", "an-nested", "an-lookup-view"] {
+    for label in ["an-plain", "an-contacts", "an-contacts-agg", "an-nested", "an-lookup-view", "an-late"] {
         assert!(out.contains(&format!("{label} RAN False")), "{label} leaked or failed: {out}");
     }
     assert!(out.contains("an-contacts RAN False [{'_id': 1, 'n': 'alice', 'contact': 's"), "masked: {out}");
+    assert!(out.contains("an-late RAN False [{'_id': 1, 'n': 'alice', 'contact': 's"), "masked: {out}");
     assert!(out.contains("an-names RAN False [{'_id': 1, 'n': 'alice'}]"), "{out}");
     for label in ["ad-pay", "ad-join", "ad-pay2"] {
         assert!(out.contains(&format!("{label} DENIED 13")) && out.contains("payroll"), "{label} not refused: {out}");

@@ -377,14 +377,23 @@ impl Session {
 
     /// The views of `db`: cached, or listed now on the connection this command would use.
     async fn ensure_views(&mut self, info: &CommandInfo<'_>, db: &str) -> Result<Arc<super::views::ViewDefs>, String> {
-        if let Some(v) = self.mongo.views.get(db) {
-            return Ok(v);
+        let cached = self.mongo.views.get(db);
+        // A collection the listing lacks may be a view made since, outside dgf: list again.
+        let coll = info.collection.filter(|_| info.get_more.is_none());
+        match cached {
+            Some(v) if coll.is_none_or(|c| v.knows(c)) => return Ok(v),
+            _ => {}
         }
         let txn = info.lsid.filter(|_| info.txn_number.is_some()).map(|l| Key::Txn(l.to_vec()));
         let mut lease = self.lease(info, txn.as_ref()).await.map_err(|(_, _, m)| m)?;
         let r = self.mongo.views.load(lease.conn(), db).await;
         if r.is_err() && !lease.conn().is_quiet_and_open() {
             lease.broken(&self.mongo.pins);
+        }
+        if let (Ok(v), Some(c)) = (&r, coll) {
+            if !v.knows(c) {
+                v.note_missing(c);
+            }
         }
         r
     }

@@ -1,22 +1,26 @@
-//! MongoDB views as governance sees them: the views of each database (`listCollections`
-//! with `type: "view"`: `viewOn` and pipeline), cached per route and database, so that rules on a
-//! collection also reach the views over it. Loaded on the connection the command would use,
-//! dropped after any command that can create, change or remove a view, and every [`MAX_AGE`].
+//! MongoDB views as governance sees them: the views of each database (`listCollections`:
+//! `viewOn` and pipeline) and the names of its collections, cached per route and database, so
+//! that rules on a collection also reach the views over it. Loaded on the connection the
+//! command would use, dropped after any command that can create, change or remove a view,
+//! listed again before a governed command on a collection the listing lacks (once per name and
+//! listing), and every [`MAX_AGE`].
 
 use super::backend::MongoConn;
 use bson::{doc, Bson, Document};
 use dashmap::DashMap;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A cached list of views is reloaded after this long.
 pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// Views over views are followed this deep; deeper chains are refused for governed roles.
 pub const MAX_CHAIN: usize = 16;
-/// More views than this in one database are not cached (the load fails: governed roles are
-/// refused rather than served unchecked).
+/// More collections and views than this in one database are not cached (the load fails:
+/// governed roles are refused rather than served unchecked).
 const MAX_VIEWS: i32 = 100_000;
+/// Names of missing collections one listing remembers at most.
+const MAX_MISSING: usize = 4096;
 
 /// One view: the collection (or view) it reads and its pipeline.
 #[derive(Debug, Clone)]
@@ -27,10 +31,14 @@ pub struct View {
     pub pipeline: Vec<Bson>,
 }
 
-/// The views of one database.
+/// The views of one database, and the names of its other collections.
 #[derive(Debug)]
 pub struct ViewDefs {
     views: HashMap<String, View>,
+    collections: HashSet<String>,
+    /// Names commands used that this listing, fresh, did not have (collections about to be
+    /// created, typos): they do not make it list again.
+    missing: Mutex<HashSet<String>>,
     loaded: Instant,
 }
 
@@ -38,6 +46,24 @@ impl ViewDefs {
     /// The view named `coll`, if it is one.
     pub fn get(&self, coll: &str) -> Option<&View> {
         self.views.get(coll)
+    }
+
+    /// Whether `coll` is a view or collection of this listing, a `system.` collection, or was
+    /// already looked for in vain since it was made.
+    pub fn knows(&self, coll: &str) -> bool {
+        coll.starts_with("system.")
+            || self.views.contains_key(coll)
+            || self.collections.contains(coll)
+            || self.missing.lock().map_or(true, |m| m.contains(coll))
+    }
+
+    /// Remember that this listing, fresh, does not have `coll` (at most [`MAX_MISSING`]).
+    pub fn note_missing(&self, coll: &str) {
+        if let Ok(mut m) = self.missing.lock() {
+            if m.len() < MAX_MISSING {
+                m.insert(coll.to_owned());
+            }
+        }
     }
 
     /// Read a `listCollections` reply.
@@ -49,22 +75,32 @@ impl ViewDefs {
         }
         let cursor = reply.get_document("cursor").map_err(|_| "listCollections reply without cursor".to_owned())?;
         if cursor.get_i64("id").unwrap_or(0) != 0 {
-            return Err(format!("more than {MAX_VIEWS} views"));
+            return Err(format!("more than {MAX_VIEWS} collections and views"));
         }
-        let mut views = HashMap::new();
+        let (mut views, mut collections) = (HashMap::new(), HashSet::new());
         for d in cursor.get_array("firstBatch").map(Vec::as_slice).unwrap_or(&[]) {
             let Some(d) = d.as_document() else { continue };
-            let (Ok(name), Ok(opts)) = (d.get_str("name"), d.get_document("options")) else { continue };
-            let on = opts.get_str("viewOn").unwrap_or_default().to_owned();
-            let pipeline = opts.get_array("pipeline").cloned().unwrap_or_default();
-            views.insert(name.to_owned(), View { on, pipeline });
+            let Ok(name) = d.get_str("name") else { continue };
+            let opts = d.get_document("options").ok();
+            let view =
+                d.get_str("type").map_or_else(|_| opts.is_some_and(|o| o.contains_key("viewOn")), |t| t == "view");
+            match opts.filter(|_| view) {
+                Some(opts) => {
+                    let on = opts.get_str("viewOn").unwrap_or_default().to_owned();
+                    let pipeline = opts.get_array("pipeline").cloned().unwrap_or_default();
+                    views.insert(name.to_owned(), View { on, pipeline });
+                }
+                None => {
+                    collections.insert(name.to_owned());
+                }
+            }
         }
-        Ok(ViewDefs { views, loaded: Instant::now() })
+        Ok(ViewDefs { views, collections, missing: Mutex::default(), loaded: Instant::now() })
     }
 
-    /// The `listCollections` command that lists the views of `db`.
+    /// The `listCollections` command that lists the collections and views of `db`.
     pub fn command(db: &str) -> Document {
-        doc! { "listCollections": 1, "filter": { "type": "view" }, "cursor": { "batchSize": MAX_VIEWS }, "$db": db }
+        doc! { "listCollections": 1, "cursor": { "batchSize": MAX_VIEWS }, "$db": db }
     }
 
     /// Every namespace (`db.coll`) the view `coll` reads, through views over views: its
@@ -144,6 +180,9 @@ mod tests {
             { "name": "v2", "type": "view", "options": { "viewOn": "v1", "pipeline": [
                 { "$lookup": { "from": "payroll", "pipeline": [], "as": "p" } } ] } },
             { "name": "loop", "type": "view", "options": { "viewOn": "loop", "pipeline": [] } },
+            { "name": "users", "type": "collection", "options": {} },
+            { "name": "old", "options": { "viewOn": "users", "pipeline": [] } },
+            { "name": "payroll" },
         ] } };
         ViewDefs::from_reply(&reply).unwrap()
     }
@@ -157,6 +196,19 @@ mod tests {
         assert_eq!(s, vec!["app.payroll", "app.users", "app.v1"]);
         assert_eq!(d.sources("app", "users").unwrap(), Vec::<String>::new());
         assert_eq!(d.sources("app", "loop").unwrap(), vec!["app.loop"]);
+    }
+
+    #[test]
+    fn listings_know_collections_views_and_names_found_missing() {
+        let d = defs();
+        for c in ["users", "payroll", "v1", "system.views"] {
+            assert!(d.knows(c), "{c}");
+        }
+        // A listing without `type` (older servers): `viewOn` makes a view.
+        assert!(d.get("old").is_some() && d.get("users").is_none() && d.get("payroll").is_none());
+        assert!(!d.knows("v_new"));
+        d.note_missing("v_new");
+        assert!(d.knows("v_new") && !d.knows("v_other"));
     }
 
     #[test]
