@@ -105,8 +105,13 @@ impl Catalog {
         if schema.is_some_and(|s| s == "information_schema" || s.starts_with("pg_")) {
             return true;
         }
-        !Self::named(&self.rel_names, object, |o| self.relation(o)).is_empty()
-            || self.missing.lock().map_or(true, |m| m.contains(object))
+        let name = object.rsplit_once('.').map_or(object, |(_, n)| n);
+        let qualified = schema.is_some_and(|s| s != "*");
+        let found = self
+            .rel_names
+            .get(name)
+            .is_some_and(|oids| !qualified || oids.iter().any(|o| self.relation(*o) == Some(object)));
+        found || self.missing.lock().map_or(true, |m| m.contains(object))
     }
 
     /// Remember that this catalog, freshly loaded, does not have `object` (at most
@@ -334,5 +339,22 @@ mod tests {
         let mut n = vec![0, 1];
         n.extend_from_slice(&(-1i32).to_be_bytes());
         assert_eq!(text_fields::<1>(&n), None);
+    }
+
+    #[test]
+    fn knows_relations_by_name_system_schemas_and_names_found_missing() {
+        let mut p = Parts::default();
+        p.tables.insert(16_400, ("public.customers".into(), HashMap::new()));
+        p.tables.insert(16_401, ("app.v_mail".into(), HashMap::new()));
+        p.views.insert(16_401, vec![(16_400, 2)]);
+        let c = Catalog::new(p);
+        for o in ["public.customers", "*.customers", "customers", "app.v_mail", "*.v_mail", "pg_catalog.pg_class"] {
+            assert!(c.knows(o), "{o}");
+        }
+        for o in ["app.customers", "*.v_new", "information_schema.tables_x"] {
+            assert_eq!(c.knows(o), o.starts_with("information_schema."), "{o}");
+        }
+        c.note_missing("*.v_new");
+        assert!(c.knows("*.v_new") && !c.knows("public.v_new"));
     }
 }
