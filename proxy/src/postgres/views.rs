@@ -246,9 +246,11 @@ impl Session {
         // A relation the catalog does not have may be a view made since it was loaded,
         // outside dgf: load it again before deciding (once per name and load).
         let unknown = |c: &Catalog| gov.sql.objects.iter().any(|o| !c.knows(o));
-        if self.pg.catalog_any(&self.database).is_some_and(|c| unknown(&c)) {
+        if let Some(before) = self.pg.catalog_any(&self.database).filter(|c| unknown(c)) {
             self.load_catalog().await;
-            if let Some(c) = self.pg.catalog_any(&self.database) {
+            // Only a catalog loaded just now may remember names as missing (the load is skipped
+            // in the middle of a pipeline).
+            if let Some(c) = self.pg.catalog_any(&self.database).filter(|c| !Arc::ptr_eq(c, &before)) {
                 gov.sql.objects.iter().filter(|o| !c.knows(o)).for_each(|o| c.note_missing(o));
             }
         }
