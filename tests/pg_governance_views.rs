@@ -132,12 +132,7 @@ async fn computed_values_hide_what_revealing_masks_keep() {
 async fn system_catalog_queries_keep_the_catalog_cached() {
     let env = setup();
     let c = client(&env, "analyst").await;
-    let loads = || {
-        let (status, body) = env.dgf.admin("GET", "/metrics");
-        assert_eq!(status, 200);
-        let line = body.lines().find(|l| l.starts_with("dgf_catalog_loads_total{route=\"pg\"}"));
-        line.and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
-    };
+    let loads = || catalog_loads(&env);
     let masked = simple_text(&c, "SELECT email FROM customers WHERE id = 1").await.unwrap();
     assert!(!masked.contains("alice@example.com"), "{masked}");
     assert_eq!(loads(), 1);
@@ -164,12 +159,7 @@ async fn system_catalog_queries_keep_the_catalog_cached() {
 async fn views_made_outside_dgf_after_the_catalog_loaded_are_covered() {
     let env = setup();
     let analyst = client(&env, "analyst").await;
-    let loads = || {
-        let (status, body) = env.dgf.admin("GET", "/metrics");
-        assert_eq!(status, 200);
-        let line = body.lines().find(|l| l.starts_with("dgf_catalog_loads_total{route=\"pg\"}"));
-        line.and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
-    };
+    let loads = || catalog_loads(&env);
     let masked = simple_text(&analyst, "SELECT email FROM customers WHERE id = 1").await.unwrap();
     assert!(leaked(&masked).is_none(), "{masked}");
     assert_eq!(loads(), 1);
@@ -198,4 +188,12 @@ async fn views_made_outside_dgf_after_the_catalog_loaded_are_covered() {
     }
     assert_eq!(simple_text(&analyst, "SELECT id FROM v_late2 ORDER BY 1").await.unwrap(), "1|\n2|\n");
     assert_eq!(loads(), 3, "known views do not reload the catalog again");
+}
+
+/// `dgf_catalog_loads_total` of the route: how often dgf loaded the Postgres catalog.
+fn catalog_loads(env: &Env) -> u64 {
+    let (status, body) = env.dgf.admin("GET", "/metrics");
+    assert_eq!(status, 200);
+    let line = body.lines().find(|l| l.starts_with("dgf_catalog_loads_total{route=\"pg\"}"));
+    line.and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
 }
