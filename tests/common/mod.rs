@@ -254,7 +254,9 @@ pub fn sockets_to(pid: u32, remote_port: u16) -> usize {
             }
         }
     }
-    let mut n = 0;
+    // Distinct inodes: the kernel lists the table in chunks, and a socket that moves between
+    // two reads can be listed twice.
+    let mut seen = std::collections::HashSet::new();
     for table in ["tcp", "tcp6"] {
         let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
         for line in text.lines().skip(1) {
@@ -262,11 +264,11 @@ pub fn sockets_to(pid: u32, remote_port: u16) -> usize {
             let (Some(remote), Some(inode)) = (cols.get(2), cols.get(9)) else { continue };
             let port = remote.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
             if port == Some(remote_port) && inodes.contains(*inode) {
-                n += 1;
+                seen.insert(inode.to_string());
             }
         }
     }
-    n
+    seen.len()
 }
 
 /// Samples `sockets_to(pid, remote_port)` every 5 ms on a thread until the returned guard's
