@@ -282,20 +282,24 @@ impl Session {
         if (gov.sql.objects.is_empty() && !calls) || !(gov.view().masks_anything() || gov.view().objects_matter()) {
             return Ok(gov);
         }
-        let (mut defs, cached) = match self.pools.views.get() {
-            Some(d) => (Ok(d), true),
-            None => (self.load_views(seq).await?, false),
+        let (mut defs, mut fresh) = match self.pools.views.get() {
+            Some(d) => (Ok(d), false),
+            None => (self.load_views(seq).await?, true),
         };
         // A relation the cache does not have may be a view made since it was read, outside
         // dgf: read it again before deciding (once per name and load).
         let db = self.database.clone();
         let unknown = |d: &ViewDefs| gov.sql.objects.iter().any(|o| !d.knows(&full_name(o, &db)));
-        if cached && defs.as_ref().is_ok_and(|d| unknown(d)) {
+        if !fresh && defs.as_ref().is_ok_and(|d| unknown(d)) {
             defs = self.load_views(seq).await?;
+            fresh = true;
         }
-        if let Ok(d) = &defs {
-            let missing = gov.sql.objects.iter().map(|o| full_name(o, &db)).filter(|f| !d.knows(f));
-            missing.collect::<Vec<_>>().iter().for_each(|f| d.note_missing(f));
+        if let (Ok(d), true) = (&defs, fresh) {
+            for f in gov.sql.objects.iter().map(|o| full_name(o, &db)) {
+                if !d.knows(&f) {
+                    d.note_missing(&f);
+                }
+            }
         }
         let denial = match defs {
             Ok(defs) => {
