@@ -6,6 +6,7 @@ pub mod app;
 pub mod governance;
 pub mod live;
 pub mod metrics;
+pub mod missing;
 pub mod mongodb;
 pub mod mysql;
 pub mod pool;

@@ -9,7 +9,7 @@ use super::backend::MongoConn;
 use bson::{doc, Bson, Document};
 use dashmap::DashMap;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A cached list of views is reloaded after this long.
@@ -19,8 +19,6 @@ pub const MAX_CHAIN: usize = 16;
 /// More collections and views than this in one database are not cached (the load fails:
 /// governed roles are refused rather than served unchecked).
 const MAX_VIEWS: i32 = 100_000;
-/// Names of missing collections one listing remembers at most.
-const MAX_MISSING: usize = 4096;
 
 /// One view: the collection (or view) it reads and its pipeline.
 #[derive(Debug, Clone)]
@@ -38,7 +36,7 @@ pub struct ViewDefs {
     collections: HashSet<String>,
     /// Names commands used that this listing, fresh, did not have (collections about to be
     /// created, typos): they do not make it list again.
-    missing: Mutex<HashSet<String>>,
+    missing: crate::missing::MissingNames,
     loaded: Instant,
 }
 
@@ -54,16 +52,12 @@ impl ViewDefs {
         coll.starts_with("system.")
             || self.views.contains_key(coll)
             || self.collections.contains(coll)
-            || self.missing.lock().map_or(true, |m| m.contains(coll))
+            || self.missing.contains(coll)
     }
 
-    /// Remember that this listing, fresh, does not have `coll` (at most [`MAX_MISSING`]).
+    /// Remember that this listing, fresh, does not have `coll`.
     pub fn note_missing(&self, coll: &str) {
-        if let Ok(mut m) = self.missing.lock() {
-            if m.len() < MAX_MISSING {
-                m.insert(coll.to_owned());
-            }
-        }
+        self.missing.note(coll);
     }
 
     /// Read a `listCollections` reply.
@@ -95,7 +89,7 @@ impl ViewDefs {
                 }
             }
         }
-        Ok(ViewDefs { views, collections, missing: Mutex::default(), loaded: Instant::now() })
+        Ok(ViewDefs { views, collections, missing: Default::default(), loaded: Instant::now() })
     }
 
     /// The `listCollections` command that lists the collections and views of `db`.

@@ -34,8 +34,6 @@ const TABLES: &str = "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TA
      AND TABLE_SCHEMA NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema')";
 /// More tables than this are not listed (a relation the cache lacks then does not reload it).
 const MAX_TABLES: usize = 1_000_000;
-/// Names of missing objects one load remembers at most.
-const MAX_MISSING: usize = 4096;
 
 /// Every view of the server (`schema.view` -> its query) and every stored function and
 /// procedure (lower case, bare and `schema.name`).
@@ -47,7 +45,7 @@ pub struct ViewDefs {
     tables: Option<std::collections::HashSet<String>>,
     /// Objects statements named that this load, fresh, did not have (temporary tables, names
     /// about to be created, typos): they do not make it reload again.
-    missing: std::sync::Mutex<std::collections::HashSet<String>>,
+    missing: crate::missing::MissingNames,
     loaded: Instant,
 }
 
@@ -60,15 +58,11 @@ impl ViewDefs {
         matches!(schema, "mysql" | "sys" | "performance_schema" | "information_schema")
             || self.defs.contains_key(full)
             || tables.contains(full)
-            || self.missing.lock().map_or(true, |m| m.contains(full))
+            || self.missing.contains(full)
     }
 
     fn note_missing(&self, full: &str) {
-        if let Ok(mut m) = self.missing.lock() {
-            if m.len() < MAX_MISSING {
-                m.insert(full.to_owned());
-            }
-        }
+        self.missing.note(full);
     }
 }
 

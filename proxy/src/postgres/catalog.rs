@@ -45,8 +45,6 @@ const QUERY: &str = "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
      SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
      AND d.objid = p.oid AND d.deptype = 'e'); \
      SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits";
-/// Names of missing objects one catalog remembers at most.
-const MAX_MISSING: usize = 4096;
 /// Views nested deeper than this are not followed further.
 const MAX_VIEW_DEPTH: usize = 32;
 
@@ -71,7 +69,7 @@ pub struct Catalog {
     rel_names: HashMap<String, Vec<u32>>,
     /// Objects statements named that this catalog, freshly loaded, did not have (temporary
     /// tables, names about to be created, typos): they do not make it reload again.
-    missing: std::sync::Mutex<std::collections::HashSet<String>>,
+    missing: crate::missing::MissingNames,
     /// When it was loaded.
     pub loaded: Instant,
 }
@@ -111,17 +109,12 @@ impl Catalog {
             .rel_names
             .get(name)
             .is_some_and(|oids| !qualified || oids.iter().any(|o| self.relation(*o) == Some(object)));
-        found || self.missing.lock().map_or(true, |m| m.contains(object))
+        found || self.missing.contains(object)
     }
 
-    /// Remember that this catalog, freshly loaded, does not have `object` (at most
-    /// [`MAX_MISSING`] names; beyond, such statements keep reloading it).
+    /// Remember that this catalog, freshly loaded, does not have `object`.
     pub fn note_missing(&self, object: &str) {
-        if let Ok(mut m) = self.missing.lock() {
-            if m.len() < MAX_MISSING {
-                m.insert(object.to_owned());
-            }
-        }
+        self.missing.note(object);
     }
 
     /// `schema.table` and column of a RowDescription field.
