@@ -190,6 +190,31 @@ async fn views_made_outside_dgf_after_the_catalog_loaded_are_covered() {
     assert_eq!(loads(), 3, "known views do not reload the catalog again");
 }
 
+/// A session that repeats a statement checks it against the views once per catalog load and
+/// policy (a memo of the last shape that passed). The memo must not outlive the catalog it was
+/// made with: here a view is redefined outside dgf to read a masked column, DDL through dgf
+/// drops the cached catalog, and the same statement on the same session is then refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_check_that_passed_is_redone_with_the_next_catalog() {
+    let env = setup();
+    let conn = format!("host=127.0.0.1 port=5432 user=postgres dbname={}", env.db.name);
+    common::psql(&conn, "CREATE VIEW v_memo AS SELECT id, name AS contact FROM customers;").expect("view");
+    let analyst = client(&env, "analyst").await;
+    let admin = client(&env, "admin").await;
+    for id in [1, 2, 1] {
+        let sql = format!("SELECT contact FROM v_memo WHERE id = {id}");
+        let got = simple_text(&analyst, &sql).await.expect("a view over clean columns reads");
+        assert_eq!(got, if id == 1 { "alice|\n" } else { "bob|\n" });
+    }
+    common::psql(&conn, "CREATE OR REPLACE VIEW v_memo AS SELECT id, email AS contact FROM customers;")
+        .expect("view redefined outside dgf");
+    simple_text(&admin, "CREATE TABLE memo_ddl (i int)").await.expect("DDL through dgf drops the catalog");
+    let e = simple_text(&analyst, "SELECT contact FROM v_memo WHERE id = 1").await.expect_err("now reads email");
+    assert_eq!(code(&e), "42501", "{e}");
+    let msg = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+    assert!(msg.contains("mask email for analysts"), "{msg}");
+}
+
 /// `dgf_catalog_loads_total` of the route: how often dgf loaded the Postgres catalog.
 fn catalog_loads(env: &Env) -> u64 {
     let (status, body) = env.dgf.admin("GET", "/metrics");

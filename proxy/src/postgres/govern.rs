@@ -46,6 +46,11 @@ impl Gov {
         &self.analysis
     }
 
+    /// The shared analysis and role view (for memos that compare them by address).
+    pub(super) fn arcs(&self) -> (&Arc<Analysis>, &Arc<RoleView>) {
+        (&self.analysis, &self.view)
+    }
+
     /// The same statement, refused by `d`.
     pub(super) fn refused(&self, d: dgf_rules::Denial) -> Gov {
         let mut sql = (*self.sql).clone();
@@ -96,6 +101,8 @@ pub struct GovState {
     pub plan: Option<ResultPlan>,
     /// Result index within a multi-statement simple query.
     pub result_idx: usize,
+    /// The statement shape that last passed the view checks.
+    pub views_passed: super::views::Passed,
 }
 
 impl Session {

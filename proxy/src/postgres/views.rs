@@ -243,22 +243,31 @@ impl Session {
             return gov;
         }
         self.ensure_catalog().await;
+        let mut catalog = self.pg.catalog_any(&self.database);
+        if catalog.as_ref().is_some_and(|c| self.gov.views_passed.holds(&gov, c)) {
+            return gov;
+        }
         // A relation the catalog does not have may be a view made since it was loaded,
         // outside dgf: load it again before deciding (once per name and load).
         let unknown = |c: &Catalog| gov.sql.objects.iter().any(|o| !c.knows(o));
-        if let Some(before) = self.pg.catalog_any(&self.database).filter(|c| unknown(c)) {
+        if let Some(before) = catalog.clone().filter(|c| unknown(c)) {
             self.load_catalog().await;
+            catalog = self.pg.catalog_any(&self.database);
             // Only a catalog loaded just now may remember names as missing (the load is skipped
             // in the middle of a pipeline).
-            if let Some(c) = self.pg.catalog_any(&self.database).filter(|c| !Arc::ptr_eq(c, &before)) {
+            if let Some(c) = catalog.as_ref().filter(|c| !Arc::ptr_eq(c, &before)) {
                 gov.sql.objects.iter().filter(|o| !c.knows(o)).for_each(|o| c.note_missing(o));
             }
         }
-        let denial = match self.pg.catalog_any(&self.database) {
+        let denial = match catalog {
             Some(c) => {
                 let cx = Ctx { view: gov.view(), catalog: &c, analyzer: &self.shared.governance.analyzer };
                 let kinds = || gov.analysis().statements.iter().flat_map(|s| s.classes()).collect();
-                check(&cx, gov.analysis(), &gov.sql.objects, kinds)
+                let denial = check(&cx, gov.analysis(), &gov.sql.objects, kinds);
+                if denial.is_none() {
+                    self.gov.views_passed.remember(&gov, &c);
+                }
+                denial
             }
             None => Some(Denial {
                 id: usize::MAX,
@@ -272,5 +281,28 @@ impl Session {
             Some(d) => Arc::new(gov.refused(d)),
             None => gov,
         }
+    }
+}
+
+/// The last statement shape that passed [`check`] in a session, and the role view and catalog
+/// it passed under: the same shape under the same two passes again (the check is a function of
+/// the three, and every relation it named was known to that catalog), so a session repeating
+/// a statement checks it once per catalog load and policy. Held weakly: it keeps no catalog
+/// alive, and a dropped one's address cannot be taken by another while the memo points at it.
+#[derive(Default)]
+pub struct Passed(Option<(std::sync::Weak<Analysis>, std::sync::Weak<RoleView>, std::sync::Weak<Catalog>)>);
+
+impl Passed {
+    fn holds(&self, gov: &Gov, catalog: &Arc<Catalog>) -> bool {
+        self.0.as_ref().is_some_and(|(a, v, c)| {
+            std::ptr::eq(a.as_ptr(), gov.analysis())
+                && std::ptr::eq(v.as_ptr(), gov.view())
+                && std::ptr::eq(c.as_ptr(), Arc::as_ptr(catalog))
+        })
+    }
+
+    fn remember(&mut self, gov: &Gov, catalog: &Arc<Catalog>) {
+        let (a, v) = gov.arcs();
+        self.0 = Some((Arc::downgrade(a), Arc::downgrade(v), Arc::downgrade(catalog)));
     }
 }
