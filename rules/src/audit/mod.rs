@@ -49,6 +49,7 @@
 //! The stdout sink has no rotation and starts a fresh chain (genesis) at every start.
 
 mod chain;
+mod file;
 mod json;
 mod pretty;
 pub mod raw;

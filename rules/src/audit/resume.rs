@@ -2,8 +2,9 @@
 //! rotated sibling), with a damaged last line set aside and reported, never silently skipped.
 
 use super::chain::{check_line, GENESIS_HASH};
+use super::file::set_aside;
 use super::verify::discover;
-use super::writer::{set_aside, WRITE_BUFFER};
+use super::writer::WRITE_BUFFER;
 use super::AuditError;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};

@@ -3,20 +3,19 @@
 //! [`AuditEvent`]s and batches of pre-rendered records ([`RawBatch`]) alike.
 
 use super::chain::{seal, seal_raw};
+use super::file::FileSink;
 use super::raw::RawBatch;
 use super::resume::{resume, Resume};
-use super::verify::rotated_name;
 use super::worker::{spawn, Worker};
-use super::{file_stamp, now_rfc3339, rfc3339_utc, AuditError, AuditEvent};
+use super::{now_rfc3339, rfc3339_utc, AuditError, AuditEvent};
 use dgf_config::{AuditConfig, AuditOverflow, AuditWriterPriority};
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Queue length when `audit.queue` is not set.
 pub const DEFAULT_QUEUE: usize = 65_536;
@@ -545,54 +544,4 @@ fn flush_stdout(buf: &mut Vec<u8>) -> Result<(), AuditError> {
     out.write_all(buf).and_then(|()| out.flush()).map_err(|e| AuditError::io("<stdout>", e))?;
     buf.clear();
     Ok(())
-}
-
-struct FileSink {
-    path: PathBuf,
-    out: BufWriter<File>,
-    size: u64,
-    max: u64,
-}
-
-impl FileSink {
-    fn open(path: PathBuf, max: u64) -> Result<Self, AuditError> {
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| AuditError::io(&path, e))?;
-        let size = file.metadata().map_err(|e| AuditError::io(&path, e))?.len();
-        Ok(Self { out: BufWriter::with_capacity(WRITE_BUFFER, file), path, size, max })
-    }
-
-    /// Appends a line (the caller rotates first when [`Sink::must_rotate`] says so).
-    fn write_line(&mut self, line: &[u8]) -> Result<(), AuditError> {
-        self.out.write_all(line).map_err(|e| AuditError::io(&self.path, e))?;
-        self.size += line.len() as u64;
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<(), AuditError> {
-        self.out.flush().map_err(|e| AuditError::io(&self.path, e))?;
-        self.out.get_ref().sync_data().map_err(|e| AuditError::io(&self.path, e))
-    }
-
-    /// Renames the full file aside and continues in a fresh one; the chain state lives in
-    /// [`State`], so the next record links to the last one of the renamed file.
-    fn rotate(&mut self) -> Result<(), AuditError> {
-        self.sync()?;
-        set_aside(&self.path)?;
-        *self = Self::open(self.path.clone(), self.max)?;
-        Ok(())
-    }
-}
-
-/// Renames `path` to a free rotated name and returns that name.
-pub(crate) fn set_aside(path: &Path) -> Result<PathBuf, AuditError> {
-    let stamp = file_stamp(SystemTime::now());
-    let mut n = 0u32;
-    loop {
-        let candidate = rotated_name(path, &stamp, n);
-        if !candidate.exists() {
-            std::fs::rename(path, &candidate).map_err(|e| AuditError::io(path, e))?;
-            return Ok(candidate);
-        }
-        n += 1;
-    }
 }
