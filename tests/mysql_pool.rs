@@ -1,6 +1,7 @@
 //! MySQL multiplexing end to end: prepared statements of many clients across a pool of two,
 //! state pinning (temporary table and user variable stay with their client and never show up
-//! for another), and the pool cap counted in information_schema.processlist.
+//! for another), the pool cap counted in information_schema.processlist, and readiness probes
+//! that log in.
 
 mod common;
 
@@ -185,4 +186,37 @@ async fn replayed_session_settings_follow_their_client_without_pinning() {
     a.disconnect().await.unwrap();
     let n: Option<u64> = b.query_first("SELECT @@session.sql_select_limit").await.unwrap();
     assert_ne!(n, Some(7));
+}
+
+/// `/ready` probes a MySQL upstream with a real login and COM_QUIT, never a bare TCP connection:
+/// MySQL counts a connection closed before its handshake as a connection error of the client's
+/// host (`Aborted_connects`), and blocks the host after `max_connect_errors` in a row, so a
+/// readiness probe every few seconds would lock dgf out of a remote server. The login also
+/// proves the route's credentials: a wrong upstream password makes the route not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_log_in_and_leave_no_aborted_connection() {
+    let db = MyDb::create();
+    let port = free_port();
+    let d = Dgf::start(&my_config(port, &db.upstream(), "{ size = 2 }", ""), &[port]);
+    let aborted = || -> u64 {
+        let out = common::my::my_admin("SHOW GLOBAL STATUS LIKE 'Aborted_connects'");
+        out.split_whitespace().last().and_then(|n| n.parse().ok()).expect("Aborted_connects")
+    };
+    let before = aborted();
+    for _ in 0..6 {
+        let (status, body) = d.admin("GET", "/ready");
+        assert_eq!(status, 200, "{body}");
+    }
+    let after = aborted();
+    // Six bare TCP probes would add six; other tests on the shared server rarely add any.
+    assert!(after - before < 6, "readiness probes left {} aborted connections", after - before);
+    drop(d);
+
+    let wrong = db.upstream().replacen(&format!(":{}@", db.password), ":not-the-password@", 1);
+    assert_ne!(wrong, db.upstream());
+    let port = free_port();
+    let d = Dgf::start(&my_config(port, &wrong, "{ size = 2 }", ""), &[port]);
+    let (status, body) = d.admin("GET", "/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"reachable\":false"), "{body}");
 }

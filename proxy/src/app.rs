@@ -268,10 +268,24 @@ impl App {
                 (None, None, None, Some(rr)) => format!("{}:{}", rr.target.host, rr.target.port),
                 _ => continue,
             };
-            let ok = matches!(
-                tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
-                Ok(Ok(_))
-            );
+            let ok = match &r.my {
+                // MySQL counts a connection closed before its handshake as a connection error of
+                // the client's host, and blocks the host after `max_connect_errors` (default
+                // 100) of them in a row: a raw TCP probe every few seconds would lock dgf out
+                // of the server. So a MySQL upstream is probed with a real login and COM_QUIT.
+                Some(my) => {
+                    let key = crate::mysql::backend::PoolKey { found_rows: false };
+                    let login = async {
+                        let mut c = crate::mysql::backend::MyConn::connect(&my.target, &key).await?;
+                        c.command(&[dgf_protocols::mysql::consts::com::QUIT]).await
+                    };
+                    matches!(tokio::time::timeout(Duration::from_secs(5), login).await, Ok(Ok(())))
+                }
+                None => matches!(
+                    tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
+                    Ok(Ok(_))
+                ),
+            };
             out.push(Reachability { route: r.name.clone(), upstream: addr, reachable: ok });
         }
         out
