@@ -264,7 +264,9 @@ impl Session {
                 let cx = Ctx { view: gov.view(), catalog: &c, analyzer: &self.shared.governance.analyzer };
                 let kinds = || gov.analysis().statements.iter().flat_map(|s| s.classes()).collect();
                 let denial = check(&cx, gov.analysis(), &gov.sql.objects, kinds);
-                if denial.is_none() {
+                // Not while a name is still unknown (its reload was skipped mid-pipeline): the
+                // next statement must try that reload again.
+                if denial.is_none() && !unknown(&c) {
                     self.gov.views_passed.remember(&gov, &c);
                 }
                 denial
@@ -286,9 +288,10 @@ impl Session {
 
 /// The last statement shape that passed [`check`] in a session, and the role view and catalog
 /// it passed under: the same shape under the same two passes again (the check is a function of
-/// the three, and every relation it named was known to that catalog), so a session repeating
-/// a statement checks it once per catalog load and policy. Held weakly: it keeps no catalog
-/// alive, and a dropped one's address cannot be taken by another while the memo points at it.
+/// the three, and every relation it named was known to that catalog or noted missing by it),
+/// so a session repeating a statement checks it once per catalog load and policy. Held weakly:
+/// it keeps no catalog alive, and a dropped one's address cannot be taken by another while the
+/// memo points at it.
 #[derive(Default)]
 pub struct Passed(Option<(std::sync::Weak<Analysis>, std::sync::Weak<RoleView>, std::sync::Weak<Catalog>)>);
 
