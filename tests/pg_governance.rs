@@ -281,6 +281,14 @@ async fn audit_records_every_statement_and_chain_verifies() {
     assert!(ev.duration_us.is_some() && ev.objects.iter().any(|o| o.contains("customers")), "{ev:?}");
     assert!(ev.rules.iter().any(|r| r == "mask email for analysts"), "{ev:?}");
     assert!(ev.time.ends_with('Z') && ev.seq > 0 && ev.hash.len() == 64, "{ev:?}");
+    // `rows` counts the rows returned whether or not a column was masked: the unmasked
+    // extended-protocol read and every pgbench read return one row each.
+    let recs: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let unmasked: Vec<_> = recs.iter().filter(|r| r["decision"] == "allow" && r["kind"] == "select").collect();
+    assert!(unmasked.len() >= 200, "{} unmasked reads", unmasked.len());
+    for r in unmasked {
+        assert_eq!(r["rows"], 1, "{r}");
+    }
     let report = dgf_rules::audit::verify(std::slice::from_ref(&env.audit)).unwrap();
     assert!(report.is_ok(), "{:?}", report.first_error);
     // Tampering is found: an edited field, a deleted line, two lines swapped.

@@ -303,6 +303,13 @@ impl Session {
         self.gov.plan = Some(ResultPlan { cols, limit: gov.sql.verdict.row_limit, sent: 0, any_mask });
     }
 
+    /// A DataRow without a plan (passed on as it is): counted for the audit record's `rows`.
+    pub(super) fn count_row(&mut self) {
+        if let Some(f) = self.gov.inflight.front_mut() {
+            f.rows += 1;
+        }
+    }
+
     /// A DataRow under a plan: returns false to drop it (row cap); masks in place into `cout`.
     pub(super) fn mask_row(&mut self, raw: &[u8]) -> bool {
         let Some(plan) = self.gov.plan.as_mut() else { return true };

@@ -78,6 +78,7 @@ impl Session {
                 _ => self.plan_result(body),
             },
             btag::DATA_ROW if !internal && self.gov.plan.is_some() => forward = self.mask_row(raw),
+            btag::DATA_ROW if !internal => self.count_row(),
             btag::COMMAND_COMPLETE | btag::EMPTY_QUERY | btag::PORTAL_SUSPENDED => {
                 if self.pending.front() == Some(&Pending::Execute) {
                     self.pending.pop_front();
