@@ -152,6 +152,10 @@ pub struct GovCtx {
     pub literals: bool,
     /// Keys the hashed key names of audit records (`[audit] fingerprint_key`).
     pub key_mac: Option<KeyMac>,
+    /// The last key fingerprinted for this session's records and its fingerprint (a session
+    /// that works one key at a time hashes it once; rebuilt with the context on reload, so
+    /// never stale against `key_mac`).
+    key_memo: KeyMemo,
     /// Whether a rule names keys (else the verdict depends on the command only).
     objects_matter: bool,
     /// The route's decision counters.
@@ -187,6 +191,7 @@ impl GovCtx {
             audit,
             literals: gov.include_literals(),
             key_mac: gov.key_mac().cloned(),
+            key_memo: KeyMemo::default(),
             counters: gov.decision_counters(route),
         })
     }
@@ -212,10 +217,34 @@ pub struct Pending {
     pub started: Instant,
 }
 
+/// One remembered key fingerprint (see [`GovCtx`]).
+#[derive(Default)]
+struct KeyMemo {
+    key: Vec<u8>,
+    hex: [u8; 16],
+}
+
+impl KeyMemo {
+    /// Keys longer than this are hashed every time (the memo stays small).
+    const MAX_KEY: usize = 256;
+
+    /// The fingerprint of `key`, from the memo when it is the key of the last call.
+    fn get(&mut self, key: &[u8], mac: Option<&KeyMac>) -> &str {
+        if self.key.is_empty() || self.key != key {
+            key_hash(key, mac, &mut self.hex);
+            self.key.clear();
+            if key.len() <= Self::MAX_KEY {
+                self.key.extend_from_slice(key);
+            }
+        }
+        std::str::from_utf8(&self.hex).unwrap_or_default()
+    }
+}
+
 /// Lower-case hex of the first 8 bytes of HMAC-SHA-256(`[audit] fingerprint_key`, `key`), or
 /// of SHA-256(`key`) without that key: the key fingerprint of audit records without
 /// `include_literals`.
-fn key_hash<'a>(key: &[u8], mac: Option<&KeyMac>, out: &'a mut [u8; 16]) -> &'a str {
+fn key_hash(key: &[u8], mac: Option<&KeyMac>, out: &mut [u8; 16]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let h: [u8; 32] = match mac {
         Some(m) => {
@@ -229,7 +258,6 @@ fn key_hash<'a>(key: &[u8], mac: Option<&KeyMac>, out: &'a mut [u8; 16]) -> &'a 
         out[2 * i] = DIGITS[usize::from(b >> 4)];
         out[2 * i + 1] = DIGITS[usize::from(b & 15)];
     }
-    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// One reading of the clocks, shared by every command of a client batch: a command's audit
@@ -292,7 +320,7 @@ fn decimal(mut v: u32, buf: &mut [u8; 10]) -> &str {
 /// Check one command against the policy, prepare its mask plan and, with audit on, append
 /// its audit fields `database` .. `rules` to `out` (see [`AuditPart`]). No heap allocation for
 /// a command of the table when no rule names keys and literals are off.
-pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<u8>) -> Checked {
+pub fn check(g: &mut GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<u8>) -> Checked {
     let name = argv.first().copied().unwrap_or_default();
     let info = lookup(name);
     let lower = match info {
@@ -365,8 +393,7 @@ pub fn check(g: &GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<u8>)
                 if g.literals {
                     raw::list_item(out, list, &["redis:", &String::from_utf8_lossy(k)]);
                 } else {
-                    let mut hex = [0u8; 16];
-                    raw::list_item(out, list, &["redis:#", key_hash(k, g.key_mac.as_ref(), &mut hex)]);
+                    raw::list_item(out, list, &["redis:#", g.key_memo.get(k, g.key_mac.as_ref())]);
                 }
             });
         }
@@ -474,6 +501,26 @@ mod tests {
     }
 
     #[test]
+    fn the_key_memo_answers_what_hashing_answers() {
+        let fresh = |k: &[u8], mac: Option<&KeyMac>| {
+            let mut out = [0u8; 16];
+            key_hash(k, mac, &mut out);
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        let mac = KeyMac::new_from_slice(b"0123456789abcdef").unwrap();
+        let long = vec![b'x'; KeyMemo::MAX_KEY + 1];
+        let long2 = vec![b'y'; KeyMemo::MAX_KEY + 1];
+        // Repeats, alternation, the empty key, keys too long to remember, a prefix of the last.
+        let keys: [&[u8]; 12] = [b"a", b"a", b"b", b"a", b"", b"", &long, &long, &long2, b"ab", b"a", b""];
+        for m in [None, Some(&mac)] {
+            let mut memo = KeyMemo::default();
+            for k in keys {
+                assert_eq!(memo.get(k, m), fresh(k, m), "key {:?}", String::from_utf8_lossy(k));
+            }
+        }
+    }
+
+    #[test]
     fn key_fingerprints_are_keyed_when_a_key_is_set() {
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let dir = tempfile::tempdir().unwrap();
@@ -488,9 +535,9 @@ mod tests {
             let cfg = dgf_config::parse_str(&toml, "t.toml", &|_| None).expect("config");
             let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
             let gov = Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
-            let g = GovCtx::new(&policy, "r", &[], &gov).expect("auditing");
+            let mut g = GovCtx::new(&policy, "r", &[], &gov).expect("auditing");
             let mut out = Vec::new();
-            let _ = check(&g, &[b"GET", key], 0, Clock::now(), &mut out);
+            let _ = check(&mut g, &[b"GET", key], 0, Clock::now(), &mut out);
             let text = format!("{{\"x\":0{}}}", String::from_utf8(out).unwrap());
             let rec: serde_json::Value = serde_json::from_str(&text).unwrap();
             rec["objects"][0].as_str().unwrap().to_owned()
@@ -518,10 +565,10 @@ mod tests {
         let cfg = dgf_config::parse_str(&toml, "t.toml", &|_| None).expect("config");
         let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
         let gov = Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
-        let g = GovCtx::new(&policy, "r", &[], &gov).expect("auditing");
-        let part = |argv: &[&[u8]]| {
+        let mut g = GovCtx::new(&policy, "r", &[], &gov).expect("auditing");
+        let mut part = |argv: &[&[u8]]| {
             let mut out = Vec::new();
-            let _ = check(&g, argv, 3, Clock::now(), &mut out);
+            let _ = check(&mut g, argv, 3, Clock::now(), &mut out);
             let text = format!("{{\"x\":0{}}}", String::from_utf8(out).unwrap());
             serde_json::from_str::<serde_json::Value>(&text).unwrap()
         };

@@ -460,7 +460,7 @@ impl Session {
     /// The hook point of the query path: classify, authorise and route one command.
     /// With audit on, the command's check-time audit fields are appended to `part`.
     fn decide(
-        &self,
+        &mut self,
         name: &[u8],
         argv: &[&[u8]],
         clock: &mut Option<govern::Clock>,
@@ -470,9 +470,10 @@ impl Session {
         if matches!(act, Act::Error(_)) {
             return (act, None);
         }
-        let checked = self.gov.as_ref().map(|g| {
+        let db = self.db;
+        let checked = self.gov.as_mut().map(|g| {
             let now = *clock.get_or_insert_with(govern::Clock::now);
-            govern::check(g, argv, self.db, now, part)
+            govern::check(g, argv, db, now, part)
         });
         (act, checked)
     }
