@@ -9,6 +9,11 @@
 #   REQUESTS=200000     requests per redis-benchmark run
 #   CLIENTS=50          parallel clients
 #   PIPELINES="1 16"    pipeline depths
+#   KEYSPACE=           redis-benchmark -r: random keys out of this many (default: one key,
+#                       redis-benchmark's own default)
+#   ROUNDS=1            rounds over all targets, taken in turn (direct, dgf, twemproxy, ...;
+#                       then again): the ratios printed are the medians of the per-round
+#                       ratios, so one slow run of one target does not decide them
 #   POOL=4              dgf pool.size
 #   AUDIT=1             dgf writes an audit record per command (0: off)
 #   AUDIT_PRIORITY=auto  dgf `audit.writer_priority` (auto | normal | idle; see docs/configuration.md)
@@ -30,6 +35,9 @@ ROOT=$PWD
 REQUESTS="${REQUESTS:-200000}"
 CLIENTS="${CLIENTS:-50}"
 PIPELINES="${PIPELINES:-1 16}"
+ROUNDS="${ROUNDS:-1}"
+KEYSPACE_ARGS=()
+[[ -n ${KEYSPACE:-} ]] && KEYSPACE_ARGS=(-r "$KEYSPACE")
 POOL="${POOL:-4}"
 AUDIT="${AUDIT:-1}"
 OUT_DIR="${OUT_DIR:-$ROOT/target/bench/redis-compare-$(date +%Y%m%d-%H%M%S)}"
@@ -106,45 +114,81 @@ fi
 # nice, system, irq, softirq; idle: idle, iowait; steal is neither).
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6; exit}' /proc/stat; }
 
-declare -A RPS MACHINE
+declare -A RPS RRPS MACHINE
+# median: the median of the numbers on stdin (the mean of the middle two for an even count).
+median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 printf '%-10s %-4s %-4s %12s\n' target P test rps | tee "$OUT_DIR/results.txt"
-for P in $PIPELINES; do
-  for t in $TARGETS; do
-    name=${t%%:*}; port=${t##*:}
-    pid=""; [[ $name == dgf ]] && pid=$DGF_PID; [[ $name == twemproxy ]] && pid=$TW_PID; [[ $name == haproxy ]] && pid=$HA_PID
-    c0=0; [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
-    read -r m0busy m0idle < <(machine_ticks)
-    out=$(redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -n "$REQUESTS" -c "$CLIENTS" -P "$P" -q --csv 2>/dev/null | tr -d '"')
-    read -r m1busy m1idle < <(machine_ticks)
-    c1=0; [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
-    MACHINE[$name,$P]="$((m1busy - m0busy)) $((m1idle - m0idle)) $((c1 - c0))"
-    if [[ -n $pid ]]; then
-      hz=$(getconf CLK_TCK)
-      us=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n=$((2 * REQUESTS)) 'BEGIN{printf "%.2f", (b-a)/hz*1e6/n}')
-      echo "$name CPU per request at P=$P: ${us} us" | tee -a "$OUT_DIR/results.txt"
-    fi
-    while IFS=, read -r test rps _; do
-      [[ $test == test || -z $test ]] && continue
-      RPS[$name,$P,$test]=$rps
-      printf '%-10s %-4s %-4s %12s\n' "$name" "$P" "$test" "$rps" | tee -a "$OUT_DIR/results.txt"
-    done <<<"$out"
+for ((round = 1; round <= ROUNDS; round++)); do
+  ((ROUNDS > 1)) && echo "round $round of $ROUNDS" | tee -a "$OUT_DIR/results.txt"
+  for P in $PIPELINES; do
+    for t in $TARGETS; do
+      name=${t%%:*}; port=${t##*:}
+      pid=""; [[ $name == dgf ]] && pid=$DGF_PID; [[ $name == twemproxy ]] && pid=$TW_PID; [[ $name == haproxy ]] && pid=$HA_PID
+      c0=0; [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+      read -r m0busy m0idle < <(machine_ticks)
+      out=$(redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -n "$REQUESTS" -c "$CLIENTS" -P "$P" "${KEYSPACE_ARGS[@]}" -q --csv 2>/dev/null | tr -d '"')
+      read -r m1busy m1idle < <(machine_ticks)
+      c1=0; [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
+      read -r sb si sp <<<"${MACHINE[$name,$P]:-0 0 0}"
+      MACHINE[$name,$P]="$((sb + m1busy - m0busy)) $((si + m1idle - m0idle)) $((sp + c1 - c0))"
+      if [[ -n $pid ]]; then
+        hz=$(getconf CLK_TCK)
+        us=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n=$((2 * REQUESTS)) 'BEGIN{printf "%.2f", (b-a)/hz*1e6/n}')
+        echo "$name CPU per request at P=$P: ${us} us" | tee -a "$OUT_DIR/results.txt"
+      fi
+      while IFS=, read -r test rps _; do
+        [[ $test == test || -z $test ]] && continue
+        RRPS[$name,$P,$test,$round]=$rps
+        printf '%-10s %-4s %-4s %12s\n' "$name" "$P" "$test" "$rps" | tee -a "$OUT_DIR/results.txt"
+      done <<<"$out"
+    done
   done
 done
+# Per target: the median requests/s over the rounds.
+for P in $PIPELINES; do
+  for t in $TARGETS; do
+    name=${t%%:*}
+    for test in SET GET; do
+      RPS[$name,$P,$test]=$(for ((r = 1; r <= ROUNDS; r++)); do echo "${RRPS[$name,$P,$test,$r]:-0}"; done | median)
+    done
+  done
+done
+# ratio A B: the median over the rounds of A's requests/s over B's in the same round ("" when
+# B has no number).
+ratio() {
+  local a=$1 b=$2 P=$3 test=$4 r x y
+  for ((r = 1; r <= ROUNDS; r++)); do
+    x=${RRPS[$a,$P,$test,$r]:-0}; y=${RRPS[$b,$P,$test,$r]:-0}
+    awk -v x="$x" -v y="$y" 'BEGIN{if (y > 0) print x / y}'
+  done | median | awk '{if ($1 > 0) printf "%.2f", $1}'
+}
+if ((ROUNDS > 1)); then
+  echo | tee -a "$OUT_DIR/results.txt"
+  echo "dgf/twemproxy per round (the ratios below are their medians):" | tee -a "$OUT_DIR/results.txt"
+  for P in $PIPELINES; do
+    for test in SET GET; do
+      line=""
+      for ((r = 1; r <= ROUNDS; r++)); do
+        line+=" $(awk -v x="${RRPS[dgf,$P,$test,$r]:-0}" -v y="${RRPS[twemproxy,$P,$test,$r]:-0}" 'BEGIN{if (y > 0) printf "%.2f", x / y; else printf "n/a"}')"
+      done
+      printf 'P=%-3s %-4s%s\n' "$P" "$test" "$line" | tee -a "$OUT_DIR/results.txt"
+    done
+  done
+fi
 echo | tee -a "$OUT_DIR/results.txt"
 for P in $PIPELINES; do
   for test in SET GET; do
-    d=${RPS[direct,$P,$test]:-0}; g=${RPS[dgf,$P,$test]:-0}; w=${RPS[twemproxy,$P,$test]:-0}
-    h=${RPS[haproxy,$P,$test]:-0}
-    awk -v d="$d" -v g="$g" -v w="$w" -v h="$h" -v P="$P" -v t="$test" \
-      'BEGIN{printf "P=%-3s %-4s dgf/direct %.2f  dgf/twemproxy %s  haproxy/direct %s  haproxy/twemproxy %s\n", P, t, (d>0?g/d:0), (w>0?sprintf("%.2f", g/w):"n/a"), (h>0&&d>0?sprintf("%.2f", h/d):"n/a"), (h>0&&w>0?sprintf("%.2f", h/w):"n/a")}' \
-      | tee -a "$OUT_DIR/results.txt"
+    gd=$(ratio dgf direct "$P" "$test"); gw=$(ratio dgf twemproxy "$P" "$test")
+    hd=$(ratio haproxy direct "$P" "$test"); hw=$(ratio haproxy twemproxy "$P" "$test")
+    printf 'P=%-3s %-4s dgf/direct %s  dgf/twemproxy %s  haproxy/direct %s  haproxy/twemproxy %s\n' \
+      "$P" "$test" "${gd:-n/a}" "${gw:-n/a}" "${hd:-n/a}" "${hw:-n/a}" | tee -a "$OUT_DIR/results.txt"
   done
 done
 {
   echo
   echo "Where the machine's CPU went per request (rest = everything but the proxy: redis-benchmark,"
   echo "Redis, kernel network work, other processes; bound = requests/s the same rest would allow if"
-  echo "the proxy cost nothing, $(nproc) cores / rest; SET and GET together):"
+  echo "the proxy cost nothing, $(nproc) cores / rest; SET and GET and all rounds together):"
   printf '%-10s %-4s %12s %14s %13s %8s %12s %16s\n' target P "rps (mean)" "proxy us/req" "rest us/req" "idle %" "bound rps" "bound/twemproxy"
   hz=$(getconf CLK_TCK)
   for P in $PIPELINES; do
@@ -153,7 +197,7 @@ done
       name=${t%%:*}
       [[ -n ${MACHINE[$name,$P]:-} ]] || continue
       read -r busy idle proxy <<<"${MACHINE[$name,$P]}"
-      awk -v busy="$busy" -v idle="$idle" -v proxy="$proxy" -v hz="$hz" -v n=$((2 * REQUESTS)) -v cores="$(nproc)" \
+      awk -v busy="$busy" -v idle="$idle" -v proxy="$proxy" -v hz="$hz" -v n=$((2 * REQUESTS * ROUNDS)) -v cores="$(nproc)" \
         -v a="${RPS[$name,$P,SET]:-0}" -v b="${RPS[$name,$P,GET]:-0}" -v tw="$tw_mean" -v name="$name" -v P="$P" \
         'BEGIN{rest=(busy-proxy)/hz*1e6/n; bound=(rest>0?cores*1e6/rest:0);
                printf "%-10s %-4s %12.0f %14.2f %13.2f %8.1f %12.0f %16s\n", name, P, (a+b)/2, proxy/hz*1e6/n, rest,

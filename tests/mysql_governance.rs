@@ -343,6 +343,27 @@ async fn change_user_switches_the_policy_view() {
     assert!(e.contains("1142") && e.contains("no deletes"), "{e}");
     let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1), "the connection stays usable");
+    // Audit `rows`: the rows a write changed (the server's affected rows), the rows a read
+    // returned.
+    c.query_drop("UPDATE orders SET total = total + 1 WHERE id IN (10, 11)").await.unwrap();
+    let _: Vec<i64> = c.query("SELECT id FROM orders ORDER BY id").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let record = |fp: &str| {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| r["fingerprint"].as_str().is_some_and(|f| f.starts_with(fp)))
+    };
+    let (update, select) = loop {
+        let (u, s) =
+            (record("update orders set total = total + ? where id in"), record("select id from orders order by id"));
+        if let (Some(u), Some(s)) = (&u, &s) {
+            break (u.clone(), s.clone());
+        }
+        assert!(std::time::Instant::now() < deadline, "records not written: {u:?} {s:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!((update["rows"].clone(), select["rows"].clone()), (2.into(), 2.into()), "{update} {select}");
 }
 
 /// Views made by the owner over governed tables: the rules on the tables reach them. Before,

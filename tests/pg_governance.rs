@@ -309,6 +309,39 @@ async fn audit_records_every_statement_and_chain_verifies() {
     drop(env.dgf);
 }
 
+/// SQL-level cursors through dgf: `MOVE` is analysed (sqlparser alone does not parse it) and
+/// runs for a role without masks; a masked role is refused it like `FETCH`. Audit records of
+/// writes carry the rows the server says they changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_move_runs_and_writes_record_the_rows_they_change() {
+    let env = setup();
+    let admin = client(&env, "admin").await;
+    let t = simple_text(
+        &admin,
+        "BEGIN; DECLARE c CURSOR FOR SELECT name FROM customers ORDER BY id; MOVE 1 IN c; FETCH 1 FROM c; COMMIT",
+    )
+    .await
+    .expect("MOVE through dgf");
+    assert_eq!(t, "bob|\n");
+    admin.simple_query("INSERT INTO notes VALUES ('a'), ('b'), ('c')").await.unwrap();
+    admin.simple_query("UPDATE notes SET body = 'z' WHERE body <> 'a'").await.unwrap();
+    let analyst = client(&env, "analyst").await;
+    let e = analyst
+        .simple_query("BEGIN; DECLARE c CURSOR FOR SELECT id FROM customers; MOVE 1 IN c; COMMIT")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    let _ = analyst.simple_query("ROLLBACK").await;
+    wait_records(&env.audit, 4);
+    let text = std::fs::read_to_string(&env.audit).unwrap();
+    let recs: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows_of = |fp: &str| {
+        recs.iter().find(|r| r["fingerprint"].as_str().is_some_and(|f| f.starts_with(fp))).map(|r| r["rows"].clone())
+    };
+    assert_eq!(rows_of("insert into notes"), Some(3.into()), "{text}");
+    assert_eq!(rows_of("update notes"), Some(2.into()), "{text}");
+}
+
 fn write_script(env: &Env) -> std::path::PathBuf {
     let p = env._dir.path().join("bench.sql");
     std::fs::write(&p, "\\set id random(1, 2)\nSELECT name FROM customers WHERE id = :id;\n").unwrap();

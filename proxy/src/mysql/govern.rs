@@ -198,15 +198,18 @@ impl Session {
 
     /// A row: `Ok(None)` pass it, `Ok(Some(bytes))` send these instead, `Err(())` drop it
     /// (row cap).
+    /// `rows` of the audit record counts the rows the client gets (a row cap's dropped rows
+    /// are left out).
     pub(super) fn on_row(&mut self, payload: &[u8]) -> Result<Option<Vec<u8>>, ()> {
-        self.gov.rows += 1;
         let Some(gov) = self.gov.active.as_ref() else { return Ok(None) };
         if !gov.needs_plan() {
+            self.gov.rows += 1;
             return Ok(None);
         }
         if gov.sql.verdict.row_limit.is_some_and(|l| self.gov.sent >= l) {
             return Err(());
         }
+        self.gov.rows += 1;
         self.gov.sent += 1;
         if !self.gov.any_mask {
             return Ok(None);
@@ -257,6 +260,12 @@ impl Session {
     /// Whether the current result set has masked columns.
     pub(super) fn gov_masks(&self) -> bool {
         self.gov.any_mask
+    }
+
+    /// A statement's OK packet: the rows it changed count as the record's `rows`.
+    pub(super) fn on_ok(&mut self, affected_rows: u64) {
+        self.gov.rows = self.gov.rows.saturating_add(affected_rows);
+        self.on_result_end();
     }
 
     /// End of one result set (more may follow in a multi-statement query).

@@ -409,7 +409,8 @@ impl Session {
                         Ok(None) => {}
                         Err(()) => continue,
                     },
-                    Kind::ResultEnd | Kind::Ok => self.on_result_end(),
+                    Kind::ResultEnd => self.on_result_end(),
+                    Kind::Ok => self.on_ok(t.last_ok.as_ref().map_or(0, |o| o.affected_rows)),
                     _ => {}
                 }
             }

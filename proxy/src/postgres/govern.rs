@@ -103,6 +103,8 @@ pub struct GovState {
     pub result_idx: usize,
     /// The statement shape that last passed the view checks.
     pub views_passed: super::views::Passed,
+    /// The result being streamed had DataRows (else its command tag gives the rows it changed).
+    rows_seen: bool,
 }
 
 impl Session {
@@ -305,19 +307,22 @@ impl Session {
 
     /// A DataRow without a plan (passed on as it is): counted for the audit record's `rows`.
     pub(super) fn count_row(&mut self) {
+        self.gov.rows_seen = true;
         if let Some(f) = self.gov.inflight.front_mut() {
             f.rows += 1;
         }
     }
 
     /// A DataRow under a plan: returns false to drop it (row cap); masks in place into `cout`.
+    /// The audit record's `rows` counts the rows the client gets.
     pub(super) fn mask_row(&mut self, raw: &[u8]) -> bool {
+        self.gov.rows_seen = true;
         let Some(plan) = self.gov.plan.as_mut() else { return true };
-        if let Some(f) = self.gov.inflight.front_mut() {
-            f.rows += 1;
-        }
         if plan.limit.is_some_and(|l| plan.sent >= l) {
             return false;
+        }
+        if let Some(f) = self.gov.inflight.front_mut() {
+            f.rows += 1;
         }
         plan.sent += 1;
         if !plan.any_mask {
@@ -338,6 +343,11 @@ impl Session {
     /// CommandComplete / EmptyQuery / PortalSuspended. Returns a replacement tag when the row
     /// cap cut the result.
     pub(super) fn result_done(&mut self, body: &[u8], suspended: bool) -> Option<BytesMut> {
+        if !std::mem::take(&mut self.gov.rows_seen) {
+            if let (Some(n), Some(f)) = (changed_rows(body), self.gov.inflight.front_mut()) {
+                f.rows = f.rows.saturating_add(n);
+            }
+        }
         let plan = self.gov.plan.take();
         let mut out = None;
         if let Some(p) = plan.filter(|p| p.limit.is_some_and(|l| p.sent >= l)) {
@@ -364,6 +374,7 @@ impl Session {
     /// ErrorResponse from the server.
     pub(super) fn result_error(&mut self, code: Option<&str>) {
         self.gov.plan = None;
+        self.gov.rows_seen = false;
         let Some(f) = self.gov.inflight.front_mut() else { return };
         f.error = Some(code.unwrap_or("?").to_owned());
         if f.execute {
@@ -377,6 +388,7 @@ impl Session {
     /// error never ran and get no record.
     pub(super) fn ready(&mut self) {
         self.gov.plan = None;
+        self.gov.rows_seen = false;
         self.gov.result_idx = 0;
         while let Some(f) = self.gov.inflight.pop_front() {
             if !f.execute {
@@ -408,6 +420,19 @@ impl InFlight {
     pub fn new(gov: Arc<Gov>, execute: bool) -> Self {
         Self { gov, started: Instant::now(), rows: 0, masked: false, mask_rules: Vec::new(), error: None, execute }
     }
+}
+
+/// The row count of a CommandComplete tag that reports rows changed or produced without
+/// sending them (`INSERT 0 3`, `UPDATE 2`, `DELETE 1`, `MERGE 4`, `COPY 5`, `SELECT 7` of
+/// `CREATE TABLE AS`); None for other tags (`MOVE 3` skips rows, DDL has no count).
+fn changed_rows(tag: &[u8]) -> Option<u64> {
+    let tag = tag.split(|&b| b == 0).next()?;
+    let tag = std::str::from_utf8(tag).ok()?;
+    let verb = tag.split(' ').next()?;
+    if !matches!(verb, "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "COPY" | "SELECT") {
+        return None;
+    }
+    tag.rsplit(' ').next()?.parse().ok()
 }
 
 /// Rebuild a DataRow body with the masked columns replaced.
@@ -442,4 +467,28 @@ fn rewrite_row(body: &[u8], cols: &[Option<(MaskFn, u32, Format)>]) -> Option<Ve
     let total = u32::try_from(out.len() - 1).ok()?;
     out[1..5].copy_from_slice(&total.to_be_bytes());
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_rows;
+
+    #[test]
+    fn rows_changed_by_a_command_come_from_its_tag() {
+        for (tag, want) in [
+            (&b"INSERT 0 3\0"[..], Some(3)),
+            (b"UPDATE 2\0", Some(2)),
+            (b"DELETE 0\0", Some(0)),
+            (b"MERGE 4\0", Some(4)),
+            (b"COPY 5\0", Some(5)),
+            (b"SELECT 7\0", Some(7)),
+            (b"MOVE 3\0", None),
+            (b"CREATE TABLE\0", None),
+            (b"INSERT 0 x\0", None),
+            (b"", None),
+            (b"\xff\0", None),
+        ] {
+            assert_eq!(changed_rows(tag), want, "{}", String::from_utf8_lossy(tag));
+        }
+    }
 }

@@ -32,11 +32,19 @@ pub(crate) fn analyze_normalized(n: &Normalized, dialect: Dialect) -> Analysis {
         Analysis { statements: Vec::new(), parse_error: n.error.clone().map(|e| SqlError::Lex(e).to_string()) };
     for st in &n.stmts {
         let text = &n.text[st.start..st.end];
-        match parse(text, dialect, st.chain) {
+        // Postgres `MOVE` has `FETCH`'s grammar (sqlparser knows only the latter): parsed as a
+        // FETCH, then named for what it is. Its outputs stay opaque, like FETCH's.
+        let moved = (dialect == Dialect::Postgres).then(|| as_fetch(text)).flatten();
+        match parse(moved.as_deref().unwrap_or(text), dialect, st.chain) {
             Ok(stmts) => {
                 for s in &stmts {
                     match statement_info(s, dialect, st.flags) {
-                        Ok(info) => out.statements.push(info),
+                        Ok(mut info) => {
+                            if moved.is_some() && info.kind == StatementKind::Other("fetch".into()) {
+                                info.kind = StatementKind::Other("move".into());
+                            }
+                            out.statements.push(info)
+                        }
                         Err(e) => {
                             out.parse_error.get_or_insert(e.to_string());
                             out.statements.push(fallback::classify(text, dialect, st.flags));
@@ -51,6 +59,21 @@ pub(crate) fn analyze_normalized(n: &Normalized, dialect: Dialect) -> Analysis {
         }
     }
     out
+}
+
+/// `MOVE ...` as `FETCH ...` with the same arguments; None for anything else. A bare cursor
+/// name (`MOVE c`, which Postgres reads as `MOVE NEXT FROM c`) is spelled out, since
+/// sqlparser wants a direction.
+fn as_fetch(text: &str) -> Option<String> {
+    let t = text.trim_start();
+    let head = t.get(..4)?;
+    let rest = &t[4..];
+    if !head.eq_ignore_ascii_case("move") || !rest.chars().next().is_some_and(char::is_whitespace) {
+        return None;
+    }
+    let args = rest.trim();
+    let bare = !args.is_empty() && args.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '"');
+    Some(if bare { format!("fetch next from {args}") } else { format!("fetch{rest}") })
 }
 
 fn parse(text: &str, dialect: Dialect, ops: usize) -> Result<Vec<Statement>, SqlError> {

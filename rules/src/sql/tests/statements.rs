@@ -306,6 +306,27 @@ fn procedures_cursors_and_multi_statements() {
     let i = pg("DECLARE c CURSOR FOR SELECT email FROM customers");
     assert_eq!(tables(&i), vec![(None, "customers", false)]);
     assert!(pg("FETCH 10 FROM c").outputs[0].is_opaque());
+    // MOVE (FETCH's grammar, no rows): parsed, named `move`, outputs opaque like FETCH's.
+    for q in [
+        "MOVE 2 IN c",
+        "move next from c",
+        "  MOVE c",
+        "MOVE ALL IN c",
+        "MOVE FORWARD 5 FROM c",
+        "Move\tABSOLUTE 3 IN c",
+    ] {
+        let a = analyze(q, Dialect::Postgres);
+        assert_eq!(a.parse_error, None, "{q}");
+        assert_eq!(a.statements[0].kind, StatementKind::Other("move".into()), "{q}");
+        assert!(a.statements[0].outputs[0].is_opaque(), "{q}");
+    }
+    let a = analyze("BEGIN; MOVE 1 IN c; FETCH 1 FROM c", Dialect::Postgres);
+    let kinds: Vec<_> = a.statements.iter().map(|s| s.kind.clone()).collect();
+    assert_eq!(kinds[1..], [StatementKind::Other("move".into()), StatementKind::Other("fetch".into())]);
+    for q in ["MOVEMENT 1 IN c", "MOVE 2 IN", "MOVE"] {
+        assert!(analyze(q, Dialect::Postgres).parse_error.is_some(), "{q}");
+    }
+    assert!(analyze("MOVE 2 IN c", Dialect::Mysql).parse_error.is_some());
     let a = analyze("SELECT 1; DROP TABLE x", Dialect::Postgres);
     assert!(a.is_multi_statement());
     assert_eq!(a.statements[1].kind, StatementKind::Drop);
