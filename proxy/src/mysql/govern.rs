@@ -4,7 +4,9 @@
 //!
 //! Direct columns are identified from the column definitions the server sends (schema,
 //! org_table, org_name); any other column (expressions, aliases of functions, UNION, ...)
-//! takes the mask its SQL lineage calls for (`dgf_rules::policy::sql_output_masks`). Masked
+//! takes the mask its SQL lineage calls for (`dgf_rules::policy::sql_output_masks`), and so
+//! does an unmasked direct column unless it is one of a `*` of base tables
+//! (`sql_output_star_tables`). Masked
 //! values stay type-correct: strings get the mask's text, integers and decimals get what the
 //! mask function gives for numbers, and anything that cannot be masked in its type is NULL.
 
@@ -12,7 +14,10 @@ use super::session::Session;
 use dgf_protocols::mysql::packets::column_names;
 use dgf_protocols::mysql::rows::{self, is_string_type, Replace};
 use dgf_rules::mask::{Format, MaskFn, MaskedValue, PgType};
-use dgf_rules::policy::{check_sql, sql_output_masks, SqlVerdict};
+use dgf_rules::policy::{check_sql, sql_output_masks, sql_output_star_tables, SqlVerdict, StarTable};
+
+/// A base table a `*` reads: (schema if written, name).
+type OwnedStarTable = (Option<String>, String);
 use dgf_rules::sql::{Analysis, Dialect, Fingerprint};
 use dgf_rules::{FieldRef, Namespace, RoleView};
 use std::sync::Arc;
@@ -78,6 +83,8 @@ pub struct GovState {
     cols: Vec<(u8, Option<MaskFn>)>,
     /// Lineage masks of the current result set's columns.
     lineage: Vec<Option<dgf_rules::MaskRule>>,
+    /// Per column: the base tables of the `*` it is one of (see `sql_output_star_tables`).
+    star_tables: Vec<Option<Vec<OwnedStarTable>>>,
     any_mask: bool,
     sent: u64,
 }
@@ -145,6 +152,7 @@ impl Session {
     pub(super) fn on_column_count(&mut self, payload: &[u8]) {
         self.gov.cols.clear();
         self.gov.lineage.clear();
+        self.gov.star_tables.clear();
         self.gov.any_mask = false;
         self.gov.sent = 0;
         let Some(gov) = self.gov.active.clone() else { return };
@@ -154,6 +162,9 @@ impl Session {
         let n = dgf_protocols::mysql::packets::Reader::new(payload, "column count").lenenc().unwrap_or(0) as usize;
         if let Some(st) = gov.analysis.statements.get(self.gov.result_idx).or(gov.analysis.statements.last()) {
             self.gov.lineage = sql_output_masks(&gov.view, st, n.min(4096));
+            let own =
+                |t: Vec<StarTable<'_>>| t.into_iter().map(|(s, t)| (s.map(str::to_owned), t.to_owned())).collect();
+            self.gov.star_tables = sql_output_star_tables(st, n.min(4096)).into_iter().map(|t| t.map(own)).collect();
         }
     }
 
@@ -176,8 +187,16 @@ impl Session {
             // A direct column with no mask can still be a masked value copied by the query
             // (e.g. INSERT ... SELECT shapes): lineage decides when it is stricter.
             // Lineage speaks for computed columns (and copies): see `MaskFn::for_computed`.
+            // One of the columns a `*` of base tables expands to, reported by the server as a
+            // column of one of those tables: it is that very column, and the union of the whole
+            // `*` (which holds the masked columns) does not apply to it.
+            let starred = self.gov.star_tables.get(idx).and_then(Option::as_ref).is_some_and(|tables| {
+                let same = |a: &str, b: &[u8]| a.as_bytes().eq_ignore_ascii_case(b);
+                tables.iter().any(|(s, t)| same(t, c.org_table) && s.as_deref().is_none_or(|s| same(s, c.schema)))
+            });
             let (m, computed) = match direct {
                 Some(Some(m)) => (Some(m), false),
+                Some(None) if starred => (None, false),
                 Some(None) | None => (lineage(), true),
             };
             if let Some(m) = m.as_ref().filter(|m| !self.gov.mask_rules.contains(&m.id)) {

@@ -24,7 +24,7 @@ mod doc_examples;
 mod tests;
 
 pub use glob::{glob_match, FieldPattern, FieldRef, Namespace};
-pub use sql::{check_sql, check_sql_cached, qualify, sql_output_masks, SqlVerdict};
+pub use sql::{check_sql, check_sql_cached, qualify, sql_output_masks, sql_output_star_tables, SqlVerdict, StarTable};
 
 use crate::mask::{HashKey, MaskFn};
 use crate::RulesError;

@@ -223,40 +223,72 @@ fn fail_closed(v: &mut Verdict, id: usize, rule: &str, shadow: bool, why: &str) 
     }
 }
 
-/// Lineage half of the mask plan: for each of `ncols` result columns, the mask its sources call
-/// for. Positions are matched to the analysis around wildcards (`*` expands to an unknown number
+/// The sources of each of `ncols` result columns, and whether the column is in a wildcard
+/// run. Positions are matched to the analysis around wildcards (`*` expands to an unknown number
 /// of columns): columns before the first wildcard and after the last one map one to one, the
-/// rest get the union of everything in between. Over-reports, never under-reports.
-pub fn sql_output_masks(view: &RoleView, st: &StatementInfo, ncols: usize) -> Vec<Option<MaskRule>> {
+/// rest get the union of everything in between.
+fn output_groups(st: &StatementInfo, ncols: usize) -> Vec<(Vec<&ColumnSource>, bool)> {
     let outs = &st.outputs;
     fn union(cols: &[OutputColumn]) -> Vec<&ColumnSource> {
         cols.iter().flat_map(|o| o.sources.iter()).collect()
     }
-    let groups: Vec<Vec<&ColumnSource>> = match outs.iter().position(|o| o.wildcard) {
-        None if outs.len() == ncols => outs.iter().map(|o| o.sources.iter().collect()).collect(),
-        None => vec![union(outs); ncols],
+    fn one(o: &OutputColumn) -> (Vec<&ColumnSource>, bool) {
+        (o.sources.iter().collect(), false)
+    }
+    match outs.iter().position(|o| o.wildcard) {
+        None if outs.len() == ncols => outs.iter().map(one).collect(),
+        None => vec![(union(outs), false); ncols],
         Some(first) => {
             let last = outs.iter().rposition(|o| o.wildcard).unwrap_or(first);
             let tail = outs.len() - last - 1;
             if first + tail > ncols {
-                vec![union(outs); ncols]
+                vec![(union(outs), true); ncols]
             } else {
-                let mut g: Vec<Vec<&ColumnSource>> = outs[..first].iter().map(|o| o.sources.iter().collect()).collect();
+                let mut g: Vec<_> = outs[..first].iter().map(one).collect();
                 let mid = union(&outs[first..=last]);
-                g.extend(std::iter::repeat_n(mid, ncols - first - tail));
-                g.extend(outs[last + 1..].iter().map(|o| o.sources.iter().collect()));
+                g.extend(std::iter::repeat_n((mid, true), ncols - first - tail));
+                g.extend(outs[last + 1..].iter().map(one));
                 g
             }
         }
-    };
+    }
+}
+
+/// Lineage half of the mask plan: for each of `ncols` result columns, the mask its sources call
+/// for (see [`output_groups`] for how positions meet wildcards). Over-reports, never
+/// under-reports.
+pub fn sql_output_masks(view: &RoleView, st: &StatementInfo, ncols: usize) -> Vec<Option<MaskRule>> {
     let fallback = || st.tables.iter().map(qualify).find_map(|o| view.mask_for_object(Namespace::Sql, &o));
-    groups
+    output_groups(st, ncols)
         .into_iter()
-        .map(|srcs| {
+        .map(|(srcs, _)| {
             srcs.into_iter().find_map(|s| match source_ref(s) {
                 Some((o, c)) => view.mask_for(&FieldRef { ns: Namespace::Sql, object: &o, field: c.as_deref() }),
                 None => fallback(),
             })
+        })
+        .collect()
+}
+
+/// A table a `*` reads: (schema if written, name).
+pub type StarTable<'a> = (Option<&'a str>, &'a str);
+
+/// For each of `ncols` result columns: when it is one of the columns a `*` (or `t.*`) of base
+/// tables expands to, and nothing else, those tables as (schema if written, name); else None.
+/// Such a column is exactly the base column the server reports for it (MySQL's `org_table` /
+/// `org_name`), so that report can decide its mask instead of the union of the whole `*`.
+pub fn sql_output_star_tables(st: &StatementInfo, ncols: usize) -> Vec<Option<Vec<StarTable<'_>>>> {
+    output_groups(st, ncols)
+        .into_iter()
+        .map(|(srcs, star)| {
+            let tables: Option<Vec<_>> = srcs
+                .iter()
+                .map(|s| match s {
+                    ColumnSource::AllColumnsOf { schema, table } => Some((schema.as_deref(), table.as_str())),
+                    _ => None,
+                })
+                .collect();
+            tables.filter(|t| star && !t.is_empty())
         })
         .collect()
 }

@@ -187,6 +187,27 @@ fn lineage_masks_by_position() {
 }
 
 #[test]
+fn star_columns_of_base_tables_are_known_by_position() {
+    let st = |q: &str, n: usize| {
+        let a = analyze(q, Dialect::Mysql);
+        sql_output_star_tables(&a.statements[0], n)
+            .into_iter()
+            .map(|t| t.map(|v| v.into_iter().map(|(s, t)| format!("{s:?}.{t}")).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    };
+    let c = Some(vec!["None.customers".to_string()]);
+    assert_eq!(st("SELECT * FROM customers", 3), vec![c.clone(); 3]);
+    assert_eq!(st("SELECT id, *, 1 FROM customers", 5), vec![None, c.clone(), c.clone(), c, None]);
+    let both = Some(vec!["Some(\"db\").customers".to_string(), "None.staff".to_string()]);
+    assert_eq!(st("SELECT c.*, s.* FROM db.customers c JOIN staff s", 2), vec![both.clone(), both]);
+    // A star over a derived table that renames columns is not a star of base tables.
+    assert_eq!(st("SELECT * FROM (SELECT id, email AS name FROM customers) AS customers", 2), vec![None, None]);
+    assert_eq!(st("SELECT *, email FROM customers", 4)[3], None);
+    // More columns named than the result has: no position is trusted.
+    assert_eq!(st("SELECT id, *, name FROM customers", 1), vec![None]);
+}
+
+#[test]
 fn views_are_cached_and_role_scoped() {
     let p = policy("");
     let a = p.view("pg", &["analyst".to_owned()]);
