@@ -355,7 +355,15 @@ pub fn check(g: &mut GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<
             v.deny = Some(d);
         }
     }
-    let plan = g.resolver.as_ref().and_then(|r| plan(argv, r));
+    // A hash read in whole is planned only when some label covers fields of that key.
+    let object_mask = |k: &[u8]| {
+        g.view.mask_for_object(Namespace::Redis, &String::from_utf8_lossy(k)).filter(|m| !m.shadow).map(|m| m.id)
+    };
+    let plan = g
+        .resolver
+        .as_ref()
+        .and_then(|r| plan(argv, r))
+        .filter(|p| !matches!(p, MaskPlan::Pairs(key, _) if object_mask(key).is_none()));
     let audit = g.audit.then(|| {
         let at = out.len();
         let mut nbuf = [0u8; 10];
@@ -399,10 +407,19 @@ pub fn check(g: &mut GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<
         }
         raw::list_end(out);
         raw::field_str(out, "decision", crate::governance::decision(&v, plan.is_some()));
-        if !(v.hits.is_empty() && v.shadow.is_empty()) {
+        // The mask rules of the keys whose reply is masked, after the rules that decided.
+        let mut masks = Vec::new();
+        if let (Some(_), Some(info)) = (&plan, info) {
+            each_key(info, argv, |k| {
+                if let Some(id) = object_mask(k).filter(|id| !masks.contains(id) && !v.hits.contains(id)) {
+                    masks.push(id);
+                }
+            });
+        }
+        if !(v.hits.is_empty() && v.shadow.is_empty() && masks.is_empty()) {
             let names = g.policy.rule_names();
-            let rules = v.hits.iter().chain(v.shadow.iter()).filter_map(|&i| names.get(i).map(|n| &**n));
-            raw::field_strs_if_any(out, "rules", rules);
+            let ids = v.hits.iter().chain(&masks).chain(v.shadow.iter());
+            raw::field_strs_if_any(out, "rules", ids.filter_map(|&i| names.get(i).map(|n| &**n)));
         }
         AuditPart { millis: now.millis, len: out.len() - at }
     });
@@ -585,6 +602,44 @@ mod tests {
             assert_eq!((rec["kind"].as_str(), rec["fingerprint"].as_str()), (Some(kind), Some(fp)), "{rec}");
             assert_eq!(rec["database"], "3");
             assert_eq!(rec["decision"], "allow");
+            assert!(rec.get("rules").is_none(), "{rec}");
+        }
+    }
+
+    /// A masked reply's record says `mask` and names the mask rule; a hash read in whole whose
+    /// key no label covers is neither planned nor recorded as masked.
+    #[test]
+    fn mask_decisions_name_their_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let toml = format!(
+            "[audit]\npath = \"{}\"\n[[labels]]\nname = \"s\"\nmatch = [\"redis:session:*\", \"redis:user:*#email\"]\n\
+             [[rules]]\nname = \"mask s\"\naction = \"mask\"\nlabels = [\"s\"]\nwith = \"redact\"\n",
+            path.display()
+        );
+        let cfg = dgf_config::parse_str(&toml, "t.toml", &|_| None).expect("config");
+        let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
+        let gov = Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
+        let mut g = GovCtx::new(&policy, "r", &[], &gov).expect("auditing");
+        let mut run = |argv: &[&[u8]]| {
+            let mut out = Vec::new();
+            let c = check(&mut g, argv, 0, Clock::now(), &mut out);
+            let text = format!("{{\"x\":0{}}}", String::from_utf8(out).unwrap());
+            (c.plan.is_some(), serde_json::from_str::<serde_json::Value>(&text).unwrap())
+        };
+        for argv in [&[&b"GET"[..], b"session:1"][..], &[b"MGET", b"a", b"session:2"], &[b"HGETALL", b"user:7"]] {
+            let (planned, rec) = run(argv);
+            assert!(planned, "{rec}");
+            assert_eq!(
+                (rec["decision"].as_str(), rec["rules"].clone()),
+                (Some("mask"), serde_json::json!(["mask s"])),
+                "{rec}"
+            );
+        }
+        for argv in [&[&b"GET"[..], b"other"][..], &[b"HGETALL", b"cart:7"], &[b"HGET", b"user:7", b"name"]] {
+            let (planned, rec) = run(argv);
+            assert!(!planned, "{rec}");
+            assert_eq!(rec["decision"], "allow", "{rec}");
             assert!(rec.get("rules").is_none(), "{rec}");
         }
     }
