@@ -327,6 +327,11 @@ async fn select_star_masks_only_the_labelled_columns() {
         assert!(first.2 != EMAILS[0] && first.2.ends_with("@example.com"), "{sql}: email {}", first.2);
         assert!(first.3 != SSNS[0] && !first.3.contains("6789"), "{sql}: ssn {}", first.3);
     }
+    // Binary protocol (COM_STMT_EXECUTE): the same.
+    let r: Vec<mysql_async::Row> = c.exec("SELECT * FROM customers WHERE id = ?", (1,)).await.unwrap();
+    let (id, name, email): (i32, String, String) = (r[0].get(0).unwrap(), r[0].get(1).unwrap(), r[0].get(2).unwrap());
+    assert_eq!((id, name.as_str()), (1, "Alice"));
+    assert!(email != EMAILS[0] && email.ends_with("@example.com"), "{email}");
     // The same column through a derived table that renames it is still masked.
     let v: Vec<(i32, Option<String>)> =
         c.query("SELECT * FROM (SELECT id, email AS name FROM customers) AS customers ORDER BY id").await.unwrap();
