@@ -368,6 +368,83 @@ async fn a_client_vanishing_mid_transaction_is_rolled_back() {
     assert_eq!(ids, vec![101]);
 }
 
+/// LISTEN in transaction mode: a notification must never reach a client other than the one
+/// that listened (before, the next client of the connection got it, payload included). The
+/// LISTEN gets a warning, and its connection is closed when released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_in_transaction_mode_reaches_no_other_client() {
+    let db = TestDb::create();
+    let port = free_port();
+    let _dgf = Dgf::start(&basic_config(port, r#"{ mode = "transaction", size = 1 }"#), &[port]);
+    let a = connect(port, "app", &db.name).await.unwrap();
+    let a_pid: i32 = a.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    a.batch_execute("LISTEN dgf_leak_test").await.unwrap();
+    // B, with its asynchronous messages collected.
+    let (b, mut b_conn) =
+        tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=app dbname={}", db.name), NoTls)
+            .await
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut msgs = futures_util::stream::poll_fn(move |cx| b_conn.poll_message(cx));
+        while let Some(Ok(m)) = futures_util::StreamExt::next(&mut msgs).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    let watcher = direct().await;
+    let notify = async {
+        wait_active(&watcher, &db.name, "SELECT pg_sleep%").await;
+        // Notifications stay within a database: sent from the test's own.
+        let conn = format!("host={PG_HOST} port={PG_PORT} user=postgres dbname={}", db.name);
+        let (n, c) = tokio_postgres::connect(&conn, NoTls).await.unwrap();
+        tokio::spawn(c);
+        n.batch_execute("NOTIFY dgf_leak_test, 'secret payload'").await.unwrap();
+    };
+    let (r, ()) = tokio::join!(b.simple_query("SELECT pg_sleep(1.5), pg_backend_pid()"), notify);
+    let b_pid: i32 = r
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(1).and_then(|p| p.parse().ok()),
+            _ => None,
+        })
+        .expect("a row");
+    b.query_one("SELECT 1", &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.try_recv().ok(), None, "another client's notification reached B");
+    assert_ne!(a_pid, b_pid, "the connection that ran LISTEN went back to the pool");
+    // A LISTEN dgf does not see (run by a function) is caught by its first notification: not
+    // forwarded, and that connection is closed.
+    let conn = format!("host={PG_HOST} port={PG_PORT} user=postgres dbname={}", db.name);
+    let (owner, c) = tokio_postgres::connect(&conn, NoTls).await.unwrap();
+    tokio::spawn(c);
+    owner
+        .batch_execute(
+            "CREATE FUNCTION listen_quietly() RETURNS void LANGUAGE plpgsql \
+             AS $$ BEGIN EXECUTE 'LISTEN dgf_leak_test'; END $$",
+        )
+        .await
+        .unwrap();
+    a.batch_execute("SELECT listen_quietly()").await.unwrap();
+    let a_pid: i32 = a.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let notify = async {
+        wait_active(&watcher, &db.name, "SELECT pg_sleep%").await;
+        let conn = format!("host={PG_HOST} port={PG_PORT} user=postgres dbname={}", db.name);
+        let (n, c) = tokio_postgres::connect(&conn, NoTls).await.unwrap();
+        tokio::spawn(c);
+        n.batch_execute("NOTIFY dgf_leak_test, 'second secret'").await.unwrap();
+    };
+    let (r, ()) = tokio::join!(b.simple_query("SELECT pg_sleep(1.5), pg_backend_pid()"), notify);
+    let during = simple_rows(&r.unwrap());
+    let after: i32 = b.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.try_recv().ok(), None, "another client's notification reached B");
+    assert_eq!(during.len(), 1);
+    assert_ne!(after, a_pid, "the connection that got the notification went back to the pool");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_locks_of_a_vanished_client_are_released() {
     let db = TestDb::create();

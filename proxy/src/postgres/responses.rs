@@ -59,6 +59,13 @@ impl Session {
                     }
                 }
             }
+            btag::NOTIFICATION if txn => {
+                // A transaction-mode connection is shared: a notification belongs to whoever
+                // ran LISTEN on it, not to the client using it now. Never forwarded; the
+                // connection, which holds that LISTEN, is closed when released.
+                forward = false;
+                server.mark_broken();
+            }
             btag::BIND_COMPLETE | btag::CLOSE_COMPLETE => {
                 self.pending.pop_front();
             }
@@ -94,6 +101,15 @@ impl Session {
                     && (body.starts_with(b"DISCARD ALL\0") || body.starts_with(b"DEALLOCATE ALL\0"))
                 {
                     server.prepared.clear();
+                }
+                if t == btag::COMMAND_COMPLETE && txn && body.starts_with(b"LISTEN\0") {
+                    // The LISTEN must not outlive this client's use of the connection.
+                    server.mark_broken();
+                    if !internal {
+                        let msg = "dgf: LISTEN has no effect in transaction pooling mode (notifications are not \
+                                   delivered); use a route with pool mode \"session\"";
+                        ErrorFields::new("WARNING", "01000", msg).encode_as(btag::NOTICE, &mut self.cout);
+                    }
                 }
             }
             btag::ERROR => {
