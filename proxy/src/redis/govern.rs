@@ -549,10 +549,7 @@ mod tests {
             if let Some(k) = secret {
                 toml.push_str(&format!("fingerprint_key = \"{k}\"\n"));
             }
-            let cfg = dgf_config::parse_str(&toml, "t.toml", &|_| None).expect("config");
-            let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
-            let gov = Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
-            let mut g = GovCtx::new(&policy, "r", &[], &gov).expect("auditing");
+            let (mut g, _gov) = ctx(&toml);
             let mut out = Vec::new();
             let _ = check(&mut g, &[b"GET", key], 0, Clock::now(), &mut out);
             let text = format!("{{\"x\":0{}}}", String::from_utf8(out).unwrap());
@@ -579,10 +576,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
         let toml = format!("[audit]\npath = \"{}\"\n", path.display());
-        let cfg = dgf_config::parse_str(&toml, "t.toml", &|_| None).expect("config");
-        let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
-        let gov = Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
-        let mut g = GovCtx::new(&policy, "r", &[], &gov).expect("auditing");
+        let (mut g, _gov) = ctx(&toml);
         let mut part = |argv: &[&[u8]]| {
             let mut out = Vec::new();
             let _ = check(&mut g, argv, 3, Clock::now(), &mut out);
@@ -617,10 +611,7 @@ mod tests {
              [[rules]]\nname = \"mask s\"\naction = \"mask\"\nlabels = [\"s\"]\nwith = \"redact\"\n",
             path.display()
         );
-        let cfg = dgf_config::parse_str(&toml, "t.toml", &|_| None).expect("config");
-        let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
-        let gov = Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
-        let mut g = GovCtx::new(&policy, "r", &[], &gov).expect("auditing");
+        let (mut g, _gov) = ctx(&toml);
         let mut run = |argv: &[&[u8]]| {
             let mut out = Vec::new();
             let c = check(&mut g, argv, 0, Clock::now(), &mut out);
@@ -642,6 +633,14 @@ mod tests {
             assert_eq!(rec["decision"], "allow", "{rec}");
             assert!(rec.get("rules").is_none(), "{rec}");
         }
+    }
+
+    /// A session context (and the governance it audits to) for the config `toml`.
+    fn ctx(toml: &str) -> (GovCtx, Governance) {
+        let cfg = dgf_config::parse_str(toml, "t.toml", &|_| None).expect("config");
+        let policy = Arc::new(Policy::from_config(&cfg).expect("policy"));
+        let gov = Governance::start(&cfg, &prometheus::Registry::new()).expect("governance");
+        (GovCtx::new(&policy, "r", &[], &gov).expect("auditing"), gov)
     }
 
     /// A distinct file name per writer in one test.
