@@ -343,8 +343,10 @@ impl Session {
     /// CommandComplete / EmptyQuery / PortalSuspended. Returns a replacement tag when the row
     /// cap cut the result.
     pub(super) fn result_done(&mut self, body: &[u8], suspended: bool) -> Option<BytesMut> {
-        if !std::mem::take(&mut self.gov.rows_seen) {
-            if let (Some(n), Some(f)) = (changed_rows(body), self.gov.inflight.front_mut()) {
+        let rows_seen = std::mem::take(&mut self.gov.rows_seen);
+        if let Some(f) = self.gov.inflight.front_mut().filter(|_| !rows_seen) {
+            // Only a governed statement (it gets a record) has its tag read.
+            if let Some(n) = changed_rows(body) {
                 f.rows = f.rows.saturating_add(n);
             }
         }
