@@ -407,18 +407,20 @@ pub fn check(g: &mut GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<
         }
         raw::list_end(out);
         raw::field_str(out, "decision", crate::governance::decision(&v, plan.is_some()));
-        // The mask rules of the keys whose reply is masked, after the rules that decided.
+        // The mask rules of the keys whose reply is masked, after the rules that decided (the
+        // order of SQL and MongoDB records).
         let mut masks = Vec::new();
         if let (Some(_), Some(info)) = (&plan, info) {
             each_key(info, argv, |k| {
-                if let Some(id) = object_mask(k).filter(|id| !masks.contains(id) && !v.hits.contains(id)) {
+                let seen = |id: &usize| masks.contains(id) || v.hits.contains(id) || v.shadow.contains(id);
+                if let Some(id) = object_mask(k).filter(|id| !seen(id)) {
                     masks.push(id);
                 }
             });
         }
         if !(v.hits.is_empty() && v.shadow.is_empty() && masks.is_empty()) {
             let names = g.policy.rule_names();
-            let ids = v.hits.iter().chain(&masks).chain(v.shadow.iter());
+            let ids = v.hits.iter().chain(v.shadow.iter()).chain(&masks);
             raw::field_strs_if_any(out, "rules", ids.filter_map(|&i| names.get(i).map(|n| &**n)));
         }
         AuditPart { millis: now.millis, len: out.len() - at }
