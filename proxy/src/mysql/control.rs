@@ -57,6 +57,7 @@ impl Session {
         self.sticky = false;
         self.long_data = false;
         self.stmts.clear();
+        self.gov.sql_prepared.clear();
         self.replay.clear();
         self.release().await;
     }

@@ -87,6 +87,9 @@ pub struct GovState {
     star_tables: Vec<Option<Vec<OwnedStarTable>>>,
     any_mask: bool,
     sent: u64,
+    /// SQL-level prepared statements of this client (`PREPARE name FROM '...'`), by lower-cased
+    /// name: the decision of the statement each holds, which its `EXECUTE` runs under.
+    pub sql_prepared: std::collections::HashMap<String, Arc<Gov>>,
 }
 
 /// Map a MySQL column type to the mask layer's value classes (text-protocol spelling of
@@ -106,8 +109,48 @@ fn value_class(t: u8) -> PgType {
 }
 
 impl Session {
-    /// Analyse and decide. `None`: governance is off (no rules and no audit).
-    pub(super) fn govern_sql(&mut self, text: &[u8]) -> Option<Arc<Gov>> {
+    /// Analyse and decide a COM_QUERY (`query`) or COM_STMT_PREPARE text. `None`: governance
+    /// is off (no rules and no audit).
+    ///
+    /// A query that is a SQL-level `PREPARE name FROM '...'` is decided on the statement it
+    /// carries (recorded with kind `prepare`), and remembered; an `EXECUTE name` of a
+    /// statement remembered so gets that statement's decision and masking plan, re-checked
+    /// against the policy in force. Other spellings (`FROM @var`, ...) are analysed as they
+    /// are, which fails closed (see `sql_prepare`).
+    pub(super) fn govern_sql(&mut self, text: &[u8], query: bool) -> Option<Arc<Gov>> {
+        use super::sql_prepare::{recognise, SqlPrepared};
+        match recognise(text).filter(|_| query) {
+            Some(SqlPrepared::Prepare { name, statement }) => {
+                let inner = self.decide_sql(statement.as_bytes())?;
+                if inner.denied().is_some() {
+                    self.gov.sql_prepared.remove(&name);
+                } else {
+                    self.gov.sql_prepared.insert(name, inner.clone());
+                }
+                let mut sql = inner.sql.clone();
+                sql.kind = "prepare";
+                sql.needs_masking = false;
+                let (fp, analysis, view, text) =
+                    (inner.fp.clone(), inner.analysis.clone(), inner.view.clone(), inner.text.clone());
+                return Some(Arc::new(Gov { fp, analysis, sql, view, text }));
+            }
+            Some(SqlPrepared::Execute { name }) => {
+                let snap = self.shared.live.load();
+                let on = !snap.policy.rule_names().is_empty() || self.shared.governance.auditing();
+                if let Some(gov) = self.gov.sql_prepared.get(&name).cloned().filter(|_| on) {
+                    let gov = self.revalidate(gov);
+                    let g = &self.shared.governance;
+                    g.count(&snap.policy, &self.route.name, &gov.sql.verdict, gov.sql.needs_masking);
+                    return Some(gov);
+                }
+            }
+            Some(SqlPrepared::Deallocate { name }) => drop(self.gov.sql_prepared.remove(&name)),
+            None => {}
+        }
+        self.decide_sql(text)
+    }
+
+    fn decide_sql(&mut self, text: &[u8]) -> Option<Arc<Gov>> {
         let snap = self.shared.live.load();
         let g = &self.shared.governance;
         if snap.policy.rule_names().is_empty() && !g.auditing() {
@@ -301,8 +344,9 @@ impl Session {
     }
 
     /// Audit a refused statement.
-    pub(super) fn audit_denied(&mut self, gov: &Gov) {
-        self.audit(gov, (Instant::now(), 0, false, &[]), Some("1142".into()));
+    /// `code`: the errno the client was sent.
+    pub(super) fn audit_denied(&mut self, gov: &Gov, code: u16) {
+        self.audit(gov, (Instant::now(), 0, false, &[]), Some(code.to_string()));
     }
 
     /// `outcome`: when it started, rows, whether a column was masked, mask rules that applied.

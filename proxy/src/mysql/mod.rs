@@ -10,6 +10,7 @@ pub mod pools;
 pub mod replay;
 pub mod rsa;
 pub mod session;
+mod sql_prepare;
 pub mod state;
 pub mod statements;
 pub mod views;

@@ -238,13 +238,13 @@ impl Session {
             errno::TABLEACCESS_DENIED
         };
         self.send_err(seq, code, &message);
-        self.audit_denied(gov);
+        self.audit_denied(gov, code.0);
     }
 
     async fn dispatch(&mut self, seq: u8, payload: Bytes) -> Result<Flow, SessionError> {
         let cmd = payload[0];
         let sql: &[u8] = if matches!(cmd, com::QUERY | com::STMT_PREPARE) { &payload[1..] } else { &[] };
-        let gov = if sql.is_empty() { None } else { self.govern_sql(sql) };
+        let gov = if sql.is_empty() { None } else { self.govern_sql(sql, cmd == com::QUERY) };
         let gov = match gov {
             Some(g) if g.denied().is_none() => match self.check_views(seq, g).await {
                 Ok(g) => Some(g),
