@@ -40,6 +40,40 @@ print(cur.fetchone()[0])
     assert_eq!(out, "(11, Decimal('219.00'))\n((1,),) (('two',),)\nerr 1146\nn7");
 }
 
+/// A client without CLIENT_MULTI_STATEMENTS turns them off on the server connection it uses;
+/// the reset before the next client must turn them back on (it used to leave them off, so every
+/// later multi-statement query on that connection failed with 1064).
+#[test]
+fn multi_statements_work_after_a_client_without_them() {
+    let db = MyDb::create();
+    let port = free_port();
+    let _d = Dgf::start(&my_config(port, &db.upstream(), "{ size = 1 }", ""), &[port]);
+    let code = format!(
+        r#"
+import pymysql
+from pymysql.constants import CLIENT
+for flag in [CLIENT.MULTI_STATEMENTS, 0, CLIENT.MULTI_STATEMENTS, 0, CLIENT.MULTI_STATEMENTS]:
+    c = pymysql.connect(host="127.0.0.1", port={port}, user="app", password="app_pw", database="{db}",
+                        client_flag=flag)
+    cur = c.cursor()
+    if flag:
+        cur.execute("SELECT 1; SELECT 2")
+        a = cur.fetchall(); cur.nextset(); print(a, cur.fetchall())
+    else:
+        try:
+            cur.execute("SELECT 1; SELECT 2")
+            print("single: multi accepted")
+        except pymysql.err.ProgrammingError as e:
+            print("single:", e.args[0])
+    c.close()
+"#,
+        db = db.name
+    );
+    let out = python(&code).unwrap();
+    let multi = "((1,),) ((2,),)";
+    assert_eq!(out, [multi, "single: 1064", multi, "single: 1064", multi].join("\n"));
+}
+
 #[test]
 fn connector_python_both_auth_methods_and_prepared_cursor() {
     let db = MyDb::create();

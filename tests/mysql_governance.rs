@@ -539,3 +539,37 @@ async fn sql_level_prepare_and_execute_follow_the_policy() {
     let got: Vec<(&str, &str)> = kinds.iter().skip(1).take(3).map(|(k, d)| (k.as_str(), d.as_str())).collect();
     assert_eq!(got, want, "{kinds:?}");
 }
+
+/// Settings that change how the server reads SQL text (`ANSI_QUOTES`, `NO_BACKSLASH_ESCAPES`,
+/// multi-byte client character sets) are refused: with ANSI_QUOTES on, `CONCAT("ssn", '')` read
+/// the ssn column while dgf read a string. KILL is refused for every user (the thread ids a
+/// client sees are pooled connections other clients use), and the server's transaction and
+/// statistics tables are refused to masked roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_change_the_lexer_and_kill_are_refused() {
+    let (db, _dir, _audit, _d, port) = start();
+    let mut c = connect(port, &db, "analyst", "an_pw").await;
+    for sql in [
+        "SET sql_mode = 'ANSI_QUOTES'",
+        "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')",
+        "SET @@sql_mode := 'ANSI'",
+        "SET NAMES gbk",
+        "SELECT trx_query FROM information_schema.INNODB_TRX",
+        "SELECT min_value, max_value FROM mysql.column_stats",
+    ] {
+        let e = c.query_drop(sql).await.unwrap_err().to_string();
+        assert!(e.contains("dgf:"), "{sql}: {e}");
+    }
+    // Still the default mode: a double-quoted "ssn" is a string, and the session is usable.
+    let v: Vec<String> = c.query("SELECT CONCAT(\"ssn\", '') FROM customers WHERE id = 1").await.unwrap();
+    assert_eq!(v, vec!["ssn".to_owned()]);
+    c.query_drop("SET sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_DATE'").await.unwrap();
+    let mut clerk = connect(port, &db, "clerk", "cl_pw").await;
+    let id: Option<u64> = clerk.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    for sql in [format!("KILL {}", id.unwrap()), format!("/*!50000 KILL QUERY {} */", id.unwrap())] {
+        let e = clerk.query_drop(&sql).await.unwrap_err().to_string();
+        assert!(e.contains("1095") && e.contains("KILL"), "{sql}: {e}");
+    }
+    let one: Option<i32> = clerk.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+}

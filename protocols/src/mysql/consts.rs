@@ -122,6 +122,8 @@ pub mod errno {
     pub const COLUMNACCESS_DENIED: (u16, &str) = (1143, "42000");
     /// Generic access denied (statement kind).
     pub const SPECIFIC_ACCESS_DENIED: (u16, &str) = (1227, "42000");
+    /// "You are not owner of thread" (KILL refused).
+    pub const KILL_DENIED: (u16, &str) = (1095, "HY000");
     /// LOAD DATA LOCAL refused.
     pub const NOT_ALLOWED_COMMAND: (u16, &str) = (1148, "42000");
     /// Lost connection to the upstream / cannot connect.

@@ -402,8 +402,13 @@ impl MyConn {
             return Err(BackendError::Refused(e));
         }
         self.prepared.clear();
-        self.multi_statements = true;
         self.collation = 0;
+        // COM_RESET_CONNECTION leaves the COM_SET_OPTION state as it was (MariaDB): a connection
+        // a client without CLIENT_MULTI_STATEMENTS used is turned back to dgf's default here,
+        // or the next client that wants them would be refused every multi-statement query.
+        if !self.multi_statements {
+            self.set_multi_statements(true).await?;
+        }
         self.init_session().await?;
         self.dirty = false;
         Ok(())

@@ -14,7 +14,9 @@ use super::session::Session;
 use dgf_protocols::mysql::packets::column_names;
 use dgf_protocols::mysql::rows::{self, is_string_type, Replace};
 use dgf_rules::mask::{Format, MaskFn, MaskedValue, PgType};
-use dgf_rules::policy::{check_sql, sql_output_masks, sql_output_star_tables, SqlVerdict, StarTable};
+use dgf_rules::policy::{
+    check_lexer_settings, check_sql, sql_output_masks, sql_output_star_tables, SqlVerdict, StarTable,
+};
 
 /// A base table a `*` reads: (schema if written, name).
 type OwnedStarTable = (Option<String>, String);
@@ -159,7 +161,8 @@ impl Session {
         let view = self.gov.views.get(&snap.policy, &self.route.name, &self.user);
         let text = String::from_utf8_lossy(text);
         let (fp, analysis) = g.analyzer.classify(&text, Dialect::Mysql);
-        let sql = check_sql(&view, &analysis);
+        let mut sql = check_sql(&view, &analysis);
+        check_lexer_settings(&view, &analysis, &text, Dialect::Mysql, &mut sql);
         g.count(&snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
         let text = g.include_literals().then(|| text.into_owned());
         Some(Arc::new(Gov { fp, analysis, sql, view, text }))

@@ -244,6 +244,14 @@ impl Session {
     async fn dispatch(&mut self, seq: u8, payload: Bytes) -> Result<Flow, SessionError> {
         let cmd = payload[0];
         let sql: &[u8] = if matches!(cmd, com::QUERY | com::STMT_PREPARE) { &payload[1..] } else { &[] };
+        if cmd == com::QUERY && scan(sql).kill {
+            // The thread ids a client can see (CONNECTION_ID(), the processlist) belong to
+            // pooled server connections that other clients use next: a KILL would end their
+            // statements and connections.
+            let why = "dgf: KILL is not available through dgf (server threads are shared by the pool's clients)";
+            self.send_err(seq, errno::KILL_DENIED, why);
+            return Ok(Flow::Continue);
+        }
         let gov = if sql.is_empty() { None } else { self.govern_sql(sql, cmd == com::QUERY) };
         let gov = match gov {
             Some(g) if g.denied().is_none() => match self.check_views(seq, g).await {

@@ -19,6 +19,8 @@ pub struct SqlTraits {
     pub leaves_previous: bool,
     /// `USE db` (schema switch; also reported by session tracking).
     pub use_schema: Option<String>,
+    /// A `KILL` statement: server thread ids are shared by the pool's clients.
+    pub kill: bool,
 }
 
 /// Lower-cased words of `sql` outside strings and comments. The body of a `/*! ... */`
@@ -146,6 +148,7 @@ pub fn scan(sql: &[u8]) -> SqlTraits {
                 "prepare" | "execute" | "deallocate" => pin("SQL-level prepared statement", &mut t),
                 "xa" => pin("XA transaction", &mut t),
                 "handler" => pin("HANDLER", &mut t),
+                "kill" => t.kill = true,
                 _ => {}
             }
         }
@@ -246,6 +249,16 @@ mod tests {
         ];
         for (sql, want) in cases {
             assert_eq!(scan(sql.as_bytes()).pin, *want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn finds_kill_in_every_spelling() {
+        for sql in ["KILL 5", "kill query 5", "/* x */ KILL CONNECTION 7", "/*!50000 KILL 5 */", "select 1; kill 3"] {
+            assert!(scan(sql.as_bytes()).kill, "{sql}");
+        }
+        for sql in ["SELECT 'kill 5'", "select kill from t", "select 1 -- kill 5"] {
+            assert!(!scan(sql.as_bytes()).kill, "{sql}");
         }
     }
 

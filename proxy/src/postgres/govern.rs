@@ -13,7 +13,7 @@ use super::relay::Session;
 use bytes::BytesMut;
 use dgf_protocols::postgres::messages;
 use dgf_rules::mask::{Format, MaskFn};
-use dgf_rules::policy::{check_sql_cached, sql_output_masks, SqlVerdict};
+use dgf_rules::policy::{check_lexer_settings, check_sql_cached, sql_output_masks, touches_lexer_settings, SqlVerdict};
 use dgf_rules::sql::{Analysis, Dialect, Fingerprint};
 use dgf_rules::{FieldRef, Namespace, RoleView};
 use std::collections::{HashMap, VecDeque};
@@ -123,7 +123,13 @@ impl Session {
         }
         let view = self.gov.views.get(&snap.policy, &self.route.name, &self.user);
         let (fp, analysis) = g.analyzer.classify(text, Dialect::Postgres);
-        let sql = check_sql_cached(&view, &analysis);
+        let mut sql = check_sql_cached(&view, &analysis);
+        if touches_lexer_settings(&analysis, Dialect::Postgres) {
+            let mut own = (*sql).clone();
+            if check_lexer_settings(&view, &analysis, text, Dialect::Postgres, &mut own) {
+                sql = Arc::new(own);
+            }
+        }
         g.count(&snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
         let text = g.include_literals().then(|| text.to_owned());
         Some(Arc::new(Gov { fp, analysis, sql, view, text }))

@@ -16,6 +16,7 @@
 //! 6. `mode = "shadow"` rules are evaluated and reported (audit, metrics) but never enforced.
 
 mod glob;
+mod lexer_guard;
 mod sql;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ mod doc_examples;
 mod tests;
 
 pub use glob::{glob_match, FieldPattern, FieldRef, Namespace};
+pub use lexer_guard::{check_lexer_settings, touches_lexer_settings};
 pub use sql::{check_sql, check_sql_cached, qualify, sql_output_masks, sql_output_star_tables, SqlVerdict, StarTable};
 
 use crate::mask::{HashKey, MaskFn};

@@ -4,7 +4,9 @@
 use super::{Action, Denial, FieldRef, Flags, MaskRule, Namespace, RoleView, Verdict};
 use std::sync::Arc;
 
-use crate::sql::{Analysis, ColumnSource, CopyDirection, OutputColumn, StatementInfo, StatementKind, TableRef};
+use crate::sql::{
+    Analysis, ColumnSource, CopyDirection, DdlKind, OutputColumn, StatementInfo, StatementKind, TableRef,
+};
 
 /// The decision for one query string (all its statements).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,6 +176,12 @@ fn masking_checks(view: &RoleView, st: &StatementInfo, objects: &[String], v: &m
     if copies_masked {
         fail_closed(v, m.id, &m.rule, m.shadow, "it would copy masked data where masking cannot follow it");
     }
+    if matches!(st.kind, StatementKind::Ddl(DdlKind::Alter | DdlKind::Create)) {
+        // ALTER TABLE ... ADD c AS (masked) (generated columns), column defaults, CREATE
+        // TRIGGER / INDEX expressions: new places the masked values reach, under names no label
+        // covers.
+        fail_closed(v, m.id, &m.rule, m.shadow, "schema changes to a table with masked columns can copy them");
+    }
     if matches!(st.kind, StatementKind::Copy { direction: CopyDirection::To, .. }) {
         fail_closed(v, m.id, &m.rule, m.shadow, "COPY ... TO of masked data is not supported; use SELECT");
     }
@@ -196,8 +204,17 @@ const STATEMENT_LOGS: &[&str] = &[
     "pg_stats",
     "pg_stats_ext",
     "pg_stats_ext_exprs",
+    // Statements and cursors of the server connection, which dgf's pool shares between clients.
+    "pg_prepared_statements",
+    "pg_cursors",
+    "pg_stat_get_backend_activity",
     // MySQL / MariaDB
     "processlist",
+    "innodb_trx",
+    "innodb_locks",
+    "column_stats",
+    "general_log",
+    "slow_log",
     "performance_schema.threads",
     "events_statements_current",
     "events_statements_history",
@@ -206,7 +223,7 @@ const STATEMENT_LOGS: &[&str] = &[
     "prepared_statements_instances",
 ];
 
-fn fail_closed(v: &mut Verdict, id: usize, rule: &str, shadow: bool, why: &str) {
+pub(super) fn fail_closed(v: &mut Verdict, id: usize, rule: &str, shadow: bool, why: &str) {
     if shadow {
         if !v.shadow.contains(&id) {
             v.shadow.push(id);

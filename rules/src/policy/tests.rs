@@ -230,6 +230,9 @@ fn statement_logs_fail_closed_for_masked_roles() {
         "SELECT query FROM pg_stat_statements",
         "SELECT * FROM pg_stat_get_activity(NULL)",
         "SELECT most_common_vals FROM pg_stats WHERE tablename = 'customers'",
+        "SELECT statement FROM pg_prepared_statements",
+        "SELECT statement FROM pg_catalog.pg_cursors",
+        "SELECT pg_stat_get_backend_activity(s) FROM pg_stat_get_backend_idset() s",
     ] {
         let d = deny(sql, Dialect::Postgres);
         assert!(d.as_ref().is_some_and(|d| d.message.contains("other sessions")), "{sql}: {d:?}");
@@ -239,6 +242,11 @@ fn statement_logs_fail_closed_for_masked_roles() {
         "SELECT info FROM information_schema.processlist",
         "SELECT SQL_TEXT FROM performance_schema.events_statements_history",
         "SELECT PROCESSLIST_INFO FROM performance_schema.threads",
+        "SELECT trx_query FROM information_schema.INNODB_TRX",
+        "SELECT lock_data FROM information_schema.innodb_locks",
+        "SELECT min_value, max_value, histogram FROM mysql.column_stats",
+        "SELECT argument FROM mysql.general_log",
+        "SELECT sql_text FROM mysql.slow_log",
     ] {
         let d = deny(sql, Dialect::Mysql);
         assert!(d.as_ref().is_some_and(|d| d.message.contains("other sessions")), "{sql}: {d:?}");
@@ -247,4 +255,23 @@ fn statement_logs_fail_closed_for_masked_roles() {
     assert!(deny("SELECT title FROM threads", Dialect::Mysql).is_none());
     // Roles without masks read them (monitoring).
     assert!(check(&p, &["app"], "SELECT query FROM pg_stat_activity").verdict.deny.is_none());
+}
+
+#[test]
+fn schema_changes_to_masked_tables_fail_closed_for_masked_roles() {
+    let p = policy("");
+    let analyst = p.view("my", &["analyst".to_owned()]);
+    let deny = |sql: &str| check_sql(&analyst, &analyze(sql, Dialect::Mysql)).verdict.deny;
+    // The analyst of EXAMPLE may not run DDL at all; give a masked role that may.
+    assert!(deny("ALTER TABLE customers ADD COLUMN s2 VARCHAR(20) AS (ssn) VIRTUAL").is_some());
+    let p = policy("\n[[rules]]\nname = \"mask email for writers\"\nroles = [\"writer\"]\naction = \"mask\"\nlabels = [\"email\"]\nwith = \"redact\"\n");
+    let writer = p.view("my", &["writer".to_owned()]);
+    let d = |sql: &str| check_sql(&writer, &analyze(sql, Dialect::Mysql)).verdict.deny.map(|d| d.message);
+    for sql in
+        ["ALTER TABLE customers ADD COLUMN e2 VARCHAR(200) AS (email) VIRTUAL", "CREATE INDEX i ON customers (email)"]
+    {
+        assert!(d(sql).is_some_and(|m| m.contains("schema changes")), "{sql}");
+    }
+    assert_eq!(d("ALTER TABLE orders ADD COLUMN note TEXT"), None);
+    assert_eq!(d("CREATE TABLE scratch (id INT)"), None);
 }

@@ -1,0 +1,203 @@
+//! Refuse session settings that change how the server reads SQL text: the analyser lexes
+//! strings and identifiers as the defaults have it (Postgres `standard_conforming_strings = on`
+//! and an ASCII-safe client encoding; MySQL without `ANSI_QUOTES` / `NO_BACKSLASH_ESCAPES` and
+//! with an ASCII-safe client character set). A client that changes them would have the server
+//! read a column where dgf reads a string (or the end of a string where dgf reads its middle),
+//! and every rule and mask after that would be decided on a different statement.
+//!
+//! The analysis is shared per statement shape (literals stripped), so the values are read from
+//! the statement's own text here. Only values that are plainly safe pass; anything else that
+//! assigns one of these settings (a variable, a function, a number, a list dgf does not know) is
+//! refused like a statement that cannot be analysed.
+
+use super::sql::SqlVerdict;
+use super::RoleView;
+use crate::sql::{Analysis, Dialect};
+use crate::Denial;
+
+/// Settings whose value changes how the server tokenises SQL, by dialect.
+fn sensitive(dialect: Dialect, var: &str) -> bool {
+    let last = var.rsplit('.').next().unwrap_or(var).trim_start_matches('@');
+    match dialect {
+        Dialect::Postgres => matches!(last, "standard_conforming_strings" | "client_encoding" | "names"),
+        Dialect::Mysql => matches!(
+            last,
+            "sql_mode"
+                | "names"
+                | "charset"
+                | "character_set_client"
+                | "character_set_connection"
+                | "collation_connection"
+        ),
+    }
+}
+
+/// Client encodings / character sets whose multi-byte characters can end in a `\` or quote byte,
+/// and MySQL sql_mode words that turn on `ANSI_QUOTES` or `NO_BACKSLASH_ESCAPES` (directly or as
+/// part of a combination mode).
+const UNSAFE_WORDS: &[&str] = &[
+    "sjis",
+    "shift_jis",
+    "mskanji",
+    "big5",
+    "gbk",
+    "gb18030",
+    "uhc",
+    "johab",
+    "cp932",
+    "cp936",
+    "cp949",
+    "cp950",
+    "windows932",
+    "windows936",
+    "windows949",
+    "windows950",
+    "win932",
+    "win936",
+    "win949",
+    "win950",
+    "ansi",
+    "no_backslash_escapes",
+    "db2",
+    "mssql",
+    "oracle",
+    "postgresql",
+    "maxdb",
+];
+
+/// Why `text` (a statement the analysis says assigns a sensitive setting) is unsafe, if it is.
+fn unsafe_value(dialect: Dialect, text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    if UNSAFE_WORDS.iter().any(|w| lower.contains(w)) {
+        return Some("it sets a mode or character set in which the server reads quotes and backslashes differently");
+    }
+    let bytes = lower.as_bytes();
+    let user_var = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'@' && bytes.get(i + 1) != Some(&b'@') && (i == 0 || bytes[i - 1] != b'@'));
+    if lower.contains('(') || user_var || lower.contains("0x") || lower.contains("x'") || lower.contains("b'") {
+        return Some("it sets the setting to a value dgf cannot see");
+    }
+    if dialect == Dialect::Mysql && lower.contains("sql_mode") && lower.bytes().any(|b| b.is_ascii_digit()) {
+        // sql_mode takes bit masks, and the MYSQL323 / MYSQL40 words are the only digits a safe
+        // list would hold.
+        return Some("it sets sql_mode to a value dgf cannot see");
+    }
+    if dialect == Dialect::Postgres && lower.contains("standard_conforming_strings") {
+        let squeezed: String = lower.chars().filter(|c| !c.is_whitespace() && *c != '\'' && *c != '"').collect();
+        let squeezed = squeezed.trim_end_matches(';');
+        let safe = squeezed.starts_with("reset")
+            || ["on", "true", "yes", "1", "default"]
+                .iter()
+                .any(|v| squeezed.ends_with(&format!("={v}")) || squeezed.ends_with(&format!("to{v}")));
+        if !safe {
+            return Some("it turns standard_conforming_strings off");
+        }
+    }
+    None
+}
+
+/// Whether a statement of `a` assigns a setting the analyser's lexer depends on (cheap: the
+/// statement's `set_variables`; [`check_lexer_settings`] then reads the values).
+pub fn touches_lexer_settings(a: &Analysis, dialect: Dialect) -> bool {
+    a.statements.iter().any(|st| st.set_variables.iter().any(|v| sensitive(dialect, v)))
+}
+
+/// Refuse (into `out`) a statement of `text` that assigns a setting the analyser's lexer
+/// depends on, to a value that is not plainly safe. Refused like an unparseable statement
+/// (`server.on_parse_error`; with "allow", roles with masks are still refused). Returns whether
+/// it refused.
+pub fn check_lexer_settings(view: &RoleView, a: &Analysis, text: &str, dialect: Dialect, out: &mut SqlVerdict) -> bool {
+    let Some(why) = touches_lexer_settings(a, dialect).then(|| unsafe_value(dialect, text)).flatten() else {
+        return false;
+    };
+    if view.parse_error_denies() {
+        out.verdict.deny.get_or_insert(Denial {
+            id: usize::MAX,
+            rule: "on_parse_error".into(),
+            message: format!(
+                "dgf: statement refused: {why}, and dgf would no longer read statements as the server does; set server.on_parse_error = \"allow\" to let such statements through"
+            ),
+        });
+        return true;
+    }
+    if let Some(m) = view.masks.first() {
+        super::sql::fail_closed(&mut out.verdict, m.id, &m.name, m.shadow, why);
+        return out.verdict.deny.is_some();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plainly_safe_values_pass() {
+        let risky = |d, s: &str| unsafe_value(d, s).is_some();
+        for s in [
+            "SET sql_mode='ANSI_QUOTES'",
+            "SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES'",
+            "SET @@sql_mode := 'ANSI'",
+            "SET sql_mode = 'DB2'",
+            "SET sql_mode = 4",
+            "SET sql_mode = @saved",
+            "SET sql_mode = CONCAT(@@sql_mode, ',AN', 'SI_QUOTES')",
+            "SET sql_mode = 0x414E5349",
+            "SET NAMES gbk",
+            "SET character_set_client = sjis",
+            "SET CHARACTER SET big5",
+        ] {
+            assert!(risky(Dialect::Mysql, s), "{s}");
+        }
+        for s in [
+            "SET sql_mode='STRICT_TRANS_TABLES,NO_ZERO_DATE'",
+            "SET @@SESSION.sql_mode = 'TRADITIONAL'",
+            "SET sql_mode = DEFAULT",
+            "SET NAMES utf8mb4",
+            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'",
+        ] {
+            assert!(!risky(Dialect::Mysql, s), "{s}");
+        }
+        for s in [
+            "SET standard_conforming_strings = off",
+            "SET standard_conforming_strings TO 'of'\n'f'",
+            "SET standard_conforming_strings = false",
+            "SET client_encoding = 'SJIS'",
+            "SET NAMES 'big5'",
+            "SET client_encoding TO 'WIN950'",
+        ] {
+            assert!(risky(Dialect::Postgres, s), "{s}");
+        }
+        for s in [
+            "SET standard_conforming_strings = on",
+            "SET standard_conforming_strings TO DEFAULT",
+            "RESET standard_conforming_strings",
+            "SET client_encoding = 'UTF8'",
+            "SET NAMES 'LATIN1'",
+        ] {
+            assert!(!risky(Dialect::Postgres, s), "{s}");
+        }
+    }
+
+    #[test]
+    fn refuses_only_statements_that_assign_those_settings() {
+        let toml = "[[labels]]\nname = \"pii\"\nmatch = [\"t.email\"]\n[[rules]]\nname = \"m\"\nroles = [\"analyst\"]\naction = \"mask\"\nlabels = [\"pii\"]\nwith = \"redact\"\n";
+        let cfg = dgf_config::parse_str(toml, "t.toml", &|_| None).expect("config");
+        let p = super::super::Policy::from_config(&cfg).expect("policy");
+        let view = p.view("r", &["analyst".to_owned()]);
+        let run = |sql: &str, d| {
+            let a = crate::sql::analyze(sql, d);
+            let mut out = super::super::check_sql(&view, &a);
+            check_lexer_settings(&view, &a, sql, d, &mut out);
+            out.verdict.deny.map(|d| d.message)
+        };
+        let m = run("SET sql_mode = 'ANSI_QUOTES'", Dialect::Mysql);
+        assert!(m.as_deref().is_some_and(|m| m.contains("quotes and backslashes")), "{m:?}");
+        assert!(run("SET standard_conforming_strings = off", Dialect::Postgres).is_some());
+        // Text that mentions the words without assigning the settings is analysed as usual.
+        assert_eq!(run("SELECT 'ansi' AS sql_mode FROM t", Dialect::Mysql), None);
+        assert_eq!(run("SET sql_mode = 'STRICT_ALL_TABLES'", Dialect::Mysql), None);
+    }
+}
