@@ -666,3 +666,85 @@ async fn many_distinct_prepared_and_unnamed_statements_across_the_pool() {
     .await;
     assert!(db.sessions() <= 2, "pool cap exceeded: {}", db.sessions());
 }
+
+/// One frontend message: tag, length, body.
+fn fe(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Parse, Bind and Execute of `sql` (unnamed statement and portal, no parameters).
+fn extended(sql: &str) -> Vec<u8> {
+    let mut parse = vec![0u8];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    let mut out = fe(b'P', &parse);
+    out.extend(fe(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+    out.extend(fe(b'E', &[0, 0, 0, 0, 0]));
+    out
+}
+
+/// Read backend messages until one with tag `until`; returns the tags seen and its body.
+fn read_until(s: &mut std::net::TcpStream, until: u8) -> (Vec<u8>, Vec<u8>) {
+    use std::io::Read;
+    let mut tags = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).expect("backend message");
+        let mut body = vec![0u8; u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize - 4];
+        s.read_exact(&mut body).unwrap();
+        tags.push(head[0]);
+        if head[0] == until {
+            return (tags, body);
+        }
+    }
+}
+
+/// An error in the middle of an extended-protocol batch (before its Sync) makes the server skip
+/// to the Sync: what the client sends until then must not run. dgf used to take the error for a
+/// dying connection and let the client go on elsewhere, so the statements after the error ran
+/// and committed (`INSERT 3` below), outside the transaction the client had begun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_inside_an_unsynced_batch_skips_the_rest_of_it() {
+    use std::io::Write;
+    let db = TestDb::create();
+    let port = free_port();
+    let _dgf = Dgf::start(&basic_config(port, POOL2), &[port]);
+    let b = connect(port, "app", &db.name).await.unwrap();
+    b.batch_execute("CREATE TABLE pl (v int CHECK (v <> 2))").await.unwrap();
+    let name = db.name.clone();
+    let (tags, status) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut startup = 196608u32.to_be_bytes().to_vec();
+        for p in ["user", "app", "database", &name, ""] {
+            startup.extend_from_slice(p.as_bytes());
+            startup.push(0);
+        }
+        let mut m = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+        m.extend(startup);
+        s.write_all(&m).unwrap();
+        read_until(&mut s, b'Z');
+        let mut batch = extended("BEGIN");
+        batch.extend(extended("INSERT INTO pl VALUES (1)"));
+        batch.extend(extended("INSERT INTO pl VALUES (2)"));
+        batch.extend(fe(b'H', &[]));
+        s.write_all(&batch).unwrap();
+        read_until(&mut s, b'E');
+        let mut rest = extended("INSERT INTO pl VALUES (3)");
+        rest.extend(extended("COMMIT"));
+        rest.extend(fe(b'S', &[]));
+        s.write_all(&rest).unwrap();
+        let (tags, status) = read_until(&mut s, b'Z');
+        s.write_all(&fe(b'Q', b"ROLLBACK\0")).unwrap();
+        read_until(&mut s, b'Z');
+        (tags, status)
+    })
+    .await
+    .unwrap();
+    assert_eq!((tags, status), (vec![b'Z'], vec![b'E']), "only ReadyForQuery (failed transaction) after the Sync");
+    let n: i64 = b.query_one("SELECT count(*) FROM pl", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "nothing of the failed batch may be committed");
+}

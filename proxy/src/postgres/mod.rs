@@ -226,6 +226,7 @@ async fn login(
         client_flush: false,
         server_flush: false,
         copy_in: false,
+        unsynced: false,
         gov: Default::default(),
     }))
 }

@@ -79,6 +79,9 @@ pub struct Session {
     /// The server is in copy-in mode and the client has not sent CopyDone/CopyFail yet. The
     /// server ignores Sync then (it answers only the Sync after the copy ends).
     pub(super) copy_in: bool,
+    /// Extended-protocol messages went to the server since the last Sync: it is inside an
+    /// (implicit) transaction, or skipping to Sync after an error, until then. Not released.
+    pub(super) unsynced: bool,
     /// Policy state: decisions per statement/portal, statements in flight, result plan.
     pub(super) gov: GovState,
 }
@@ -280,6 +283,7 @@ impl Session {
                 self.skip_until_sync = false;
                 if self.server.is_some() {
                     // The server saw part of this batch: let it close its implicit transaction.
+                    self.unsynced = false;
                     self.pending.push_back(Pending::Sync);
                     self.sout.extend_from_slice(raw);
                 } else {
@@ -307,6 +311,11 @@ impl Session {
         }
         let txn = self.txn;
         let Some(server) = self.server.as_mut() else { return Ok(true) };
+        match t {
+            tag::SYNC => self.unsynced = false,
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE | tag::EXECUTE | tag::FLUSH => self.unsynced = true,
+            _ => {}
+        }
         match t {
             tag::QUERY | tag::FUNCTION_CALL => {
                 self.route.metrics.queries.inc();
@@ -518,7 +527,11 @@ impl Session {
     /// Give the server connection back when the transaction (or session) is over.
     async fn maybe_release(&mut self) {
         let Some(server) = self.server.as_ref() else { return };
-        let idle = server.status == b'I' && self.pending.is_empty() && self.sout.is_empty() && server.rbuf.is_empty();
+        let idle = server.status == b'I'
+            && self.pending.is_empty()
+            && self.sout.is_empty()
+            && server.rbuf.is_empty()
+            && !self.unsynced;
         if idle && self.txn && !self.server_flush && !self.copy_in {
             self.cancel.clear();
             self.server = None;
@@ -529,8 +542,12 @@ impl Session {
     async fn finish(&mut self, clean: bool) {
         self.cancel.clear();
         let Some(mut server) = self.server.take() else { return };
-        let settled =
-            clean && self.pending.is_empty() && self.sout.is_empty() && server.rbuf.is_empty() && !self.copy_in;
+        let settled = clean
+            && self.pending.is_empty()
+            && self.sout.is_empty()
+            && server.rbuf.is_empty()
+            && !self.copy_in
+            && !self.unsynced;
         if !settled {
             if !self.pending.is_empty() || self.copy_in {
                 // The client left while the server still works for it: cancel that work, or

@@ -124,8 +124,10 @@ impl Session {
                     }
                     self.pending.pop_front();
                 }
-                if !seen_query && txn && !self.copy_in {
-                    // An error outside any request: the server is going away (FATAL).
+                if !seen_query && txn && !self.copy_in && !self.unsynced {
+                    // An error outside any request: the server is going away (FATAL). Inside an
+                    // extended-protocol batch it is the batch's error: the server now skips to
+                    // the client's Sync, and the connection stays with the client until then.
                     server.mark_broken();
                 }
                 if internal {
