@@ -748,3 +748,84 @@ async fn an_error_inside_an_unsynced_batch_skips_the_rest_of_it() {
     let n: i64 = b.query_one("SELECT count(*) FROM pl", &[]).await.unwrap().get(0);
     assert_eq!(n, 0, "nothing of the failed batch may be committed");
 }
+
+/// In transaction mode a server connection goes from client to client: what one client SETs
+/// must not reach the next. Reported parameters (TimeZone, DateStyle, ...) start at the
+/// connection's defaults for a client that did not ask for them, and unreported ones
+/// (work_mem, search_path, statement_timeout) are reset before another client gets the
+/// connection. Before, B ran with A's TimeZone, DateStyle and work_mem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_settings_do_not_reach_the_next_client() {
+    let db = TestDb::create();
+    let port = free_port();
+    let _dgf = Dgf::start(&basic_config(port, r#"{ mode = "transaction", size = 1 }"#), &[port]);
+    let q = "SELECT current_setting('TimeZone'), current_setting('DateStyle'), current_setting('work_mem'), \
+             current_setting('search_path')";
+    let row = |r: tokio_postgres::Row| {
+        (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, String>(3))
+    };
+    let before = row(direct().await.query_one(q, &[]).await.unwrap());
+    let a = connect(port, "app", &db.name).await.unwrap();
+    a.batch_execute("SET TimeZone = 'America/New_York'; SET DateStyle = 'German'").await.unwrap();
+    a.batch_execute("SET work_mem = '77kB'; SET search_path = pg_temp, public").await.unwrap();
+    let mine = row(a.query_one(q, &[]).await.unwrap());
+    assert_eq!(mine.2, "77kB");
+    // A client connected while A's settings sit on the only server connection, and one after A.
+    let b = connect(port, "app", &db.name).await.unwrap();
+    assert_eq!(row(b.query_one(q, &[]).await.unwrap()), before, "B while A is connected");
+    // A keeps its reported settings; unreported ones set by a plain SET do not survive a
+    // hand-over in transaction mode (documented; as with PgBouncer).
+    let again = row(a.query_one(q, &[]).await.unwrap());
+    assert_eq!((again.0, again.1), (mine.0.clone(), mine.1.clone()), "A keeps its own settings");
+    drop(a);
+    let c = connect(port, "app", &db.name).await.unwrap();
+    assert_eq!(row(c.query_one(q, &[]).await.unwrap()), before, "C after A left");
+    assert_eq!(row(b.query_one(q, &[]).await.unwrap()), before, "B again");
+}
+
+/// A startup parameter is reported back in the server's own spelling (asyncpg sends
+/// `client_encoding='utf-8'`, quotes included): dgf used to keep the raw text and report it to
+/// later clients, whose drivers then failed (psycopg: codec "'utf-8'" not available).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_are_reported_as_the_server_spells_them() {
+    use std::io::Write;
+    let db = TestDb::create();
+    let port = free_port();
+    let _dgf = Dgf::start(&basic_config(port, r#"{ mode = "transaction", size = 1 }"#), &[port]);
+    let name = db.name.clone();
+    let encodings = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for enc in ["'utf-8'", ""] {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut startup = 196608u32.to_be_bytes().to_vec();
+            let mut params = vec!["user", "app", "database", &name];
+            if !enc.is_empty() {
+                params.extend(["client_encoding", enc]);
+            }
+            for p in params.into_iter().chain([""]) {
+                startup.extend_from_slice(p.as_bytes());
+                startup.push(0);
+            }
+            let mut m = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+            m.extend(startup);
+            s.write_all(&m).unwrap();
+            let enc_seen = loop {
+                let (tags, body) = read_until(&mut s, b'S');
+                assert!(!tags.contains(&b'E'), "login failed");
+                let mut parts = body.split(|&b| b == 0);
+                if parts.next() == Some(b"client_encoding") {
+                    break String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                }
+            };
+            read_until(&mut s, b'Z');
+            s.write_all(&fe(b'Q', b"SELECT 1\0")).unwrap();
+            read_until(&mut s, b'Z');
+            out.push(enc_seen);
+        }
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(encodings, vec!["UTF8".to_owned(), "UTF8".to_owned()]);
+}

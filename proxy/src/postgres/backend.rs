@@ -103,6 +103,13 @@ pub struct ServerConn {
     /// Signature of the client parameters last synced onto this connection (0: none); a
     /// session whose own signature matches skips re-checking them (`Session::params_sig`).
     pub synced_for: u64,
+    /// The reported parameters (`TRACKED`) as the connection started with them.
+    pub defaults: Vec<(String, String)>,
+    /// Settings the server does not report (search_path, statement_timeout, ...) may differ
+    /// from the defaults: `RESET ALL` before another client gets the connection.
+    pub dirty: bool,
+    /// The session that made it dirty (`Session::session_id`; 0: none known).
+    pub dirty_for: u64,
 }
 
 impl ServerConn {
@@ -118,10 +125,17 @@ impl ServerConn {
             status: b'I',
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             synced_for: 0,
+            defaults: Vec::new(),
+            dirty: false,
+            dirty_for: 0,
         };
         let startup = startup::encode_startup(&[("user", &target.user), ("database", database)]);
         conn.stream.write_all(&startup).await?;
         conn.login(target).await?;
+        conn.defaults = super::relay::TRACKED
+            .iter()
+            .filter_map(|k| conn.params.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect();
         Ok(conn)
     }
 

@@ -161,6 +161,14 @@ async fn login(
     };
     let requested = login::requested_params(&startup);
     let mut sql = String::new();
+    // What the client does not ask for starts at the connection's own defaults: whoever used
+    // it before may have SET them (transaction mode hands connections from client to client).
+    for (k, v) in &server.defaults {
+        let asked = requested.iter().any(|(rk, _)| rk.eq_ignore_ascii_case(k));
+        if !asked && server.params.get(k) != Some(v) {
+            sql.push_str(&params::set_statement(k, v));
+        }
+    }
     for (k, v) in &requested {
         sql.push_str(&params::set_statement(k, v));
     }
@@ -182,7 +190,14 @@ async fn login(
         }
     }
     for (k, v) in requested {
+        // A reported parameter keeps the value the server reported after the SET (its own
+        // spelling: `UTF8` for a requested `'utf-8'`); the others are set again on every
+        // checkout, as the client wrote them.
+        if relay::TRACKED.iter().any(|t| t.eq_ignore_ascii_case(&k)) {
+            continue;
+        }
         server.params.insert(k.clone(), v.clone());
+        server.dirty = true;
         match desired.iter_mut().find(|(dk, _)| *dk == k) {
             Some(e) => e.1 = v,
             None => desired.push((k, v)),

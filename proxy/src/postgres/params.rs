@@ -25,14 +25,28 @@ impl Session {
         }
     }
 
-    /// Queue SETs so the server matches the parameters this client expects.
+    /// An id of this session (for [`ServerConn::dirty_for`]), unique while it lives.
+    pub(super) fn session_id(&self) -> u64 {
+        std::sync::Arc::as_ptr(&self.cancel) as u64
+    }
+
+    /// Queue SETs so the server matches the parameters this client expects; a connection
+    /// another client left with unreported settings changed gets `RESET ALL` first.
     pub(super) fn sync_params(&mut self, conn: &mut ServerConn) {
-        if conn.synced_for == self.params_sig {
+        let reset = conn.dirty && conn.dirty_for != self.session_id();
+        if conn.synced_for == self.params_sig && !reset {
             // The connection already holds exactly these settings.
             return;
         }
         conn.synced_for = self.params_sig;
         let mut sql = String::new();
+        if reset {
+            sql.push_str("RESET ALL;");
+            conn.dirty = false;
+            for (k, v) in &conn.defaults {
+                conn.params.insert(k.clone(), v.clone());
+            }
+        }
         for (k, v) in &self.desired {
             // Only reported parameters (ParameterStatus) are known to be current on `conn`:
             // any other one (search_path, statement_timeout...) may have been SET by another
@@ -43,6 +57,10 @@ impl Session {
             }
             sql.push_str(&set_statement(k, v));
             conn.params.insert(k.clone(), v.clone());
+            if !reported {
+                conn.dirty = true;
+                conn.dirty_for = self.session_id();
+            }
         }
         if !sql.is_empty() {
             messages::put_query(&mut self.sout, &sql);
@@ -58,4 +76,45 @@ pub fn set_statement(name: &str, value: &str) -> String {
         return String::new();
     }
     format!("SET {name} TO '{}';", value.replace('\'', "''"))
+}
+
+/// Whether a statement (its text, or its analysis when governed) may change settings the
+/// server does not report: the connection then needs `RESET ALL` before another client. Without
+/// an analysis only the leading keyword is looked at (a pooler that does not parse cannot do
+/// better; PgBouncer does not look at all).
+pub fn changes_settings(sql: &[u8], analysis: Option<&dgf_rules::sql::Analysis>) -> bool {
+    if let Some(a) = analysis {
+        return a.statements.iter().any(|st| {
+            st.set_variables.iter().any(|v| !TRACKED.iter().any(|t| t.eq_ignore_ascii_case(v)))
+                || st.functions.iter().any(|f| f == "set_config" || f == "pg_catalog.set_config")
+        });
+    }
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
+    let head = &sql[start..];
+    ["set", "reset"].iter().any(|w| {
+        head.len() > w.len()
+            && head[..w.len()].eq_ignore_ascii_case(w.as_bytes())
+            && !head[w.len()].is_ascii_alphanumeric()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changes_settings;
+
+    #[test]
+    fn leading_set_or_reset_changes_settings() {
+        for q in ["SET search_path = x", "  set\tstatement_timeout = 1", "RESET ALL", "reset work_mem"] {
+            assert!(changes_settings(q.as_bytes(), None), "{q}");
+        }
+        for q in ["SELECT 1", "settle", "SETOF", "", "   "] {
+            assert!(!changes_settings(q.as_bytes(), None), "{q}");
+        }
+        let a = dgf_rules::sql::analyze("SET TimeZone = 'UTC'", dgf_rules::sql::Dialect::Postgres);
+        assert!(!changes_settings(b"", Some(&a)), "a reported parameter is tracked, not reset");
+        for q in ["SET search_path TO evil, public", "SELECT set_config('work_mem', '1MB', false)", "RESET ALL"] {
+            let a = dgf_rules::sql::analyze(q, dgf_rules::sql::Dialect::Postgres);
+            assert!(changes_settings(b"", Some(&a)), "{q}");
+        }
+    }
 }

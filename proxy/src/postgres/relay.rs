@@ -310,7 +310,14 @@ impl Session {
             return Ok(true);
         }
         let txn = self.txn;
+        let me = self.session_id();
         let Some(server) = self.server.as_mut() else { return Ok(true) };
+        if matches!(t, tag::QUERY | tag::PARSE) {
+            let sql = if t == tag::QUERY { body } else { body.splitn(2, |&b| b == 0).nth(1).unwrap_or(&[]) };
+            if super::params::changes_settings(sql, query_gov.as_ref().map(|g| g.analysis())) {
+                (server.dirty, server.dirty_for) = (true, me);
+            }
+        }
         match t {
             tag::SYNC => self.unsynced = false,
             tag::PARSE | tag::BIND | tag::DESCRIBE | tag::CLOSE | tag::EXECUTE | tag::FLUSH => self.unsynced = true,

@@ -344,7 +344,9 @@ impl Ctx {
             Statement::Set(s) => self.set(s, f),
             Statement::Reset(r) => {
                 let (var, role) = match &r.reset {
-                    Reset::ALL => ("all".to_string(), true),
+                    // RESET ALL leaves the role alone (and a role given as a startup option
+                    // is what it would return to anyway): not a role change.
+                    Reset::ALL => ("all".to_string(), false),
                     Reset::SessionAuthorization => ("session_authorization".to_string(), true),
                     Reset::ConfigurationParameter(n) => {
                         let v = names::parts(n).join(".").to_lowercase();
@@ -357,8 +359,11 @@ impl Ctx {
             }
             Statement::Discard { object_type } => {
                 if matches!(object_type, DiscardObject::ALL) {
+                    // SET SESSION AUTHORIZATION DEFAULT + RESET ALL: back to the login user and
+                    // its defaults, which dgf's upstream login is anyway (SET ROLE is refused).
+                    // asyncpg's and pools' reset queries send it.
                     f.set_variables.push("all".into());
-                    K::Set { role_change: true }
+                    K::Set { role_change: false }
                 } else {
                     K::Other("discard".into())
                 }

@@ -110,18 +110,17 @@ fn mysql_backticks_and_case() {
 
 #[test]
 fn set_role_and_session_authorization() {
-    for q in [
-        "SET ROLE admin",
-        "SET LOCAL ROLE admin",
-        "SET SESSION AUTHORIZATION bob",
-        "SET role = 'admin'",
-        "RESET ROLE",
-        "RESET ALL",
-        "DISCARD ALL",
-    ] {
+    for q in
+        ["SET ROLE admin", "SET LOCAL ROLE admin", "SET SESSION AUTHORIZATION bob", "SET role = 'admin'", "RESET ROLE"]
+    {
         let i = pg(q);
         assert_eq!(i.kind, StatementKind::Set { role_change: true }, "{q}");
         assert!(i.classes().contains(&"set_role"), "{q}");
+    }
+    // Pools' reset queries (asyncpg's ends with RESET ALL): they return to the login role's
+    // defaults, which is no change of role (RESET ALL keeps a SET ROLE; PG checked).
+    for q in ["RESET ALL", "DISCARD ALL"] {
+        assert_eq!(pg(q).kind, StatementKind::Set { role_change: false }, "{q}");
     }
     let i = pg("SET search_path TO evil, public");
     assert_eq!(i.kind, StatementKind::Set { role_change: false });
