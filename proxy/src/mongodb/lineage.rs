@@ -63,11 +63,19 @@ fn seg_eq(a: &str, b: &str) -> bool {
     a == b || a == "*" || b == "*"
 }
 
+/// An array position in a dotted path (`contacts.0.phone`).
+fn is_position(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// How a field reference `r` relates to a taint `t`: `Some(rest)` when the referenced value
-/// contains masked data at `rest` (empty: the value itself is masked).
+/// contains masked data at `rest` (empty: the value itself is masked). Array positions are
+/// left out on both sides: `contacts.0.phone` is masked like `contacts.phone`.
 fn relate(r: &[&str], t: &[String]) -> Option<Path> {
+    let r: Vec<&str> = r.iter().copied().filter(|s| !is_position(s)).collect();
+    let t: Vec<String> = t.iter().filter(|s| !is_position(s)).cloned().collect();
     let n = r.len().min(t.len());
-    if !r.iter().zip(t).take(n).all(|(a, b)| seg_eq(a, b)) {
+    if !r.iter().zip(&t).take(n).all(|(a, b)| seg_eq(a, b)) {
         return None;
     }
     Some(if r.len() >= t.len() { Vec::new() } else { t[r.len()..].to_vec() })
