@@ -377,6 +377,11 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
         })
     };
     let ctx = Ctx { db, taints_of: &taints_of, masked_role: Some(any) };
+    // `$expr` in the command's filters (`filter`, `query`, `q`...); pipelines follow lineage,
+    // inserted documents are data.
+    if !matches!(info.name, "aggregate" | "create" | "collMod" | "bulkWrite" | "insert") {
+        lineage::filter(doc, &base).map_err(fail)?;
+    }
     let (prefixes, taints): (&[&[&str]], Vec<Taint>) = match info.name {
         "find" => {
             let t = match doc.get_document("projection") {
@@ -414,10 +419,13 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
             let ns = bulk_namespaces(info.name, doc);
             for op in doc.get_array("ops").map(Vec::as_slice).unwrap_or(&[]) {
                 let Some(op) = op.as_document() else { continue };
-                let Some(i) = op.get("update").and_then(|i| i.as_i32().map(i64::from).or(i.as_i64())) else { continue };
+                let i = ["update", "delete"].iter().find_map(|k| op.get(*k));
+                let Some(i) = i.and_then(|i| i.as_i32().map(i64::from).or(i.as_i64())) else { continue };
                 let target = usize::try_from(i).ok().and_then(|i| ns.get(i));
                 let (d, c) = target.and_then(|n| n.split_once('.')).unwrap_or((db, ""));
-                check_update(op.get("updateMods"), &masks.taints(d, c)?).map_err(fail)?;
+                let taints = masks.taints(d, c)?;
+                lineage::filter(op.get_document("filter").unwrap_or(&Document::new()), &taints).map_err(fail)?;
+                check_update(op.get("updateMods"), &taints).map_err(fail)?;
             }
             (&[], Vec::new())
         }
