@@ -3,6 +3,7 @@
 //! command alone (cursors and transactions pin theirs; see `pins`).
 
 pub mod backend;
+pub mod commands;
 pub mod cursors;
 pub mod govern;
 pub mod hello;

@@ -211,8 +211,11 @@ impl Session {
             self.gov.needs_views(&govern::Env { policy: &policy, gov, route, roles: &user.roles, views: None })
         };
         let mut views_err = None;
+        // An explain is decided as the command it wraps: list the views that one names.
+        let explained = super::commands::explained(cmd, &info);
+        let (of, views_info) = (explained.as_ref().map_or(&info, |(_, i)| i), needs_views);
         let views =
-            if needs_views { self.ensure_views(&info, db).await.map_err(|e| views_err = Some(e)).ok() } else { None };
+            if views_info { self.ensure_views(of, db).await.map_err(|e| views_err = Some(e)).ok() } else { None };
         let env = govern::Env {
             policy: &policy,
             gov: &self.shared.governance,
