@@ -350,6 +350,11 @@ fn filter_value(v: &Bson, taints: &[Taint], depth: usize) -> Result<(), Refusal>
     }
 }
 
+/// A constant of an `$in` list (not a field path or variable, whose value the list would hold).
+fn string_ref_free(v: &Bson) -> bool {
+    !matches!(v, Bson::String(s) if s.starts_with('$'))
+}
+
 fn filter_expr(e: &Bson, taints: &[Taint], depth: usize) -> Result<(), Refusal> {
     if let Some((op, arg)) = e.as_document().filter(|d| d.len() == 1).and_then(|d| d.iter().next()) {
         let args = match arg {
@@ -359,8 +364,15 @@ fn filter_expr(e: &Bson, taints: &[Taint], depth: usize) -> Result<(), Refusal> 
         if matches!(op.as_str(), "$and" | "$or" | "$not") && depth <= MAX_DEPTH {
             return args.iter().try_for_each(|x| filter_expr(x, taints, depth + 1));
         }
-        if COMPARE.contains(&op.as_str()) && args.iter().all(|x| !matches!(x, Bson::Document(_) | Bson::Array(_))) {
+        let scalar = |x: &Bson| !matches!(x, Bson::Document(_) | Bson::Array(_));
+        if COMPARE.contains(&op.as_str()) && args.iter().all(scalar) {
             return Ok(());
+        }
+        // `{$in: ["$email", [constants]]}`: membership in a literal list.
+        if let ("$in", [x, Bson::Array(list)]) = (op.as_str(), args) {
+            if scalar(x) && list.iter().all(|v| scalar(v) && string_ref_free(v)) {
+                return Ok(());
+            }
         }
     }
     expr(e, taints, depth).map(|_| ())
@@ -440,6 +452,9 @@ mod tests {
         assert!(!ok(doc! { "$expr": { "$and": [{ "$toDate": "$contacts.0.phone" }] } }));
         assert!(ok(doc! { "$expr": { "$eq": ["$email", "x@y.z"] } }), "a comparison tests like {{email: ...}}");
         assert!(ok(doc! { "$expr": { "$toInt": "$age" } }));
+        assert!(ok(doc! { "$expr": { "$in": ["$email", ["a@b.c", "d@e.f"]] } }));
+        assert!(!ok(doc! { "$expr": { "$in": ["$email", [{ "$toUpper": "$email" }]] } }));
+        assert!(!ok(doc! { "$expr": { "$in": ["x", "$contacts.phone"] } }));
         assert!(ok(doc! { "email": "x", "contacts.phone": { "$in": ["1"] } }));
         assert!(filter(&doc! { "$expr": { "$toInt": "$email" } }, &[]).is_ok(), "nothing masked");
         assert!(run(vec![doc! { "$match": { "$expr": { "$eq": [{ "$toInt": "$email" }, 1] } } }]).is_err());
