@@ -684,7 +684,8 @@ attempt("admin", lambda: list(ad.app.users.find(q)))
 }
 
 /// A refusal inside a multi-document transaction fails the transaction, as a failed statement
-/// does: before, the commit that followed committed the other statements.
+/// does: before, the commit that followed committed the other statements. A refused first
+/// statement leaves nothing upstream, and the transaction fails all the same.
 #[test]
 fn refusal_inside_a_transaction_aborts_it() {
     let (out, _st) = run_bypass(
@@ -709,9 +710,25 @@ with an.start_session() as s2:
     with s2.start_transaction():
         an.app.orders.insert_one({"_id": 78}, session=s2)
 print("LATER", D.orders.count_documents({"_id": 78}))
+# The refused statement is the transaction's first: nothing runs upstream in it.
+s3 = an.start_session()
+s3.start_transaction()
+try:
+    an.app.users.find_one({"$expr": {"$toInt": "$email"}}, session=s3)
+    print("FIRST RAN")
+except OperationFailure as e:
+    print("FIRST REFUSED", e.code)
+try:
+    an.app.orders.insert_one({"_id": 79}, session=s3)
+    s3.commit_transaction()
+    print("FIRST COMMIT OK")
+except OperationFailure as e:
+    print("FIRST COMMIT FAILED", e.code)
+print("FIRST VISIBLE", D.orders.count_documents({"_id": 79}))
 "#,
     );
     assert!(out.contains("REFUSED 13 None"), "{out}");
     assert!(out.contains("COMMIT FAILED 251"), "{out}");
-    assert!(out.contains("VISIBLE 0") && out.contains("LATER 1"), "{out}");
+    assert!(out.contains("\nVISIBLE 0") && out.contains("LATER 1"), "{out}");
+    assert!(out.contains("FIRST REFUSED 13\nFIRST COMMIT FAILED 251\nFIRST VISIBLE 0"), "{out}");
 }
