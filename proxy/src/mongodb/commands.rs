@@ -23,6 +23,10 @@ pub fn explained<'a>(cmd: &'a RawDocument, info: &CommandInfo<'a>) -> Option<(&'
         autocommit: info.autocommit,
         ..i
     };
+    // An explain of an explain (the server refuses it) is still decided by what it reaches.
+    if merged.name == "explain" {
+        return explained(inner, &merged);
+    }
     Some((inner, merged))
 }
 
@@ -70,6 +74,10 @@ mod tests {
         let (inner, i) = explained(raw, &info).expect("an explain");
         assert_eq!((i.name, i.collection, i.db), ("find", Some("payroll"), Some("app")));
         assert!(inner.get_document("filter").is_ok());
+        let b = doc! { "explain": { "explain": { "find": "payroll" } }, "$db": "app" }.to_vec().unwrap();
+        let raw = RawDocument::from_bytes(&b).unwrap();
+        let (_, i) = explained(raw, &inspect::command(raw).unwrap()).expect("an explain");
+        assert_eq!((i.name, i.collection), ("find", Some("payroll")));
         let b = doc! { "find": "x", "$db": "app" }.to_vec().unwrap();
         let raw = RawDocument::from_bytes(&b).unwrap();
         assert!(explained(raw, &inspect::command(raw).unwrap()).is_none());
