@@ -91,6 +91,48 @@ pub fn command(doc: &RawDocument) -> Result<CommandInfo<'_>, E> {
     Ok(info)
 }
 
+/// The first field name that appears twice in one document of a command, as a dotted path
+/// (`find`, `updates.0.u`), searched at every depth except inside the top-level `documents`
+/// (inserted data). Parsers disagree on which copy wins (the bson crate and Python dicts keep
+/// the last, the server's own BSON lookups the first), so a proxy that checks one copy while
+/// the server runs the other is bypassed: such a command must be refused.
+pub fn duplicate_key(doc: &RawDocument) -> Option<String> {
+    dup_in(doc, "", 0)
+}
+
+fn dup_in(doc: &RawDocument, at: &str, depth: usize) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    let path = |k: &str| if at.is_empty() { k.to_owned() } else { format!("{at}.{k}") };
+    for (k, v) in doc.iter().flatten() {
+        let k = k.as_str();
+        if !seen.insert(k) {
+            return Some(path(k));
+        }
+        if depth == 0 && k == "documents" {
+            continue;
+        }
+        if matches!(v, RawBsonRef::Document(_) | RawBsonRef::Array(_)) {
+            if let Some(found) = dup_in_value(v, &path(k), depth + 1) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+fn dup_in_value(v: RawBsonRef<'_>, at: &str, depth: usize) -> Option<String> {
+    match v {
+        RawBsonRef::Document(d) => dup_in(d, at, depth),
+        // Array keys are positions: only their elements are searched.
+        RawBsonRef::Array(a) => {
+            let nested = |x: &RawBsonRef<'_>| matches!(x, RawBsonRef::Document(_) | RawBsonRef::Array(_));
+            let mut items = a.into_iter().flatten().enumerate().filter(|(_, x)| nested(x));
+            items.find_map(|(i, x)| dup_in_value(x, &format!("{at}.{i}"), depth + 1))
+        }
+        _ => None,
+    }
+}
+
 /// What the proxy needs to know about a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyInfo {
@@ -154,5 +196,42 @@ mod tests {
         assert_eq!(reply(RawDocument::from_bytes(&r).unwrap()), ReplyInfo { ok: true, cursor_id: Some(9) });
         let r = error_reply(13, "Unauthorized", "no");
         assert_eq!(reply(RawDocument::from_bytes(&r).unwrap()), ReplyInfo { ok: false, cursor_id: None });
+    }
+    /// Bytes of a document made of the given raw elements (type byte, key, value bytes).
+    fn raw_elements(elems: &[(u8, &str, Vec<u8>)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (t, k, v) in elems {
+            body.push(*t);
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v);
+        }
+        let mut out = ((body.len() + 5) as i32).to_le_bytes().to_vec();
+        out.extend(body);
+        out.push(0);
+        out
+    }
+
+    fn bstr(s: &str) -> Vec<u8> {
+        let mut v = ((s.len() + 1) as i32).to_le_bytes().to_vec();
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+        v
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_at_any_depth() {
+        let top = raw_elements(&[(2, "find", bstr("orders")), (2, "find", bstr("users")), (2, "$db", bstr("app"))]);
+        assert_eq!(duplicate_key(RawDocument::from_bytes(&top).unwrap()).as_deref(), Some("find"));
+        let inner = raw_elements(&[(2, "u", bstr("a")), (2, "u", bstr("b"))]);
+        let arr = raw_elements(&[(3, "0", inner.clone())]);
+        let nested = raw_elements(&[(2, "update", bstr("users")), (4, "updates", arr)]);
+        assert_eq!(duplicate_key(RawDocument::from_bytes(&nested).unwrap()).as_deref(), Some("updates.0.u"));
+        // Inserted documents are data; a sane command has none.
+        let ins = raw_elements(&[(2, "insert", bstr("users")), (4, "documents", raw_elements(&[(3, "0", inner)]))]);
+        assert_eq!(duplicate_key(RawDocument::from_bytes(&ins).unwrap()), None);
+        let ok =
+            raw(doc! { "find": "users", "filter": { "a": { "b": 1 }, "c": [{ "b": 1 }, { "b": 2 }] }, "$db": "app" });
+        assert_eq!(duplicate_key(RawDocument::from_bytes(&ok).unwrap()), None);
     }
 }

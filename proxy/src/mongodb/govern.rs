@@ -144,6 +144,9 @@ impl GovState {
             return None;
         }
         let view = self.view(env);
+        // An explain runs the query of the command it wraps: decided as that command.
+        let explained = super::commands::explained(cmd, info);
+        let (cmd, info) = explained.as_ref().map_or((cmd, info), |(c, i)| (*c, i));
         let mut doc = Document::try_from(cmd).unwrap_or_default();
         for s in seqs.iter().filter(|s| s.identifier != "documents") {
             let docs: Vec<Bson> = s
@@ -155,7 +158,10 @@ impl GovState {
             doc.insert(s.identifier, docs);
         }
         let db = info.db.unwrap_or("admin");
-        let kinds_owned = dgf_rules::mongodb::kinds(info.name, Some(&doc));
+        let mut kinds_owned = dgf_rules::mongodb::kinds(info.name, Some(&doc));
+        if explained.is_some() {
+            kinds_owned.push("explain".into());
+        }
         let kinds: Vec<&str> = kinds_owned.iter().map(String::as_str).collect();
         let bulk = bulk_namespaces(info.name, &doc);
         let mut objects: Vec<String> = match info.collection {
@@ -213,8 +219,12 @@ impl GovState {
             governs_results: view.masks_anything() || verdict.row_limit.is_some(),
             verdict,
             mask_rules: Vec::new(),
-            kind: dgf_rules::mongodb::class_of(info.name).to_owned(),
-            fingerprint: if env.gov.auditing() { dgf_rules::mongodb::fingerprint(&doc) } else { String::new() },
+            kind: dgf_rules::mongodb::class_of(if explained.is_some() { "explain" } else { info.name }).to_owned(),
+            fingerprint: match (env.gov.auditing(), &explained) {
+                (false, _) => String::new(),
+                (true, None) => dgf_rules::mongodb::fingerprint(&doc),
+                (true, Some(_)) => format!("{{explain:{}}}", dgf_rules::mongodb::fingerprint(&doc)),
+            },
             statement: env.gov.include_literals().then(|| doc.to_string()),
             objects,
             database: db.to_owned(),
@@ -224,7 +234,7 @@ impl GovState {
         };
         // A getMore's plan and cap come from its cursor (`cursors::gate`).
         if d.deny.is_none() && info.get_more.is_none() && view.masks_anything() {
-            match plan(&view, env, db, info, &doc) {
+            match plan(&view, env, (db, &d.objects), info, &doc) {
                 Ok((p, rules)) => {
                     d.plan = Arc::new(p);
                     d.mask_rules = rules;
@@ -348,7 +358,13 @@ type Refused = Box<(MaskRule, String)>;
 type Planned = Result<(MaskPlan, Vec<usize>), Refused>;
 
 /// Masking plan (or refusal) for a command of a role with mask rules.
-fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &Document) -> Planned {
+fn plan(
+    view: &RoleView,
+    env: &Env<'_>,
+    (db, objects): (&str, &[String]),
+    info: &CommandInfo<'_>,
+    doc: &Document,
+) -> Planned {
     let masks = Masks { pats: view.mask_patterns(Namespace::Mongo), gov: env.gov, views: env.views.map(|v| (db, v)) };
     let enforced = masks.pats.iter().position(|(_, m)| !m.shadow);
     let Some(any) = enforced else { return Ok((MaskPlan::default(), Vec::new())) };
@@ -357,15 +373,8 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
     if dgf_rules::mongodb::runs_javascript(info.name, doc) {
         return Err(Box::new((rule_of(any), "server-side JavaScript is not allowed for a masked role".into())));
     }
-    // Every client reaches the server as the route's user: these show the commands of the
-    // others, filters and values included.
-    let logs = info.name.eq_ignore_ascii_case("currentOp")
-        || (info.name == "aggregate"
-            && dgf_rules::mongodb::stages(dgf_rules::mongodb::pipeline(doc))
-                .iter()
-                .any(|s| matches!(s.as_str(), "$currentOp" | "$queryStats")));
-    if logs {
-        return Err(Box::new((rule_of(any), "currentOp and $queryStats show other clients' commands".into())));
+    if let Some(why) = super::commands::shows_other_clients(info.name, doc, objects) {
+        return Err(Box::new((rule_of(any), why.into())));
     }
     let coll = info.collection.unwrap_or("");
     let base = if coll.is_empty() { Vec::new() } else { masks.taints(db, coll)? };
@@ -377,6 +386,11 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
         })
     };
     let ctx = Ctx { db, taints_of: &taints_of, masked_role: Some(any) };
+    // `$expr` in the command's filters (`filter`, `query`, `q`...); pipelines follow lineage,
+    // inserted documents are data.
+    if !matches!(info.name, "aggregate" | "create" | "collMod" | "bulkWrite" | "insert") {
+        lineage::filter(doc, &base).map_err(fail)?;
+    }
     let (prefixes, taints): (&[&[&str]], Vec<Taint>) = match info.name {
         "find" => {
             let t = match doc.get_document("projection") {
@@ -414,10 +428,13 @@ fn plan(view: &RoleView, env: &Env<'_>, db: &str, info: &CommandInfo<'_>, doc: &
             let ns = bulk_namespaces(info.name, doc);
             for op in doc.get_array("ops").map(Vec::as_slice).unwrap_or(&[]) {
                 let Some(op) = op.as_document() else { continue };
-                let Some(i) = op.get("update").and_then(|i| i.as_i32().map(i64::from).or(i.as_i64())) else { continue };
+                let i = ["update", "delete"].iter().find_map(|k| op.get(*k));
+                let Some(i) = i.and_then(|i| i.as_i32().map(i64::from).or(i.as_i64())) else { continue };
                 let target = usize::try_from(i).ok().and_then(|i| ns.get(i));
                 let (d, c) = target.and_then(|n| n.split_once('.')).unwrap_or((db, ""));
-                check_update(op.get("updateMods"), &masks.taints(d, c)?).map_err(fail)?;
+                let taints = masks.taints(d, c)?;
+                lineage::filter(op.get_document("filter").unwrap_or(&Document::new()), &taints).map_err(fail)?;
+                check_update(op.get("updateMods"), &taints).map_err(fail)?;
             }
             (&[], Vec::new())
         }
@@ -579,6 +596,12 @@ labels = ["pii"]
 with = "redact"
 
 [[rules]]
+name = "keep out of payroll"
+roles = ["auditor"]
+action = "deny"
+tables = ["mongodb:app.payroll"]
+
+[[rules]]
 name = "cap reads"
 roles = ["capped"]
 action = "limit"
@@ -716,6 +739,46 @@ max_rows = 3
             assert!(d.deny.as_ref().is_some_and(|x| x.message.contains("other clients")), "{cmd}: {:?}", d.deny);
             assert!(decide_for("admin", cmd).deny.is_none());
         }
+    }
+
+    /// An explain runs its command's query (`executionStats` counts what a filter matches): it
+    /// is decided, and audited, as that command.
+    #[test]
+    fn explain_is_decided_as_the_command_it_wraps() {
+        let explain = |inner: Document| doc! { "explain": inner, "verbosity": "executionStats", "$db": "app" };
+        let d = decide_for("auditor", explain(doc! { "find": "payroll", "filter": { "salary": { "$gte": 1 } } }));
+        assert!(d.deny.as_ref().is_some_and(|x| &*x.rule == "keep out of payroll"), "{:?}", d.deny);
+        assert_eq!(d.objects, vec!["mongodb:app.payroll".to_owned()]);
+        let union = doc! { "aggregate": "users", "pipeline": [{ "$unionWith": "payroll" }], "cursor": {} };
+        assert!(decide_for("auditor", explain(union)).deny.is_some());
+        assert!(decide_for("auditor", explain(doc! { "find": "users" })).deny.is_none());
+        let toint = doc! { "find": "users", "filter": { "$expr": { "$eq": [{ "$toInt": "$email" }, 1] } } };
+        assert!(decide_for("analyst", explain(toint.clone())).deny.is_some());
+        let mut direct = toint;
+        direct.insert("$db", "app");
+        assert!(decide_for("analyst", direct).deny.is_some());
+        let d = decide_for(
+            "analyst",
+            explain(doc! { "aggregate": "users", "pipeline": [{ "$project": { "x": { "$toUpper": "$email" } } }] }),
+        );
+        assert!(d.deny.is_some());
+    }
+
+    /// The profiler's output holds other clients' commands with their literals.
+    #[test]
+    fn profiling_is_refused_for_masked_roles() {
+        for cmd in [
+            doc! { "profile": 2, "$db": "app" },
+            doc! { "find": "system.profile", "filter": {}, "$db": "app" },
+            doc! { "aggregate": "system.profile", "pipeline": [], "cursor": {}, "$db": "app" },
+            doc! { "aggregate": "users", "pipeline": [{ "$unionWith": "system.profile" }], "cursor": {}, "$db": "app" },
+            doc! { "explain": { "find": "system.profile" }, "$db": "app" },
+        ] {
+            let d = decide_for("analyst", cmd.clone());
+            assert!(d.deny.as_ref().is_some_and(|x| x.message.contains("other clients")), "{cmd}: {:?}", d.deny);
+            assert!(decide_for("admin", cmd).deny.is_none());
+        }
+        assert!(decide_for("analyst", doc! { "profile": -1, "$db": "app" }).deny.is_none());
     }
 
     #[test]

@@ -63,11 +63,19 @@ fn seg_eq(a: &str, b: &str) -> bool {
     a == b || a == "*" || b == "*"
 }
 
+/// An array position in a dotted path (`contacts.0.phone`).
+fn is_position(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// How a field reference `r` relates to a taint `t`: `Some(rest)` when the referenced value
-/// contains masked data at `rest` (empty: the value itself is masked).
+/// contains masked data at `rest` (empty: the value itself is masked). Array positions are
+/// left out on both sides: `contacts.0.phone` is masked like `contacts.phone`.
 fn relate(r: &[&str], t: &[String]) -> Option<Path> {
+    let r: Vec<&str> = r.iter().copied().filter(|s| !is_position(s)).collect();
+    let t: Vec<String> = t.iter().filter(|s| !is_position(s)).cloned().collect();
     let n = r.len().min(t.len());
-    if !r.iter().zip(t).take(n).all(|(a, b)| seg_eq(a, b)) {
+    if !r.iter().zip(&t).take(n).all(|(a, b)| seg_eq(a, b)) {
         return None;
     }
     Some(if r.len() >= t.len() { Vec::new() } else { t[r.len()..].to_vec() })
@@ -202,8 +210,10 @@ pub fn pipeline(stages: &[Bson], mut taints: Vec<Taint>, ctx: &Ctx<'_>, depth: u
         let empty = Document::new();
         let sd = spec.as_document().unwrap_or(&empty);
         match name.as_str() {
-            "$match" | "$sort" | "$limit" | "$skip" | "$sample" | "$unset" | "$unwind" | "$count" | "$redact"
-            | "$documents" | "$indexStats" | "$collStats" | "$planCacheStats" | "$listSessions" => {}
+            "$match" => filter(sd, &taints)?,
+            "$redact" => filter_expr(spec, &taints, 1).map_err(|r| refuse(r.mask, format!("$redact: {}", r.why)))?,
+            "$sort" | "$limit" | "$skip" | "$sample" | "$unset" | "$unwind" | "$count" | "$documents"
+            | "$indexStats" | "$collStats" | "$planCacheStats" | "$listSessions" => {}
             "$project" | "$addFields" | "$set" => taints = projection(sd, taints)?,
             "$replaceRoot" | "$replaceWith" => {
                 let e = if name == "$replaceRoot" { sd.get("newRoot").unwrap_or(&Bson::Null) } else { spec };
@@ -249,6 +259,7 @@ pub fn pipeline(stages: &[Bson], mut taints: Vec<Taint>, ctx: &Ctx<'_>, depth: u
                     return Err(refuse(m, format!("{name} passes a masked field to a sub-pipeline")));
                 }
                 let mut joined = foreign(sd.get("from"), ctx);
+                filter(sd.get_document("restrictSearchWithMatch").unwrap_or(&empty), &joined)?;
                 if let Ok(sub) = sd.get_array("pipeline") {
                     joined = pipeline(sub, joined, ctx, depth + 1)?;
                 }
@@ -300,6 +311,71 @@ pub fn change_events(taints: &[Taint]) -> Vec<Taint> {
         }
     }
     out
+}
+
+/// Comparisons `$expr` may make of a masked field with constants (a query filter on the field
+/// tests as much, and a comparison cannot fail on a value).
+const COMPARE: &[&str] = &["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$cmp"];
+
+/// Check every `$expr` of a query filter (find `filter`, `$match`, count / distinct /
+/// findAndModify `query`, update and delete `q`...): an operator expression over a masked
+/// field is refused as in `$project`, since the server's errors quote the values it fails on
+/// (`{$toInt: "$email"}`: "Failed to parse number '...'"). A field path, and `$eq`-style
+/// comparisons of field paths and constants (under `$and` / `$or` / `$not`), pass.
+pub fn filter(f: &Document, taints: &[Taint]) -> Result<(), Refusal> {
+    if taints.is_empty() {
+        return Ok(());
+    }
+    filter_value(&Bson::Document(f.clone()), taints, 1)
+}
+
+fn filter_value(v: &Bson, taints: &[Taint], depth: usize) -> Result<(), Refusal> {
+    let first = taints.first().map_or(0, |t| t.mask);
+    if depth > MAX_DEPTH {
+        return Err(refuse(first, "filter nested too deeply"));
+    }
+    match v {
+        Bson::Document(d) => {
+            for (k, v) in d {
+                if k == "$expr" {
+                    filter_expr(v, taints, depth + 1).map_err(|r| refuse(r.mask, format!("$expr: {}", r.why)))?;
+                } else {
+                    filter_value(v, taints, depth + 1)?;
+                }
+            }
+            Ok(())
+        }
+        Bson::Array(a) => a.iter().try_for_each(|x| filter_value(x, taints, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
+/// A constant of an `$in` list (not a field path or variable, whose value the list would hold).
+fn string_ref_free(v: &Bson) -> bool {
+    !matches!(v, Bson::String(s) if s.starts_with('$'))
+}
+
+fn filter_expr(e: &Bson, taints: &[Taint], depth: usize) -> Result<(), Refusal> {
+    if let Some((op, arg)) = e.as_document().filter(|d| d.len() == 1).and_then(|d| d.iter().next()) {
+        let args = match arg {
+            Bson::Array(a) => a.as_slice(),
+            other => std::slice::from_ref(other),
+        };
+        if matches!(op.as_str(), "$and" | "$or" | "$not") && depth <= MAX_DEPTH {
+            return args.iter().try_for_each(|x| filter_expr(x, taints, depth + 1));
+        }
+        let scalar = |x: &Bson| !matches!(x, Bson::Document(_) | Bson::Array(_));
+        if COMPARE.contains(&op.as_str()) && args.iter().all(scalar) {
+            return Ok(());
+        }
+        // `{$in: ["$email", [constants]]}`: membership in a literal list.
+        if let ("$in", [x, Bson::Array(list)]) = (op.as_str(), args) {
+            if scalar(x) && list.iter().all(|v| scalar(v) && string_ref_free(v)) {
+                return Ok(());
+            }
+        }
+    }
+    expr(e, taints, depth).map(|_| ())
 }
 
 /// Taints of the values `distinct` returns for `key`.
@@ -360,6 +436,31 @@ mod tests {
             r.contains(&"fullDocument.email".into()) && r.contains(&"updateDescription.updatedFields.email.*".into())
         );
         assert_eq!(distinct("profile", &[t("profile.phone")])[0].path, segs("phone"));
+        // Array positions are left out: they index the arrays the label's path crosses.
+        assert!(distinct("contacts.0.phone", &[t("contacts.phone")])[0].path.is_empty());
+        assert_eq!(distinct("contacts.1", &[t("contacts.phone")])[0].path, segs("phone"));
+        assert!(distinct("contacts.0.kind", &[t("contacts.phone")]).is_empty());
         assert!(distinct("email", &[t("email")])[0].path.is_empty());
+    }
+
+    #[test]
+    fn expr_in_filters_is_checked_like_a_projection() {
+        let taints = [t("email"), t("contacts.phone")];
+        let ok = |f: Document| filter(&f, &taints).is_ok();
+        assert!(!ok(doc! { "$expr": { "$eq": [{ "$toInt": "$email" }, 1] } }));
+        assert!(!ok(doc! { "$or": [{ "a": 1 }, { "$expr": { "$gt": [{ "$strLenCP": "$email" }, 3] } }] }));
+        assert!(!ok(doc! { "$expr": { "$and": [{ "$toDate": "$contacts.0.phone" }] } }));
+        assert!(ok(doc! { "$expr": { "$eq": ["$email", "x@y.z"] } }), "a comparison tests like {{email: ...}}");
+        assert!(ok(doc! { "$expr": { "$toInt": "$age" } }));
+        assert!(ok(doc! { "$expr": { "$in": ["$email", ["a@b.c", "d@e.f"]] } }));
+        assert!(!ok(doc! { "$expr": { "$in": ["$email", [{ "$toUpper": "$email" }]] } }));
+        assert!(!ok(doc! { "$expr": { "$in": ["x", "$contacts.phone"] } }));
+        assert!(ok(doc! { "email": "x", "contacts.phone": { "$in": ["1"] } }));
+        assert!(filter(&doc! { "$expr": { "$toInt": "$email" } }, &[]).is_ok(), "nothing masked");
+        assert!(run(vec![doc! { "$match": { "$expr": { "$eq": [{ "$toInt": "$email" }, 1] } } }]).is_err());
+        // After a rename the masked value lives under its new name.
+        assert!(run(vec![doc! { "$project": { "e": "$email" } }, doc! { "$match": { "$expr": { "$toInt": "$e" } } }])
+            .is_err());
+        assert!(run(vec![doc! { "$match": { "$expr": { "$toInt": "$age" } } }]).is_ok());
     }
 }

@@ -3,6 +3,7 @@
 //! command alone (cursors and transactions pin theirs; see `pins`).
 
 pub mod backend;
+pub mod commands;
 pub mod cursors;
 pub mod govern;
 pub mod hello;
@@ -145,7 +146,7 @@ pub(crate) async fn release_cursor(mongo: &MongoRoute, id: i64) {
 }
 
 /// End what a pin holds on the server (a cursor, or a transaction), on its connection.
-async fn release(mongo: &MongoRoute, key: pins::Key, entry: pins::Entry) {
+pub(crate) async fn release(mongo: &MongoRoute, key: pins::Key, entry: pins::Entry) {
     let cmd: Document = match &key {
         pins::Key::Cursor(id) => cursors::kill_command(entry.ns.as_deref(), *id),
         pins::Key::Txn(lsid) => {

@@ -25,6 +25,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex as AsyncMutex;
 
+mod refuse;
+
 /// A server connection in use for one command.
 enum Lease {
     Pool(Pooled<super::backend::MongoManager>),
@@ -187,6 +189,10 @@ impl Session {
             Ok(i) => i,
             Err(e) => return self.reply_error(rid, 2, "BadValue", &format!("dgf: {e}")).await,
         };
+        if let Some(field) = refuse::duplicate(cmd, &op.sequences) {
+            let more = op.flags & MORE_TO_COME != 0;
+            return self.refuse_duplicate(rid, more, (cmd, &op.sequences), &info, &field).await;
+        }
         if let Some(reply) = self.local(cmd, &info).await? {
             if op.flags & MORE_TO_COME == 0 {
                 let bytes = reply.to_vec().map_err(|e| SessionError::Protocol(e.to_string()))?;
@@ -205,8 +211,11 @@ impl Session {
             self.gov.needs_views(&govern::Env { policy: &policy, gov, route, roles: &user.roles, views: None })
         };
         let mut views_err = None;
+        // An explain is decided as the command it wraps: list the views that one names.
+        let explained = super::commands::explained(cmd, &info);
+        let (of, views_info) = (explained.as_ref().map_or(&info, |(_, i)| i), needs_views);
         let views =
-            if needs_views { self.ensure_views(&info, db).await.map_err(|e| views_err = Some(e)).ok() } else { None };
+            if views_info { self.ensure_views(of, db).await.map_err(|e| views_err = Some(e)).ok() } else { None };
         let env = govern::Env {
             policy: &policy,
             gov: &self.shared.governance,
@@ -224,6 +233,7 @@ impl Session {
             govern::audit(&env, d, &self.peer.to_string(), &user.name);
             let msg = d.deny.as_ref().map(|x| x.message.clone()).unwrap_or_default();
             self.route.metrics.error("Unauthorized");
+            self.abort_refused_txn(&info).await;
             if op.flags & MORE_TO_COME != 0 {
                 return Ok(());
             }
@@ -237,6 +247,7 @@ impl Session {
             if let (43, Some(id)) = (code, info.get_more) {
                 super::release_cursor(&self.mongo, id).await;
             }
+            self.abort_refused_txn(&info).await;
             return self.reply_error(rid, code, name, &msg).await;
         }
         if let Err(e) = self.route.shaper.acquire().await {

@@ -142,6 +142,10 @@ impl FieldPattern {
         }
         let (Some(pf), Some(f)) = (self.field.as_deref(), r.field) else { return true };
         let ci = r.ns == Namespace::Sql;
+        // Array positions in a MongoDB path (`contacts.0.phone`) index the arrays the path
+        // crosses: left out on both sides, so they match like `contacts.phone`.
+        let (pf, f) =
+            if r.ns == Namespace::Mongo { (&*without_positions(pf), &*without_positions(f)) } else { (pf, f) };
         if glob_match(pf, f, ci) {
             return true;
         }
@@ -153,6 +157,15 @@ impl FieldPattern {
         }
         false
     }
+}
+
+/// A dotted MongoDB path without its all-digit segments (array positions).
+fn without_positions(path: &str) -> std::borrow::Cow<'_, str> {
+    let pos = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !path.split('.').any(pos) {
+        return path.into();
+    }
+    path.split('.').filter(|s| !pos(s)).collect::<Vec<_>>().join(".").into()
 }
 
 /// A reference to data as a protocol sees it: a field of an object, or the whole object.
@@ -214,6 +227,11 @@ mod tests {
         assert!(m.matches(&FieldRef { ns: Namespace::Mongo, object: "app.users", field: Some("profile.email") }));
         assert!(m.matches(&FieldRef { ns: Namespace::Mongo, object: "app.users", field: Some("profile") }));
         assert!(!m.matches(&FieldRef { ns: Namespace::Mongo, object: "app.users", field: Some("prof") }));
+        let c = FieldPattern::parse("mongodb:app.users.contacts.phone");
+        for f in ["contacts.0.phone", "contacts.12.phone", "contacts.1", "contacts"] {
+            assert!(c.matches(&FieldRef { ns: Namespace::Mongo, object: "app.users", field: Some(f) }), "{f}");
+        }
+        assert!(!c.matches(&FieldRef { ns: Namespace::Mongo, object: "app.users", field: Some("contacts.0.kind") }));
         assert!(!m.matches(&FieldRef { ns: Namespace::Mongo, object: "app.orders", field: Some("profile") }));
     }
 }
