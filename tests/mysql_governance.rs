@@ -573,3 +573,28 @@ async fn settings_that_change_the_lexer_and_kill_are_refused() {
     let one: Option<i32> = clerk.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
 }
+
+/// A trusted stored procedure may be called by a masked role; the labelled columns its result
+/// sets carry are still masked (the column definitions name them). They used to come back in
+/// the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_procedure_results_are_masked() {
+    let db = MyDb::create();
+    setup(&db);
+    let n = &db.name;
+    my_admin(&format!("CREATE PROCEDURE {n}.p_all() SELECT id, name, email, ssn FROM {n}.customers ORDER BY id"));
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let cfg =
+        format!("{}\n[guards]\ntrusted_functions = [\"p_all\"]\n", config(port, &db, &audit.display().to_string()));
+    let _d = Dgf::start(&cfg, &[port]);
+    let mut c = connect(port, &db, "analyst", "an_pw").await;
+    let rows: Vec<(i32, String, String, String)> = c.query("CALL p_all()").await.unwrap();
+    assert_eq!(rows.len(), 3);
+    for (i, (id, name, email, ssn)) in rows.iter().enumerate() {
+        assert_eq!((*id, name.as_str()), (i as i32 + 1, ["Alice", "Bob", "Carol"][i]));
+        assert!(email != EMAILS[i] && email.contains("***@"), "{email}");
+        assert!(ssn != SSNS[i] && !ssn.contains(&SSNS[i][7..]), "{ssn}");
+    }
+}

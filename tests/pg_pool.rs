@@ -829,3 +829,55 @@ async fn startup_parameters_are_reported_as_the_server_spells_them() {
     .unwrap();
     assert_eq!(encodings, vec!["UTF8".to_owned(), "UTF8".to_owned()]);
 }
+
+/// A cancel can reach the server after the statement it was meant for has ended (asyncpg's
+/// timeouts race this way): had the connection gone back to the pool, it would cancel the next
+/// client's statement there. A connection a cancel was sent to is closed instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_was_sent_a_cancel_serves_no_one_else() {
+    let db = TestDb::create();
+    let port = free_port();
+    let _dgf = Dgf::start(&basic_config(port, r#"{ mode = "transaction", size = 1 }"#), &[port]);
+    let watcher = direct().await;
+    let c = connect(port, "app", &db.name).await.unwrap();
+    let pid = |r: tokio_postgres::Row| r.get::<_, i32>(0);
+    let before = pid(c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap());
+    assert_eq!(before, pid(c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap()), "pool of one");
+    let token = c.cancel_token();
+    let sleeper = c.simple_query("SELECT pg_backend_pid() FROM pg_sleep(30)");
+    let canceller = async {
+        wait_active(&watcher, &db.name, "SELECT pg_backend_pid() FROM pg_sleep(30)%").await;
+        token.cancel_query(NoTls).await.expect("send cancel");
+    };
+    let (r, ()) = within(20, "cancel", async { tokio::join!(sleeper, canceller) }).await;
+    assert_eq!(code(&err(r, "cancelled query")), "57014");
+    let after = pid(within(10, "after the cancel", c.query_one("SELECT pg_backend_pid()", &[])).await.unwrap());
+    assert_ne!(before, after, "the cancelled connection went back to the pool");
+}
+
+/// After DDL changes a table's columns, Postgres refuses every Bind of a statement prepared
+/// before (`0A000 cached plan must not change result type`) until it is prepared anew. dgf
+/// shares prepared statements between clients under one server-side name per text, so the
+/// re-prepare of a driver (asyncpg retries once) got the same stale statement, and a client that
+/// had never prepared it failed on every try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_result_type_changed_is_prepared_anew() {
+    let db = TestDb::create();
+    let port = free_port();
+    let _dgf = Dgf::start(&basic_config(port, r#"{ mode = "transaction", size = 1 }"#), &[port]);
+    let a = connect(port, "app", &db.name).await.unwrap();
+    a.batch_execute("CREATE TABLE t3 (a int, b text); INSERT INTO t3 VALUES (1, 'x')").await.unwrap();
+    let q = "SELECT * FROM t3";
+    assert_eq!(a.query(q, &[]).await.unwrap()[0].len(), 2);
+    a.batch_execute("ALTER TABLE t3 ADD COLUMN c int").await.unwrap();
+    let b = connect(port, "app", &db.name).await.unwrap();
+    // The first try may meet the stale plan (as asyncpg's first try does); the retry may not.
+    let cols = match b.query(q, &[]).await {
+        Ok(rows) => rows[0].len(),
+        Err(e) => {
+            assert_eq!(code(&e), "0A000", "{e}");
+            b.query(q, &[]).await.expect("the retry prepares the statement anew")[0].len()
+        }
+    };
+    assert_eq!(cols, 3);
+}

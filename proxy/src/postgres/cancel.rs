@@ -8,23 +8,31 @@ use std::sync::{Arc, Mutex};
 /// A server connection's upstream and backend key (pid, secret).
 type CancelTarget = (Arc<PgTarget>, (i32, i32));
 
-/// What a client's cancel key points at right now.
+/// What a client's cancel key points at right now, and whether a cancel was sent there.
 #[derive(Default)]
 pub struct CancelSlot {
-    current: Mutex<Option<CancelTarget>>,
+    /// The target, and whether a cancel was forwarded to it since it was set.
+    current: Mutex<(Option<CancelTarget>, bool)>,
 }
 
 impl CancelSlot {
     /// The client got a server connection with this backend key.
     pub fn set(&self, target: Arc<PgTarget>, key: (i32, i32)) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((target, key));
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = (Some((target, key)), false);
     }
-    /// The client released its server connection.
-    pub fn clear(&self) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    /// The client released its server connection. Returns whether a cancel was forwarded to
+    /// it meanwhile: that cancel may still be on its way (or reach the server after the
+    /// statement it was meant for ended), so the connection must not serve another client,
+    /// whose statement it would cancel.
+    #[must_use = "a connection a cancel was sent to must be closed"]
+    pub fn clear(&self) -> bool {
+        std::mem::take(&mut *self.current.lock().unwrap_or_else(|p| p.into_inner())).1
     }
-    fn get(&self) -> Option<(Arc<PgTarget>, (i32, i32))> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The target for a cancel, marked as cancelled.
+    fn fire(&self) -> Option<CancelTarget> {
+        let mut g = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        g.1 |= g.0.is_some();
+        g.0.clone()
     }
 }
 
@@ -67,7 +75,7 @@ impl CancelRegistry {
     /// whether a cancel was sent.
     pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
         let target = match self.keys.get(&pid) {
-            Some(e) if e.0 == secret => e.1.get(),
+            Some(e) if e.0 == secret => e.1.fire(),
             _ => None,
         };
         let Some((target, key)) = target else { return false };

@@ -45,6 +45,14 @@ impl Registry {
             .clone()
     }
 
+    /// Forget statements `ids`: the next Parse of their texts gets new ids and server-side
+    /// names. For statements whose server-side plans may have gone stale (a result type changed
+    /// after DDL: the server refuses every Describe / Bind of such a statement until it is
+    /// prepared anew, and a re-prepare under the old name would meet the old plan again).
+    pub fn forget(&self, ids: &std::collections::HashSet<u64>) {
+        self.by_body.retain(|_, s| !ids.contains(&s.id));
+    }
+
     /// Number of distinct statements seen.
     pub fn len(&self) -> usize {
         self.by_body.len()

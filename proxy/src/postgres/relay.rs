@@ -540,15 +540,23 @@ impl Session {
             && server.rbuf.is_empty()
             && !self.unsynced;
         if idle && self.txn && !self.server_flush && !self.copy_in {
-            self.cancel.clear();
-            self.server = None;
+            let cancelled = self.cancel.clear();
+            if let Some(mut server) = self.server.take() {
+                if cancelled {
+                    server.mark_broken();
+                }
+            }
         }
     }
 
     /// Session over: return, reset, roll back or discard the server connection.
     async fn finish(&mut self, clean: bool) {
-        self.cancel.clear();
+        let cancelled = self.cancel.clear();
         let Some(mut server) = self.server.take() else { return };
+        if cancelled {
+            server.mark_broken();
+            return;
+        }
         let settled = clean
             && self.pending.is_empty()
             && self.sout.is_empty()
@@ -624,6 +632,10 @@ fn ensure_prepared(server: &mut ServerConn, stmt: &Statement, sout: &mut BytesMu
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.cancel.clear();
+        if self.cancel.clear() {
+            if let Some(server) = self.server.as_mut() {
+                server.mark_broken();
+            }
+        }
     }
 }

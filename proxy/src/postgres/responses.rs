@@ -113,6 +113,13 @@ impl Session {
                 }
             }
             btag::ERROR => {
+                if txn && stale_plan(body) {
+                    // A shared statement's plan changed result type (DDL). Which one is not
+                    // named: give every statement prepared here a new server-side name, so the
+                    // client's re-prepare (asyncpg retries once) takes a fresh plan instead of
+                    // meeting this stale one again.
+                    self.pg.statements.forget(&server.prepared);
+                }
                 let mut seen_query = false;
                 while let Some(p) = self.pending.front() {
                     if p.ends_at_ready() {
@@ -189,6 +196,12 @@ impl Session {
         self.emit_synthetic();
         Ok(())
     }
+}
+
+/// `0A000 cached plan must not change result type`.
+fn stale_plan(body: &[u8]) -> bool {
+    error_code(body) == Some("0A000")
+        && ErrorFields::decode(body).is_ok_and(|f| f.message.contains("cached plan must not change result type"))
 }
 
 fn error_code(body: &[u8]) -> Option<&str> {
