@@ -777,9 +777,20 @@ async fn one_clients_settings_do_not_reach_the_next_client() {
     // hand-over in transaction mode (documented; as with PgBouncer).
     let again = row(a.query_one(q, &[]).await.unwrap());
     assert_eq!((again.0, again.1), (mine.0.clone(), mine.1.clone()), "A keeps its own settings");
+    // A session-level advisory lock would stay with the connection after A left.
+    a.batch_execute("SELECT pg_advisory_lock(4242)").await.unwrap();
     drop(a);
     let c = connect(port, "app", &db.name).await.unwrap();
     assert_eq!(row(c.query_one(q, &[]).await.unwrap()), before, "C after A left");
+    // Advisory locks are per database: ask in the test's database.
+    let (d, conn) =
+        tokio_postgres::connect(&format!("host={PG_HOST} port={PG_PORT} user=postgres dbname={}", db.name), NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let free: bool = d.query_one("SELECT pg_try_advisory_lock(4242)", &[]).await.unwrap().get(0);
+    assert!(free, "A's advisory lock outlived A");
+    drop(d);
     assert_eq!(row(b.query_one(q, &[]).await.unwrap()), before, "B again");
 }
 

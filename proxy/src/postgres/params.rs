@@ -41,7 +41,7 @@ impl Session {
         conn.synced_for = self.params_sig;
         let mut sql = String::new();
         if reset {
-            sql.push_str("RESET ALL;");
+            sql.push_str("RESET ALL; SELECT pg_advisory_unlock_all();");
             conn.dirty = false;
             for (k, v) in &conn.defaults {
                 conn.params.insert(k.clone(), v.clone());
@@ -78,24 +78,34 @@ pub fn set_statement(name: &str, value: &str) -> String {
     format!("SET {name} TO '{}';", value.replace('\'', "''"))
 }
 
+/// Session-level advisory locks: they outlive the transaction, so in transaction mode they
+/// would stay with the server connection (and the next client) after their client left.
+const SESSION_LOCKS: [&str; 4] =
+    ["pg_advisory_lock", "pg_try_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock_shared"];
+
 /// Whether a statement (its text, or its analysis when governed) may change settings the
-/// server does not report: the connection then needs `RESET ALL` before another client. Without
-/// an analysis only the leading keyword is looked at (a pooler that does not parse cannot do
-/// better; PgBouncer does not look at all).
+/// server does not report or take a session-level advisory lock: the connection then needs
+/// `RESET ALL` and `pg_advisory_unlock_all()` before another client. Without an analysis only
+/// the leading keyword and the text `advisory_lock` are looked at (a pooler that does not parse
+/// cannot do better; PgBouncer does not look at all).
 pub fn changes_settings(sql: &[u8], analysis: Option<&dgf_rules::sql::Analysis>) -> bool {
     if let Some(a) = analysis {
         return a.statements.iter().any(|st| {
             st.set_variables.iter().any(|v| !TRACKED.iter().any(|t| t.eq_ignore_ascii_case(v)))
-                || st.functions.iter().any(|f| f == "set_config" || f == "pg_catalog.set_config")
+                || st.functions.iter().any(|f| {
+                    let f = f.strip_prefix("pg_catalog.").unwrap_or(f);
+                    f == "set_config" || SESSION_LOCKS.contains(&f)
+                })
         });
     }
     let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
     let head = &sql[start..];
-    ["set", "reset"].iter().any(|w| {
+    let set = ["set", "reset"].iter().any(|w| {
         head.len() > w.len()
             && head[..w.len()].eq_ignore_ascii_case(w.as_bytes())
             && !head[w.len()].is_ascii_alphanumeric()
-    })
+    });
+    set || sql.iter().enumerate().any(|(i, &b)| b == b'a' && sql[i..].starts_with(b"advisory_lock"))
 }
 
 #[cfg(test)]
@@ -104,7 +114,13 @@ mod tests {
 
     #[test]
     fn leading_set_or_reset_changes_settings() {
-        for q in ["SET search_path = x", "  set\tstatement_timeout = 1", "RESET ALL", "reset work_mem"] {
+        for q in [
+            "SET search_path = x",
+            "  set\tstatement_timeout = 1",
+            "RESET ALL",
+            "reset work_mem",
+            "select pg_advisory_lock(1)",
+        ] {
             assert!(changes_settings(q.as_bytes(), None), "{q}");
         }
         for q in ["SELECT 1", "settle", "SETOF", "", "   "] {
@@ -112,7 +128,12 @@ mod tests {
         }
         let a = dgf_rules::sql::analyze("SET TimeZone = 'UTC'", dgf_rules::sql::Dialect::Postgres);
         assert!(!changes_settings(b"", Some(&a)), "a reported parameter is tracked, not reset");
-        for q in ["SET search_path TO evil, public", "SELECT set_config('work_mem', '1MB', false)", "RESET ALL"] {
+        for q in [
+            "SET search_path TO evil, public",
+            "SELECT set_config('work_mem', '1MB', false)",
+            "RESET ALL",
+            "SELECT pg_advisory_lock(42)",
+        ] {
             let a = dgf_rules::sql::analyze(q, dgf_rules::sql::Dialect::Postgres);
             assert!(changes_settings(b"", Some(&a)), "{q}");
         }
