@@ -598,3 +598,34 @@ async fn trusted_procedure_results_are_masked() {
         assert!(ssn != SSNS[i] && !ssn.contains(&SSNS[i][7..]), "{ssn}");
     }
 }
+
+/// A statement whose upstream connection is lost mid-way still gets its audit record (error
+/// 2013); before, it had none, and the chain verified without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_cut_off_by_a_lost_upstream_is_audited() {
+    let (db, _dir, audit, _d, port) = start();
+    let mut c = connect(port, &db, "clerk", "cl_pw").await;
+    let running = tokio::spawn(async move { c.query_drop("SELECT SLEEP(20) AS cut_marker").await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let id = loop {
+        let id = my_admin("SELECT id FROM information_schema.processlist WHERE info LIKE '%cut_marker%' AND info NOT LIKE '%processlist%'");
+        if !id.trim().is_empty() || std::time::Instant::now() > deadline {
+            break id;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    my_admin(&format!("KILL {}", id.trim()));
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), running).await.unwrap().unwrap();
+    assert!(r.is_err(), "the statement must fail");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let rec = text.lines().find(|l| l.contains("cut_marker"));
+        if let Some(l) = rec {
+            assert!(l.contains("\"error\":\"2013\""), "{l}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no audit record: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -366,8 +366,20 @@ async fn shadow_metrics_and_reload() {
     // Shadow: decided and counted, not enforced.
     admin.simple_query("INSERT INTO notes VALUES ('shadowed')").await.unwrap();
     let _ = admin.simple_query("DROP TABLE customers").await.unwrap_err();
-    let (status, metrics) = env.dgf.admin("GET", "/metrics");
+    // Mask rules count where they masked a result (they used to count only when they refused).
+    let analyst = client(&env, "analyst").await;
+    analyst.simple_query("SELECT email FROM customers").await.unwrap();
+    let mask_hit = r#"dgf_rule_hits_total{mode="enforce",rule="mask email for analysts"} 1"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (status, metrics) = loop {
+        let (status, metrics) = env.dgf.admin("GET", "/metrics");
+        if metrics.contains(mask_hit) || std::time::Instant::now() > deadline {
+            break (status, metrics);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(status, 200);
+    assert!(metrics.contains(mask_hit), "{metrics}");
     assert!(metrics.contains(r#"dgf_rule_hits_total{mode="shadow",rule="watch notes"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"dgf_rule_hits_total{mode="enforce",rule="nobody drops or truncates"} 1"#), "{metrics}");
     assert!(metrics.contains("dgf_policy_decisions_total"), "{metrics}");

@@ -358,6 +358,17 @@ impl Governance {
     /// Audit one statement of a SQL session; a lost record counts as a `dgf_audit` error of
     /// the route.
     pub fn audit_sql(&self, route: &crate::live::Route, head: &[u8], database: &str, r: SqlRecord<'_>) {
+        // Mask rules count as hits where they applied to a result (the decision counted only
+        // the rules that decided it).
+        if let Some(p) = r.policy.filter(|_| !r.mask_rules.is_empty()) {
+            let v = &r.verdict.verdict;
+            for &id in r.mask_rules.iter().filter(|i| !v.hits.contains(i) && !v.shadow.contains(i)) {
+                if let Some(n) = p.rule_names().get(id) {
+                    let mode = if p.is_shadow(id) { "shadow" } else { "enforce" };
+                    self.rule_hits.with_label_values(&[n, mode]).inc();
+                }
+            }
+        }
         if !self.record_sql(head, database, r) {
             route.metrics.error("dgf_audit");
         }

@@ -222,7 +222,10 @@ impl Session {
         self.route.metrics.error(&n.to_string());
     }
 
+    /// Send an ERR packet dgf made (a checkout or upstream failure), counted like
+    /// [`send_err`](Self::send_err).
     pub(super) fn send_err_packet(&mut self, seq: u8, e: &ErrPacket) {
+        self.route.metrics.error(&e.errno.to_string());
         let mut b = BytesMut::new();
         e.encode(&mut b);
         put_frame(&mut self.cout, seq, &b);
@@ -522,6 +525,9 @@ impl Session {
 
     /// The client is gone: clean or drop the server connection it held.
     async fn finish(&mut self) {
+        // A statement still in flight (the upstream connection was lost, or the client left
+        // mid-statement) gets its audit record too: 2013, lost connection.
+        self.finish_statement(Some("2013".into()));
         if self.pin.is_some() || self.in_trans || self.long_data {
             if let Some(s) = self.server.as_mut() {
                 s.dirty = true;

@@ -268,6 +268,11 @@ impl Policy {
         self.inner.parse_error_denies
     }
 
+    /// Whether the user rule with this id is in shadow mode (false for guards and unknown ids).
+    pub fn is_shadow(&self, id: usize) -> bool {
+        self.inner.rules.iter().any(|r| r.id == id && r.shadow)
+    }
+
     /// The rules that apply to `roles` on `route`, cached.
     pub fn view(&self, route: &str, roles: &[String]) -> Arc<RoleView> {
         let key = (route.to_owned(), roles.to_vec());
