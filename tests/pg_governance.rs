@@ -460,6 +460,48 @@ with psycopg.connect(dsn) as c:
     assert!(leaked(&stdout).is_none(), "{stdout}");
 }
 
+/// asyncpg with the default guards: its type introspection calls `set_config('jit', 'off',
+/// false)` (refused by the `functions` guard before, for every column type it must look up:
+/// arrays, enums), and its pool's reset query ends with `RESET ALL` (refused as a role change).
+/// `set_config('role', ...)` stays refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_introspection_and_pool_reset_pass_the_guards() {
+    let env = setup();
+    let venv = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/py-venv.sh"))
+        .output()
+        .expect("py-venv.sh");
+    assert!(venv.status.success(), "py-venv.sh: {}", String::from_utf8_lossy(&venv.stderr));
+    let python = format!("{}/bin/python", String::from_utf8_lossy(&venv.stdout).trim());
+    let script = r#"
+import asyncio, sys, asyncpg
+async def main(dsn):
+    c = await asyncpg.connect(dsn)
+    await c.execute("CREATE TYPE mood AS ENUM ('ok', 'sad'); CREATE TABLE arr (nums int[], m mood)")
+    await c.execute("INSERT INTO arr VALUES (ARRAY[1, 2], 'ok')")
+    r = await c.fetchrow("SELECT nums, m FROM arr")
+    print("row", list(r["nums"]), r["m"])
+    try:
+        await c.fetchval("SELECT set_config('role', 'postgres', false)")
+        print("role changed")
+    except asyncpg.exceptions.InsufficientPrivilegeError as e:
+        print("role refused")
+    await c.close()
+    p = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    for _ in range(3):
+        async with p.acquire() as c2:
+            await c2.fetchval("SELECT 1")
+    await p.close()
+    print("pool ok")
+asyncio.run(main(sys.argv[1]))
+"#;
+    let dsn = format!("postgresql://admin@127.0.0.1:{}/{}?sslmode=disable", env.port, env.db.name);
+    let out = std::process::Command::new(&python).arg("-c").arg(script).arg(dsn).output().expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "asyncpg: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "row [1, 2] ok\nrole refused\npool ok\n");
+}
+
 /// The first masked query of a session arrives inside a transaction: the catalog is loaded on
 /// the transaction's own connection without disturbing it, and `*` is resolved exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

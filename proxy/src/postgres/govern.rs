@@ -13,7 +13,9 @@ use super::relay::Session;
 use bytes::BytesMut;
 use dgf_protocols::postgres::messages;
 use dgf_rules::mask::{Format, MaskFn};
-use dgf_rules::policy::{check_lexer_settings, check_sql_cached, sql_output_masks, touches_lexer_settings, SqlVerdict};
+use dgf_rules::policy::{
+    check_lexer_settings, check_sql_cached, set_config_is_plain, sql_output_masks, touches_lexer_settings, SqlVerdict,
+};
 use dgf_rules::sql::{Analysis, Dialect, Fingerprint};
 use dgf_rules::{FieldRef, Namespace, RoleView};
 use std::collections::{HashMap, VecDeque};
@@ -124,6 +126,15 @@ impl Session {
         let view = self.gov.views.get(&snap.policy, &self.route.name, &self.user);
         let (fp, analysis) = g.analyzer.classify(text, Dialect::Postgres);
         let mut sql = check_sql_cached(&view, &analysis);
+        if sql.verdict.deny.as_ref().is_some_and(|d| &*d.rule == "guard:functions") && set_config_is_plain(text) {
+            // `set_config('jit', 'off', false)` (asyncpg's type introspection) does what a plain
+            // SET does: decide the statement without that call, the rest of it as usual.
+            let mut a = (*analysis).clone();
+            for st in &mut a.statements {
+                st.functions.retain(|f| f != "set_config" && f != "pg_catalog.set_config");
+            }
+            sql = Arc::new(dgf_rules::policy::check_sql(&view, &a));
+        }
         if touches_lexer_settings(&analysis, Dialect::Postgres) {
             let mut own = (*sql).clone();
             if check_lexer_settings(&view, &analysis, text, Dialect::Postgres, &mut own) {

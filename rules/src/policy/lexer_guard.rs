@@ -129,9 +129,79 @@ pub fn check_lexer_settings(view: &RoleView, a: &Analysis, text: &str, dialect: 
     false
 }
 
+/// Settings a `set_config()` call may not name however it is spelled: the role (a way around
+/// the `set_role` guard) and what the lexer depends on.
+const SET_CONFIG_GUARDED: &[&str] =
+    &["role", "session_authorization", "standard_conforming_strings", "client_encoding"];
+
+/// Whether every `set_config(` in `text` (a Postgres statement) names its setting with a plain
+/// string literal (`set_config('jit', 'off', false)`, as asyncpg's type introspection sends)
+/// that is not one of [`SET_CONFIG_GUARDED`]: such a call does what `SET name = ...` does, which
+/// no guard refuses. Any other spelling (a variable, a comment, `E'...'`, `$$...$$`, adjacent
+/// literals that Postgres would join) is not plain, and the `functions` guard keeps refusing it.
+pub fn set_config_is_plain(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    let mut found = false;
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("set_config") {
+        found = true;
+        let mut i = from + at + "set_config".len();
+        from = i;
+        let skip = |i: &mut usize| {
+            while b.get(*i).is_some_and(u8::is_ascii_whitespace) {
+                *i += 1;
+            }
+        };
+        skip(&mut i);
+        if b.get(i) != Some(&b'(') {
+            return false;
+        }
+        i += 1;
+        skip(&mut i);
+        if b.get(i) != Some(&b'\'') {
+            return false;
+        }
+        let start = i + 1;
+        let Some(len) = b[start..].iter().position(|&c| c == b'\'') else { return false };
+        let name = &lower[start..start + len];
+        i = start + len + 1;
+        skip(&mut i);
+        let plain = !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.');
+        if !plain || b.get(i) != Some(&b',') || SET_CONFIG_GUARDED.contains(&name) {
+            return false;
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_config_with_a_plain_harmless_name() {
+        for s in [
+            "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
+            "select SET_CONFIG ( 'app.tenant' , '7', true)",
+        ] {
+            assert!(set_config_is_plain(s), "{s}");
+        }
+        for s in [
+            "SELECT set_config('role', 'admin', false)",
+            "SELECT set_config('ROLE', 'admin', false)",
+            "SELECT set_config('ro'\n'le', 'admin', false)",
+            "SELECT set_config(E'rol\\x65', 'admin', false)",
+            "SELECT set_config($$role$$, 'admin', false)",
+            "SELECT set_config(name, 'x', false) FROM t",
+            "SELECT set_config/**/('role', 'admin', false)",
+            "SELECT set_config('jit', 'off', false), set_config('session_authorization', 'x', false)",
+            "SELECT set_config('standard_conforming_strings', 'off', false)",
+            "SELECT 1",
+        ] {
+            assert!(!set_config_is_plain(s), "{s}");
+        }
+    }
 
     #[test]
     fn only_plainly_safe_values_pass() {
