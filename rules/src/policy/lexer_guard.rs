@@ -79,9 +79,8 @@ fn unsafe_value(dialect: Dialect, text: &str) -> Option<&'static str> {
     if lower.contains('(') || user_var || lower.contains("0x") || lower.contains("x'") || lower.contains("b'") {
         return Some("it sets the setting to a value dgf cannot see");
     }
-    if dialect == Dialect::Mysql && lower.contains("sql_mode") && lower.bytes().any(|b| b.is_ascii_digit()) {
-        // sql_mode takes bit masks, and the MYSQL323 / MYSQL40 words are the only digits a safe
-        // list would hold.
+    if dialect == Dialect::Mysql && !sql_mode_values_are_words(&lower) {
+        // sql_mode also takes bit masks (`SET sql_mode = 4` is ANSI_QUOTES).
         return Some("it sets sql_mode to a value dgf cannot see");
     }
     if dialect == Dialect::Postgres && lower.contains("standard_conforming_strings") {
@@ -102,6 +101,44 @@ fn unsafe_value(dialect: Dialect, text: &str) -> Option<&'static str> {
 /// statement's `set_variables`; [`check_lexer_settings`] then reads the values).
 pub fn touches_lexer_settings(a: &Analysis, dialect: Dialect) -> bool {
     a.statements.iter().any(|st| st.set_variables.iter().any(|v| sensitive(dialect, v)))
+}
+
+/// Whether every `sql_mode` assignment in `lower` (lower-cased text) gives a quoted list of mode
+/// words or a bare word (`DEFAULT`, `TRADITIONAL`): no number, no expression.
+fn sql_mode_values_are_words(lower: &str) -> bool {
+    let b = lower.as_bytes();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("sql_mode") {
+        let mut i = from + at + "sql_mode".len();
+        from = i;
+        let skip = |i: &mut usize| {
+            while b.get(*i).is_some_and(u8::is_ascii_whitespace) {
+                *i += 1;
+            }
+        };
+        skip(&mut i);
+        match (b.get(i), b.get(i + 1)) {
+            (Some(b'='), _) => i += 1,
+            (Some(b':'), Some(b'=')) => i += 2,
+            _ => continue, // read, not assigned (`@@sql_mode` in an expression)
+        }
+        skip(&mut i);
+        let word = |c: &u8| c.is_ascii_lowercase() || *c == b'_';
+        let ok = match b.get(i) {
+            Some(&q @ (b'\'' | b'"')) => {
+                let body = &b[i + 1..];
+                body.iter()
+                    .position(|&c| c == q)
+                    .is_some_and(|end| body[..end].iter().all(|c| word(c) || *c == b',' || *c == b' '))
+            }
+            Some(c) => word(c),
+            None => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
 /// Refuse (into `out`) a statement of `text` that assigns a setting the analyser's lexer
@@ -212,6 +249,8 @@ mod tests {
             "SET @@sql_mode := 'ANSI'",
             "SET sql_mode = 'DB2'",
             "SET sql_mode = 4",
+            "SET sql_mode = '4'",
+            "SET autocommit = 0, sql_mode = 4",
             "SET sql_mode = @saved",
             "SET sql_mode = CONCAT(@@sql_mode, ',AN', 'SI_QUOTES')",
             "SET sql_mode = 0x414E5349",
@@ -225,6 +264,7 @@ mod tests {
             "SET sql_mode='STRICT_TRANS_TABLES,NO_ZERO_DATE'",
             "SET @@SESSION.sql_mode = 'TRADITIONAL'",
             "SET sql_mode = DEFAULT",
+            "SET SESSION sql_mode = 'NO_ZERO_DATE', autocommit = 0",
             "SET NAMES utf8mb4",
             "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'",
         ] {
