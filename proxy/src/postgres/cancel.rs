@@ -13,9 +13,16 @@ type CancelTarget = (Arc<PgTarget>, (i32, i32));
 pub struct CancelSlot {
     /// The target, and whether a cancel was forwarded to it since it was set.
     current: Mutex<(Option<CancelTarget>, bool)>,
+    /// Unique in this process (never reused, unlike an address): the session's id.
+    id: u64,
 }
 
 impl CancelSlot {
+    /// The id of the session this slot belongs to (unique in the process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The client got a server connection with this backend key.
     pub fn set(&self, target: Arc<PgTarget>, key: (i32, i32)) {
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = (Some((target, key)), false);
@@ -57,7 +64,9 @@ impl Drop for KeyGuard {
 impl CancelRegistry {
     /// A fresh, unique key for a new client.
     pub fn register(self: &Arc<Self>) -> (i32, i32, Arc<CancelSlot>, KeyGuard) {
-        let slot = Arc::new(CancelSlot::default());
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot = Arc::new(CancelSlot { id, ..CancelSlot::default() });
         loop {
             let pid = rand::random::<i32>() & 0x7fff_ffff;
             if pid == 0 {

@@ -197,7 +197,7 @@ async fn login(
             continue;
         }
         server.params.insert(k.clone(), v.clone());
-        server.dirty = true;
+        (server.dirty, server.dirty_for) = (true, 0);
         match desired.iter_mut().find(|(dk, _)| *dk == k) {
             Some(e) => e.1 = v,
             None => desired.push((k, v)),

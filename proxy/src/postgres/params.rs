@@ -25,9 +25,9 @@ impl Session {
         }
     }
 
-    /// An id of this session (for [`ServerConn::dirty_for`]), unique while it lives.
+    /// An id of this session (for [`ServerConn::dirty_for`]), never reused in this process.
     pub(super) fn session_id(&self) -> u64 {
-        std::sync::Arc::as_ptr(&self.cancel) as u64
+        self.cancel.id()
     }
 
     /// Queue SETs so the server matches the parameters this client expects; a connection
