@@ -342,6 +342,16 @@ async fn cursor_move_runs_and_writes_record_the_rows_they_change() {
     assert_eq!(rows_of("update notes"), Some(2.into()), "{text}");
 }
 
+/// The test venv's python (made by scripts/py-venv.sh if missing).
+fn venv_python() -> String {
+    let venv = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/py-venv.sh"))
+        .output()
+        .expect("py-venv.sh");
+    assert!(venv.status.success(), "py-venv.sh: {}", String::from_utf8_lossy(&venv.stderr));
+    format!("{}/bin/python", String::from_utf8_lossy(&venv.stdout).trim())
+}
+
 fn write_script(env: &Env) -> std::path::PathBuf {
     let p = env._dir.path().join("bench.sql");
     std::fs::write(&p, "\\set id random(1, 2)\nSELECT name FROM customers WHERE id = :id;\n").unwrap();
@@ -429,12 +439,7 @@ async fn psql_and_psycopg_see_masked_values() {
     let err = common::psql(&conninfo("analyst"), "DELETE FROM customers").unwrap_err();
     assert!(err.contains("analysts read only"), "{err}");
 
-    let venv = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/py-venv.sh"))
-        .output()
-        .expect("py-venv.sh");
-    assert!(venv.status.success(), "py-venv.sh: {}", String::from_utf8_lossy(&venv.stderr));
-    let python = format!("{}/bin/python", String::from_utf8_lossy(&venv.stdout).trim());
+    let python = venv_python();
     let script = r#"
 import sys, psycopg
 dsn = sys.argv[1]
@@ -467,12 +472,7 @@ with psycopg.connect(dsn) as c:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_introspection_and_pool_reset_pass_the_guards() {
     let env = setup();
-    let venv = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/py-venv.sh"))
-        .output()
-        .expect("py-venv.sh");
-    assert!(venv.status.success(), "py-venv.sh: {}", String::from_utf8_lossy(&venv.stderr));
-    let python = format!("{}/bin/python", String::from_utf8_lossy(&venv.stdout).trim());
+    let python = venv_python();
     let script = r#"
 import asyncio, sys, asyncpg
 async def main(dsn):
