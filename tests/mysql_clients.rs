@@ -74,6 +74,28 @@ for flag in [CLIENT.MULTI_STATEMENTS, 0, CLIENT.MULTI_STATEMENTS, 0, CLIENT.MULT
     assert_eq!(out, [multi, "single: 1064", multi, "single: 1064", multi].join("\n"));
 }
 
+/// A client character set whose multi-byte characters can end in a `\` or quote byte is
+/// refused at login (dgf would not read statements as the server does); utf8mb4 works.
+#[test]
+fn multi_byte_client_charsets_that_hide_quotes_are_refused() {
+    let db = MyDb::create();
+    let port = free_port();
+    let _d = Dgf::start(&my_config(port, &db.upstream(), "{ size = 1 }", ""), &[port]);
+    let code = format!(
+        r#"
+import pymysql
+for cs in ["gbk", "sjis", "utf8mb4"]:
+    try:
+        c = pymysql.connect(host="127.0.0.1", port={port}, user="app", password="app_pw", database="{db}", charset=cs)
+        cur = c.cursor(); cur.execute("SELECT 1"); print(cs, cur.fetchone()[0]); c.close()
+    except pymysql.err.OperationalError as e:
+        print(cs, e.args[0])
+"#,
+        db = db.name
+    );
+    assert_eq!(python(&code).unwrap(), "gbk 1115\nsjis 1115\nutf8mb4 1");
+}
+
 #[test]
 fn connector_python_both_auth_methods_and_prepared_cursor() {
     let db = MyDb::create();

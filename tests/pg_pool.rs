@@ -892,3 +892,17 @@ async fn a_statement_whose_result_type_changed_is_prepared_anew() {
     };
     assert_eq!(cols, 3);
 }
+
+/// A client encoding whose multi-byte characters can end in a `\` byte is refused at login:
+/// dgf would no longer read statements as the server does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_encodings_that_hide_backslashes_are_refused_at_login() {
+    let db = TestDb::create();
+    let port = free_port();
+    let _dgf = Dgf::start(&basic_config(port, POOL2), &[port]);
+    let out = common::psql(&format!("{} client_encoding=SJIS", psql_conninfo(port, &db.name)), "SELECT 1");
+    let e = out.expect_err("SJIS must be refused");
+    assert!(e.contains("client_encoding") && e.contains("not supported"), "{e}");
+    let ok = common::psql(&format!("{} client_encoding=UTF8", psql_conninfo(port, &db.name)), "SELECT 1").unwrap();
+    assert!(ok.contains('1'), "{ok}");
+}

@@ -280,6 +280,14 @@ pub async fn login(
     };
     let caps = (resp.capabilities & offered) | (resp.capabilities & cap::SSL);
     let collation = if resp.collation == 0 { 45 } else { resp.collation };
+    if let Some((cs, _)) = dgf_protocols::mysql::handshake::collation_names(collation.into())
+        .filter(|(cs, _)| dgf_rules::policy::unsafe_client_encoding(cs))
+    {
+        // Their multi-byte characters can end in a `\` or quote byte: dgf would no longer read
+        // statements as the server does (the same sets are refused in SET NAMES).
+        let why = format!("dgf: character set '{cs}' is not supported through dgf (use utf8mb4)");
+        return Err(refuse(&mut stream, seq, (1115, "42000"), &why).await);
+    }
     let mut session = Session::new(
         shared.clone(),
         route.clone(),

@@ -160,6 +160,15 @@ async fn login(
         }
     };
     let requested = login::requested_params(&startup);
+    if let Some((_, enc)) = requested
+        .iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case("client_encoding") && dgf_rules::policy::unsafe_client_encoding(v))
+    {
+        // Its multi-byte characters can end in a `\` byte: dgf would no longer read statements as
+        // the server does (`SET client_encoding` to it is refused the same way).
+        let why = format!("dgf: client_encoding {enc} is not supported through dgf (use UTF8)");
+        return Err(login::fatal(&mut stream, "0A000", why).await);
+    }
     let mut sql = String::new();
     // What the client does not ask for starts at the connection's own defaults: whoever used
     // it before may have SET them (transaction mode hands connections from client to client).

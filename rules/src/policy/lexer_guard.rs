@@ -65,6 +65,16 @@ const UNSAFE_WORDS: &[&str] = &[
     "maxdb",
 ];
 
+/// The character sets of [`UNSAFE_WORDS`] (the rest are sql_mode words).
+const UNSAFE_CHARSETS: usize = 20;
+
+/// Whether a client encoding / character set name (a startup parameter, a handshake charset)
+/// is one whose multi-byte characters can end in a `\` or quote byte.
+pub fn unsafe_client_encoding(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase().replace('-', "_");
+    UNSAFE_WORDS[..UNSAFE_CHARSETS].iter().any(|w| lower.contains(w))
+}
+
 /// Why `text` (a statement the analysis says assigns a sensitive setting) is unsafe, if it is.
 fn unsafe_value(dialect: Dialect, text: &str) -> Option<&'static str> {
     let lower = text.to_ascii_lowercase();
@@ -215,6 +225,17 @@ pub fn set_config_is_plain(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_encodings() {
+        assert_eq!(UNSAFE_WORDS[UNSAFE_CHARSETS], "ansi");
+        for e in ["SJIS", "'Shift-JIS'", "BIG5", "gbk", "WIN950", "GB18030"] {
+            assert!(unsafe_client_encoding(e), "{e}");
+        }
+        for e in ["UTF8", "utf-8", "'utf-8'", "LATIN1", "SQL_ASCII", "EUC_JP", "WIN1252"] {
+            assert!(!unsafe_client_encoding(e), "{e}");
+        }
+    }
 
     #[test]
     fn set_config_with_a_plain_harmless_name() {

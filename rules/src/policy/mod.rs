@@ -25,7 +25,7 @@ mod doc_examples;
 mod tests;
 
 pub use glob::{glob_match, FieldPattern, FieldRef, Namespace};
-pub use lexer_guard::{check_lexer_settings, set_config_is_plain, touches_lexer_settings};
+pub use lexer_guard::{check_lexer_settings, set_config_is_plain, touches_lexer_settings, unsafe_client_encoding};
 pub use sql::{check_sql, check_sql_cached, qualify, sql_output_masks, sql_output_star_tables, SqlVerdict, StarTable};
 
 use crate::mask::{HashKey, MaskFn};
