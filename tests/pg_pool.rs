@@ -906,3 +906,36 @@ async fn client_encodings_that_hide_backslashes_are_refused_at_login() {
     let ok = common::psql(&format!("{} client_encoding=UTF8", psql_conninfo(port, &db.name)), "SELECT 1").unwrap();
     assert!(ok.contains('1'), "{ok}");
 }
+
+/// A cancel sent while the client waits for a server connection ends the wait with 57014 (the
+/// statement never started); it used to be dropped, and the statement ran once a connection
+/// came free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_ends_the_wait_for_a_server_connection() {
+    let db = TestDb::create();
+    let port = free_port();
+    let _dgf = Dgf::start(&basic_config(port, r#"{ mode = "transaction", size = 1 }"#), &[port]);
+    let watcher = direct().await;
+    let a = connect(port, "app", &db.name).await.unwrap();
+    let c = connect(port, "app", &db.name).await.unwrap();
+    let token = c.cancel_token();
+    let holder = a.simple_query("SELECT pg_sleep(3)");
+    let waiter = async {
+        wait_active(&watcher, &db.name, "SELECT pg_sleep(3)%").await;
+        let r = c.simple_query("SELECT 'waited'").await;
+        (r, Instant::now())
+    };
+    let canceller = async {
+        wait_active(&watcher, &db.name, "SELECT pg_sleep(3)%").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(NoTls).await.expect("send cancel");
+        Instant::now()
+    };
+    let (held, (r, done), sent) =
+        within(20, "cancel while waiting", async { tokio::join!(holder, waiter, canceller) }).await;
+    held.expect("the holder's statement is not cancelled");
+    assert_eq!(code(&err(r, "cancelled wait")), "57014");
+    assert!(done.saturating_duration_since(sent) < Duration::from_secs(1), "the wait went on after the cancel");
+    let v = simple_rows(&within(10, "after", c.simple_query("SELECT 'again'")).await.unwrap());
+    assert_eq!(v, vec!["again".to_owned()]);
+}

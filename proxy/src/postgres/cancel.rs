@@ -15,6 +15,8 @@ pub struct CancelSlot {
     current: Mutex<(Option<CancelTarget>, bool)>,
     /// Unique in this process (never reused, unlike an address): the session's id.
     id: u64,
+    /// Woken by a cancel that finds no server connection: the client may be waiting for one.
+    waiting: tokio::sync::Notify,
 }
 
 impl CancelSlot {
@@ -34,6 +36,11 @@ impl CancelSlot {
     #[must_use = "a connection a cancel was sent to must be closed"]
     pub fn clear(&self) -> bool {
         std::mem::take(&mut *self.current.lock().unwrap_or_else(|p| p.into_inner())).1
+    }
+    /// Resolves when a cancel arrives while the client holds no server connection (poll it
+    /// only while waiting for one: a cancel before the first poll is not seen).
+    pub fn cancelled(&self) -> tokio::sync::futures::Notified<'_> {
+        self.waiting.notified()
     }
     /// The target for a cancel, marked as cancelled.
     fn fire(&self) -> Option<CancelTarget> {
@@ -87,7 +94,13 @@ impl CancelRegistry {
             Some(e) if e.0 == secret => e.1.fire(),
             _ => None,
         };
-        let Some((target, key)) = target else { return false };
+        let Some((target, key)) = target else {
+            // No server connection: wake the checkout the client may be waiting in.
+            if let Some(e) = self.keys.get(&pid).filter(|e| e.0 == secret) {
+                e.1.waiting.notify_waiters();
+            }
+            return false;
+        };
         match send_cancel(&target, key).await {
             Ok(()) => true,
             Err(e) => {

@@ -489,8 +489,18 @@ impl Session {
             return Ok(true);
         }
         let started = Instant::now();
-        let got = self.pool.get().await;
+        let got = tokio::select! {
+            biased;
+            got = self.pool.get() => Some(got),
+            () = self.cancel.cancelled() => None,
+        };
         self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
+        let Some(got) = got else {
+            // Cancelled while waiting for a server connection (the statement never started).
+            let f = ErrorFields::new("ERROR", "57014", "canceling statement due to user request");
+            self.local_error(simple, &f);
+            return Ok(false);
+        };
         match got {
             Ok(mut conn) => {
                 self.sync_params(&mut conn);
