@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod cancel;
 pub mod catalog;
+mod checkout;
 mod govern;
 pub mod login;
 mod params;

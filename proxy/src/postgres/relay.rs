@@ -14,7 +14,7 @@ use super::govern::{GovState, InFlight};
 use super::prepared::{Pending, Statement};
 use super::SessionError;
 use crate::live::{PgPools, Route, User};
-use crate::pool::{CheckoutError, Pool, Pooled};
+use crate::pool::{Pool, Pooled};
 use crate::postgres::backend::PgManager;
 use crate::shared::Shared;
 use crate::stream::Stream;
@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Cap on one client message.
@@ -482,48 +481,6 @@ impl Session {
         Ok(true)
     }
 
-    /// Make sure a server connection is held. Returns false when none could be had (the client
-    /// got an error and the session goes on).
-    pub(super) async fn ensure_server(&mut self, simple: bool) -> Result<bool, SessionError> {
-        if self.server.is_some() {
-            return Ok(true);
-        }
-        let started = Instant::now();
-        let got = tokio::select! {
-            biased;
-            got = self.pool.get() => Some(got),
-            () = self.cancel.cancelled() => None,
-        };
-        self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
-        let Some(got) = got else {
-            // Cancelled while waiting for a server connection (the statement never started).
-            let f = ErrorFields::new("ERROR", "57014", "canceling statement due to user request");
-            self.local_error(simple, &f);
-            return Ok(false);
-        };
-        match got {
-            Ok(mut conn) => {
-                self.sync_params(&mut conn);
-                self.cancel.set(self.pg.target.clone(), conn.key);
-                self.server = Some(conn);
-                Ok(true)
-            }
-            Err(e) => {
-                let f = match &e {
-                    CheckoutError::Timeout(_) => {
-                        ErrorFields::new("ERROR", "53300", format!("dgf: no server connection available: {e}"))
-                    }
-                    CheckoutError::Connect(be) => be.to_client_error(),
-                    CheckoutError::ConnectTimeout => ErrorFields::new("ERROR", "08006", format!("dgf: {e}")),
-                    CheckoutError::Closed => ErrorFields::new("ERROR", "57P01", "dgf: route is shutting down"),
-                };
-                tracing::warn!(error = %e, "server checkout failed");
-                self.local_error(simple, &f);
-                Ok(false)
-            }
-        }
-    }
-
     pub(super) fn emit_synthetic(&mut self) {
         while let Some(p) = self.pending.front() {
             match p {
@@ -538,69 +495,6 @@ impl Session {
                 _ => return,
             }
             self.pending.pop_front();
-        }
-    }
-
-    /// Give the server connection back when the transaction (or session) is over.
-    async fn maybe_release(&mut self) {
-        let Some(server) = self.server.as_ref() else { return };
-        let idle = server.status == b'I'
-            && self.pending.is_empty()
-            && self.sout.is_empty()
-            && server.rbuf.is_empty()
-            && !self.unsynced;
-        if idle && self.txn && !self.server_flush && !self.copy_in {
-            let cancelled = self.cancel.clear();
-            if let Some(mut server) = self.server.take() {
-                if cancelled {
-                    server.mark_broken();
-                }
-            }
-        }
-    }
-
-    /// Session over: return, reset, roll back or discard the server connection.
-    async fn finish(&mut self, clean: bool) {
-        let cancelled = self.cancel.clear();
-        let Some(mut server) = self.server.take() else { return };
-        if cancelled {
-            server.mark_broken();
-            return;
-        }
-        let settled = clean
-            && self.pending.is_empty()
-            && self.sout.is_empty()
-            && server.rbuf.is_empty()
-            && !self.copy_in
-            && !self.unsynced;
-        if !settled {
-            if !self.pending.is_empty() || self.copy_in {
-                // The client left while the server still works for it: cancel that work, or
-                // the backend keeps running (and holding locks) until it notices the closed
-                // socket, which for a long statement may take its whole run.
-                let (target, key) = (self.pg.target.clone(), server.key);
-                tokio::spawn(async move {
-                    let _ = super::backend::send_cancel(&target, key).await;
-                });
-            }
-            server.mark_broken();
-            return;
-        }
-        let reset = match (self.mode(), server.status) {
-            (PoolMode::Session, _) => Some(self.pg.opts.load().reset_query.clone()),
-            (PoolMode::Transaction, b'I') => None,
-            (PoolMode::Transaction, _) => Some("ROLLBACK".to_owned()),
-        };
-        if let Some(sql) = reset {
-            tokio::spawn(async move {
-                let ok = tokio::time::timeout(std::time::Duration::from_secs(5), server.run_internal(&sql)).await;
-                if !matches!(ok, Ok(Ok(()))) || server.status != b'I' {
-                    server.mark_broken();
-                }
-                if sql.eq_ignore_ascii_case("DISCARD ALL") {
-                    server.prepared.clear();
-                }
-            });
         }
     }
 }

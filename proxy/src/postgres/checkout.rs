@@ -1,0 +1,117 @@
+//! A client session's hold on a server connection: checkout (with the client's parameters
+//! synced, and a cancel ending the wait), release at the end of each transaction in transaction
+//! mode, and what happens to the connection when the session ends.
+
+use super::relay::Session;
+use super::SessionError;
+use crate::pool::CheckoutError;
+use dgf_config::PoolMode;
+use dgf_protocols::postgres::messages::ErrorFields;
+use std::time::Instant;
+
+impl Session {
+    /// Make sure a server connection is held. Returns false when none could be had (the client
+    /// got an error and the session goes on).
+    pub(super) async fn ensure_server(&mut self, simple: bool) -> Result<bool, SessionError> {
+        if self.server.is_some() {
+            return Ok(true);
+        }
+        let started = Instant::now();
+        let got = tokio::select! {
+            biased;
+            got = self.pool.get() => Some(got),
+            () = self.cancel.cancelled() => None,
+        };
+        self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
+        let Some(got) = got else {
+            // Cancelled while waiting for a server connection (the statement never started).
+            let f = ErrorFields::new("ERROR", "57014", "canceling statement due to user request");
+            self.local_error(simple, &f);
+            return Ok(false);
+        };
+        match got {
+            Ok(mut conn) => {
+                self.sync_params(&mut conn);
+                self.cancel.set(self.pg.target.clone(), conn.key);
+                self.server = Some(conn);
+                Ok(true)
+            }
+            Err(e) => {
+                let f = match &e {
+                    CheckoutError::Timeout(_) => {
+                        ErrorFields::new("ERROR", "53300", format!("dgf: no server connection available: {e}"))
+                    }
+                    CheckoutError::Connect(be) => be.to_client_error(),
+                    CheckoutError::ConnectTimeout => ErrorFields::new("ERROR", "08006", format!("dgf: {e}")),
+                    CheckoutError::Closed => ErrorFields::new("ERROR", "57P01", "dgf: route is shutting down"),
+                };
+                tracing::warn!(error = %e, "server checkout failed");
+                self.local_error(simple, &f);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Give the server connection back when the transaction (or session) is over.
+    pub(super) async fn maybe_release(&mut self) {
+        let Some(server) = self.server.as_ref() else { return };
+        let idle = server.status == b'I'
+            && self.pending.is_empty()
+            && self.sout.is_empty()
+            && server.rbuf.is_empty()
+            && !self.unsynced;
+        if idle && self.txn && !self.server_flush && !self.copy_in {
+            let cancelled = self.cancel.clear();
+            if let Some(mut server) = self.server.take() {
+                if cancelled {
+                    server.mark_broken();
+                }
+            }
+        }
+    }
+
+    /// Session over: return, reset, roll back or discard the server connection.
+    pub(super) async fn finish(&mut self, clean: bool) {
+        let cancelled = self.cancel.clear();
+        let Some(mut server) = self.server.take() else { return };
+        if cancelled {
+            server.mark_broken();
+            return;
+        }
+        let settled = clean
+            && self.pending.is_empty()
+            && self.sout.is_empty()
+            && server.rbuf.is_empty()
+            && !self.copy_in
+            && !self.unsynced;
+        if !settled {
+            if !self.pending.is_empty() || self.copy_in {
+                // The client left while the server still works for it: cancel that work, or
+                // the backend keeps running (and holding locks) until it notices the closed
+                // socket, which for a long statement may take its whole run.
+                let (target, key) = (self.pg.target.clone(), server.key);
+                tokio::spawn(async move {
+                    let _ = super::backend::send_cancel(&target, key).await;
+                });
+            }
+            server.mark_broken();
+            return;
+        }
+        let reset = match (self.mode(), server.status) {
+            (PoolMode::Session, _) => Some(self.pg.opts.load().reset_query.clone()),
+            (PoolMode::Transaction, b'I') => None,
+            (PoolMode::Transaction, _) => Some("ROLLBACK".to_owned()),
+        };
+        if let Some(sql) = reset {
+            tokio::spawn(async move {
+                let ok = tokio::time::timeout(std::time::Duration::from_secs(5), server.run_internal(&sql)).await;
+                if !matches!(ok, Ok(Ok(()))) || server.status != b'I' {
+                    server.mark_broken();
+                }
+                if sql.eq_ignore_ascii_case("DISCARD ALL") {
+                    server.prepared.clear();
+                }
+            });
+        }
+    }
+}
