@@ -13,6 +13,8 @@
 # dgfgov: audit file, 20 rules, 3 masked columns), so the cost of governance per transaction
 # is the difference of two lines of one run.
 #
+# KEEP_OUT=dir keeps the callgrind dumps (cg-dgf.out.1, ...) for callgrind_annotate.
+#
 # Environment: CLIENTS=50 TX=400 MODE=simple|prepared GOV=0|1 DGF_BIN=target/release/dgf
 #              PGPORT=5432 (local Postgres, user postgres, trust)
 set -euo pipefail
@@ -30,7 +32,7 @@ PGB=/usr/sbin/pgbouncer
 [[ -x $PGB ]] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
 D=$(mktemp -d /tmp/dgf-pginstr.XXXXXX); chmod 755 "$D"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; pkill -f "callgrind-out-file=$D" 2>/dev/null || true; psql -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS dgf_pginstr WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$D"; }
+cleanup() { [[ -n ${KEEP_OUT:-} ]] && mkdir -p "$KEEP_OUT" && cp "$D"/cg-*.out.1 "$KEEP_OUT"/ 2>/dev/null; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; pkill -f "callgrind-out-file=$D" 2>/dev/null || true; psql -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS dgf_pginstr WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$D"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.2; done; return 1; }

@@ -63,6 +63,9 @@ pub enum CheckoutError<E: std::error::Error + 'static> {
     /// The pool was closed (route removed or process shutting down).
     #[error("pool is closed")]
     Closed,
+    /// The client cancelled its statement while it waited (set by the caller, not the pool).
+    #[error("cancelled while waiting for a server connection")]
+    Cancelled,
 }
 
 /// Numbers for /metrics and /pools.

@@ -15,8 +15,10 @@ pub struct CancelSlot {
     current: Mutex<(Option<CancelTarget>, bool)>,
     /// Unique in this process (never reused, unlike an address): the session's id.
     id: u64,
-    /// Woken by a cancel that finds no server connection: the client may be waiting for one.
-    waiting: tokio::sync::Notify,
+    /// Set by a cancel that finds no server connection (the client may be waiting for one),
+    /// cleared when a wait starts; the waiting checkout's waker.
+    wait_cancelled: std::sync::atomic::AtomicBool,
+    waiter: futures_util::task::AtomicWaker,
 }
 
 impl CancelSlot {
@@ -37,10 +39,15 @@ impl CancelSlot {
     pub fn clear(&self) -> bool {
         std::mem::take(&mut *self.current.lock().unwrap_or_else(|p| p.into_inner())).1
     }
-    /// Resolves when a cancel arrives while the client holds no server connection (poll it
-    /// only while waiting for one: a cancel before the first poll is not seen).
-    pub fn cancelled(&self) -> tokio::sync::futures::Notified<'_> {
-        self.waiting.notified()
+    /// A wait for a server connection starts: a cancel from before it does not count.
+    pub fn start_wait(&self) {
+        self.wait_cancelled.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Whether a cancel arrived since [`start_wait`](Self::start_wait); otherwise `waker` is
+    /// woken when one does.
+    pub fn poll_cancelled(&self, waker: &std::task::Waker) -> bool {
+        self.waiter.register(waker);
+        self.wait_cancelled.load(std::sync::atomic::Ordering::Acquire)
     }
     /// The target for a cancel, marked as cancelled.
     fn fire(&self) -> Option<CancelTarget> {
@@ -97,7 +104,8 @@ impl CancelRegistry {
         let Some((target, key)) = target else {
             // No server connection: wake the checkout the client may be waiting in.
             if let Some(e) = self.keys.get(&pid).filter(|e| e.0 == secret) {
-                e.1.waiting.notify_waiters();
+                e.1.wait_cancelled.store(true, std::sync::atomic::Ordering::Release);
+                e.1.waiter.wake();
             }
             return false;
         };

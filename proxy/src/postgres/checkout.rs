@@ -7,6 +7,7 @@ use super::SessionError;
 use crate::pool::CheckoutError;
 use dgf_config::PoolMode;
 use dgf_protocols::postgres::messages::ErrorFields;
+use std::future::Future;
 use std::time::Instant;
 
 impl Session {
@@ -17,18 +18,21 @@ impl Session {
             return Ok(true);
         }
         let started = Instant::now();
-        let got = tokio::select! {
-            biased;
-            got = self.pool.get() => Some(got),
-            () = self.cancel.cancelled() => None,
+        // The checkout, ended early by a cancel (looked at only once the pool made us wait).
+        let got = {
+            let get = self.pool.get();
+            let mut get = std::pin::pin!(get);
+            let slot = &self.cancel;
+            slot.start_wait();
+            std::future::poll_fn(|cx| match get.as_mut().poll(cx) {
+                std::task::Poll::Pending if slot.poll_cancelled(cx.waker()) => {
+                    std::task::Poll::Ready(Err(CheckoutError::Cancelled))
+                }
+                other => other,
+            })
+            .await
         };
         self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
-        let Some(got) = got else {
-            // Cancelled while waiting for a server connection (the statement never started).
-            let f = ErrorFields::new("ERROR", "57014", "canceling statement due to user request");
-            self.local_error(simple, &f);
-            return Ok(false);
-        };
         match got {
             Ok(mut conn) => {
                 self.sync_params(&mut conn);
@@ -44,8 +48,14 @@ impl Session {
                     CheckoutError::Connect(be) => be.to_client_error(),
                     CheckoutError::ConnectTimeout => ErrorFields::new("ERROR", "08006", format!("dgf: {e}")),
                     CheckoutError::Closed => ErrorFields::new("ERROR", "57P01", "dgf: route is shutting down"),
+                    // Cancelled while waiting (the statement never started).
+                    CheckoutError::Cancelled => {
+                        ErrorFields::new("ERROR", "57014", "canceling statement due to user request")
+                    }
                 };
-                tracing::warn!(error = %e, "server checkout failed");
+                if !matches!(e, CheckoutError::Cancelled) {
+                    tracing::warn!(error = %e, "server checkout failed");
+                }
                 self.local_error(simple, &f);
                 Ok(false)
             }

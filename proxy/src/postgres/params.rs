@@ -85,9 +85,9 @@ const SESSION_LOCKS: [&str; 4] =
 
 /// Whether a statement (its text, or its analysis when governed) may change settings the
 /// server does not report or take a session-level advisory lock: the connection then needs
-/// `RESET ALL` and `pg_advisory_unlock_all()` before another client. Without an analysis only
-/// the leading keyword and the text `advisory_lock` are looked at (a pooler that does not parse
-/// cannot do better; PgBouncer does not look at all).
+/// `RESET ALL` and `pg_advisory_unlock_all()` before another client. Without an analysis
+/// (governance off) only the leading keyword is looked at (a pooler that does not parse cannot
+/// do better; PgBouncer does not look at all), so advisory locks are not seen then.
 pub fn changes_settings(sql: &[u8], analysis: Option<&dgf_rules::sql::Analysis>) -> bool {
     if let Some(a) = analysis {
         return a.statements.iter().any(|st| {
@@ -105,7 +105,7 @@ pub fn changes_settings(sql: &[u8], analysis: Option<&dgf_rules::sql::Analysis>)
             && head[..w.len()].eq_ignore_ascii_case(w.as_bytes())
             && !head[w.len()].is_ascii_alphanumeric()
     });
-    set || sql.iter().enumerate().any(|(i, &b)| b == b'a' && sql[i..].starts_with(b"advisory_lock"))
+    set
 }
 
 #[cfg(test)]
@@ -114,16 +114,10 @@ mod tests {
 
     #[test]
     fn leading_set_or_reset_changes_settings() {
-        for q in [
-            "SET search_path = x",
-            "  set\tstatement_timeout = 1",
-            "RESET ALL",
-            "reset work_mem",
-            "select pg_advisory_lock(1)",
-        ] {
+        for q in ["SET search_path = x", "  set\tstatement_timeout = 1", "RESET ALL", "reset work_mem"] {
             assert!(changes_settings(q.as_bytes(), None), "{q}");
         }
-        for q in ["SELECT 1", "settle", "SETOF", "", "   "] {
+        for q in ["SELECT 1", "settle", "SETOF", "", "   ", "select pg_advisory_lock(1)"] {
             assert!(!changes_settings(q.as_bytes(), None), "{q}");
         }
         let a = dgf_rules::sql::analyze("SET TimeZone = 'UTC'", dgf_rules::sql::Dialect::Postgres);
