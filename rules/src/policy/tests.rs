@@ -275,3 +275,18 @@ fn schema_changes_to_masked_tables_fail_closed_for_masked_roles() {
     assert_eq!(d("ALTER TABLE orders ADD COLUMN note TEXT"), None);
     assert_eq!(d("CREATE TABLE scratch (id INT)"), None);
 }
+
+#[test]
+fn the_smallest_cap_names_its_rule() {
+    let p = policy(
+        "\n[[rules]]\nname = \"keep out of payroll\"\nroles = [\"hr\"]\naction = \"deny\"\ntables = [\"mongodb:app.payroll\"]\n\
+         [[rules]]\nname = \"ten\"\nroles = [\"hr\"]\naction = \"limit\"\nmax_rows = 10\n\
+         [[rules]]\nname = \"three\"\nroles = [\"hr\"]\naction = \"limit\"\nmax_rows = 3\n",
+    );
+    let hr = p.view("m", &["hr".to_owned()]);
+    let objects = ["mongodb:app.orders".to_owned()];
+    // The smallest cap wins and names its rule.
+    let v = hr.check(&Action { kinds: &["find", "read"], objects: &objects[..1], ..Default::default() });
+    assert_eq!(v.row_limit, Some(3));
+    assert_eq!(v.row_limit_rule.map(|id| &*p.rule_names()[id]), Some("three"));
+}
