@@ -70,6 +70,8 @@ pub struct Decision {
     pub limit: Option<u64>,
     /// The policy this decision was taken under.
     pub policy: Arc<Policy>,
+    /// The user's rules under that policy (a reload that leaves them alike keeps cursors).
+    pub view: Arc<RoleView>,
     /// Whether that policy masks or caps anything for this user (a getMore of a cursor opened
     /// under another policy cannot keep the old plan then: see `cursors::gate`).
     pub governs_results: bool,
@@ -217,6 +219,7 @@ impl GovState {
             plan: Arc::new(MaskPlan::default()),
             limit: if info.get_more.is_some() { None } else { verdict.row_limit },
             policy: env.policy.clone(),
+            view: view.clone(),
             governs_results: view.masks_anything() || verdict.row_limit.is_some(),
             verdict,
             mask_rules: Vec::new(),

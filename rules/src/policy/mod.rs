@@ -17,6 +17,7 @@
 
 mod glob;
 mod lexer_guard;
+mod same;
 mod sql;
 
 #[cfg(test)]
