@@ -570,7 +570,10 @@ fn deny_message(r: &Rule, a: &Action<'_>) -> String {
         }
         None => {
             let kind = a.kinds.first().copied().unwrap_or("statement");
-            match a.objects.first() {
+            // Name the object the rule matched (a joined collection), not just the first one.
+            let strict = r.action == RuleAction::Allow;
+            let hit = a.objects.iter().find(|o| r.tables.iter().any(|t| table_matches(t, o, strict)));
+            match hit.or(a.objects.first()) {
                 Some(o) => format!("{kind} on {o} is not allowed"),
                 None => format!("{kind} is not allowed"),
             }
