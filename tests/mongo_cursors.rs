@@ -255,6 +255,9 @@ A.drop()
 ad.app.drop_collection("v_gather")
 A.insert_many([{"_id": i, "g": i % 2} for i in range(50)])
 ad.app.command("create", "v_gather", viewOn="gather", pipeline=[{"$group": {"_id": None, "all": {"$push": "$$ROOT"}}}])
+ad.other.drop_collection("v_gather")
+ad.other.command("create", "v_gather", viewOn="gather", pipeline=[{"$group": {"_id": None, "all": {"$push": "$$ROOT"}}}])
+ad.other.gather.insert_many([{"_id": i} for i in range(50)])
 def attempt(label, f):
     try:
         out = f()
@@ -274,6 +277,8 @@ for label, p in [
     ("lookup", [{"$limit": 1}, {"$lookup": {"from": "gather", "pipeline": [], "as": "j"}}]),
     ("graphLookup", [{"$graphLookup": {"from": "gather", "startWith": "$g", "connectFromField": "g", "connectToField": "g", "as": "j"}}]),
     ("unionWith", [{"$unionWith": {"coll": "gather", "pipeline": [{"$group": {"_id": None, "a": {"$push": "$_id"}}}]}}]),
+    ("unionWith-view", [{"$limit": 1}, {"$unionWith": "v_gather"}]),
+    ("unionWith-other-db", [{"$limit": 1}, {"$unionWith": {"coll": {"db": "other", "coll": "v_gather"}, "pipeline": []}}]),
 ]:
     attempt(label, lambda: list(C.aggregate(p)))
 attempt("view", lambda: list(cp.app.v_gather.find()))
@@ -285,6 +290,7 @@ print("GROUPS", len(ok))
 print("ADMIN", len(list(A.aggregate([{"$group": {"_id": None, "all": {"$push": "$$ROOT"}}}]))[0]["all"]))
 A.drop()
 ad.app.drop_collection("v_gather")
+ad.drop_database("other")
 "#;
     let out = run(script, port, server.port, &dgf);
     for label in [
@@ -299,6 +305,8 @@ ad.app.drop_collection("v_gather")
         "lookup",
         "graphLookup",
         "unionWith",
+        "unionWith-view",
+        "unionWith-other-db",
         "view",
         "mapReduce",
     ] {

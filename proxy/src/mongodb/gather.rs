@@ -35,10 +35,11 @@ const MAX_DEPTH: usize = dgf_rules::mongodb::MAX_PIPELINE_DEPTH;
 
 /// What in command `name` gathers documents into one result (a description for the refusal),
 /// `None` when nothing does. `doc` is the command document (for an `explain`, the wrapped one).
-pub fn command(name: &str, doc: &Document) -> Option<String> {
+/// `db` is the command's database.
+pub fn command(name: &str, doc: &Document, db: &str) -> Option<String> {
     match name {
         "mapReduce" | "mapreduce" => Some("mapReduce (its reduce gathers documents)".into()),
-        "aggregate" => doc.get_array("pipeline").ok().and_then(|p| pipeline(p, 0)),
+        "aggregate" => doc.get_array("pipeline").ok().and_then(|p| pipeline(p, db, 0)),
         _ => None,
     }
 }
@@ -52,17 +53,19 @@ pub fn in_command(
     objects: &[String],
     views: Option<&ViewDefs>,
 ) -> Option<String> {
-    command(name, doc).or_else(|| {
+    command(name, doc, db).or_else(|| {
         let views = views?;
         objects.iter().filter_map(|o| o.strip_prefix("mongodb:")?.strip_prefix(db)?.strip_prefix('.')).find_map(|c| {
             let v = views.get(c)?;
-            pipeline(&v.pipeline, 0).map(|why| format!("view {db}.{c}: {why}"))
+            pipeline(&v.pipeline, db, 0).map(|why| format!("view {db}.{c}: {why}"))
         })
     })
 }
 
-/// What in `pipeline` gathers documents into one result document.
-pub fn pipeline(stages: &[Bson], depth: usize) -> Option<String> {
+/// What in `pipeline` (run in database `db`) gathers documents into one result document. A
+/// `$unionWith` of another database's collection is refused too: only the views of `db` are
+/// listed, and that collection may be a view that gathers.
+pub fn pipeline(stages: &[Bson], db: &str, depth: usize) -> Option<String> {
     if depth > MAX_DEPTH {
         return Some("sub-pipelines nested too deeply to check".into());
     }
@@ -78,10 +81,12 @@ pub fn pipeline(stages: &[Bson], depth: usize) -> Option<String> {
                     return Some(format!("{k} with {acc} (it gathers documents into one)"));
                 }
             }
-            if k == "$unionWith" {
-                if let Some(why) =
-                    v.as_document().and_then(|u| u.get_array("pipeline").ok()).and_then(|p| pipeline(p, depth + 1))
-                {
+            if let ("$unionWith", Some(u)) = (k, v.as_document()) {
+                let other = u.get_document("coll").ok().and_then(|c| c.get_str("db").ok()).filter(|d| *d != db);
+                if let Some(other) = other {
+                    return Some(format!("$unionWith of a collection of {other} (its views are not checked)"));
+                }
+                if let Some(why) = u.get_array("pipeline").ok().and_then(|p| pipeline(p, db, depth + 1)) {
                     return Some(why);
                 }
             }
@@ -111,7 +116,7 @@ mod tests {
     use bson::{bson, doc};
 
     fn agg(stages: Vec<Bson>) -> Option<String> {
-        command("aggregate", &doc! { "aggregate": "t", "pipeline": stages, "cursor": {} })
+        command("aggregate", &doc! { "aggregate": "t", "pipeline": stages, "cursor": {} }, "app")
     }
 
     #[test]
@@ -129,10 +134,11 @@ mod tests {
             bson!({ "$lookup": { "from": "u", "localField": "a", "foreignField": "b", "as": "j" } }),
             bson!({ "$graphLookup": { "from": "u", "startWith": "$a", "connectFromField": "a", "connectToField": "b", "as": "g" } }),
             bson!({ "$unionWith": { "coll": "u", "pipeline": [{ "$group": { "_id": null, "x": { "$firstN": { "n": 3, "input": "$a" } } } }] } }),
+            bson!({ "$unionWith": { "coll": { "db": "other", "coll": "v" }, "pipeline": [] } }),
         ] {
             assert!(agg(vec![bson!({ "$match": {} }), stage.clone()]).is_some(), "{stage}");
         }
-        assert!(command("mapReduce", &doc! { "mapReduce": "t" }).is_some());
+        assert!(command("mapReduce", &doc! { "mapReduce": "t" }, "app").is_some());
     }
 
     #[test]
@@ -142,6 +148,7 @@ mod tests {
             bson!({ "$bucketAuto": { "groupBy": "$a", "buckets": 4 } }),
             bson!({ "$setWindowFields": { "output": { "r": { "$rank": {} } }, "sortBy": { "a": 1 } } }),
             bson!({ "$unionWith": "u" }),
+            bson!({ "$unionWith": { "coll": { "db": "app", "coll": "u" }, "pipeline": [] } }),
             bson!({ "$unionWith": { "coll": "u", "pipeline": [{ "$project": { "a": 1 } }] } }),
             bson!({ "$project": { "a": { "$concatArrays": ["$x", "$y"] } } }),
             bson!({ "$unwind": "$a" }),
@@ -149,12 +156,12 @@ mod tests {
         ] {
             assert_eq!(agg(vec![stage.clone()]), None, "{stage}");
         }
-        assert_eq!(command("find", &doc! { "find": "t" }), None);
+        assert_eq!(command("find", &doc! { "find": "t" }, "app"), None);
         // Too deep to check: refused.
         let mut p = bson!([{ "$project": { "a": 1 } }]);
         for _ in 0..20 {
             p = bson!([{ "$unionWith": { "coll": "u", "pipeline": p } }]);
         }
-        assert!(pipeline(p.as_array().map(Vec::as_slice).unwrap_or_default(), 0).is_some());
+        assert!(pipeline(p.as_array().map(Vec::as_slice).unwrap_or_default(), "app", 0).is_some());
     }
 }
