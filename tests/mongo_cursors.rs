@@ -238,6 +238,83 @@ print("LIMITS OK")
     });
 }
 
+/// A row cap counts documents, so a pipeline that packs many documents into one result would
+/// get around it: `$group {all: {$push: "$$ROOT"}}` returned all 50 documents to a role capped
+/// at 5. For a capped role such pipelines (gathering accumulators and window functions,
+/// `$facet`, `$lookup`, `$graphLookup`, also inside `$unionWith` and in the pipeline of a view
+/// it reads) and `mapReduce` are refused with code 13 naming the limit rule.
+#[test]
+fn limit_rules_refuse_pipelines_that_gather_documents() {
+    let server = MongoServer::start();
+    let port = free_port();
+    let dgf = Dgf::start(&config(port, server.port, 2), &[port]);
+    let script = r#"
+ad, cp = client("admin"), client("capped")
+A, C = ad.app.gather, cp.app.gather
+A.drop()
+ad.app.drop_collection("v_gather")
+A.insert_many([{"_id": i, "g": i % 2} for i in range(50)])
+ad.app.command("create", "v_gather", viewOn="gather", pipeline=[{"$group": {"_id": None, "all": {"$push": "$$ROOT"}}}])
+ad.other.drop_collection("v_gather")
+ad.other.command("create", "v_gather", viewOn="gather", pipeline=[{"$group": {"_id": None, "all": {"$push": "$$ROOT"}}}])
+ad.other.gather.insert_many([{"_id": i} for i in range(50)])
+def attempt(label, f):
+    try:
+        out = f()
+        print(label, "RAN", len(json.dumps(out, default=str)))
+    except OperationFailure as e:
+        print(label, "DENIED", e.code, "five documents per read" in str(e))
+W = {"documents": ["unbounded", "unbounded"]}
+for label, p in [
+    ("push", [{"$group": {"_id": None, "all": {"$push": "$$ROOT"}}}]),
+    ("addToSet", [{"$group": {"_id": "$g", "all": {"$addToSet": "$_id"}}}]),
+    ("topN", [{"$group": {"_id": None, "t": {"$topN": {"n": 50, "sortBy": {"_id": 1}, "output": "$$ROOT"}}}}]),
+    ("mergeObjects", [{"$group": {"_id": None, "m": {"$mergeObjects": {"$arrayToObject": [[["$$ROOT._id", 1]]]}}}}]),
+    ("bucket", [{"$bucket": {"groupBy": "$_id", "boundaries": [0, 100], "output": {"d": {"$push": "$$ROOT"}}}}]),
+    ("bucketAuto", [{"$bucketAuto": {"groupBy": "$_id", "buckets": 1, "output": {"d": {"$push": "$_id"}}}}]),
+    ("window", [{"$setWindowFields": {"sortBy": {"_id": 1}, "output": {"w": {"$push": "$_id", "window": W}}}}]),
+    ("facet", [{"$facet": {"a": [{"$match": {}}]}}]),
+    ("lookup", [{"$limit": 1}, {"$lookup": {"from": "gather", "pipeline": [], "as": "j"}}]),
+    ("graphLookup", [{"$graphLookup": {"from": "gather", "startWith": "$g", "connectFromField": "g", "connectToField": "g", "as": "j"}}]),
+    ("unionWith", [{"$unionWith": {"coll": "gather", "pipeline": [{"$group": {"_id": None, "a": {"$push": "$_id"}}}]}}]),
+    ("unionWith-view", [{"$limit": 1}, {"$unionWith": "v_gather"}]),
+    ("unionWith-other-db", [{"$limit": 1}, {"$unionWith": {"coll": {"db": "other", "coll": "v_gather"}, "pipeline": []}}]),
+]:
+    attempt(label, lambda: list(C.aggregate(p)))
+attempt("view", lambda: list(cp.app.v_gather.find()))
+attempt("mapReduce", lambda: cp.app.command("mapReduce", "gather", map="function(){emit(1,this._id)}", reduce="function(k,v){return v.join()}", out={"inline": 1}))
+# Pipelines that do not gather still run, capped.
+ok = list(C.aggregate([{"$group": {"_id": "$_id", "n": {"$sum": 1}, "f": {"$first": "$$ROOT"}}}]))
+print("GROUPS", len(ok))
+# The admin has no cap: gathering runs.
+print("ADMIN", len(list(A.aggregate([{"$group": {"_id": None, "all": {"$push": "$$ROOT"}}}]))[0]["all"]))
+A.drop()
+ad.app.drop_collection("v_gather")
+ad.drop_database("other")
+"#;
+    let out = run(script, port, server.port, &dgf);
+    for label in [
+        "push",
+        "addToSet",
+        "topN",
+        "mergeObjects",
+        "bucket",
+        "bucketAuto",
+        "window",
+        "facet",
+        "lookup",
+        "graphLookup",
+        "unionWith",
+        "unionWith-view",
+        "unionWith-other-db",
+        "view",
+        "mapReduce",
+    ] {
+        assert!(out.lines().any(|l| l == format!("{label} DENIED 13 True")), "{label} not refused: {out}");
+    }
+    assert!(out.contains("GROUPS 5\nADMIN 50"), "{out}");
+}
+
 #[test]
 fn find_and_modify_results_and_bulk_writes_are_governed() {
     let server = MongoServer::start_replica_set();

@@ -1,6 +1,7 @@
 //! Cursors under governance: only the dgf user that opened a cursor may getMore or kill it;
-//! its getMore batches get the mask plan of the command that opened it (a reload that replaces
-//! the policy ends such cursors with CursorNotFound rather than keep a stale plan); `limit` rules cap the
+//! its getMore batches get the mask plan of the command that opened it (a reload that changes
+//! the user's rules ends such cursors with CursorNotFound rather than keep a stale plan; one
+//! that leaves them alike keeps them); `limit` rules cap the
 //! documents returned across `firstBatch` and every `nextBatch` (and `distinct` values): the
 //! batch that reaches the cap is cut, reported with `cursor.id: 0`, and the server cursor is
 //! killed on its connection.
@@ -17,7 +18,8 @@ use std::time::Duration;
 /// Check that `user` may use the cursors a getMore / killCursors names, and give a getMore's
 /// decision the plan and remaining cap of its cursor. `Err`: (code, code name, message) —
 /// 13 Unauthorized for another user's cursor; 43 CursorNotFound for a cursor opened under a
-/// policy that a reload has replaced, when either policy masks or caps this user's results:
+/// policy that a reload has replaced with different rules for this user (compared by content,
+/// `RoleView::same_rules`), when either policy masks or caps this user's results:
 /// its plan may no longer be right, and drivers resume change streams after that error by
 /// re-running the command (which then gets the new policy's plan).
 pub fn gate(
@@ -37,7 +39,11 @@ pub fn gate(
     }
     if let (Some(id), Some(d)) = (info.get_more, decision) {
         let g = pins.cursor(id).unwrap_or_default();
-        let stale = g.policy.as_ref().is_none_or(|p| !std::sync::Arc::ptr_eq(p, &d.policy));
+        let same_policy = g.policy.as_ref().is_some_and(|p| std::sync::Arc::ptr_eq(p, &d.policy));
+        // A reload that changed nothing for this user (no change, or changes for other roles)
+        // builds a new but alike view: the cursor's plan and cap are still the right ones.
+        let alike = same_policy || g.view.as_ref().is_some_and(|v| v.same_rules(&d.view));
+        let stale = !alike;
         if stale && (d.governs_results || !g.plan.is_empty() || g.remaining.is_some()) {
             let msg = format!(
                 "dgf: cursor id {id} was opened under a policy that has since been reloaded; run the command again"

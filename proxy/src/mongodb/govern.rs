@@ -70,6 +70,8 @@ pub struct Decision {
     pub limit: Option<u64>,
     /// The policy this decision was taken under.
     pub policy: Arc<Policy>,
+    /// The user's rules under that policy (a reload that leaves them alike keeps cursors).
+    pub view: Arc<RoleView>,
     /// Whether that policy masks or caps anything for this user (a getMore of a cursor opened
     /// under another policy cannot keep the old plan then: see `cursors::gate`).
     pub governs_results: bool,
@@ -121,14 +123,15 @@ impl GovState {
         self.view.clone().unwrap_or_else(|| env.policy.view(env.route, env.roles))
     }
 
-    /// Whether this role's rules need the database's views: it masks something, or some rule
-    /// names collections (a view over them must not get around it).
+    /// Whether this role's rules need the database's views: it masks something, some rule
+    /// names collections (a view over them must not get around it), or it has a row cap (a
+    /// view's pipeline may gather documents: `gather`).
     pub fn needs_views(&mut self, env: &Env<'_>) -> bool {
         if env.policy.rule_names().is_empty() {
             return false;
         }
         let view = self.view(env);
-        view.masks_anything() || view.objects_matter()
+        view.masks_anything() || view.objects_matter() || view.limits_anything()
     }
 
     /// Decide about one command (its body and OP_MSG document sequences, e.g. `updates`).
@@ -216,6 +219,7 @@ impl GovState {
             plan: Arc::new(MaskPlan::default()),
             limit: if info.get_more.is_some() { None } else { verdict.row_limit },
             policy: env.policy.clone(),
+            view: view.clone(),
             governs_results: view.masks_anything() || verdict.row_limit.is_some(),
             verdict,
             mask_rules: Vec::new(),
@@ -232,6 +236,14 @@ impl GovState {
             rows: None,
             error: None,
         };
+        // A row cap counts documents: refuse what packs many into one (`gather`).
+        if let (None, Some(_), Some(id)) = (&d.deny, d.limit, d.verdict.row_limit_rule) {
+            if let Some(why) = super::gather::in_command(info.name, &doc, db, &d.objects, env.views) {
+                let rule = env.policy.rule_names().get(id).cloned().unwrap_or_else(|| "limit".into());
+                let message = format!("dgf: permission denied: {why}, under a row limit (rule \"{rule}\")");
+                d.deny = Some(Denial { id, rule, message });
+            }
+        }
         // A getMore's plan and cap come from its cursor (`cursors::gate`).
         if d.deny.is_none() && info.get_more.is_none() && view.masks_anything() {
             match plan(&view, env, (db, &d.objects), info, &doc) {

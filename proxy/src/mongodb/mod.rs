@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod commands;
 pub mod cursors;
+pub mod gather;
 pub mod govern;
 pub mod hello;
 pub mod lineage;

@@ -37,6 +37,9 @@ pub struct CursorGov {
     pub remaining: Option<u64>,
     /// The policy `plan` and `remaining` come from (`None`: governance was off).
     pub policy: Option<Arc<dgf_rules::Policy>>,
+    /// The user's rules under that policy: a getMore after a reload keeps `plan` and
+    /// `remaining` when the new policy's rules for the user are alike (`cursors::gate`).
+    pub view: Option<Arc<dgf_rules::RoleView>>,
 }
 
 /// A connection for one command: from the pool, or a cursor-pinned one borrowed while idle.

@@ -550,7 +550,8 @@ impl Session {
                 let user = self.user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
                 let plan = decision.as_ref().map(|d| d.plan.clone()).unwrap_or_default();
                 let policy = decision.as_ref().map(|d| d.policy.clone());
-                let gov = CursorGov { user, plan, remaining: capped.remaining, policy };
+                let view = decision.as_ref().map(|d| d.view.clone());
+                let gov = CursorGov { user, plan, remaining: capped.remaining, policy, view };
                 pins.insert_cursor(id, shared.clone(), self.id, ns, gov);
             }
             if let (true, Some(k), Some(shared)) = (start_txn, txn, shared.clone()) {

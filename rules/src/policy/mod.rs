@@ -17,6 +17,7 @@
 
 mod glob;
 mod lexer_guard;
+mod same;
 mod sql;
 
 #[cfg(test)]
@@ -142,6 +143,8 @@ pub struct Verdict {
     pub shadow: Vec<usize>,
     /// Row cap.
     pub row_limit: Option<u64>,
+    /// The enforced `limit` rule that set [`row_limit`](Self::row_limit) (the smallest cap).
+    pub row_limit_rule: Option<usize>,
 }
 
 impl Verdict {
@@ -160,10 +163,10 @@ impl Verdict {
                 self.shadow.push(h);
             }
         }
-        self.row_limit = match (self.row_limit, o.row_limit) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        if o.row_limit.is_some_and(|b| self.row_limit.is_none_or(|a| b < a)) {
+            self.row_limit = o.row_limit;
+            self.row_limit_rule = o.row_limit_rule;
+        }
     }
 }
 
@@ -390,6 +393,11 @@ impl RoleView {
         self.rules.iter().any(|r| r.action != RuleAction::Mask && !r.tables.is_empty())
     }
 
+    /// Whether any enforced `limit` rule applies.
+    pub fn limits_anything(&self) -> bool {
+        self.rules.iter().any(|r| r.action == RuleAction::Limit && !r.shadow)
+    }
+
     /// Whether unparseable statements are denied.
     pub fn parse_error_denies(&self) -> bool {
         self.parse_error_denies
@@ -463,9 +471,11 @@ impl RoleView {
                 }
                 RuleAction::Limit => {
                     v.hits.push(r.id);
-                    v.row_limit = Some(
-                        v.row_limit.map_or(r.max_rows.unwrap_or(u64::MAX), |l| l.min(r.max_rows.unwrap_or(u64::MAX))),
-                    );
+                    let cap = r.max_rows.unwrap_or(u64::MAX);
+                    if v.row_limit.is_none_or(|l| cap < l) {
+                        v.row_limit = Some(cap);
+                        v.row_limit_rule = Some(r.id);
+                    }
                 }
                 RuleAction::Mask => {}
             }
@@ -560,7 +570,10 @@ fn deny_message(r: &Rule, a: &Action<'_>) -> String {
         }
         None => {
             let kind = a.kinds.first().copied().unwrap_or("statement");
-            match a.objects.first() {
+            // Name the object the rule matched (a joined collection), not just the first one.
+            let strict = r.action == RuleAction::Allow;
+            let hit = a.objects.iter().find(|o| r.tables.iter().any(|t| table_matches(t, o, strict)));
+            match hit.or(a.objects.first()) {
                 Some(o) => format!("{kind} on {o} is not allowed"),
                 None => format!("{kind} is not allowed"),
             }

@@ -275,3 +275,23 @@ fn schema_changes_to_masked_tables_fail_closed_for_masked_roles() {
     assert_eq!(d("ALTER TABLE orders ADD COLUMN note TEXT"), None);
     assert_eq!(d("CREATE TABLE scratch (id INT)"), None);
 }
+
+#[test]
+fn denials_name_the_object_the_rule_matched_and_caps_name_their_rule() {
+    let p = policy(
+        "\n[[rules]]\nname = \"keep out of payroll\"\nroles = [\"hr\"]\naction = \"deny\"\ntables = [\"mongodb:app.payroll\"]\n\
+         [[rules]]\nname = \"ten\"\nroles = [\"hr\"]\naction = \"limit\"\nmax_rows = 10\n\
+         [[rules]]\nname = \"three\"\nroles = [\"hr\"]\naction = \"limit\"\nmax_rows = 3\n",
+    );
+    let hr = p.view("m", &["hr".to_owned()]);
+    // `aggregate` on orders joining payroll: the message names payroll, the collection the
+    // rule protects, not the aggregated one.
+    let objects = ["mongodb:app.orders".to_owned(), "mongodb:app.payroll".to_owned()];
+    let v = hr.check(&Action { kinds: &["aggregate", "read"], objects: &objects, ..Default::default() });
+    let m = v.deny.map(|d| d.message).unwrap_or_default();
+    assert!(m.contains("aggregate on mongodb:app.payroll is not allowed"), "{m}");
+    // The smallest cap wins and names its rule.
+    let v = hr.check(&Action { kinds: &["find", "read"], objects: &objects[..1], ..Default::default() });
+    assert_eq!(v.row_limit, Some(3));
+    assert_eq!(v.row_limit_rule.map(|id| &*p.rule_names()[id]), Some("three"));
+}
