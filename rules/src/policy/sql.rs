@@ -118,6 +118,7 @@ fn check_statement(view: &RoleView, st: &StatementInfo, multi: bool, out: &mut S
     };
     let action = Action { kinds: &kinds, objects: &objects, fields: &fields, functions: &st.functions, flags };
     let mut v = view.check(&action);
+    gathering_under_a_limit(view, st, &mut v);
     if kinds.contains(&"ddl") {
         out.ddl = true;
     }
@@ -130,6 +131,38 @@ fn check_statement(view: &RoleView, st: &StatementInfo, multi: bool, out: &mut S
         }
     }
     v
+}
+
+/// Aggregates that gather many rows into one value: a row cap counts rows, not what they carry.
+const GATHERING: &[&str] = &[
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "xmlagg",
+    "group_concat",
+    "json_arrayagg",
+    "json_objectagg",
+];
+
+/// Under an enforced `limit` rule, refuse a statement that packs rows into one value
+/// (`SELECT array_agg(t) FROM t` returns every row as one): the cap would let all of them out.
+fn gathering_under_a_limit(view: &RoleView, st: &StatementInfo, v: &mut Verdict) {
+    let Some(id) = v.row_limit_rule.filter(|_| v.deny.is_none()) else { return };
+    let last = |f: &str| f.rsplit('.').next().unwrap_or(f).to_owned();
+    let Some(f) = st.functions.iter().map(|f| last(f)).find(|f| GATHERING.contains(&f.as_str())) else { return };
+    let Some(rule) = view.rules.iter().find(|r| r.id == id) else { return };
+    v.hits.push(id);
+    v.deny = Some(Denial {
+        id,
+        rule: rule.name.clone(),
+        message: format!(
+            "dgf: permission denied: {f}() gathers rows into one value, under a row limit (rule \"{}\")",
+            rule.name
+        ),
+    });
 }
 
 /// Fail closed where masking cannot follow the data.

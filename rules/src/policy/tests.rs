@@ -295,3 +295,26 @@ fn denials_name_the_object_the_rule_matched_and_caps_name_their_rule() {
     assert_eq!(v.row_limit, Some(3));
     assert_eq!(v.row_limit_rule.map(|id| &*p.rule_names()[id]), Some("three"));
 }
+
+#[test]
+fn gathering_aggregates_are_refused_under_a_row_limit() {
+    let p = policy("");
+    // EXAMPLE caps analysts at 100 rows.
+    for sql in [
+        "SELECT array_agg(c) FROM customers c",
+        "SELECT json_agg(name) FROM customers",
+        "SELECT pg_catalog.string_agg(name, ',') FROM customers",
+    ] {
+        let v = check(&p, &["analyst"], sql);
+        assert_eq!(denied_by(&v), Some("cap analyst rows"), "{sql}");
+        assert!(v.verdict.deny.as_ref().is_some_and(|d| d.message.contains("gathers rows")), "{sql}");
+    }
+    let my = |sql: &str| {
+        let view = p.view("my", &["analyst".to_owned()]);
+        check_sql(&view, &analyze(sql, Dialect::Mysql))
+    };
+    assert_eq!(denied_by(&my("SELECT GROUP_CONCAT(name) FROM customers")), Some("cap analyst rows"));
+    // One value per row, and roles without a cap, are not affected.
+    assert_eq!(denied_by(&check(&p, &["analyst"], "SELECT count(*), max(name) FROM customers")), None);
+    assert_eq!(denied_by(&check(&p, &["app"], "SELECT array_agg(name) FROM customers")), None);
+}
