@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod mongo;
+pub mod mongo_gov;
 pub mod my;
+pub mod pg_client;
 pub mod pg_gov;
 pub mod pg_instance;
 pub mod redis;
