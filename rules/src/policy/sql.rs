@@ -134,7 +134,9 @@ fn check_statement(view: &RoleView, st: &StatementInfo, multi: bool, out: &mut S
 }
 
 /// Aggregates that gather many rows into one value: a row cap counts rows, not what they carry.
+/// `array` is the `ARRAY(SELECT ...)` constructor (`ARRAY[...]` is not a call).
 const GATHERING: &[&str] = &[
+    "array",
     "array_agg",
     "string_agg",
     "json_agg",

@@ -304,6 +304,9 @@ fn gathering_aggregates_are_refused_under_a_row_limit() {
         "SELECT array_agg(c) FROM customers c",
         "SELECT json_agg(name) FROM customers",
         "SELECT pg_catalog.string_agg(name, ',') FROM customers",
+        "SELECT ARRAY(SELECT name FROM customers)",
+        "SELECT array_to_string(ARRAY(SELECT c::text FROM customers c), ';')",
+        "SELECT 1 WHERE 1 = (SELECT cardinality(ARRAY(SELECT email FROM customers)))",
     ] {
         let v = check(&p, &["analyst"], sql);
         assert_eq!(denied_by(&v), Some("cap analyst rows"), "{sql}");
@@ -317,4 +320,5 @@ fn gathering_aggregates_are_refused_under_a_row_limit() {
     // One value per row, and roles without a cap, are not affected.
     assert_eq!(denied_by(&check(&p, &["analyst"], "SELECT count(*), max(name) FROM customers")), None);
     assert_eq!(denied_by(&check(&p, &["app"], "SELECT array_agg(name) FROM customers")), None);
+    assert_eq!(denied_by(&check(&p, &["analyst"], "SELECT ARRAY[name, name] FROM customers")), None);
 }

@@ -27,6 +27,7 @@
 use super::analyze::analyze_normalized;
 use super::fingerprint::{normalize, normalize_lexed, stable_hash, Fingerprint, Normalized, Render};
 use super::lexer::{lex, Kind, Tok};
+use super::template::Template;
 use super::{Analysis, Dialect};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -197,10 +198,29 @@ pub(crate) fn skeleton(toks: &[Tok<'_>], out: &mut String) {
 
 type Classified = (Arc<Fingerprint>, Arc<Analysis>);
 
+/// Statements each thread remembers for [`Analyzer::classify`].
+const RECENT: usize = 8;
+
+/// A statement classified lately on this thread, by the analyzer `owner`.
+struct Recent {
+    owner: u64,
+    dialect: Dialect,
+    template: Template,
+    value: Classified,
+}
+
 thread_local! {
     /// The skeleton buffer of [`Analyzer::classify`], kept between calls.
     static SKELETON: RefCell<String> = const { RefCell::new(String::new()) };
+    /// The templates of the statements this thread classified last, newest first: the next
+    /// statement of one of those shapes skips the lexer and the lookups (`template` module).
+    /// Thread-local, so a hit takes no lock; a session's statements run on one worker thread
+    /// between awaits, so its repeated shapes hit.
+    static RECENTS: RefCell<Vec<Recent>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Analyzer identities (a thread's remembered statements belong to one analyzer).
+static NEXT_ANALYZER: AtomicU64 = AtomicU64::new(1);
 
 /// Thread-safe analysis cache; share it behind an `Arc` (all methods take `&self`).
 pub struct Analyzer {
@@ -209,6 +229,8 @@ pub struct Analyzer {
     skeleton: Level<Classified>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// This analyzer's identity in the threads' remembered statements (new after `clear`).
+    id: AtomicU64,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -238,6 +260,7 @@ impl Analyzer {
             skeleton: Level::new(capacity),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            id: AtomicU64::new(NEXT_ANALYZER.fetch_add(1, Ordering::Relaxed)),
         }
     }
 
@@ -277,6 +300,34 @@ impl Analyzer {
         self.shape.clear();
         self.exact.clear();
         self.skeleton.clear();
+        self.id.store(NEXT_ANALYZER.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// The classification of a statement this thread classified lately with the same
+    /// template (its text around other plain literals).
+    fn recent(&self, sql: &str, dialect: Dialect) -> Option<Classified> {
+        let id = self.id.load(Ordering::Relaxed);
+        RECENTS.with(|r| {
+            let mut r = r.borrow_mut();
+            let i = r.iter().position(|e| e.owner == id && e.dialect == dialect && e.template.matches(sql))?;
+            r[..=i].rotate_right(1);
+            Some(r[0].value.clone())
+        })
+    }
+
+    /// Remember a statement's classification on this thread.
+    fn remember(&self, dialect: Dialect, template: Template, value: &Classified) {
+        if self.shape.per_shard == 0 || template.len() > MAX_CACHED_TEXT {
+            return;
+        }
+        let owner = self.id.load(Ordering::Relaxed);
+        RECENTS.with(|r| {
+            let mut r = r.borrow_mut();
+            if r.len() >= RECENT {
+                r.pop();
+            }
+            r.insert(0, Recent { owner, dialect, template, value: value.clone() });
+        });
     }
 
     /// Analyse `sql`, reusing the analysis of any earlier statement of the same shape.
@@ -302,11 +353,18 @@ impl Analyzer {
     /// Fingerprint and analysis of `sql` from at most one lexer pass (what the proxy needs per
     /// statement: the fingerprint for the audit record, the analysis for the policy).
     pub fn classify(&self, sql: &str, dialect: Dialect) -> (Arc<Fingerprint>, Arc<Analysis>) {
-        let cacheable = sql.len() <= MAX_CACHED_TEXT;
+        let cacheable = sql.len() <= MAX_CACHED_TEXT && self.shape.per_shard > 0;
+        if cacheable {
+            if let Some(v) = self.recent(sql, dialect) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return v;
+            }
+        }
         let h = key_hash(dialect, sql, &[]);
         if cacheable {
             if let Some(v) = self.exact.get(h, dialect, sql, &[]) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
+                self.remember(dialect, Template::exact(sql), &v);
                 return v;
             }
         }
@@ -333,10 +391,14 @@ impl Analyzer {
             None => match render(self) {
                 (v, 0) => self.exact.insert(h, dialect, sql, &[], v),
                 (v, _) if key.len() <= MAX_CACHED_TEXT => self.skeleton.insert(sh, dialect, &key, &[], v),
-                (v, _) => v,
+                (v, _) => {
+                    SKELETON.with(|k| *k.borrow_mut() = key);
+                    return v;
+                }
             },
         };
         SKELETON.with(|k| *k.borrow_mut() = key);
+        self.remember(dialect, Template::from_tokens(sql, &lexed.toks), &value);
         value
     }
 

@@ -73,6 +73,7 @@ mod names;
 mod select;
 mod spelling;
 mod statement;
+mod template;
 
 #[cfg(test)]
 mod tests;
