@@ -542,12 +542,13 @@ async fn sql_level_prepare_and_execute_follow_the_policy() {
 
 /// Settings that change how the server reads SQL text (`ANSI_QUOTES`, `NO_BACKSLASH_ESCAPES`,
 /// multi-byte client character sets) are refused: with ANSI_QUOTES on, `CONCAT("ssn", '')` read
-/// the ssn column while dgf read a string. KILL is refused for every user (the thread ids a
-/// client sees are pooled connections other clients use), and the server's transaction and
-/// statistics tables are refused to masked roles.
+/// the ssn column while dgf read a string. KILL takes dgf connection ids and only reaches the
+/// same user's sessions (another user's id is "Unknown thread id"); KILL in a multi-statement
+/// is refused; both are audited. The server's transaction and statistics tables are refused
+/// to masked roles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_that_change_the_lexer_and_kill_are_refused() {
-    let (db, _dir, _audit, _d, port) = start();
+    let (db, _dir, audit, _d, port) = start();
     let mut c = connect(port, &db, "analyst", "an_pw").await;
     for sql in [
         "SET sql_mode = 'ANSI_QUOTES'",
@@ -565,13 +566,36 @@ async fn settings_that_change_the_lexer_and_kill_are_refused() {
     assert_eq!(v, vec!["ssn".to_owned()]);
     c.query_drop("SET sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_DATE'").await.unwrap();
     let mut clerk = connect(port, &db, "clerk", "cl_pw").await;
-    let id: Option<u64> = clerk.query_first("SELECT CONNECTION_ID()").await.unwrap();
-    for sql in [format!("KILL {}", id.unwrap()), format!("/*!50000 KILL QUERY {} */", id.unwrap())] {
+    let analyst = c.id();
+    for sql in [format!("KILL {analyst}"), format!("/*!50000 KILL QUERY {analyst} */")] {
         let e = clerk.query_drop(&sql).await.unwrap_err().to_string();
-        assert!(e.contains("1095") && e.contains("KILL"), "{sql}: {e}");
+        assert!(e.contains("1094") && e.contains(&format!("Unknown thread id: {analyst}")), "{sql}: {e}");
     }
+    let e = clerk.query_drop(format!("SELECT 1; KILL {analyst}")).await.unwrap_err().to_string();
+    assert!(e.contains("1095") && e.contains("KILL"), "{e}");
     let one: Option<i32> = clerk.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
+    let one: Option<i32> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "the analyst's session was not killed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let errors: Vec<Option<String>> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &dgf_rules::audit::AuditEvent| {
+                e.user == "clerk" && e.fingerprint.to_lowercase().contains("kill")
+            })
+            .map(|e| e.error)
+            .collect();
+        if errors.len() >= 3 {
+            let want = ["1094", "1094", "1095"].map(|n| Some(n.to_owned()));
+            assert_eq!(errors, want, "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "KILL not audited: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// A trusted stored procedure may be called by a masked role; the labelled columns its result

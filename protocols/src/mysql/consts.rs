@@ -124,6 +124,10 @@ pub mod errno {
     pub const SPECIFIC_ACCESS_DENIED: (u16, &str) = (1227, "42000");
     /// "You are not owner of thread" (KILL refused).
     pub const KILL_DENIED: (u16, &str) = (1095, "HY000");
+    /// "Unknown thread id" (KILL of a connection id that is not the requester's to kill).
+    pub const UNKNOWN_THREAD: (u16, &str) = (1094, "HY000");
+    /// "Connection was killed" (MariaDB; a client's KILL of its own connection).
+    pub const CONNECTION_KILLED: (u16, &str) = (1927, "70100");
     /// LOAD DATA LOCAL refused.
     pub const NOT_ALLOWED_COMMAND: (u16, &str) = (1148, "42000");
     /// Lost connection to the upstream / cannot connect.

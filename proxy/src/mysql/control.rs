@@ -87,6 +87,7 @@ impl Session {
         match (failure, user) {
             (None, Some(user)) => {
                 self.reset_client_state().await;
+                self.kill.set_user(&user.name);
                 self.user = user;
                 self.database = cu.database.unwrap_or_default();
                 if let Some(c) = cu.collation {

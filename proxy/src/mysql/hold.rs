@@ -34,6 +34,7 @@ impl Session {
             _ = s.until_wanted() => Woke::Wanted,
             r = s.stream.tcp().readable() => Woke::Server(r.is_ok()),
             _ = shutdown.changed() => Woke::Wanted,
+            _ = self.kill.ended().cancelled() => Woke::Wanted,
         };
         match woke {
             Woke::Wanted => self.release().await,
@@ -43,6 +44,7 @@ impl Session {
                     s.mark_broken();
                     self.server = None;
                     self.server_key = None;
+                    let _ = self.kill.clear();
                 }
             }
         }
@@ -63,6 +65,7 @@ impl Session {
         if self.server.is_some() {
             return Ok(true);
         }
+        let _ = self.kill.clear();
         let key = self.key();
         let pool = self.pools.pool(&key);
         let started = std::time::Instant::now();
@@ -80,6 +83,7 @@ impl Session {
             self.send_err_packet(seq, &e);
             return Ok(false);
         }
+        self.kill.set(self.pools.target.clone(), s.thread_id);
         self.server = Some(s);
         self.server_key = Some(key);
         Ok(true)
@@ -122,6 +126,7 @@ impl Session {
                     s.mark_broken();
                     return r;
                 }
+                self.kill.set(self.pools.target.clone(), s.thread_id);
                 self.server = Some(s);
                 self.server_key = Some(key);
                 self.maybe_release().await;
@@ -150,8 +155,13 @@ impl Session {
 
     /// Return the server connection to its pool, cleaning it first when it carries state.
     pub(super) async fn release(&mut self) {
+        let killed = self.kill.clear();
         let Some(mut s) = self.server.take() else { return };
         self.server_key = None;
+        if killed {
+            // A kill was sent here and may still arrive: never hand it to another client.
+            s.mark_broken();
+        }
         if s.is_broken() {
             return;
         }

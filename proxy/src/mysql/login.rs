@@ -200,9 +200,10 @@ pub async fn login(
     if route.tls.is_some() {
         offered |= cap::SSL;
     }
+    let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let greeting = Greeting {
         server_version: pools.server_version().await,
-        connection_id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+        connection_id: conn_id,
         salt,
         capabilities: offered,
         collation: 45,
@@ -299,6 +300,7 @@ pub async fn login(
         collation,
         salt,
         resp.database.clone().unwrap_or_default(),
+        conn_id,
     );
     // Prove the schema exists (and the upstream answers) before saying OK.
     if let Some(e) = session.check_upstream().await {

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod control;
 pub mod govern;
 pub mod hold;
+pub mod kill;
 pub mod login;
 pub mod pools;
 pub mod replay;

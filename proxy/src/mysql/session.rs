@@ -7,6 +7,7 @@
 use super::backend::{BackendError, MyConn, MyManager, PoolKey};
 use super::govern::{Gov, GovState};
 use super::hold::Idle;
+use super::kill::{KillGuard, KillSlot};
 use super::pools::MyPools;
 use super::state::{scan, StmtEntry};
 use super::SessionError;
@@ -78,6 +79,9 @@ pub struct Session {
     pub(super) multi_statements: bool,
     /// Governance state (policy view, masking plan, audit timing).
     pub(super) gov: GovState,
+    /// What `KILL` from another client sees of this session (see kill.rs).
+    pub(super) kill: Arc<KillSlot>,
+    _kill_registration: KillGuard,
 }
 
 pub(super) enum Flow {
@@ -99,8 +103,10 @@ impl Session {
         collation: u8,
         salt: [u8; 20],
         database: String,
+        conn_id: u32,
     ) -> Self {
         let session_mode = route.cfg.pool.mode == dgf_config::PoolMode::Session;
+        let (kill, _kill_registration) = super::kill::register(conn_id, &route.name, &user.name);
         Self {
             shared,
             route,
@@ -126,6 +132,8 @@ impl Session {
             next_stmt: 0,
             multi_statements: caps & cap::MULTI_STATEMENTS != 0,
             gov: GovState::default(),
+            kill,
+            _kill_registration,
         }
     }
 
@@ -140,9 +148,16 @@ impl Session {
         let mut shutdown = self.shared.shutdown.clone();
         loop {
             let Some((last, payload)) = self.read_command(&mut shutdown).await? else { return Ok(()) };
-            match self.dispatch(last.wrapping_add(1), payload).await? {
-                Flow::Continue => {}
-                Flow::Quit => return Ok(()),
+            self.kill.running(true);
+            let flow = self.dispatch(last.wrapping_add(1), payload).await;
+            self.kill.running(false);
+            if let Flow::Quit = flow? {
+                return Ok(());
+            }
+            if self.kill.fired() && !self.tied() {
+                // A KILL QUERY was sent to this connection: it is not kept for the client's
+                // next statement, which a late kill could still interrupt.
+                self.release().await;
             }
             self.flush().await?;
         }
@@ -154,6 +169,9 @@ impl Session {
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Option<(u8, Bytes)>, SessionError> {
         loop {
+            if self.kill.ended().is_cancelled() {
+                return Ok(None);
+            }
             match split_packet(&mut self.cin, MAX_CLIENT_PACKET) {
                 Ok(Some((_, last, p))) if !p.is_empty() => return Ok(Some((last, p))),
                 Ok(Some(_)) => return Err(SessionError::Protocol("empty command packet".into())),
@@ -182,6 +200,7 @@ impl Session {
                 tokio::select! {
                     r = self.client.readable() => r?,
                     _ = shutdown.changed() => continue,
+                    _ = self.kill.ended().cancelled() => continue,
                 }
             }
             if self.cin.capacity() - self.cin.len() < 1024 {
@@ -247,13 +266,9 @@ impl Session {
     async fn dispatch(&mut self, seq: u8, payload: Bytes) -> Result<Flow, SessionError> {
         let cmd = payload[0];
         let sql: &[u8] = if matches!(cmd, com::QUERY | com::STMT_PREPARE) { &payload[1..] } else { &[] };
-        if cmd == com::QUERY && scan(sql).kill {
-            // The thread ids a client can see (CONNECTION_ID(), the processlist) belong to
-            // pooled server connections that other clients use next: a KILL would end their
-            // statements and connections.
-            let why = "dgf: KILL is not available through dgf (server threads are shared by the pool's clients)";
-            self.send_err(seq, errno::KILL_DENIED, why);
-            return Ok(Flow::Continue);
+        if !sql.is_empty() && super::kill::mentions_kill(sql) {
+            // Mapped onto the server connection the target client holds, or refused.
+            return self.kill_statement(seq, cmd, sql).await;
         }
         let gov = if sql.is_empty() { None } else { self.govern_sql(sql, cmd == com::QUERY) };
         let gov = match gov {
@@ -445,6 +460,7 @@ impl Session {
         if let Some(mut s) = self.server.take() {
             s.mark_broken();
         }
+        let _ = self.kill.clear();
         if !sent_any {
             self.cout.clear();
             let msg = format!("dgf: lost connection to the upstream server: {e}");
