@@ -59,6 +59,8 @@ async fn denials_are_native_errors_and_keep_the_session() {
     analyst.simple_query("SELECT 1").await.unwrap();
     let e = analyst.simple_query("DROP TABLE customers").await.unwrap_err();
     assert_eq!(code(&e), "42501");
+    // dgf's refusal, not the PL/pgSQL block that carried it.
+    assert_eq!(e.as_db_error().unwrap().where_(), None, "{e:?}");
     let e = analyst.simple_query("SELECT 1").await.unwrap_err();
     assert_eq!(code(&e), "25P02", "transaction must be aborted: {e}");
     analyst.simple_query("ROLLBACK").await.unwrap();

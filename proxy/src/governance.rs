@@ -218,6 +218,11 @@ pub struct ViewCache {
     /// The constant head of the session's audit records and the user it was rendered for.
     head: Vec<u8>,
     head_user: Option<std::sync::Arc<crate::live::User>>,
+    /// The database, kind and fingerprint fields of the last record, and what they render.
+    mid: Vec<u8>,
+    mid_key: (String, &'static str, String),
+    /// The route's decision counters, looked up once.
+    decisions: Option<DecisionCounters>,
 }
 
 impl ViewCache {
@@ -271,15 +276,40 @@ impl ViewCache {
         &self.head
     }
 
+    /// Count the rules that fired and the decision of a statement.
+    pub fn count(&mut self, governance: &Governance, policy: &Policy, route: &str, v: &Verdict, masked: bool) {
+        governance.count_rules(policy, v);
+        self.decisions.get_or_insert_with(|| governance.decision_counters(route)).inc(decision(v, masked));
+    }
+
+    /// Render the `database`, `kind` and `fingerprint` fields unless the last record had the
+    /// same (a session repeats its statement shapes): most of a record's escaping, done once.
+    fn render_mid(&mut self, database: &str, kind: &'static str, fingerprint: &str) {
+        use dgf_rules::audit::raw;
+        let k = &self.mid_key;
+        if !self.mid.is_empty() && k.0 == database && k.1 == kind && k.2 == fingerprint {
+            return;
+        }
+        self.mid.clear();
+        raw::field_str(&mut self.mid, "database", database);
+        raw::field_str(&mut self.mid, "kind", kind);
+        raw::field_str(&mut self.mid, "fingerprint", fingerprint);
+        self.mid_key.0.clear();
+        self.mid_key.0.push_str(database);
+        self.mid_key.1 = kind;
+        self.mid_key.2.clear();
+        self.mid_key.2.push_str(fingerprint);
+    }
+
     /// Write the audit record of one statement of a SQL session (Postgres, MySQL): renders
     /// the session's head if needed and takes the rule names from the current view's policy.
     pub fn audit_statement(&mut self, governance: &Governance, who: SqlSession<'_>, st: SqlStatement<'_>) {
         self.render_head(who.protocol, &who.route.name, who.peer, who.user);
+        self.render_mid(who.database, st.verdict.kind, st.fingerprint);
         let (started, rows, masked, mask_rules) = st.outcome;
         let rec = SqlRecord {
             policy: self.policy.as_deref(),
             verdict: st.verdict,
-            fingerprint: st.fingerprint,
             statement: st.statement,
             masked,
             mask_rules,
@@ -287,7 +317,7 @@ impl ViewCache {
             started,
             error: st.error,
         };
-        governance.audit_sql(who.route, &self.head, who.database, rec);
+        governance.audit_sql(who.route, &self.head, &self.mid, rec);
     }
 }
 
@@ -338,8 +368,6 @@ pub struct SqlRecord<'a> {
     pub policy: Option<&'a Policy>,
     /// The verdict.
     pub verdict: &'a SqlVerdict,
-    /// Fingerprint (literals stripped).
-    pub fingerprint: &'a str,
     /// Full text, kept only with `include_literals`.
     pub statement: Option<String>,
     /// Some column was masked.
@@ -357,7 +385,7 @@ pub struct SqlRecord<'a> {
 impl Governance {
     /// Audit one statement of a SQL session; a lost record counts as a `dgf_audit` error of
     /// the route.
-    pub fn audit_sql(&self, route: &crate::live::Route, head: &[u8], database: &str, r: SqlRecord<'_>) {
+    pub fn audit_sql(&self, route: &crate::live::Route, head: &[u8], mid: &[u8], r: SqlRecord<'_>) {
         // Mask rules count as hits where they applied to a result (the decision counted only
         // the rules that decided it).
         if let Some(p) = r.policy.filter(|_| !r.mask_rules.is_empty()) {
@@ -369,7 +397,7 @@ impl Governance {
                 }
             }
         }
-        if !self.record_sql(head, database, r) {
+        if !self.record_sql(head, mid, r) {
             route.metrics.error("dgf_audit");
         }
     }
@@ -379,8 +407,9 @@ impl Governance {
     /// The record is rendered here straight into its JSON fields (no `AuditEvent` holding a
     /// dozen cloned strings for the writer to serialise and free) and handed to the writer as
     /// a one-record [`RawBatch`]; the line is byte for byte what the event would give.
-    /// `head`: the session's constant fields ([`ViewCache::render_head`]).
-    pub fn record_sql(&self, head: &[u8], database: &str, r: SqlRecord<'_>) -> bool {
+    /// `head`: the session's constant fields ([`ViewCache::render_head`]); `mid`: the
+    /// `database`, `kind` and `fingerprint` fields (`ViewCache::render_mid`).
+    pub fn record_sql(&self, head: &[u8], mid: &[u8], r: SqlRecord<'_>) -> bool {
         use dgf_rules::audit::raw;
         if !self.auditing() {
             return true;
@@ -388,12 +417,10 @@ impl Governance {
         let names = r.policy.map_or(&[][..], |p| p.rule_names());
         let v = &r.verdict.verdict;
         let text = r.statement.as_ref().map_or(0, String::len);
-        let mut batch = self.audit_batch(16 + 256 + head.len() + r.fingerprint.len() + text);
+        let mut batch = self.audit_batch(16 + 256 + head.len() + mid.len() + text);
         batch.push_with(dgf_rules::audit::now_millis(), |f| {
             f.extend_from_slice(head);
-            raw::field_str(f, "database", database);
-            raw::field_str(f, "kind", r.verdict.kind);
-            raw::field_str(f, "fingerprint", r.fingerprint);
+            f.extend_from_slice(mid);
             if let Some(statement) = &r.statement {
                 raw::field_str(f, "statement", statement);
             }

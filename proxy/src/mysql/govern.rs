@@ -142,7 +142,7 @@ impl Session {
                 if let Some(gov) = self.gov.sql_prepared.get(&name).cloned().filter(|_| on) {
                     let gov = self.revalidate(gov);
                     let g = &self.shared.governance;
-                    g.count(&snap.policy, &self.route.name, &gov.sql.verdict, gov.sql.needs_masking);
+                    self.gov.views.count(g, &snap.policy, &self.route.name, &gov.sql.verdict, gov.sql.needs_masking);
                     return Some(gov);
                 }
             }
@@ -163,7 +163,7 @@ impl Session {
         let (fp, analysis) = g.analyzer.classify(&text, Dialect::Mysql);
         let mut sql = check_sql(&view, &analysis);
         check_lexer_settings(&view, &analysis, &text, Dialect::Mysql, &mut sql);
-        g.count(&snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
+        self.gov.views.count(g, &snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
         let text = g.include_literals().then(|| text.into_owned());
         Some(Arc::new(Gov { fp, analysis, sql, view, text }))
     }

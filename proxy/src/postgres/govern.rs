@@ -141,7 +141,7 @@ impl Session {
                 sql = Arc::new(own);
             }
         }
-        g.count(&snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
+        self.gov.views.count(g, &snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
         let text = g.include_literals().then(|| text.to_owned());
         Some(Arc::new(Gov { fp, analysis, sql, view, text }))
     }
@@ -205,7 +205,8 @@ impl Session {
                 msg.replace('\'', "''").replace("$dgf$", "")
             );
             messages::put_query(&mut self.sout, &body);
-            self.pending.push_back(super::prepared::Pending::Query { internal: !simple });
+            use super::prepared::Pending;
+            self.pending.push_back(if simple { Pending::Refusal } else { Pending::Query { internal: true } });
             if simple {
                 self.gov.inflight.push_back(InFlight::new(gov, false));
                 self.emit_synthetic();

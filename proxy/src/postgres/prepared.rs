@@ -109,12 +109,16 @@ pub enum Pending {
         /// dgf's own query.
         internal: bool,
     },
+    /// dgf's refusal of a simple query inside a transaction, raised by the server (a DO block)
+    /// so that the transaction fails: its error reaches the client as dgf's own, without the
+    /// server's PL/pgSQL CONTEXT line. Ends with ReadyForQuery.
+    Refusal,
 }
 
 impl Pending {
     /// Whether this entry ends at ReadyForQuery.
     pub fn ends_at_ready(&self) -> bool {
-        matches!(self, Pending::Sync | Pending::Query { .. })
+        matches!(self, Pending::Sync | Pending::Query { .. } | Pending::Refusal)
     }
 }
 

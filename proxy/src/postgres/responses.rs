@@ -121,6 +121,14 @@ impl Session {
                     self.pg.statements.forget(&server.prepared);
                 }
                 let mut seen_query = false;
+                if self.pending.front() == Some(&Pending::Refusal) {
+                    // dgf's own refusal: the client sees its code and message only, not the
+                    // PL/pgSQL context of the DO block that carried it.
+                    if let Ok(f) = ErrorFields::decode(body) {
+                        ErrorFields::new(&f.severity, &f.code, f.message).encode(&mut self.cout);
+                        forward = false;
+                    }
+                }
                 while let Some(p) = self.pending.front() {
                     if p.ends_at_ready() {
                         seen_query = true;
