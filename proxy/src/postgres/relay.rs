@@ -210,7 +210,7 @@ impl Session {
                     if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
                         conn.rbuf.reserve(16 * 1024);
                     }
-                    let ServerConn { stream, rbuf, .. } = &mut **conn;
+                    let ServerConn { stream, rbuf, .. } = &mut ***conn;
                     match tokio_util::io::poll_read_buf(Pin::new(stream), cx, rbuf) {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Event::ServerEof)),
                         Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::ServerData)),
