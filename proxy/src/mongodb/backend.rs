@@ -275,20 +275,21 @@ pub struct MongoManager {
 }
 
 impl Manager for MongoManager {
-    type Conn = MongoConn;
+    /// Boxed: a connection moves through the pool and the session on every command.
+    type Conn = Box<MongoConn>;
     type Error = BackendError;
 
-    async fn connect(&self) -> Result<MongoConn, BackendError> {
+    async fn connect(&self) -> Result<Box<MongoConn>, BackendError> {
         let (c, l) = connect(&self.target).await?;
         let _ = self.limits.set(l);
-        Ok(c)
+        Ok(Box::new(c))
     }
 
-    fn is_alive(&self, conn: &mut MongoConn) -> bool {
+    fn is_alive(&self, conn: &mut Box<MongoConn>) -> bool {
         conn.is_quiet_and_open()
     }
 
-    async fn check(&self, conn: &mut MongoConn) -> bool {
+    async fn check(&self, conn: &mut Box<MongoConn>) -> bool {
         matches!(conn.command(&doc! { "ping": 1, "$db": "admin" }).await, Ok(d) if ok(&d))
     }
 }

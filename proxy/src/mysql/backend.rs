@@ -437,20 +437,21 @@ pub struct MyManager {
 }
 
 impl Manager for MyManager {
-    type Conn = MyConn;
+    /// Boxed: a connection moves through the pool and the session on every transaction.
+    type Conn = Box<MyConn>;
     type Error = BackendError;
 
-    async fn connect(&self) -> Result<MyConn, BackendError> {
+    async fn connect(&self) -> Result<Box<MyConn>, BackendError> {
         let c = MyConn::connect(&self.target, &self.key).await?;
         self.version.store(Some(Arc::new(c.version.clone())));
-        Ok(c)
+        Ok(Box::new(c))
     }
 
-    fn is_alive(&self, conn: &mut MyConn) -> bool {
+    fn is_alive(&self, conn: &mut Box<MyConn>) -> bool {
         conn.rbuf.is_empty() && conn.stream.is_quiet_and_open()
     }
 
-    async fn check(&self, conn: &mut MyConn) -> bool {
+    async fn check(&self, conn: &mut Box<MyConn>) -> bool {
         matches!(conn.simple(&[com::PING]).await, Ok(Ok(_)))
     }
 }
