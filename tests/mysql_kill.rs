@@ -173,3 +173,24 @@ async fn kill_connection_ends_the_session() {
     assert!(b.query_drop(format!("KILL {own}")).await.is_err());
     assert!(b.query_drop("SELECT 1").await.is_err());
 }
+
+/// (e) The mysql CLI's way (its Ctrl-C): a new connection that only sends `KILL QUERY`. On a
+/// pool of one that the statement to kill holds, the login must not wait behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_kills_a_query_that_holds_the_only_server_connection() {
+    let (db, _d, port) = start("{ size = 1, wait_timeout_ms = 20000 }");
+    let (a_id, running) = sleeper(port, &db.name, "kq_e_marker").await;
+    running_on_server("kq_e_marker").await;
+    let started = Instant::now();
+    let out = tokio::process::Command::new("mysql")
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "app", "-papp_pw", "--skip-ssl", &db.name])
+        .args(["-e", &format!("KILL QUERY {a_id}")])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(10), out).await.expect("the CLI's login waited").unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (mut a, r) = tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
+    assert_eq!(r.as_ref().err().and_then(server_errno), Some(1317), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let one: Option<i32> = a.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+}

@@ -115,7 +115,16 @@ impl Session {
     /// the pool wants it back.
     pub(super) async fn check_upstream(&mut self) -> Option<ErrPacket> {
         let key = self.key();
-        match self.pools.pool(&key).get().await {
+        let pool = self.pools.pool(&key);
+        let st = pool.stats();
+        if st.opened_total > 0 && st.idle == 0 && st.open >= st.max {
+            // Every server connection is in use (the upstream answered before): do not make
+            // the login wait behind them. A client cancelling a long statement (`KILL QUERY`
+            // on a new connection, the mysql CLI's Ctrl-C) must get in while it runs; a
+            // schema that does not exist fails the first statement instead of the login.
+            return None;
+        }
+        match pool.get().await {
             Ok(mut s) => {
                 let r = self.sync(&mut s).await.err();
                 if r.is_some() && s.schema != self.database {
