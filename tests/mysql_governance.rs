@@ -565,6 +565,9 @@ async fn settings_that_change_the_lexer_and_kill_are_refused() {
     let v: Vec<String> = c.query("SELECT CONCAT(\"ssn\", '') FROM customers WHERE id = 1").await.unwrap();
     assert_eq!(v, vec!["ssn".to_owned()]);
     c.query_drop("SET sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_DATE'").await.unwrap();
+    // The same statement shape with another value is decided on its value again.
+    let e = c.query_drop("SET sql_mode = 'ANSI_QUOTES'").await.unwrap_err().to_string();
+    assert!(e.contains("dgf:"), "after an allowed value of the same shape: {e}");
     let mut clerk = connect(port, &db, "clerk", "cl_pw").await;
     let analyst = c.id();
     for sql in [format!("KILL {analyst}"), format!("/*!50000 KILL QUERY {analyst} */")] {

@@ -467,6 +467,31 @@ with psycopg.connect(dsn) as c:
     assert!(leaked(&stdout).is_none(), "{stdout}");
 }
 
+/// A session reuses the decision of a statement shape it repeats, but not one that read the
+/// statement's values: `set_config` calls of one shape differ by their literals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_that_read_values_are_not_reused_for_the_shape() {
+    let env = setup();
+    let admin = client(&env, "admin").await;
+    for _ in 0..2 {
+        for (setting, refused) in [("jit", false), ("role", true), ("jit", false), ("session_authorization", true)] {
+            let value = if refused { "postgres" } else { "off" };
+            let r = admin.simple_query(&format!("SELECT set_config('{setting}', '{value}', false)")).await;
+            assert_eq!(r.is_err(), refused, "{setting}: {r:?}");
+            if let Err(e) = r {
+                assert_eq!(code(&e), "42501", "{e}");
+            }
+        }
+    }
+    admin.simple_query("RESET jit").await.unwrap();
+    // Plain repeats of a shape with other values are decided alike.
+    let analyst = client(&env, "analyst").await;
+    for id in [1, 2, 1] {
+        let t = simple_text(&analyst, &format!("SELECT email FROM customers WHERE id = {id}")).await.unwrap();
+        assert!(t.contains("***@example") && !t.contains("alice@") && !t.contains("bob@"), "{t}");
+    }
+}
+
 /// asyncpg with the default guards: its type introspection calls `set_config('jit', 'off',
 /// false)` (refused by the `functions` guard before, for every column type it must look up:
 /// arrays, enums), and its pool's reset query ends with `RESET ALL` (refused as a role change).

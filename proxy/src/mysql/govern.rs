@@ -15,7 +15,8 @@ use dgf_protocols::mysql::packets::column_names;
 use dgf_protocols::mysql::rows::{self, is_string_type, Replace};
 use dgf_rules::mask::{Format, MaskFn, MaskedValue, PgType};
 use dgf_rules::policy::{
-    check_lexer_settings, check_sql, sql_output_masks, sql_output_star_tables, SqlVerdict, StarTable,
+    check_lexer_settings, check_sql, sql_output_masks, sql_output_star_tables, touches_lexer_settings, SqlVerdict,
+    StarTable,
 };
 
 /// A base table a `*` reads: (schema if written, name).
@@ -92,6 +93,9 @@ pub struct GovState {
     /// SQL-level prepared statements of this client (`PREPARE name FROM '...'`), by lower-cased
     /// name: the decision of the statement each holds, which its `EXECUTE` runs under.
     pub sql_prepared: std::collections::HashMap<String, Arc<Gov>>,
+    /// The last decision that depended on the statement's shape only (not on its literal
+    /// values): reused while the same shape comes again under the same view.
+    last: Option<Arc<Gov>>,
 }
 
 /// Map a MySQL column type to the mask layer's value classes (text-protocol spelling of
@@ -161,11 +165,25 @@ impl Session {
         let view = self.gov.views.get(&snap.policy, &self.route.name, &self.user);
         let text = String::from_utf8_lossy(text);
         let (fp, analysis) = g.analyzer.classify(&text, Dialect::Mysql);
+        if let Some(last) =
+            self.gov.last.as_ref().filter(|l| {
+                Arc::ptr_eq(&l.fp, &fp) && Arc::ptr_eq(&l.analysis, &analysis) && Arc::ptr_eq(&l.view, &view)
+            })
+        {
+            // The same shape under the same view: the same decision, counted again.
+            let last = last.clone();
+            self.gov.views.count(g, &snap.policy, &self.route.name, &last.sql.verdict, last.sql.needs_masking);
+            return Some(last);
+        }
         let mut sql = check_sql(&view, &analysis);
+        // The lexer-settings check reads the text's values: such a decision is not kept.
+        let text_read = touches_lexer_settings(&analysis, Dialect::Mysql);
         check_lexer_settings(&view, &analysis, &text, Dialect::Mysql, &mut sql);
         self.gov.views.count(g, &snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
         let text = g.include_literals().then(|| text.into_owned());
-        Some(Arc::new(Gov { fp, analysis, sql, view, text }))
+        let gov = Arc::new(Gov { fp, analysis, sql, view, text });
+        self.gov.last = (!text_read && gov.text.is_none()).then(|| gov.clone());
+        Some(gov)
     }
 
     /// The decision of a statement prepared earlier, under the policy and user in force now (a

@@ -107,6 +107,9 @@ pub struct GovState {
     pub views_passed: super::views::Passed,
     /// The result being streamed had DataRows (else its command tag gives the rows it changed).
     rows_seen: bool,
+    /// The last decision that depended on the statement's shape only (not on its literal
+    /// values): reused while the same shape comes again under the same view.
+    last: Option<Arc<Gov>>,
 }
 
 impl Session {
@@ -125,8 +128,23 @@ impl Session {
         }
         let view = self.gov.views.get(&snap.policy, &self.route.name, &self.user);
         let (fp, analysis) = g.analyzer.classify(text, Dialect::Postgres);
+        if let Some(last) =
+            self.gov.last.as_ref().filter(|l| {
+                Arc::ptr_eq(&l.fp, &fp) && Arc::ptr_eq(&l.analysis, &analysis) && Arc::ptr_eq(&l.view, &view)
+            })
+        {
+            // The same shape under the same view: the same decision (it was taken without
+            // reading the text, see below), counted again.
+            let last = last.clone();
+            self.gov.views.count(g, &snap.policy, &self.route.name, &last.sql.verdict, last.sql.needs_masking);
+            return Some(last);
+        }
         let mut sql = check_sql_cached(&view, &analysis);
-        if sql.verdict.deny.as_ref().is_some_and(|d| &*d.rule == "guard:functions") && set_config_is_plain(text) {
+        // Whether the text was read (beyond its shape) in either case below: then the
+        // decision may differ for the same shape with other literals, and is not kept.
+        let functions_guard = sql.verdict.deny.as_ref().is_some_and(|d| &*d.rule == "guard:functions");
+        let mut text_read = functions_guard;
+        if functions_guard && set_config_is_plain(text) {
             // `set_config('jit', 'off', false)` (asyncpg's type introspection) does what a plain
             // SET does: decide the statement without that call, the rest of it as usual.
             let mut a = (*analysis).clone();
@@ -136,6 +154,7 @@ impl Session {
             sql = Arc::new(dgf_rules::policy::check_sql(&view, &a));
         }
         if touches_lexer_settings(&analysis, Dialect::Postgres) {
+            text_read = true;
             let mut own = (*sql).clone();
             if check_lexer_settings(&view, &analysis, text, Dialect::Postgres, &mut own) {
                 sql = Arc::new(own);
@@ -143,7 +162,10 @@ impl Session {
         }
         self.gov.views.count(g, &snap.policy, &self.route.name, &sql.verdict, sql.needs_masking);
         let text = g.include_literals().then(|| text.to_owned());
-        Some(Arc::new(Gov { fp, analysis, sql, view, text }))
+        let gov = Arc::new(Gov { fp, analysis, sql, view, text });
+        // Kept only when nothing of it came from the text beyond its shape.
+        self.gov.last = (!text_read && gov.text.is_none()).then(|| gov.clone());
+        Some(gov)
     }
 
     /// Decide a client message before it is forwarded: a Query or Parse is analysed and
