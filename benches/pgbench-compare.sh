@@ -29,6 +29,10 @@
 #   PGPORT=5432                port of the local Postgres (host is always 127.0.0.1)
 #   DGF_WORKERS=0              dgf `server.workers` (0 = one per core, 1 = single-threaded)
 #   AUDIT_PRIORITY=auto        dgfgov `audit.writer_priority` (auto | normal | idle)
+#   ROUNDS=1                   runs of every (mode, clients, target); the targets' order
+#                              rotates each round, the tables report per-key medians and
+#                              the log lists each round's tps (a noisy VM's drift then
+#                              lands on every target alike)
 #
 # Every address used is 127.0.0.1. Everything the script starts is stopped on
 # exit, and every wait is bounded in time.
@@ -449,14 +453,33 @@ run_one() { # run_one MODE CLIENTS TARGET
   log "$t: $tps tps${CPU[$key]:+, ${CPU[$key]} CPU s/1k tx}"
 }
 
+ROUNDS=${ROUNDS:-1}
+declare -A ALL_TPS ALL_CPU
+median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR] = $1} END {if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
 for mode in $MODES; do
   for c in $CLIENTS; do
-    for t in "${TARGETS[@]}"; do
-      run_one "$mode" "$c" "$t"
-      sleep 1
+    for ((r = 0; r < ROUNDS; r++)); do
+      n=${#TARGETS[@]}
+      for ((i = 0; i < n; i++)); do
+        t=${TARGETS[$(((i + r) % n))]}
+        run_one "$mode" "$c" "$t"
+        key="$mode,$c,$t"
+        ALL_TPS[$key]="${ALL_TPS[$key]:-} ${TPS[$key]:-}"
+        ALL_CPU[$key]="${ALL_CPU[$key]:-} ${CPU[$key]:-}"
+        sleep 1
+      done
     done
   done
 done
+if ((ROUNDS > 1)); then
+  for key in "${!ALL_TPS[@]}"; do
+    log "rounds $key: tps${ALL_TPS[$key]}"
+    m=$(echo "${ALL_TPS[$key]}" | median)
+    [[ -n $m ]] && TPS[$key]=$(printf '%.0f' "$m")
+    m=$(echo "${ALL_CPU[$key]}" | median)
+    [[ -n $m ]] && CPU[$key]=$(printf '%.4f' "$m")
+  done
+fi
 
 ratio() { # ratio A B: A/B when both are numbers
   if [[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ && $2 -gt 0 ]]; then

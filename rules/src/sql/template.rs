@@ -195,6 +195,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
         /// Whatever fills the slots, a text that matches has the template's skeleton.
         #[test]
         fn a_match_has_the_same_skeleton(
@@ -207,21 +208,37 @@ mod tests {
                 "SELECT x.1, 1.y, 7:: int, '1' || '2' FROM t LIMIT 10 OFFSET 20",
                 "SELECT @a := 5, `c` FROM t WHERE s = 'x'",
                 "SELECT $1, 5 FROM t WHERE n=-3",
+                "SELECT $q$ 'x' $q$, 'a', 2 FROM t -- '3'",
+                "SELECT E'\\'', 'b', 4 /* ' */ , 'c'",
+                "SELECT /*!50000 5, 'x' */ 6 FROM t WHERE a='y'#'z'",
+                "SELECT _utf8'a', N'b', X'0f', 7 FROM t",
+                "SELECT 'a'\n'b', 8, \"q\" FROM t WHERE u = U&'d\\0061'",
+                "SELECT a.1e2, 1.e3, .5, 9 FROM t WHERE b = 0x1F OR c = 0b1",
             ]),
             mysql in any::<bool>(),
             fills in prop::collection::vec(fill(), 8),
+            fair in prop::collection::vec(("[0-9]{1,6}", "'[a-z 0-9%_]{0,5}'"), 8),
+            odd in 0usize..9,
         ) {
             let d = if mysql { Dialect::Mysql } else { Dialect::Postgres };
             let l = lex(base, d);
-            prop_assume!(l.error.is_none());
+            prop_assert!(l.error.is_none(), "{}: {:?}", base, l.error);
             let t = Template::from_tokens(base, &l.toks);
             // Rebuild a text: the fixed segments with the fills in the slots.
             let mut text = Vec::new();
             let mut f = 0;
-            for (i, &(len, _)) in t.slots.iter().enumerate() {
+            // Every slot gets a fill of its class, but for slot `odd` (none when past the end),
+            // which gets one of any spelling.
+            for (i, &(len, slot)) in t.slots.iter().enumerate() {
                 text.extend_from_slice(&t.fixed[f..f + len as usize]);
                 f += len as usize;
-                text.extend_from_slice(fills[i % fills.len()].as_bytes());
+                let (digits, quoted) = &fair[i % fair.len()];
+                let fill = match slot {
+                    _ if i == odd => &fills[i % fills.len()],
+                    Slot::Digits => digits,
+                    Slot::Quoted => quoted,
+                };
+                text.extend_from_slice(fill.as_bytes());
             }
             text.extend_from_slice(&t.fixed[f..]);
             let text = String::from_utf8(text).unwrap();
