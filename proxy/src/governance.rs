@@ -470,6 +470,17 @@ fn peer_text(peer: SocketAddr) -> String {
     out
 }
 
+/// Whether a decision taken for (fingerprint, analysis, role view) `then` holds for a
+/// statement that gave `now`: the same three, compared by address (whoever keeps the decision
+/// keeps them alive, so an address cannot be reused meanwhile).
+pub fn same_inputs<F, A, V>(
+    then: (&std::sync::Arc<F>, &std::sync::Arc<A>, &std::sync::Arc<V>),
+    now: (&std::sync::Arc<F>, &std::sync::Arc<A>, &std::sync::Arc<V>),
+) -> bool {
+    use std::sync::Arc;
+    Arc::ptr_eq(then.0, now.0) && Arc::ptr_eq(then.1, now.1) && Arc::ptr_eq(then.2, now.2)
+}
+
 /// Every value [`decision`] returns, in [`DecisionCounters`] order.
 const DECISIONS: [&str; 4] = ["deny", "mask", "shadow", "allow"];
 

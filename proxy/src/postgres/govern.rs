@@ -128,14 +128,11 @@ impl Session {
         }
         let view = self.gov.views.get(&snap.policy, &self.route.name, &self.user);
         let (fp, analysis) = g.analyzer.classify(text, Dialect::Postgres);
-        if let Some(last) =
-            self.gov.last.as_ref().filter(|l| {
-                Arc::ptr_eq(&l.fp, &fp) && Arc::ptr_eq(&l.analysis, &analysis) && Arc::ptr_eq(&l.view, &view)
-            })
-        {
-            // The same shape under the same view: the same decision (it was taken without
-            // reading the text, see below), counted again.
-            let last = last.clone();
+        // The same shape under the same view: the same decision (one is kept only if it did
+        // not read the text, see below), counted again.
+        let same =
+            |l: &&Arc<Gov>| crate::governance::same_inputs((&l.fp, &l.analysis, &l.view), (&fp, &analysis, &view));
+        if let Some(last) = self.gov.last.as_ref().filter(same).cloned() {
             self.gov.views.count(g, &snap.policy, &self.route.name, &last.sql.verdict, last.sql.needs_masking);
             return Some(last);
         }
