@@ -194,3 +194,32 @@ async fn the_cli_kills_a_query_that_holds_the_only_server_connection() {
     let one: Option<i32> = a.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
 }
+
+/// (f) A statement still waiting for a pool connection (all of them in use) is killed before
+/// it starts: 1317 at once instead of running once a connection frees, and its session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_query_ends_a_wait_for_a_server_connection() {
+    let (db, _d, port) = start("{ size = 1, wait_timeout_ms = 20000 }");
+    // Logged in first: the driver runs statements of its own while connecting.
+    let mut holder = mysql_async::Conn::new(opts(port, &db.name, "app", "app_pw")).await.unwrap();
+    let mut waiter = mysql_async::Conn::new(opts(port, &db.name, "app", "app_pw")).await.unwrap();
+    let mut killer = mysql_async::Conn::new(opts(port, &db.name, "app", "app_pw")).await.unwrap();
+    let waiter_id = waiter.id();
+    holder.query_drop("BEGIN").await.unwrap();
+    holder.query_drop("SELECT 1").await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let r: Result<Option<i32>, _> = waiter.query_first("SELECT 7").await;
+        (waiter, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the statement must be waiting for the pool");
+    let started = Instant::now();
+    killer.query_drop(format!("KILL QUERY {waiter_id}")).await.unwrap();
+    let (mut waiter, r) = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("still waiting").unwrap();
+    assert_eq!(r.as_ref().err().and_then(server_errno), Some(1317), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    holder.query_drop("COMMIT").await.unwrap();
+    drop(holder);
+    let seven: Option<i32> = waiter.query_first("SELECT 7").await.unwrap();
+    assert_eq!(seven, Some(7));
+}

@@ -128,6 +128,8 @@ pub mod errno {
     pub const UNKNOWN_THREAD: (u16, &str) = (1094, "HY000");
     /// "Connection was killed" (MariaDB; a client's KILL of its own connection).
     pub const CONNECTION_KILLED: (u16, &str) = (1927, "70100");
+    /// ER_QUERY_INTERRUPTED: the statement was killed (`KILL QUERY`).
+    pub const QUERY_INTERRUPTED: (u16, &str) = (1317, "70100");
     /// LOAD DATA LOCAL refused.
     pub const NOT_ALLOWED_COMMAND: (u16, &str) = (1148, "42000");
     /// Lost connection to the upstream / cannot connect.

@@ -69,12 +69,20 @@ impl Session {
         let key = self.key();
         let pool = self.pools.pool(&key);
         let started = std::time::Instant::now();
-        let got = pool.get().await;
+        let got = self.kill.wait(pool.get()).await;
         self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
         let mut s = match got {
-            Ok(s) => s,
-            Err(e) => {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
                 self.send_err_packet(seq, &checkout_error(&e));
+                return Ok(false);
+            }
+            None => {
+                // KILL QUERY (or KILL CONNECTION) while the statement waited for a server
+                // connection: it never started; the server's own answer for a killed one.
+                let (errno, sqlstate) = errno::QUERY_INTERRUPTED;
+                let message = "Query execution was interrupted".to_owned();
+                self.send_err_packet(seq, &ErrPacket { errno, sqlstate: sqlstate.into(), message });
                 return Ok(false);
             }
         };

@@ -34,6 +34,10 @@ struct SlotState {
     running: bool,
     /// A kill was sent (or is on its way) to `target`.
     fired: bool,
+    /// The session waits for a pool connection (see [`KillSlot::wait`]).
+    waiting: bool,
+    /// A kill arrived during that wait.
+    wait_killed: bool,
 }
 
 /// One client session as `KILL` sees it.
@@ -44,6 +48,8 @@ pub struct KillSlot {
     state: Mutex<SlotState>,
     /// Cancelled by `KILL CONNECTION`: the session ends.
     ended: CancellationToken,
+    /// Wakes a session waiting for a pool connection when a kill arrives.
+    wake: tokio::sync::Notify,
 }
 
 impl KillSlot {
@@ -89,12 +95,47 @@ impl KillSlot {
 
     /// Mark the held connection as killed. Returns the target to send `KILL QUERY` to when a
     /// command is running on it. `connection`: mark it even when idle (the session ends, and
-    /// so does its server connection).
+    /// so does its server connection). A session waiting for a pool connection is woken: its
+    /// statement is interrupted before it starts.
     fn fire(&self, connection: bool) -> Option<KillTarget> {
         let mut s = self.state();
         let running = s.running && s.target.is_some();
         s.fired |= running || (connection && s.target.is_some());
+        if s.waiting {
+            s.wait_killed = true;
+            drop(s);
+            self.wake.notify_waiters();
+            return None;
+        }
         s.target.clone().filter(|_| running)
+    }
+
+    /// Wait for `checkout` (a pool checkout) unless a kill arrives first: `None` then.
+    pub async fn wait<T>(&self, checkout: impl std::future::Future<Output = T>) -> Option<T> {
+        {
+            let mut s = self.state();
+            s.waiting = true;
+            s.wait_killed = false;
+        }
+        let killed = async {
+            loop {
+                let notified = self.wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.state().wait_killed {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let r = tokio::select! {
+            r = checkout => Some(r),
+            () = killed => None,
+        };
+        let mut s = self.state();
+        s.waiting = false;
+        s.wait_killed = false;
+        r
     }
 }
 
@@ -119,6 +160,7 @@ pub fn register(id: u32, route: &str, user: &str) -> (Arc<KillSlot>, KillGuard) 
         user: Mutex::new(user.to_owned()),
         state: Mutex::default(),
         ended: CancellationToken::new(),
+        wake: tokio::sync::Notify::new(),
     });
     SESSIONS.insert(id, slot.clone());
     (slot, KillGuard { id })
