@@ -32,7 +32,8 @@
 #   ROUNDS=1                   runs of every (mode, clients, target); the targets' order
 #                              rotates each round, the tables report per-key medians and
 #                              the log lists each round's tps (a noisy VM's drift then
-#                              lands on every target alike)
+#                              lands on every target alike; the "where the CPU went"
+#                              table shows the last round)
 #
 # Every address used is 127.0.0.1. Everything the script starts is stopped on
 # exit, and every wait is bounded in time.
