@@ -208,6 +208,10 @@ fn masking_denials_bypass_corpus_and_audit() {
         .expect("audit of the analyst find");
     assert_eq!(find["decision"], "mask", "{find}");
     assert_eq!(find["rows"], 3, "{find}");
+    // `bytes`: the (masked) reply the client got, an OP_MSG holding three documents; a refused
+    // command never reached the server.
+    assert!(find["bytes"].as_u64().is_some_and(|b| b > 100), "{find}");
+    assert!(drop_rec.get("bytes").is_none(), "{drop_rec}");
     assert_eq!(find["objects"][0], "mongodb:app.users");
     assert!(recs.iter().any(|r| r["user"] == "admin" && r["decision"] == "allow" && r["rows"] == 3));
     let report = dgf_rules::audit::verify(std::slice::from_ref(&audit)).unwrap();

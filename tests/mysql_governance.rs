@@ -391,6 +391,9 @@ async fn change_user_switches_the_policy_view() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!((update["rows"].clone(), select["rows"].clone()), (2.into(), 2.into()), "{update} {select}");
+    // `bytes`: the row packets the client got, two text rows "10" and "11" (4-byte header,
+    // length byte, two digits); a write returns no rows.
+    assert_eq!((update["bytes"].clone(), select["bytes"].clone()), (0.into(), 14.into()), "{update} {select}");
 }
 
 /// Views made by the owner over governed tables: the rules on the tables reach them. Before,

@@ -238,7 +238,11 @@ async fn bypass_corpus() {
 async fn audit_records_every_statement_and_chain_verifies() {
     let env = setup();
     let analyst = client(&env, "analyst").await;
-    simple_text(&analyst, "SELECT email FROM customers WHERE id = 1").await.unwrap();
+    let masked = simple_text(&analyst, "SELECT email FROM customers WHERE id = 1").await.unwrap();
+    // `bytes` is what the client got: the one DataRow (tag, length, column count, the value's
+    // length and the masked value), not the server's longer clear one.
+    let masked_row = 1 + 4 + 2 + 4 + masked.trim_end_matches('\n').trim_end_matches('|').len() as u64;
+    assert_ne!(masked_row, 1 + 4 + 2 + 4 + "alice@example.com".len() as u64, "{masked}");
     let _ = analyst.simple_query("DELETE FROM customers").await;
     analyst.query("SELECT name FROM customers WHERE id = $1", &[&2i32]).await.unwrap();
     // pgbench through dgf: records == transactions.
@@ -279,7 +283,7 @@ async fn audit_records_every_statement_and_chain_verifies() {
     assert_eq!((ev.protocol.as_str(), ev.user.as_str(), ev.database.as_str()), ("postgres", "analyst", &*env.db.name));
     assert_eq!(ev.roles, ["analyst"]);
     assert!(ev.client.starts_with("127.0.0.1:") && ev.kind == "select" && ev.statement.is_none(), "{ev:?}");
-    assert_eq!((ev.rows, ev.bytes, ev.error.as_deref()), (Some(1), None, None), "{ev:?}");
+    assert_eq!((ev.rows, ev.bytes, ev.error.as_deref()), (Some(1), Some(masked_row), None), "{ev:?}");
     assert!(ev.duration_us.is_some() && ev.objects.iter().any(|o| o.contains("customers")), "{ev:?}");
     assert!(ev.rules.iter().any(|r| r == "mask email for analysts"), "{ev:?}");
     assert!(ev.time.ends_with('Z') && ev.seq > 0 && ev.hash.len() == 64, "{ev:?}");
@@ -290,7 +294,11 @@ async fn audit_records_every_statement_and_chain_verifies() {
     assert!(unmasked.len() >= 200, "{} unmasked reads", unmasked.len());
     for r in unmasked {
         assert_eq!(r["rows"], 1, "{r}");
+        // One DataRow of one column: 'alice' (16 bytes) or 'bob' (14).
+        assert!(r["bytes"] == 16 || r["bytes"] == 14, "{r}");
     }
+    let denied = recs.iter().find(|r| r["decision"] == "deny").unwrap();
+    assert_eq!((&denied["rows"], &denied["bytes"]), (&0.into(), &0.into()), "{denied}");
     let report = dgf_rules::audit::verify(std::slice::from_ref(&env.audit)).unwrap();
     assert!(report.is_ok(), "{:?}", report.first_error);
     // Tampering is found: an edited field, a deleted line, two lines swapped.

@@ -306,15 +306,16 @@ impl ViewCache {
     pub fn audit_statement(&mut self, governance: &Governance, who: SqlSession<'_>, st: SqlStatement<'_>) {
         self.render_head(who.protocol, &who.route.name, who.peer, who.user);
         self.render_mid(who.database, st.verdict.kind, st.fingerprint);
-        let (started, rows, masked, mask_rules) = st.outcome;
+        let o = st.outcome;
         let rec = SqlRecord {
             policy: self.policy.as_deref(),
             verdict: st.verdict,
             statement: st.statement,
-            masked,
-            mask_rules,
-            rows,
-            started,
+            masked: o.masked,
+            mask_rules: o.mask_rules,
+            rows: o.rows,
+            bytes: o.bytes,
+            started: o.started,
             error: st.error,
         };
         governance.audit_sql(who.route, &self.head, &self.mid, rec);
@@ -356,10 +357,33 @@ pub struct SqlStatement<'a> {
     pub fingerprint: &'a str,
     /// Full text, kept only with `include_literals`.
     pub statement: Option<String>,
-    /// When it started, rows, whether a column was masked, mask rules that applied.
-    pub outcome: (Instant, u64, bool, &'a [usize]),
+    /// What it did.
+    pub outcome: Outcome<'a>,
     /// Error code, if it failed.
     pub error: Option<String>,
+}
+
+/// What one SQL statement did, for its audit record.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    /// When it was sent.
+    pub started: Instant,
+    /// Rows returned (after any row cap) or changed.
+    pub rows: u64,
+    /// Bytes of result rows the client received (Postgres DataRow and COPY data messages,
+    /// MySQL row packets), as sent: after masking and any row cap.
+    pub bytes: u64,
+    /// Some column was masked.
+    pub masked: bool,
+    /// Mask rules that applied to result columns, by rule id.
+    pub mask_rules: &'a [usize],
+}
+
+impl Outcome<'_> {
+    /// A statement refused before it reached the server.
+    pub fn refused() -> Self {
+        Outcome { started: Instant::now(), rows: 0, bytes: 0, masked: false, mask_rules: &[] }
+    }
 }
 
 /// One executed (or refused) SQL statement, for its audit record.
@@ -376,6 +400,8 @@ pub struct SqlRecord<'a> {
     pub mask_rules: &'a [usize],
     /// Rows returned or affected.
     pub rows: u64,
+    /// Bytes of result rows sent to the client.
+    pub bytes: u64,
     /// When the statement was sent.
     pub started: Instant,
     /// Error code, if it failed.
@@ -432,7 +458,7 @@ impl Governance {
             let parse_error = v.deny.as_ref().is_some_and(|d| d.id == usize::MAX).then_some("on_parse_error");
             raw::field_strs_if_any(f, "rules", fired.chain(parse_error));
             raw::field_u64(f, "rows", Some(r.rows));
-            raw::field_u64(f, "bytes", None);
+            raw::field_u64(f, "bytes", Some(r.bytes));
             raw::field_u64(f, "duration_us", Some(r.started.elapsed().as_micros() as u64));
             raw::field_opt_str(f, "error", r.error.as_deref());
         });

@@ -40,6 +40,8 @@ pub mod tag {
 
 /// Backend (server to client) message tags.
 pub mod btag {
+    /// CopyData (`COPY ... TO STDOUT`).
+    pub const COPY_DATA: u8 = b'd';
     /// Authentication request.
     pub const AUTH: u8 = b'R';
     /// ParameterStatus.

@@ -85,6 +85,8 @@ pub struct Decision {
     started: Instant,
     /// Documents returned.
     pub rows: Option<u64>,
+    /// Bytes of the reply the client received (after masking and any cap).
+    pub bytes: Option<u64>,
     /// Error code of a failed reply.
     pub error: Option<String>,
 }
@@ -234,6 +236,7 @@ impl GovState {
             database: db.to_owned(),
             started: Instant::now(),
             rows: None,
+            bytes: None,
             error: None,
         };
         // A row cap counts documents: refuse what packs many into one (`gather`).
@@ -580,6 +583,7 @@ pub fn audit(env: &Env<'_>, d: &Decision, client: &str, user: &str) {
         decision: crate::governance::decision(&shown, !d.plan.is_empty()).to_owned(),
         rules,
         rows: d.rows,
+        bytes: d.bytes,
         duration_us: Some(d.started.elapsed().as_micros() as u64),
         error: d.error.clone(),
         ..AuditEvent::default()

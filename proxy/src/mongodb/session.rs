@@ -572,6 +572,7 @@ impl Session {
         let raw = bson::RawDocument::from_bytes(reply).map_err(|_| MongoProtoError::Bson("reply"))?;
         (d.rows, d.error) = govern::outcome(raw);
         d.rows = rows.or(d.rows);
+        d.bytes = Some(frame.bytes.len() as u64);
         let masked = if d.plan.is_empty() { None } else { d.plan.apply(reply, self.max_depth.max(200))? };
         let Some(doc) = masked.or(cut) else { return Ok((None, kill)) };
         let mut out = BytesMut::new();
@@ -584,6 +585,7 @@ impl Session {
             &doc,
             &seqs,
         );
+        d.bytes = Some(out.len() as u64);
         Ok((Some(out), kill))
     }
 }

@@ -21,6 +21,7 @@ use dgf_rules::policy::{
 
 /// A base table a `*` reads: (schema if written, name).
 type OwnedStarTable = (Option<String>, String);
+use crate::governance::Outcome;
 use dgf_rules::sql::{Analysis, Dialect, Fingerprint};
 use dgf_rules::{FieldRef, Namespace, RoleView};
 use std::sync::Arc;
@@ -78,6 +79,8 @@ pub struct GovState {
     pub binary: bool,
     started: Option<Instant>,
     rows: u64,
+    /// Row packet bytes sent to the client (headers included).
+    bytes: u64,
     masked: bool,
     /// Mask rules that applied to the result's columns (for the audit record).
     mask_rules: Vec<usize>,
@@ -202,6 +205,7 @@ impl Session {
         self.gov.binary = binary;
         self.gov.started = Some(Instant::now());
         self.gov.rows = 0;
+        self.gov.bytes = 0;
         self.gov.masked = false;
         self.gov.mask_rules.clear();
         self.gov.result_idx = 0;
@@ -338,6 +342,11 @@ impl Session {
         }))
     }
 
+    /// A row packet of `len` payload bytes went to the client.
+    pub(super) fn count_row_bytes(&mut self, len: usize) {
+        self.gov.bytes += len as u64 + 4;
+    }
+
     /// Whether the current result set has masked columns.
     pub(super) fn gov_masks(&self) -> bool {
         self.gov.any_mask
@@ -359,17 +368,17 @@ impl Session {
         let Some(gov) = self.gov.active.take() else { return };
         let started = self.gov.started.take().unwrap_or_else(Instant::now);
         let (rows, masked, fired) = (self.gov.rows, self.gov.masked, std::mem::take(&mut self.gov.mask_rules));
-        self.audit(&gov, (started, rows, masked, &fired), error);
+        let bytes = self.gov.bytes;
+        self.audit(&gov, Outcome { started, rows, bytes, masked, mask_rules: &fired }, error);
     }
 
     /// Audit a refused statement.
     /// `code`: the errno the client was sent.
     pub(super) fn audit_denied(&mut self, gov: &Gov, code: u16) {
-        self.audit(gov, (Instant::now(), 0, false, &[]), Some(code.to_string()));
+        self.audit(gov, Outcome::refused(), Some(code.to_string()));
     }
 
-    /// `outcome`: when it started, rows, whether a column was masked, mask rules that applied.
-    fn audit(&mut self, gov: &Gov, outcome: (Instant, u64, bool, &[usize]), error: Option<String>) {
+    fn audit(&mut self, gov: &Gov, outcome: Outcome<'_>, error: Option<String>) {
         use crate::governance::{SqlSession, SqlStatement};
         let who = SqlSession::new("mysql", &self.route, self.peer, &self.user, &self.database);
         let st =

@@ -431,8 +431,11 @@ impl Session {
                         return Err(self.upstream_failed(seq, e, sent_any).await);
                     }
                     Kind::Row => match self.on_row(&frame.payload) {
-                        Ok(Some(p)) => rewritten = Some(p),
-                        Ok(None) => {}
+                        Ok(Some(p)) => {
+                            self.count_row_bytes(p.len());
+                            rewritten = Some(p);
+                        }
+                        Ok(None) => self.count_row_bytes(frame.payload.len()),
                         Err(()) => continue,
                     },
                     Kind::ResultEnd => self.on_result_end(),

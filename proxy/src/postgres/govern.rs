@@ -10,6 +10,7 @@
 use super::backend::BackendError;
 use super::catalog::{Catalog, FIRST_NORMAL_OBJECT_ID};
 use super::relay::Session;
+use crate::governance::Outcome;
 use bytes::BytesMut;
 use dgf_protocols::postgres::messages;
 use dgf_rules::mask::{Format, MaskFn};
@@ -74,6 +75,8 @@ pub struct InFlight {
     gov: Arc<Gov>,
     started: Instant,
     rows: u64,
+    /// Result bytes sent to the client (DataRow, CopyData).
+    bytes: u64,
     masked: bool,
     /// Mask rules that applied to the result's columns (for the audit record).
     mask_rules: Vec<usize>,
@@ -232,7 +235,7 @@ impl Session {
                 return;
             }
         }
-        self.audit(&gov, (Instant::now(), 0, false, &[]), Some("42501".into()));
+        self.audit(&gov, Outcome::refused(), Some("42501".into()));
         let f = messages::ErrorFields::new("ERROR", "42501", msg);
         self.local_error(simple, &f);
     }
@@ -343,10 +346,19 @@ impl Session {
     }
 
     /// A DataRow without a plan (passed on as it is): counted for the audit record's `rows`.
-    pub(super) fn count_row(&mut self) {
+    /// A DataRow passed as it is (`len` bytes with its header).
+    pub(super) fn count_row(&mut self, len: usize) {
         self.gov.rows_seen = true;
         if let Some(f) = self.gov.inflight.front_mut() {
             f.rows += 1;
+            f.bytes += len as u64;
+        }
+    }
+
+    /// COPY data sent to the client (`COPY ... TO STDOUT`).
+    pub(super) fn count_copy_data(&mut self, len: usize) {
+        if let Some(f) = self.gov.inflight.front_mut() {
+            f.bytes += len as u64;
         }
     }
 
@@ -358,21 +370,27 @@ impl Session {
         if plan.limit.is_some_and(|l| plan.sent >= l) {
             return false;
         }
+        plan.sent += 1;
+        let sent = if !plan.any_mask {
+            self.cout.extend_from_slice(raw);
+            raw.len()
+        } else {
+            match rewrite_row(&raw[5..], &plan.cols) {
+                Some(row) => {
+                    self.cout.extend_from_slice(&row);
+                    row.len()
+                }
+                // A malformed DataRow under a masking plan is never passed through.
+                None => {
+                    let f = messages::ErrorFields::new("ERROR", "XX000", "dgf: malformed DataRow from server");
+                    f.encode(&mut self.cout);
+                    0
+                }
+            }
+        };
         if let Some(f) = self.gov.inflight.front_mut() {
             f.rows += 1;
-        }
-        plan.sent += 1;
-        if !plan.any_mask {
-            self.cout.extend_from_slice(raw);
-            return false;
-        }
-        match rewrite_row(&raw[5..], &plan.cols) {
-            Some(row) => self.cout.extend_from_slice(&row),
-            // A malformed DataRow under a masking plan is never passed through.
-            None => {
-                let f = messages::ErrorFields::new("ERROR", "XX000", "dgf: malformed DataRow from server");
-                f.encode(&mut self.cout);
-            }
+            f.bytes += sent as u64;
         }
         false
     }
@@ -441,11 +459,12 @@ impl Session {
         if f.gov.sql.ddl && f.error.is_none() {
             self.pg.invalidate_catalog(&self.database);
         }
-        self.audit(&f.gov, (f.started, f.rows, f.masked, &f.mask_rules), f.error);
+        let o =
+            Outcome { started: f.started, rows: f.rows, bytes: f.bytes, masked: f.masked, mask_rules: &f.mask_rules };
+        self.audit(&f.gov, o, f.error);
     }
 
-    /// `outcome`: when it started, rows, whether a column was masked, mask rules that applied.
-    fn audit(&mut self, gov: &Gov, outcome: (Instant, u64, bool, &[usize]), error: Option<String>) {
+    fn audit(&mut self, gov: &Gov, outcome: Outcome<'_>, error: Option<String>) {
         use crate::governance::{SqlSession, SqlStatement};
         let who = SqlSession::new("postgres", &self.route, self.peer, &self.user, &self.database);
         let st =
@@ -457,7 +476,16 @@ impl Session {
 impl InFlight {
     /// A statement sent to the server.
     pub fn new(gov: Arc<Gov>, execute: bool) -> Self {
-        Self { gov, started: Instant::now(), rows: 0, masked: false, mask_rules: Vec::new(), error: None, execute }
+        Self {
+            gov,
+            started: Instant::now(),
+            rows: 0,
+            bytes: 0,
+            masked: false,
+            mask_rules: Vec::new(),
+            error: None,
+            execute,
+        }
     }
 }
 

@@ -85,7 +85,8 @@ impl Session {
                 _ => self.plan_result(body),
             },
             btag::DATA_ROW if !internal && self.gov.plan.is_some() => forward = self.mask_row(raw),
-            btag::DATA_ROW if !internal => self.count_row(),
+            btag::DATA_ROW if !internal => self.count_row(raw.len()),
+            btag::COPY_DATA if !internal => self.count_copy_data(raw.len()),
             btag::COMMAND_COMPLETE | btag::EMPTY_QUERY | btag::PORTAL_SUSPENDED => {
                 if self.pending.front() == Some(&Pending::Execute) {
                     self.pending.pop_front();

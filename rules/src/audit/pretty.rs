@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 /// Renders one audit line as one line of text:
 /// `TIME #SEQ USER@CLIENT PROTOCOL:ROUTE/DB DECISION KIND FINGERPRINT [rules=..] [rows=..]
-/// [dur=..] [error=..]`. Control characters are escaped so a hostile statement cannot move the
+/// [bytes=..] [dur=..] [error=..]` (`bytes` only when not 0). Control characters are escaped so a hostile statement cannot move the
 /// cursor or forge extra lines; an unreadable line renders as `<not an audit record: ...>`.
 pub fn pretty(line: &str) -> String {
     let v: Value = match serde_json::from_str(line.trim_end()) {
@@ -31,6 +31,9 @@ pub fn pretty(line: &str) -> String {
     }
     if let Some(rows) = n("rows") {
         let _ = write!(out, " rows={rows}");
+    }
+    if let Some(bytes) = n("bytes").filter(|&b| b > 0) {
+        let _ = write!(out, " bytes={bytes}");
     }
     if let Some(us) = n("duration_us") {
         if us >= 1000 {
@@ -74,7 +77,7 @@ mod tests {
         assert_eq!(
             pretty(line),
             "2025-01-31T12:00:00.123Z #42 alice@10.0.0.1:5555 postgres:pg/app MASK select \
-             SELECT * FROM t WHERE id = $1 rules=[mask email, x] rows=3 dur=1.5ms"
+             SELECT * FROM t WHERE id = $1 rules=[mask email, x] rows=3 bytes=100 dur=1.5ms"
         );
     }
 
