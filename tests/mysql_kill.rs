@@ -223,3 +223,41 @@ async fn kill_query_ends_a_wait_for_a_server_connection() {
     let seven: Option<i32> = waiter.query_first("SELECT 7").await.unwrap();
     assert_eq!(seven, Some(7));
 }
+
+/// (g) The binary COM_PROCESS_KILL (PyMySQL's `Connection.kill`, `mysql_kill()` of old client
+/// libraries) is `KILL CONNECTION`: the target's statement is interrupted and its session
+/// ends. A COM_PROCESS_KILL too short to hold an id gets 1835 and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn com_process_kill_is_kill_connection() {
+    let (db, _d, port) = start("{ size = 3 }");
+    let (a_id, running) = sleeper(port, &db.name, "kq_g_marker").await;
+    let thread = running_on_server("kq_g_marker").await;
+    let script = format!(
+        r#"
+import pymysql
+c = pymysql.connect(host="127.0.0.1", port={port}, user="app", password="app_pw", database="{db}")
+c.kill({a_id})
+try:
+    c._execute_command(0x0c, b"\x01")
+    c._read_ok_packet()
+    print("short: ok")
+except pymysql.MySQLError as e:
+    print("short:", e.args[0])
+cur = c.cursor()
+cur.execute("SELECT 41 + 1")
+print("after:", cur.fetchone()[0])
+"#,
+        db = db.name
+    );
+    let out = tokio::task::spawn_blocking(move || common::my::python(&script)).await.unwrap();
+    let out = out.expect("PyMySQL");
+    assert!(out.contains("short: 1835") && out.contains("after: 42"), "{out}");
+    let (mut a, r) = tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
+    assert!(r.is_err(), "the statement must be interrupted");
+    assert!(a.query_drop("SELECT 1").await.is_err(), "the killed session must be closed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while my_admin(&format!("SELECT COUNT(*) FROM information_schema.processlist WHERE id = {thread}")) != "0" {
+        assert!(Instant::now() < deadline, "server thread {thread} is still open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -114,6 +114,8 @@ pub mod errno {
     pub const TOO_MANY_CONNECTIONS: (u16, &str) = (1040, "08004");
     /// Packet too large.
     pub const NET_PACKET_TOO_LARGE: (u16, &str) = (1153, "08S01");
+    /// A command packet shorter than its command needs (ER_MALFORMED_PACKET).
+    pub const MALFORMED_PACKET: (u16, &str) = (1835, "HY000");
     /// Unknown prepared statement handler.
     pub const UNKNOWN_STMT_HANDLER: (u16, &str) = (1243, "HY000");
     /// Table access denied.

@@ -265,6 +265,16 @@ impl Session {
 
     async fn dispatch(&mut self, seq: u8, payload: Bytes) -> Result<Flow, SessionError> {
         let cmd = payload[0];
+        if cmd == com::PROCESS_KILL {
+            // The binary form of `KILL CONNECTION <id>` (mysql_kill() of old client libraries,
+            // PyMySQL's Connection.kill): governed, audited and served as that statement.
+            let Some(id) = payload.get(1..5).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+                self.send_err(seq, errno::MALFORMED_PACKET, "Malformed communication packet.");
+                return Ok(Flow::Continue);
+            };
+            let sql = format!("KILL CONNECTION {}", u32::from_le_bytes(id));
+            return self.kill_statement(seq, com::QUERY, sql.as_bytes()).await;
+        }
         let sql: &[u8] = if matches!(cmd, com::QUERY | com::STMT_PREPARE) { &payload[1..] } else { &[] };
         if !sql.is_empty() && super::kill::mentions_kill(sql) {
             // Mapped onto the server connection the target client holds, or refused.
