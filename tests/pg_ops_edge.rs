@@ -351,3 +351,53 @@ fn embedded_default_config_passes_check() {
     assert!(stdout.contains(&format!("{}: OK", copy.display())), "{stdout}");
     assert!(stdout.contains("127.0.0.1:6432") && stdout.contains("127.0.0.1:9930"), "{stdout}");
 }
+
+/// `/ready` probes every upstream at once: three routes whose upstream never answers a TCP
+/// handshake (a listener with a full accept queue drops SYNs) cost one 2 s probe timeout, not
+/// three in a row, and the report lists the routes by name.
+#[test]
+fn ready_probes_upstreams_at_once() {
+    use socket2::{Domain, Socket, Type};
+    let tarpit = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    tarpit.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    tarpit.listen(0).unwrap();
+    let tarpit_port = tarpit.local_addr().unwrap().as_socket().unwrap().port();
+    // Fill the accept queue (never accepted): further SYNs to the port are dropped.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], tarpit_port)).into());
+        held.push(s);
+    }
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let route = |name: &str, port: u16, upstream: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\nprotocol = \"redis\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"redis://{upstream}\"\n"
+        )
+    };
+    let tarpit_addr = format!("127.0.0.1:{tarpit_port}");
+    let toml = format!(
+        "[admin]\nlisten = \"{{admin}}\"\n{}{}{}{}",
+        route("c-slow", ports[0], &tarpit_addr),
+        route("a-slow", ports[1], &tarpit_addr),
+        route("b-slow", ports[2], &tarpit_addr),
+        route("d-redis", ports[3], "127.0.0.1:6379"),
+    );
+    let d = Dgf::start(&toml, &ports);
+    let started = Instant::now();
+    let (status, body) = d.admin("GET", "/ready");
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let routes: Vec<(&str, bool)> = v["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["route"].as_str().unwrap(), r["reachable"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(routes, [("a-slow", false), ("b-slow", false), ("c-slow", false), ("d-redis", true)], "{body}");
+    assert!(took >= Duration::from_secs(2), "the tarpit answered: {took:?} {body}");
+    assert!(took < Duration::from_secs(5), "probes ran one after another: {took:?}");
+    drop(held);
+}

@@ -259,35 +259,43 @@ impl App {
     /// TCP reachability of each route's upstream.
     pub async fn check_upstreams(&self) -> Vec<Reachability> {
         let snap = self.shared.live.load_full();
-        let mut out = Vec::new();
-        for r in snap.routes.values() {
+        // Probed at once: one slow or black-holed upstream costs its timeout once, not once per
+        // route after it (a k8s readiness probe times out after 1 s by default).
+        let probes = snap.routes.values().filter_map(|r| {
             let addr = match (&r.pg, &r.my, &r.mongo, &r.redis) {
                 (Some(pg), _, _, _) => format!("{}:{}", pg.target.host, pg.target.port),
                 (None, Some(my), _, _) => format!("{}:{}", my.target.host, my.target.port),
                 (None, None, Some(m), _) => format!("{}:{}", m.target.host, m.target.port),
                 (None, None, None, Some(rr)) => format!("{}:{}", rr.target.host, rr.target.port),
-                _ => continue,
+                _ => return None,
             };
-            let ok = match &r.my {
-                // MySQL counts a connection closed before its handshake as a connection error of
-                // the client's host, and blocks the host after `max_connect_errors` (default
-                // 100) of them in a row: a raw TCP probe every few seconds would lock dgf out
-                // of the server. So a MySQL upstream is probed with a real login and COM_QUIT.
-                Some(my) => {
-                    let key = crate::mysql::backend::PoolKey { found_rows: false };
-                    let login = async {
-                        let mut c = crate::mysql::backend::MyConn::connect(&my.target, &key).await?;
-                        c.command(&[dgf_protocols::mysql::consts::com::QUIT]).await
-                    };
-                    matches!(tokio::time::timeout(Duration::from_secs(5), login).await, Ok(Ok(())))
-                }
-                None => matches!(
-                    tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
-                    Ok(Ok(_))
-                ),
-            };
-            out.push(Reachability { route: r.name.clone(), upstream: addr, reachable: ok });
-        }
+            let my = r.my.clone();
+            let route = r.name.clone();
+            Some(async move {
+                let ok = match my {
+                    // MySQL counts a connection closed before its handshake as a connection error
+                    // of the client's host, and blocks the host after `max_connect_errors`
+                    // (default 100) of them in a row: a raw TCP probe every few seconds would
+                    // lock dgf out of the server. So a MySQL upstream is probed with a real
+                    // login and COM_QUIT.
+                    Some(my) => {
+                        let key = crate::mysql::backend::PoolKey { found_rows: false };
+                        let login = async {
+                            let mut c = crate::mysql::backend::MyConn::connect(&my.target, &key).await?;
+                            c.command(&[dgf_protocols::mysql::consts::com::QUIT]).await
+                        };
+                        matches!(tokio::time::timeout(Duration::from_secs(5), login).await, Ok(Ok(())))
+                    }
+                    None => matches!(
+                        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
+                        Ok(Ok(_))
+                    ),
+                };
+                Reachability { route, upstream: addr, reachable: ok }
+            })
+        });
+        let mut out = futures_util::future::join_all(probes).await;
+        out.sort_by(|a, b| a.route.cmp(&b.route));
         out
     }
 
