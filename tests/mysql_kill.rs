@@ -58,6 +58,19 @@ async fn sleeper(port: u16, db: &str, marker: &str) -> (u32, Running) {
     (id, running)
 }
 
+/// The session of `running` was killed: its statement failed, the session is closed, and its
+/// server thread `thread` is gone.
+async fn assert_connection_killed(running: Running, thread: u64) {
+    let (mut a, r) = tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
+    assert!(r.is_err(), "the statement must be interrupted");
+    assert!(a.query_drop("SELECT 1").await.is_err(), "the killed session must be closed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while my_admin(&format!("SELECT COUNT(*) FROM information_schema.processlist WHERE id = {thread}")) != "0" {
+        assert!(Instant::now() < deadline, "server thread {thread} is still open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn server_errno(e: &mysql_async::Error) -> Option<u16> {
     match e {
         mysql_async::Error::Server(s) => Some(s.code),
@@ -152,14 +165,7 @@ async fn kill_connection_ends_the_session() {
     let thread = running_on_server("kq_d_marker").await;
     let mut b = mysql_async::Conn::new(opts(port, &db.name, "app", "app_pw")).await.unwrap();
     b.query_drop(format!("KILL CONNECTION {a_id}")).await.unwrap();
-    let (mut a, r) = tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
-    assert!(r.is_err(), "the statement must be interrupted");
-    assert!(a.query_drop("SELECT 1").await.is_err(), "the killed session must be closed");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while my_admin(&format!("SELECT COUNT(*) FROM information_schema.processlist WHERE id = {thread}")) != "0" {
-        assert!(Instant::now() < deadline, "server thread {thread} is still open");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_connection_killed(running, thread).await;
     // An idle session is ended too; the same id is then unknown.
     let mut idle = mysql_async::Conn::new(opts(port, &db.name, "app", "app_pw")).await.unwrap();
     idle.query_drop("SELECT 1").await.unwrap();
@@ -252,12 +258,5 @@ print("after:", cur.fetchone()[0])
     let out = tokio::task::spawn_blocking(move || common::my::python(&script)).await.unwrap();
     let out = out.expect("PyMySQL");
     assert!(out.contains("short: 1835") && out.contains("after: 42"), "{out}");
-    let (mut a, r) = tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
-    assert!(r.is_err(), "the statement must be interrupted");
-    assert!(a.query_drop("SELECT 1").await.is_err(), "the killed session must be closed");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while my_admin(&format!("SELECT COUNT(*) FROM information_schema.processlist WHERE id = {thread}")) != "0" {
-        assert!(Instant::now() < deadline, "server thread {thread} is still open");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_connection_killed(running, thread).await;
 }
