@@ -245,3 +245,39 @@ async fn a_cancel_ends_the_wait_for_a_server_connection() {
     let v = simple_rows(&within(10, "after", c.simple_query("SELECT 'again'")).await.unwrap());
     assert_eq!(v, vec!["again".to_owned()]);
 }
+
+/// Governance off: a session-level advisory lock or a `set_config` (in any case, anywhere in
+/// the statement) must not stay on the connection for the next client. Before, only a leading
+/// SET/RESET was seen without governance: C got the connection with A's lock still held
+/// (another app instance then waits forever for it) and A's work_mem. psql sends only reported
+/// startup parameters, so nothing else makes dgf reset the connection between A and C.
+/// (With the default guards on, statements are analysed and the analysis names the lock.)
+#[test]
+fn ungoverned_advisory_locks_and_set_config_do_not_reach_the_next_client() {
+    let db = TestDb::create();
+    let port = free_port();
+    // No rules and every guard off: statements are not analysed at all.
+    let config = basic_config(port, r#"{ mode = "transaction", size = 1 }"#)
+        + "\n[guards]\ncopy_program = false\nset_role = false\nfunctions = false\n";
+    let _dgf = Dgf::start(&config, &[port]);
+    let direct = format!("host={PG_HOST} port={PG_PORT} user=postgres dbname={}", db.name);
+    let via_dgf = format!("host=127.0.0.1 port={port} user=app dbname={} sslmode=disable", db.name);
+    let held = |key: i64| {
+        let sql = format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {key}");
+        psql(&direct, &sql).unwrap() != "0"
+    };
+    let work_mem = "SELECT current_setting('work_mem')";
+    let default_mem = psql(&direct, work_mem).unwrap();
+    for (key, sql) in [
+        (4343i64, "SELECT 1 AS one, pg_advisory_lock(4343)"),
+        (4344, "select PG_Try_Advisory_Lock_Shared(4344)"),
+        (4345, "SELECT set_config('work_mem', '99kB', false), pg_catalog.pg_advisory_lock(4345)"),
+    ] {
+        // psql exits after the statement: A's session ends with the lock taken.
+        psql(&via_dgf, sql).unwrap();
+        assert!(held(key), "{sql}: the lock must be held on the pooled connection");
+        let mem = psql(&via_dgf, work_mem).unwrap();
+        assert_eq!(mem, default_mem, "{sql}: C got A's work_mem");
+        assert!(!held(key), "{sql}: A's advisory lock outlived A");
+    }
+}

@@ -86,8 +86,10 @@ const SESSION_LOCKS: [&str; 4] =
 /// Whether a statement (its text, or its analysis when governed) may change settings the
 /// server does not report or take a session-level advisory lock: the connection then needs
 /// `RESET ALL` and `pg_advisory_unlock_all()` before another client. Without an analysis
-/// (governance off) only the leading keyword is looked at (a pooler that does not parse cannot
-/// do better; PgBouncer does not look at all), so advisory locks are not seen then.
+/// (governance off) the text is scanned: a leading `SET` / `RESET`, or `set_config` or
+/// `advisory_lock` (`pg_advisory_lock`, `pg_try_advisory_lock`, their `_shared` forms) in any
+/// case anywhere in it. A mention in a string or a column name only costs the next client a
+/// `RESET ALL`; PgBouncer does not look at all.
 pub fn changes_settings(sql: &[u8], analysis: Option<&dgf_rules::sql::Analysis>) -> bool {
     if let Some(a) = analysis {
         return a.statements.iter().any(|st| {
@@ -105,7 +107,19 @@ pub fn changes_settings(sql: &[u8], analysis: Option<&dgf_rules::sql::Analysis>)
             && head[..w.len()].eq_ignore_ascii_case(w.as_bytes())
             && !head[w.len()].is_ascii_alphanumeric()
     });
-    set
+    set || mentions_session_state(sql)
+}
+
+/// `set_config` or `advisory_lock` anywhere in `sql`, in any case: one SIMD pass for `_`, then a
+/// look around each (a pgbench `SELECT` has one `_`).
+fn mentions_session_state(sql: &[u8]) -> bool {
+    let ends_with = |end: usize, w: &[u8]| end >= w.len() && sql[end - w.len()..end].eq_ignore_ascii_case(w);
+    let starts_with = |at: usize, w: &[u8]| sql.len() >= at + w.len() && sql[at..at + w.len()].eq_ignore_ascii_case(w);
+    memchr::memchr_iter(b'_', sql).any(|i| {
+        let word_start = |at: usize| at == 0 || !(sql[at - 1].is_ascii_alphanumeric() || sql[at - 1] == b'_');
+        (ends_with(i, b"advisory") && starts_with(i + 1, b"lock"))
+            || (ends_with(i, b"set") && word_start(i - 3) && starts_with(i + 1, b"config"))
+    })
 }
 
 #[cfg(test)]
@@ -117,8 +131,33 @@ mod tests {
         for q in ["SET search_path = x", "  set\tstatement_timeout = 1", "RESET ALL", "reset work_mem"] {
             assert!(changes_settings(q.as_bytes(), None), "{q}");
         }
-        for q in ["SELECT 1", "settle", "SETOF", "", "   ", "select pg_advisory_lock(1)"] {
+        for q in [
+            "SELECT 1",
+            "settle",
+            "SETOF",
+            "",
+            "   ",
+            "_",
+            "_lock",
+            "advisory_",
+            "SELECT pg_advisory_xact_lock(1)",
+            "SELECT pg_advisory_unlock(1)",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "select current_setting('work_mem')",
+            "SELECT reset_config",
+        ] {
             assert!(!changes_settings(q.as_bytes(), None), "{q}");
+        }
+        // Ungoverned: session-level advisory locks and set_config in any case, anywhere.
+        for q in [
+            "select pg_advisory_lock(1)",
+            "SELECT PG_TRY_ADVISORY_LOCK(7)",
+            "SELECT 1; select Pg_Advisory_Lock_Shared(2)",
+            "SELECT pg_catalog.pg_try_advisory_lock_shared(3)",
+            "SELECT set_config('work_mem', '1MB', false)",
+            "select SET_CONFIG('search_path', 'x', false)",
+        ] {
+            assert!(changes_settings(q.as_bytes(), None), "{q}");
         }
         let a = dgf_rules::sql::analyze("SET TimeZone = 'UTC'", dgf_rules::sql::Dialect::Postgres);
         assert!(!changes_settings(b"", Some(&a)), "a reported parameter is tracked, not reset");
