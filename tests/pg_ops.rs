@@ -371,3 +371,30 @@ async fn admin_api_reports_health_readiness_metrics_and_pools() {
     assert_eq!(v["routes"][0]["upstream"], format!("127.0.0.1:{closed}"), "{body}");
     assert_eq!(v["routes"][0]["reachable"], false, "{body}");
 }
+
+/// `/ready` with a warm pool asks a pooled connection that is idle anyway (the pool's health
+/// query) instead of dialling Postgres: a probe every few seconds forks no backend and adds
+/// nothing to the provider's connection count. Cold, or once Postgres is gone, it dials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_asks_an_idle_pooled_connection_before_dialling() {
+    use common::pg_instance::PgOptions;
+    let pg = PgInstance::start(&PgOptions { extra_conf: vec!["log_connections = on".into()], ..Default::default() });
+    let port = free_port();
+    let dgf = Dgf::start(&ops_config(port, pg.port, 4, &[], ""), &[port]);
+    let log = pg.dir.join("server.log");
+    let dialled = || std::fs::read_to_string(&log).unwrap_or_default().matches("connection received").count();
+    let before = dialled();
+    assert_eq!(dgf.admin("GET", "/ready").0, 200);
+    assert!(eventually(Duration::from_secs(5), || dialled() > before), "a cold pool's /ready must dial");
+    let a = connect(port, "app", "postgres").await.unwrap();
+    assert_eq!(one(&a, "SELECT 1").await, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let warm = dialled();
+    for _ in 0..5 {
+        assert_eq!(dgf.admin("GET", "/ready").0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(dialled(), warm, "a warm pool's /ready dialled Postgres");
+    tokio::task::block_in_place(|| pg.stop());
+    assert_eq!(dgf.admin("GET", "/ready").0, 503, "the idle connection is dead and so is the server");
+}

@@ -270,8 +270,20 @@ impl App {
                 _ => return None,
             };
             let my = r.my.clone();
+            let pg = r.pg.clone();
             let route = r.name.clone();
             Some(async move {
+                // A pooled connection that is idle right now answers the pool's own health
+                // check: no new login, no forked backend, nothing on the provider's connection
+                // count. Only when none is idle (or it fails) is the upstream dialled.
+                let warm = match (&pg, &my) {
+                    (Some(pg), _) => ping_any(pg.pools.iter().map(|p| p.value().clone()).collect()).await,
+                    (None, Some(my)) => ping_any(my.pools.iter().map(|p| p.value().clone()).collect()).await,
+                    _ => false,
+                };
+                if warm {
+                    return Reachability { route, upstream: addr, reachable: true };
+                }
                 let ok = match my {
                     // MySQL counts a connection closed before its handshake as a connection error
                     // of the client's host, and blocks the host after `max_connect_errors`
@@ -479,4 +491,14 @@ async fn accept_loop(shared: Arc<Shared>, route_name: String, listener: TcpListe
             }
         }
     }
+}
+
+/// Whether an idle connection of one of `pools` answered its health check.
+async fn ping_any<M: crate::pool::Manager>(pools: Vec<crate::pool::Pool<M>>) -> bool {
+    for p in pools {
+        if p.ping_idle().await == Some(true) {
+            return true;
+        }
+    }
+    false
 }

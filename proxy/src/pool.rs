@@ -275,7 +275,7 @@ impl<M: Manager> Drop for Pooled<M> {
             return;
         }
         let Some(inner) = slot.inner.clone() else { return };
-        inner.put_back(conn, self.created, slot);
+        inner.put_back(conn, self.created, slot, Instant::now());
     }
 }
 
@@ -323,7 +323,8 @@ impl<M: Manager> Inner<M> {
         self.shrink.store(st.closed || st.open > max, Ordering::Release);
     }
 
-    fn put_back(self: Arc<Self>, conn: M::Conn, created: Instant, slot: Slot<M>) {
+    /// A connection comes back: to the oldest waiter, or idle since `since`.
+    fn put_back(self: Arc<Self>, conn: M::Conn, created: Instant, slot: Slot<M>, since: Instant) {
         let settings = self.settings();
         let expired = settings.max_lifetime.is_some_and(|l| created.elapsed() >= l);
         let mut st = self.state();
@@ -345,7 +346,7 @@ impl<M: Manager> Inner<M> {
         }
         let (conn, created, slot) = item.into_parts();
         slot.disarm();
-        st.idle.push_back(Idle { conn, created, since: Instant::now() });
+        st.idle.push_back(Idle { conn, created, since });
     }
 }
 
@@ -518,11 +519,9 @@ impl<M: Manager> Pool<M> {
         }
     }
 
-    fn next_step(&self, settings: &PoolSettings, deadline: &mut Option<tokio::time::Instant>) -> Step<M> {
-        let mut st = self.inner.state();
-        if st.closed {
-            return Step::Closed;
-        }
+    /// The most recently used idle connection that is not past `max_lifetime`, and how long it
+    /// was idle (older ones met on the way are closed).
+    fn pop_idle(&self, st: &mut State<M>, settings: &PoolSettings) -> Option<(Pooled<M>, Duration)> {
         while let Some(idle) = st.idle.pop_back() {
             if settings.max_lifetime.is_some_and(|l| idle.created.elapsed() >= l) {
                 st.open -= 1;
@@ -536,7 +535,18 @@ impl<M: Manager> Pool<M> {
                 slot: Some(Slot::new(&self.inner)),
                 holder: std::sync::OnceLock::new(),
             };
-            return Step::Idle(p, idle.since.elapsed());
+            return Some((p, idle.since.elapsed()));
+        }
+        None
+    }
+
+    fn next_step(&self, settings: &PoolSettings, deadline: &mut Option<tokio::time::Instant>) -> Step<M> {
+        let mut st = self.inner.state();
+        if st.closed {
+            return Step::Closed;
+        }
+        if let Some((p, idle_for)) = self.pop_idle(&mut st, settings) {
+            return Step::Idle(p, idle_for);
         }
         if st.open < settings.max {
             st.open += 1;
@@ -607,6 +617,8 @@ fn lifetime_ms(s: &PoolSettings) -> u64 {
     s.max_lifetime.map_or(0, |l| (l.as_millis() as u64).max(1))
 }
 
+#[path = "pool_probe.rs"]
+mod probe;
 #[path = "pool_waiters.rs"]
 mod waiters;
 use waiters::{reap, Waiter};

@@ -9,6 +9,8 @@ struct Fake {
     peak: Arc<AtomicUsize>,
     made: AtomicUsize,
     fail: AtomicBool,
+    checks: AtomicUsize,
+    check_fails: AtomicBool,
 }
 
 struct FakeConn {
@@ -43,7 +45,8 @@ impl Manager for Fake {
         !c.dead
     }
     async fn check(&self, _c: &mut FakeConn) -> bool {
-        true
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        !self.check_fails.load(Ordering::SeqCst)
     }
 }
 
@@ -133,6 +136,29 @@ async fn dead_idle_connection_is_replaced() {
     let c = pool.get().await.unwrap();
     assert_eq!(c.id, 1);
     assert_eq!(pool.stats().open, 1);
+}
+
+/// A probe's ping: never opens a connection, leaves an answering one idle since its last real
+/// use (so `idle_timeout` still closes it), closes one that fails.
+#[tokio::test]
+async fn ping_idle_checks_without_opening_or_refreshing() {
+    let mut s = settings(2, 1_000);
+    s.idle_timeout = Some(Duration::from_millis(200));
+    let pool = Pool::new(Fake::default(), s);
+    assert_eq!(pool.ping_idle().await, None, "no idle connection");
+    assert_eq!(pool.stats().opened_total, 0, "a ping never opens one");
+    drop(pool.get().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(pool.ping_idle().await, Some(true));
+    assert_eq!(pool.manager().checks.load(Ordering::SeqCst), 1);
+    assert_eq!((pool.stats().idle, pool.stats().opened_total), (1, 1));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    pool.maintain();
+    assert_eq!(pool.stats().open, 0, "the ping must not count as a use for idle_timeout");
+    drop(pool.get().await.unwrap());
+    pool.manager().check_fails.store(true, Ordering::SeqCst);
+    assert_eq!(pool.ping_idle().await, Some(false));
+    assert_eq!((pool.stats().open, pool.stats().closed_total), (0, 2));
 }
 
 #[tokio::test]
