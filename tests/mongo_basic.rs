@@ -200,3 +200,175 @@ async fn rust_driver_crud_and_cursors() {
         client.database(&db).drop().await.expect("drop db");
     }
 }
+
+/// A replica-set member played by the test. Not `writable`: a secondary that answers every
+/// message with a `hello` reply naming `primary`. `writable`: a primary that has just stepped
+/// down, whose `hello` still says primary but every other command fails with
+/// NotWritablePrimary (10107). `Drop` stops it.
+struct FakeSecondary {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeSecondary {
+    fn start(set: &str, primary: &str) -> FakeSecondary {
+        Self::start_as(set, primary, false)
+    }
+
+    fn start_as(set: &str, primary: &str, writable: bool) -> FakeSecondary {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stopped, set, primary) = (stop.clone(), set.to_owned(), primary.to_owned());
+        let serve = move |mut s: std::net::TcpStream| {
+            let _ = s.set_nonblocking(false);
+            let mut header = [0u8; 16];
+            while s.read_exact(&mut header).is_ok() {
+                let len = i32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+                let mut body = vec![0u8; len.saturating_sub(16)];
+                if s.read_exact(&mut body).is_err() {
+                    break;
+                }
+                let cmd = body.get(5..).and_then(|d| bson::Document::from_reader(d).ok());
+                let name = cmd.as_ref().and_then(|d| d.keys().next().cloned()).unwrap_or_default();
+                let reply = if !writable || name == "hello" || name == "isMaster" || name == "ismaster" {
+                    doc! {
+                        "isWritablePrimary": writable, "secondary": !writable, "setName": set.as_str(),
+                        "hosts": [primary.as_str(), format!("127.0.0.1:{port}")], "primary": primary.as_str(),
+                        "maxBsonObjectSize": 16777216, "maxMessageSizeBytes": 48000000,
+                        "maxWriteBatchSize": 100000, "minWireVersion": 0, "maxWireVersion": 21, "ok": 1.0,
+                    }
+                } else {
+                    doc! { "ok": 0.0, "errmsg": "not primary", "code": 10107, "codeName": "NotWritablePrimary" }
+                };
+                let doc = reply.to_vec().unwrap();
+                let mut out = ((16 + 4 + 1 + doc.len()) as i32).to_le_bytes().to_vec();
+                out.extend_from_slice(&7i32.to_le_bytes());
+                out.extend_from_slice(&header[4..8]);
+                out.extend_from_slice(&2013i32.to_le_bytes());
+                out.extend_from_slice(&0u32.to_le_bytes());
+                out.push(0);
+                out.extend_from_slice(&doc);
+                if s.write_all(&out).is_err() {
+                    break;
+                }
+            }
+        };
+        std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let serve = serve.clone();
+                        std::thread::spawn(move || serve(s));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        });
+        FakeSecondary { port, stop }
+    }
+}
+
+impl Drop for FakeSecondary {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A seed list (`mongodb://a,b/?replicaSet=...`): dgf connects to the replica set's primary,
+/// not to the first host. The only reachable seed is a member that is not primary; dgf follows
+/// the `primary` its `hello` names to the real server, where the writes land. With no primary
+/// to be found, a client's command fails with an error naming the problem and the session
+/// stays usable.
+#[test]
+fn a_seed_list_leads_to_the_primary() {
+    let server = MongoServer::start_replica_set();
+    let set = python(
+        &format!(
+            "import pymongo\nprint(pymongo.MongoClient('mongodb://127.0.0.1:{}/?directConnection=true').admin.command('hello').get('setName', ''))",
+            server.port
+        ),
+        &[],
+    )
+    .expect("hello");
+    let set = set.trim().to_owned();
+    let fake = FakeSecondary::start(&set, &format!("127.0.0.1:{}", server.port));
+    let dead = free_port();
+    assert!(!set.is_empty(), "a replica-set member reports its set name");
+    let set_param = format!("?replicaSet={set}");
+    let upstream = format!("mongodb://127.0.0.1:{dead},127.0.0.1:{}/{set_param}", fake.port);
+    let port = free_port();
+    let toml = config(port, 1, 2).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
+    let _dgf = Dgf::start(&toml, &[port]);
+    let db = unique("dgfseed");
+    let script = format!(
+        r#"
+import pymongo
+c = pymongo.MongoClient("mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=10000)
+c["{db}"].t.insert_one({{"seed": 1}})
+print("via dgf:", c["{db}"].t.count_documents({{}}))
+d = pymongo.MongoClient("mongodb://127.0.0.1:{real}/?directConnection=true")
+print("on the primary:", d["{db}"].t.count_documents({{"seed": 1}}))
+d.drop_database("{db}")
+"#,
+        real = server.port
+    );
+    let out = python(&script, &[]).expect("pymongo through a seed list");
+    assert!(out.contains("via dgf: 1") && out.contains("on the primary: 1"), "{out}");
+
+    // No primary anywhere: the fake names a primary that is down.
+    let lost = FakeSecondary::start(&set, &format!("127.0.0.1:{dead}"));
+    let upstream = format!("mongodb://127.0.0.1:{}/{set_param}", lost.port);
+    let port = free_port();
+    let toml = config(port, 1, 2).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
+    let _dgf2 = Dgf::start(&toml, &[port]);
+    let script = format!(
+        r#"
+import pymongo
+c = pymongo.MongoClient("mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=1500)
+for _ in range(2):
+    try:
+        c["{db}"].t.find_one()
+        print("NO ERROR")
+    except pymongo.errors.PyMongoError as e:
+        print("FAILED:", e)
+"#
+    );
+    let out = python(&script, &[]).expect("pymongo");
+    assert_eq!(out.matches("FAILED: ").count(), 2, "{out}");
+    assert!(out.contains("no primary found") && out.contains("is not the primary"), "{out}");
+}
+
+/// A failover: the primary steps down and answers commands with NotWritablePrimary (10107).
+/// dgf passes the error on and closes that connection instead of pooling it, so the next
+/// command gets a new connection (which would find the new primary). Before, a pool of 2
+/// kept handing out its 2 stale connections forever.
+#[test]
+fn a_not_primary_reply_closes_its_connection() {
+    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", true);
+    let port = free_port();
+    let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
+    let toml = config(port, 1, 2).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
+    let dgf = Dgf::start(&toml, &[port]);
+    let script = format!(
+        r#"
+import pymongo
+c = pymongo.MongoClient("mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=3000, retryReads=False)
+for _ in range(5):
+    try:
+        c.db.t.find_one()
+        print("NO ERROR")
+    except pymongo.errors.PyMongoError as e:
+        details = getattr(e, "details", None) or {{}}
+        print("FAILED:", details.get("code"), type(e).__name__)
+"#
+    );
+    let out = python(&script, &[]).expect("pymongo");
+    assert_eq!(out.matches("FAILED: 10107").count(), 5, "{out}");
+    let (_, body) = dgf.admin("GET", "/pools");
+    let pools: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (opened, closed) = (pools[0]["opened_total"].as_u64().unwrap(), pools[0]["closed_total"].as_u64().unwrap());
+    assert!(opened >= 5 && closed >= 5, "each failed command's connection must be closed: {body}");
+}

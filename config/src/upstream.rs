@@ -23,6 +23,9 @@ pub struct Upstream {
     pub database: Option<String>,
     /// Percent-decoded query parameters.
     pub params: BTreeMap<String, String>,
+    /// The other hosts of a MongoDB seed list (`mongodb://a:27017,b:27017,c:27017/...`), after
+    /// `host:port`.
+    pub more_hosts: Vec<(String, u16)>,
 }
 
 /// Postgres `sslmode` of an upstream connection (libpq semantics).
@@ -126,10 +129,16 @@ impl fmt::Display for Upstream {
             }
             f.write_str("@")?;
         }
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)?;
-        } else {
-            write!(f, "{}:{}", self.host, self.port)?;
+        let hosts = std::iter::once((&self.host, self.port)).chain(self.more_hosts.iter().map(|(h, p)| (h, *p)));
+        for (i, (host, port)) in hosts.enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if host.contains(':') {
+                write!(f, "[{host}]:{port}")?;
+            } else {
+                write!(f, "{host}:{port}")?;
+            }
         }
         match &self.database {
             Some(db) => write!(f, "/{db}")?,
@@ -158,6 +167,7 @@ impl fmt::Debug for Upstream {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("database", &self.database)
             .field("params", &self.params)
+            .field("more_hosts", &self.more_hosts)
             .finish()
     }
 }
@@ -218,16 +228,33 @@ pub fn parse_upstream(url: &str, protocol: Protocol) -> Result<Upstream, String>
     };
     let scheme = scheme.to_ascii_lowercase();
     if scheme == "mongodb+srv" {
-        return Err("mongodb+srv:// (DNS seed list) is not supported: list one host as mongodb://host:27017".into());
+        return Err("mongodb+srv:// (DNS seed list) is not supported: list the hosts it resolves to, \
+                    as mongodb://host1:27017,host2:27017,host3:27017/?tls=true"
+            .into());
     }
     if !protocol.schemes().contains(&scheme.as_str()) {
         return Err(format!("scheme `{scheme}` does not match protocol {protocol} (expected {expected})"));
     }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let host_part = rest[..authority_end].rsplit('@').next().unwrap_or("");
-    if host_part.contains(',') {
-        return Err("more than one host is not supported: give a single host:port".into());
-    }
+    let mut more_hosts = Vec::new();
+    let single;
+    let url = if host_part.contains(',') {
+        if scheme != "mongodb" {
+            return Err("more than one host is not supported: give a single host:port".into());
+        }
+        // A MongoDB seed list: the URL is parsed with its first host; the others are kept.
+        let mut hosts = host_part.split(',');
+        let first = hosts.next().unwrap_or("");
+        for h in hosts {
+            more_hosts.push(seed_host(h, protocol.default_port())?);
+        }
+        let at = authority_end - host_part.len();
+        single = format!("{scheme}://{}{first}{}", &rest[..at], &rest[authority_end..]);
+        single.as_str()
+    } else {
+        url
+    };
     let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL: {e}; {ENCODING_HINT}"))?;
     if parsed.fragment().is_some() {
         return Err(format!("a URL fragment (`#...`) is not allowed; {ENCODING_HINT}"));
@@ -271,11 +298,33 @@ pub fn parse_upstream(url: &str, protocol: Protocol) -> Result<Upstream, String>
             return Err(format!("parameter `{k}` is given twice"));
         }
     }
-    Ok(Upstream { scheme, host, port, user, password, database, params })
+    Ok(Upstream { scheme, host, port, user, password, database, params, more_hosts })
 }
 
-/// Problems with a `mongodb://` upstream's options: dgf connects to exactly one server, so
-/// `directConnection` may only be `true`; `tls`/`ssl` and the relaxing TLS flags take
+/// One `host[:port]` (or `[v6][:port]`) of a seed list.
+fn seed_host(h: &str, default_port: u16) -> Result<(String, u16), String> {
+    let (host, port) = match h.strip_prefix('[') {
+        Some(v6) => {
+            let (a, rest) = v6.split_once(']').ok_or("a bracketed IPv6 host needs its `]`")?;
+            (a, rest.strip_prefix(':'))
+        }
+        None => match h.rsplit_once(':') {
+            Some((a, p)) => (a, Some(p)),
+            None => (h, None),
+        },
+    };
+    if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+        return Err("an empty or malformed host in the seed list".into());
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or("a seed list port must be 1-65535")?,
+    };
+    Ok((percent_decode(host, "host")?, port))
+}
+
+/// Problems with a `mongodb://` upstream's options: `directConnection=true` names exactly one
+/// server; `tls`/`ssl` and the relaxing TLS flags take
 /// `true`/`false`; only SCRAM-SHA-256 is spoken upstream; a password needs a user.
 pub fn mongodb_problems(u: &Upstream) -> Vec<String> {
     let mut out = Vec::new();
@@ -288,11 +337,11 @@ pub fn mongodb_problems(u: &Upstream) -> Vec<String> {
             }
         }
     }
-    if u.param("directConnection") == Some("false") {
-        out.push("directConnection=false is not supported: dgf connects to the one host given".into());
-    }
-    if u.param("replicaSet").is_some() {
-        out.push("replicaSet is not supported: dgf connects to the one host given (use directConnection=true)".into());
+    if u.param("directConnection") == Some("true") && !u.more_hosts.is_empty() {
+        out.push(
+            "directConnection=true names one server: list one host, or drop it to use the primary of the hosts listed"
+                .into(),
+        );
     }
     if u.param("loadBalanced") == Some("true") {
         out.push("loadBalanced=true is not supported".into());
@@ -397,6 +446,25 @@ mod tests {
     }
 
     #[test]
+    fn mongodb_seed_list() {
+        let u = parse_upstream(
+            "mongodb://u:p%40w@a.example.net:27017,b.example.net,[::1]:27019/app?replicaSet=rs0&tls=true",
+            Protocol::Mongodb,
+        )
+        .unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.database.as_deref()), ("a.example.net", 27017, Some("app")));
+        assert_eq!(u.more_hosts, [("b.example.net".to_owned(), 27017), ("::1".to_owned(), 27019)]);
+        assert_eq!(u.password.as_deref(), Some("p@w"));
+        assert!(mongodb_problems(&u).is_empty(), "{:?}", mongodb_problems(&u));
+        assert_eq!(
+            u.to_string(),
+            "mongodb://u:***@a.example.net:27017,b.example.net:27017,[::1]:27019/app?replicaSet=rs0&tls=true"
+        );
+        let u = parse_upstream("mongodb://a,b/?directConnection=true", Protocol::Mongodb).unwrap();
+        assert!(mongodb_problems(&u).iter().any(|p| p.contains("directConnection=true names one server")));
+    }
+
+    #[test]
     fn ipv6_host() {
         let u = parse_upstream("postgres://u:pw@[::1]:5433/db", Protocol::Postgres).unwrap();
         assert_eq!(u.host, "::1");
@@ -425,7 +493,7 @@ mod tests {
         assert!(mongodb_problems(&u).is_empty());
         let u = parse_upstream("mongodb://:p@h/?tls=yes&directConnection=false&authMechanism=PLAIN", Protocol::Mongodb)
             .unwrap();
-        assert_eq!(mongodb_problems(&u).len(), 4, "{:?}", mongodb_problems(&u));
+        assert_eq!(mongodb_problems(&u).len(), 3, "{:?}", mongodb_problems(&u));
         for m in ["SCRAM-SHA-1", "SCRAM-SHA-256"] {
             let u = parse_upstream(&format!("mongodb://u:p@h/?authMechanism={m}"), Protocol::Mongodb).unwrap();
             assert!(mongodb_problems(&u).is_empty(), "{m}");
@@ -434,8 +502,11 @@ mod tests {
         assert!(e.contains("mongodb+srv:// (DNS seed list) is not supported"), "{e}");
         let e = parse_upstream("localhost:5432", Protocol::Postgres).unwrap_err();
         assert!(e.contains("expected a URL starting with"), "{e}");
-        let e = parse_upstream("mongodb://a:1,b:2/?replicaSet=rs", Protocol::Mongodb).unwrap_err();
+        let e = parse_upstream("postgres://a:1,b:2/db", Protocol::Postgres).unwrap_err();
         assert!(e.contains("more than one host"), "{e}");
+        for bad in ["mongodb://a:1,/x", "mongodb://a:1,b:0/x", "mongodb://a,b:x/x", "mongodb://a,[::1/x"] {
+            assert!(parse_upstream(bad, Protocol::Mongodb).is_err(), "{bad}");
+        }
         let e = parse_upstream("postgres://u:p%zz@h", Protocol::Postgres).unwrap_err();
         assert!(e.contains("bad percent-encoding in the password"), "{e}");
         let e = parse_upstream("postgres://h:99999", Protocol::Postgres).unwrap_err();

@@ -290,6 +290,12 @@ fn build_mongo(r: &RouteConfig) -> Result<MongoRoute, BuildError> {
         mechanism: up.param("authMechanism").map(str::to_owned),
         tls,
         server_name,
+        seeds: std::iter::once((up.host.clone(), up.port)).chain(up.more_hosts.iter().cloned()).collect(),
+        discover: !up.more_hosts.is_empty()
+            || up.param("replicaSet").is_some()
+            || up.param("directConnection") == Some("false"),
+        replica_set: up.param("replicaSet").map(str::to_owned),
+        primary: Default::default(),
     });
     let manager = MongoManager { target: target.clone(), limits: Default::default() };
     Ok(MongoRoute {

@@ -140,6 +140,18 @@ pub struct ReplyInfo {
     pub ok: bool,
     /// `cursor.id`, when the reply carries a cursor.
     pub cursor_id: Option<i64>,
+    /// `code` of a failed reply.
+    pub code: Option<i64>,
+}
+
+impl ReplyInfo {
+    /// The server is not (or no longer) the replica set's primary, or is shutting down: its
+    /// connections should not be reused (NotWritablePrimary, NotPrimaryNoSecondaryOk,
+    /// NotPrimaryOrSecondary, PrimarySteppedDown, InterruptedDueToReplStateChange,
+    /// ShutdownInProgress, InterruptedAtShutdown).
+    pub fn not_primary(&self) -> bool {
+        !self.ok && matches!(self.code, Some(10107 | 13435 | 13436 | 189 | 11602 | 91 | 11600))
+    }
 }
 
 /// Inspect a reply document.
@@ -155,7 +167,9 @@ pub fn reply(doc: &RawDocument) -> ReplyInfo {
         .and_then(|c| c.as_document())
         .and_then(|c| c.get("id").ok().flatten())
         .and_then(as_i64);
-    ReplyInfo { ok: ok.unwrap_or(false), cursor_id }
+    let ok = ok.unwrap_or(false);
+    let code = if ok { None } else { doc.get("code").ok().flatten().and_then(as_i64) };
+    ReplyInfo { ok, cursor_id, code }
 }
 
 /// `{ok: 0, errmsg, code, codeName}` as BSON bytes.
@@ -193,9 +207,17 @@ mod tests {
         let b = raw(doc! { "aggregate": 1, "pipeline": [{"$changeStream": {}}], "$db": "d" });
         assert!(command(RawDocument::from_bytes(&b).unwrap()).unwrap().change_stream);
         let r = raw(doc! { "cursor": { "id": 9i64, "ns": "d.c", "firstBatch": [] }, "ok": 1.0 });
-        assert_eq!(reply(RawDocument::from_bytes(&r).unwrap()), ReplyInfo { ok: true, cursor_id: Some(9) });
+        assert_eq!(reply(RawDocument::from_bytes(&r).unwrap()), ReplyInfo { ok: true, cursor_id: Some(9), code: None });
         let r = error_reply(13, "Unauthorized", "no");
-        assert_eq!(reply(RawDocument::from_bytes(&r).unwrap()), ReplyInfo { ok: false, cursor_id: None });
+        let info = reply(RawDocument::from_bytes(&r).unwrap());
+        assert_eq!(info, ReplyInfo { ok: false, cursor_id: None, code: Some(13) });
+        assert!(!info.not_primary());
+        for code in [10107, 13435, 189, 11602, 91] {
+            let r = error_reply(code, "NotWritablePrimary", "not primary");
+            assert!(reply(RawDocument::from_bytes(&r).unwrap()).not_primary(), "{code}");
+        }
+        let r = raw(doc! { "ok": 1.0, "code": 10107 });
+        assert!(!reply(RawDocument::from_bytes(&r).unwrap()).not_primary(), "an ok reply");
     }
     /// Bytes of a document made of the given raw elements (type byte, key, value bytes).
     fn raw_elements(elems: &[(u8, &str, Vec<u8>)]) -> Vec<u8> {

@@ -36,6 +36,16 @@ pub struct MongoTarget {
     pub tls: Option<TlsConnector>,
     /// Name to verify.
     pub server_name: ServerName<'static>,
+    /// Every host of the URL's seed list, `host`/`port` first.
+    pub seeds: Vec<(String, u16)>,
+    /// Find the replica set's primary among the seeds (and the `primary` their `hello` names)
+    /// instead of connecting to `host` as it is: a seed list, `replicaSet` or
+    /// `directConnection=false` was given.
+    pub discover: bool,
+    /// `replicaSet`: a primary must report this set name.
+    pub replica_set: Option<String>,
+    /// The primary found last (tried first by the next connection).
+    pub primary: std::sync::Mutex<Option<(String, u16)>>,
 }
 
 impl std::fmt::Debug for MongoTarget {
@@ -105,6 +115,9 @@ pub enum BackendError {
     /// The upstream closed the connection.
     #[error("upstream closed the connection")]
     Closed,
+    /// No host of the seed list is (or names) a writable primary.
+    #[error("no primary found ({0})")]
+    NoPrimary(String),
 }
 
 /// One upstream message, kept whole so it can be forwarded as is.
@@ -202,14 +215,19 @@ fn binary(b: Vec<u8>) -> bson::Binary {
     bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: b }
 }
 
-/// Open, encrypt, greet and authenticate one upstream connection.
-pub async fn connect(t: &MongoTarget) -> Result<(MongoConn, Limits), BackendError> {
-    let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
+/// Open and encrypt a connection to `host:port` and send `hello`; the connection and the reply.
+async fn open(t: &MongoTarget, host: &str, port: u16) -> Result<(MongoConn, Document), BackendError> {
+    let tcp = TcpStream::connect((host, port)).await?;
     let _ = tcp.set_nodelay(true);
     let stream = match &t.tls {
         None => Stream::Plain(tcp),
         Some(c) => {
-            let s = c.connect(t.server_name.clone(), tcp).await.map_err(|e| BackendError::Tls(e.to_string()))?;
+            let name = if host == t.host {
+                t.server_name.clone()
+            } else {
+                ServerName::try_from(host.to_owned()).map_err(|e| BackendError::Tls(e.to_string()))?
+            };
+            let s = c.connect(name, tcp).await.map_err(|e| BackendError::Tls(e.to_string()))?;
             Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s)))
         }
     };
@@ -226,6 +244,57 @@ pub async fn connect(t: &MongoTarget) -> Result<(MongoConn, Limits), BackendErro
     if !ok(&hello) {
         return Err(BackendError::Auth(format!("hello refused: {}", errmsg(&hello))));
     }
+    Ok((conn, hello))
+}
+
+/// A `hello` from a server that takes writes for the set `t` names (a primary, a standalone
+/// when no set is named, or a mongos).
+fn is_writable_primary(t: &MongoTarget, hello: &Document) -> bool {
+    let primary = hello.get_bool("isWritablePrimary").or_else(|_| hello.get_bool("ismaster")).unwrap_or(false);
+    primary && t.replica_set.as_deref().is_none_or(|set| hello.get_str("setName").ok() == Some(set))
+}
+
+/// `host:port` (or `[v6]:port`) as a `hello` names a member.
+fn member(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let h = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
+    Some((h.to_owned(), p.parse().ok()?))
+}
+
+/// The replica set's primary among the seeds: the last one found first, then each seed, and
+/// right after a member that is not primary, the primary it names.
+async fn find_primary(t: &MongoTarget) -> Result<(MongoConn, Document), BackendError> {
+    let last = t.primary.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut queue: std::collections::VecDeque<(String, u16)> =
+        last.into_iter().chain(t.seeds.iter().cloned()).collect();
+    let mut tried: Vec<(String, u16)> = Vec::new();
+    let mut why = Vec::new();
+    while let Some((host, port)) = queue.pop_front() {
+        if tried.contains(&(host.clone(), port)) || tried.len() >= 16 {
+            continue;
+        }
+        tried.push((host.clone(), port));
+        match open(t, &host, port).await {
+            Ok((conn, hello)) if is_writable_primary(t, &hello) => {
+                *t.primary.lock().unwrap_or_else(|p| p.into_inner()) = Some((host, port));
+                return Ok((conn, hello));
+            }
+            Ok((_, hello)) => {
+                if let Some(p) = hello.get_str("primary").ok().and_then(member) {
+                    queue.push_front(p);
+                }
+                why.push(format!("{host}:{port} is not the primary"));
+            }
+            Err(e) => why.push(format!("{host}:{port}: {e}")),
+        }
+    }
+    Err(BackendError::NoPrimary(why.join("; ")))
+}
+
+/// Open, encrypt, greet and authenticate one upstream connection (to the primary, when the
+/// target asks for discovery).
+pub async fn connect(t: &MongoTarget) -> Result<(MongoConn, Limits), BackendError> {
+    let (mut conn, hello) = if t.discover { find_primary(t).await? } else { open(t, &t.host, t.port).await? };
     let limits = Limits::from_hello(&hello);
     if let (Some(user), Some(password)) = (&t.user, &t.password) {
         let db = t.auth_source.as_str();

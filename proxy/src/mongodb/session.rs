@@ -337,20 +337,28 @@ impl Session {
         }
     }
 
-    async fn limits(&mut self) -> Option<Limits> {
+    /// The upstream's limits (from the first connection's `hello`), or why none could be made.
+    async fn limits(&mut self) -> Result<Limits, String> {
         if let Some(l) = self.mongo.pool.manager().limits.get() {
-            return Some(*l);
+            return Ok(*l);
         }
         match self.mongo.pool.get().await {
             Ok(p) => drop(p),
-            Err(e) => tracing::warn!(error = %e, "upstream unavailable for hello"),
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream unavailable for hello");
+                return Err(e.to_string());
+            }
         }
-        self.mongo.pool.manager().limits.get().copied()
+        self.mongo.pool.manager().limits.get().copied().ok_or_else(|| "no hello from the upstream".to_owned())
     }
 
     async fn hello(&mut self, cmd: &RawDocument, legacy: bool) -> Result<Document, SessionError> {
-        let Some(limits) = self.limits().await else {
-            return Ok(error(6, "HostUnreachable", "dgf: the upstream server is unreachable"));
+        let limits = match self.limits().await {
+            Ok(l) => l,
+            // The reason holds addresses and server messages, never the route's credentials.
+            Err(why) => {
+                return Ok(error(6, "HostUnreachable", &format!("dgf: the upstream server is unreachable: {why}")));
+            }
         };
         let users = self.shared.live.load().users.clone();
         let mut d = hello::reply(cmd, legacy, &limits, (self.id & 0x7fff_ffff) as i32, &users);
@@ -506,7 +514,7 @@ impl Session {
     /// bytes if the reply changed, and the server cursor to kill if the cap closed one.
     fn bookkeep(
         &mut self,
-        lease: Lease,
+        mut lease: Lease,
         frame: &Frame,
         info: &CommandInfo<'_>,
         txn: Option<Key>,
@@ -518,6 +526,10 @@ impl Session {
         let op = OpMsg::parse(&frame.header, frame.body(), None)?;
         let body = op.command()?;
         let mut r = inspect::reply(body);
+        if r.not_primary() {
+            // A failover or shutdown: the next connection finds the primary anew.
+            lease.broken(&self.mongo.pins);
+        }
         let limit = decision.as_ref().and_then(|d| d.limit).filter(|_| r.ok);
         let capped = cursors::cap(op.body, limit)?;
         if capped.kill.is_some() {
