@@ -301,7 +301,10 @@ fn a_seed_list_leads_to_the_primary() {
     let upstream = format!("mongodb://127.0.0.1:{dead},127.0.0.1:{}/{set_param}", fake.port);
     let port = free_port();
     let toml = config(port, 1, 2).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
-    let _dgf = Dgf::start(&toml, &[port]);
+    let dgf = Dgf::start(&toml, &[port]);
+    // Cold (no pooled connection yet), the first seed down: another seed answers, so ready.
+    let (status, body) = dgf.admin("GET", "/ready");
+    assert_eq!(status, 200, "{body}");
     let db = unique("dgfseed");
     let script = format!(
         r#"

@@ -271,14 +271,21 @@ impl App {
             };
             let my = r.my.clone();
             let pg = r.pg.clone();
+            let mongo = r.mongo.clone();
+            // A MongoDB seed list is reachable when one of its hosts is.
+            let dial: Vec<String> = match &r.mongo {
+                Some(m) => m.target.seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
+                None => vec![addr.clone()],
+            };
             let route = r.name.clone();
             Some(async move {
                 // A pooled connection that is idle right now answers the pool's own health
                 // check: no new login, no forked backend, nothing on the provider's connection
                 // count. Only when none is idle (or it fails) is the upstream dialled.
-                let warm = match (&pg, &my) {
-                    (Some(pg), _) => ping_any(pg.pools.iter().map(|p| p.value().clone()).collect()).await,
-                    (None, Some(my)) => ping_any(my.pools.iter().map(|p| p.value().clone()).collect()).await,
+                let warm = match (&pg, &my, &mongo) {
+                    (Some(pg), _, _) => ping_any(pg.pools.iter().map(|p| p.value().clone()).collect()).await,
+                    (None, Some(my), _) => ping_any(my.pools.iter().map(|p| p.value().clone()).collect()).await,
+                    (None, None, Some(m)) => ping_any(vec![m.pool.clone()]).await,
                     _ => false,
                 };
                 if warm {
@@ -298,10 +305,15 @@ impl App {
                         };
                         matches!(tokio::time::timeout(Duration::from_secs(5), login).await, Ok(Ok(())))
                     }
-                    None => matches!(
-                        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
-                        Ok(Ok(_))
-                    ),
+                    None => {
+                        let dials = dial.iter().map(|a| async move {
+                            matches!(
+                                tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(a)).await,
+                                Ok(Ok(_))
+                            )
+                        });
+                        futures_util::future::join_all(dials).await.into_iter().any(|ok| ok)
+                    }
                 };
                 Reachability { route, upstream: addr, reachable: ok }
             })
