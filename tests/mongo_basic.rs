@@ -375,3 +375,90 @@ for _ in range(5):
     let (opened, closed) = (pools[0]["opened_total"].as_u64().unwrap(), pools[0]["closed_total"].as_u64().unwrap());
     assert!(opened >= 5 && closed >= 5, "each failed command's connection must be closed: {body}");
 }
+
+/// A DNS server on UDP for `mongodb+srv://` tests: SRV `_mongodb._tcp.db.dgf.test.` lists
+/// `srv` (target, port), TXT `db.dgf.test.` is `txt`, and every `*.dgf.test.` A query is
+/// 127.0.0.1. Returns its port; it stops with the test process.
+fn fake_dns(srv: Vec<(&'static str, u16)>, txt: &'static str) -> u16 {
+    use hickory_resolver::proto::op::Message;
+    use hickory_resolver::proto::rr::rdata::{A, SRV, TXT};
+    use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+            r.metadata.recursion_desired = q.metadata.recursion_desired;
+            r.metadata.recursion_available = true;
+            r.metadata.authoritative = true;
+            for query in &q.queries {
+                r.add_query(query.clone());
+                let name = query.name().clone();
+                match query.query_type() {
+                    RecordType::SRV if name.to_ascii().starts_with("_mongodb._tcp.db.dgf.test") => {
+                        for (target, p) in &srv {
+                            let data = RData::SRV(SRV::new(0, 0, *p, Name::from_ascii(target).unwrap()));
+                            r.add_answer(Record::from_rdata(name.clone(), 60, data));
+                        }
+                    }
+                    RecordType::TXT if name.to_ascii().starts_with("db.dgf.test") => {
+                        r.add_answer(Record::from_rdata(name.clone(), 60, RData::TXT(TXT::new(vec![txt.to_owned()]))));
+                    }
+                    RecordType::A if name.to_ascii().ends_with("dgf.test.") => {
+                        r.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A::new(127, 0, 0, 1))));
+                    }
+                    _ => {}
+                }
+            }
+            if let Ok(bytes) = r.to_vec() {
+                let _ = sock.send_to(&bytes, from);
+            }
+        }
+    });
+    port
+}
+
+/// `mongodb+srv://`: the seed list comes from DNS (SRV for the hosts, TXT for `replicaSet` and
+/// `authSource`), asked of `[server] dns_servers`. One target is a member that is not primary,
+/// the other the real primary; writes through dgf land on the primary. A TXT record naming
+/// another set leaves no primary, and clients hear so.
+#[test]
+fn mongodb_srv_seeds_come_from_dns() {
+    let server = MongoServer::start_replica_set();
+    let fake = FakeSecondary::start("secantus", &format!("127.0.0.1:{}", server.port));
+    let targets = vec![("a.dgf.test.", fake.port), ("b.dgf.test.", server.port)];
+    let good = fake_dns(targets.clone(), "replicaSet=secantus&authSource=admin");
+    let wrong_set = fake_dns(targets, "replicaSet=other");
+    let db = unique("dgfsrv");
+    for (dns, works) in [(good, true), (wrong_set, false)] {
+        let port = free_port();
+        let toml = config(port, 1, 2)
+            .replace("mongodb://127.0.0.1:1/?directConnection=true", "mongodb+srv://db.dgf.test/?tls=false")
+            + &format!("\n[server]\ndns_servers = [\"127.0.0.1:{dns}\"]\n");
+        let dgf = Dgf::start(&toml, &[port]);
+        let script = format!(
+            r#"
+import pymongo
+c = pymongo.MongoClient("mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=1500)
+try:
+    c["{db}"].t.insert_one({{"srv": 1}})
+    print("via dgf:", c["{db}"].t.count_documents({{}}))
+    d = pymongo.MongoClient("mongodb://127.0.0.1:{real}/?directConnection=true")
+    print("on the primary:", d["{db}"].t.count_documents({{"srv": 1}}))
+    d.drop_database("{db}")
+except pymongo.errors.PyMongoError as e:
+    print("FAILED:", e)
+"#,
+            real = server.port
+        );
+        let out = python(&script, &[]).expect("pymongo");
+        if works {
+            assert!(out.contains("via dgf: 1") && out.contains("on the primary: 1"), "{out}\n{}", dgf.logs());
+            assert_eq!(dgf.admin("GET", "/ready").0, 200);
+        } else {
+            assert!(out.contains("FAILED:") && out.contains("no primary found"), "{out}");
+        }
+    }
+}

@@ -180,6 +180,24 @@ pub struct ServerSettings {
     /// cost no cross-thread wake-ups. N > 1 = a loop with N threads; 0 = share `workers`. Not
     /// reloadable.
     pub redis_threads: usize,
+    /// Name servers for `mongodb+srv://` lookups (`"10.0.0.2"` or `"10.0.0.2:53"`); empty
+    /// (default) = the system's (/etc/resolv.conf). Read when a route is built.
+    pub dns_servers: Vec<String>,
+}
+
+impl ServerSettings {
+    /// `dns_servers` as addresses (port 53 when none is given); the first entry that does not
+    /// parse is the error.
+    pub fn dns_addrs(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        self.dns_servers
+            .iter()
+            .map(|s| {
+                s.parse::<std::net::SocketAddr>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                    .map_err(|_| format!("`{s}` is not an IP address or IP:port"))
+            })
+            .collect()
+    }
 }
 
 impl Default for ServerSettings {
@@ -193,6 +211,7 @@ impl Default for ServerSettings {
             on_parse_error: OnParseError::Deny,
             workers: 0,
             redis_threads: 1,
+            dns_servers: Vec::new(),
         }
     }
 }

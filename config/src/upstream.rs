@@ -134,7 +134,9 @@ impl fmt::Display for Upstream {
             if i > 0 {
                 f.write_str(",")?;
             }
-            if host.contains(':') {
+            if self.scheme == "mongodb+srv" {
+                write!(f, "{host}")?;
+            } else if host.contains(':') {
                 write!(f, "[{host}]:{port}")?;
             } else {
                 write!(f, "{host}:{port}")?;
@@ -205,7 +207,7 @@ impl Protocol {
             Protocol::Postgres => &["postgres", "postgresql"],
             Protocol::Mysql => &["mysql"],
             Protocol::Redis => &["redis", "rediss"],
-            Protocol::Mongodb => &["mongodb"],
+            Protocol::Mongodb => &["mongodb", "mongodb+srv"],
         }
     }
 }
@@ -227,11 +229,6 @@ pub fn parse_upstream(url: &str, protocol: Protocol) -> Result<Upstream, String>
         return Err(format!("expected a URL starting with {expected}"));
     };
     let scheme = scheme.to_ascii_lowercase();
-    if scheme == "mongodb+srv" {
-        return Err("mongodb+srv:// (DNS seed list) is not supported: list the hosts it resolves to, \
-                    as mongodb://host1:27017,host2:27017,host3:27017/?tls=true"
-            .into());
-    }
     if !protocol.schemes().contains(&scheme.as_str()) {
         return Err(format!("scheme `{scheme}` does not match protocol {protocol} (expected {expected})"));
     }
@@ -267,6 +264,9 @@ pub fn parse_upstream(url: &str, protocol: Protocol) -> Result<Upstream, String>
     };
     if host.is_empty() {
         return Err(format!("missing host (expected {scheme}://host:port)"));
+    }
+    if scheme == "mongodb+srv" && parsed.port().is_some() {
+        return Err("mongodb+srv:// takes a DNS name without a port (the SRV records give the ports)".into());
     }
     let port = parsed.port().unwrap_or(protocol.default_port());
     if port == 0 {
@@ -336,6 +336,9 @@ pub fn mongodb_problems(u: &Upstream) -> Vec<String> {
                 out.push(format!("{k} must be true or false, not `{v}`"));
             }
         }
+    }
+    if u.param("directConnection") == Some("true") && u.scheme == "mongodb+srv" {
+        out.push("directConnection=true cannot be used with mongodb+srv://".into());
     }
     if u.param("directConnection") == Some("true") && !u.more_hosts.is_empty() {
         out.push(
@@ -498,8 +501,16 @@ mod tests {
             let u = parse_upstream(&format!("mongodb://u:p@h/?authMechanism={m}"), Protocol::Mongodb).unwrap();
             assert!(mongodb_problems(&u).is_empty(), "{m}");
         }
-        let e = parse_upstream("mongodb+srv://c.example.net", Protocol::Mongodb).unwrap_err();
-        assert!(e.contains("mongodb+srv:// (DNS seed list) is not supported"), "{e}");
+        let u = parse_upstream("mongodb+srv://u:p@c.example.net/app?authSource=admin", Protocol::Mongodb).unwrap();
+        assert_eq!((u.scheme.as_str(), u.host.as_str()), ("mongodb+srv", "c.example.net"));
+        assert_eq!(u.to_string(), "mongodb+srv://u:***@c.example.net/app?authSource=admin");
+        assert!(mongodb_problems(&u).is_empty());
+        let e = parse_upstream("mongodb+srv://c.example.net:27017", Protocol::Mongodb).unwrap_err();
+        assert!(e.contains("without a port"), "{e}");
+        let e = parse_upstream("mongodb+srv://a.example.net,b.example.net", Protocol::Mongodb).unwrap_err();
+        assert!(e.contains("more than one host"), "{e}");
+        let u = parse_upstream("mongodb+srv://c.example.net/?directConnection=true", Protocol::Mongodb).unwrap();
+        assert!(!mongodb_problems(&u).is_empty());
         let e = parse_upstream("localhost:5432", Protocol::Postgres).unwrap_err();
         assert!(e.contains("expected a URL starting with"), "{e}");
         let e = parse_upstream("postgres://a:1,b:2/db", Protocol::Postgres).unwrap_err();

@@ -73,6 +73,9 @@ impl Validator<'_> {
         self.at_least_one("server.client_login_timeout_ms", s.client_login_timeout_ms);
         self.at_least_one("server.auth_failure_burst", s.auth_failure_burst);
         self.at_least_one("server.auth_failure_refill_secs", s.auth_failure_refill_secs);
+        if let Err(e) = s.dns_addrs() {
+            self.err("server.dns_servers", e);
+        }
         if self.cfg.log.level.trim().is_empty() {
             self.err("log.level", "must not be empty (e.g. \"info\")");
         }

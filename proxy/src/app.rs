@@ -306,6 +306,14 @@ impl App {
                         matches!(tokio::time::timeout(Duration::from_secs(5), login).await, Ok(Ok(())))
                     }
                     None => {
+                        let dial = match mongo.as_ref().and_then(|m| m.target.srv.as_ref()) {
+                            // mongodb+srv://: the hosts DNS gives now (none if the lookup fails).
+                            Some(srv) => srv.seeds().await.map_or_else(
+                                |_| Vec::new(),
+                                |s| s.hosts.iter().map(|(_, p, ip)| SocketAddr::new(*ip, *p).to_string()).collect(),
+                            ),
+                            None => dial,
+                        };
                         let dials = dial.iter().map(|a| async move {
                             matches!(
                                 tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(a)).await,

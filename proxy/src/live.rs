@@ -259,11 +259,14 @@ fn build_pg(r: &RouteConfig) -> Result<PgPools, BuildError> {
     })
 }
 
-fn build_mongo(r: &RouteConfig) -> Result<MongoRoute, BuildError> {
+fn build_mongo(r: &RouteConfig, server: &dgf_config::ServerSettings) -> Result<MongoRoute, BuildError> {
     let bad = |e: String| BuildError::Invalid(format!("route {}: {e}", r.name));
     let up = r.upstream().map_err(bad)?;
     let flag = |k: &str| matches!(up.param(k), Some("true"));
-    let tls = if flag("tls") || flag("ssl") {
+    let srv = up.scheme == "mongodb+srv";
+    // mongodb+srv:// means TLS unless the URL turns it off (as in drivers).
+    let tls_off = matches!(up.param("tls").or(up.param("ssl")), Some("false"));
+    let tls = if flag("tls") || flag("ssl") || (srv && !tls_off) {
         let v = if flag("tlsInsecure") || flag("tlsAllowInvalidCertificates") {
             tls::Verify::None
         } else if flag("tlsAllowInvalidHostnames") {
@@ -291,10 +294,18 @@ fn build_mongo(r: &RouteConfig) -> Result<MongoRoute, BuildError> {
         tls,
         server_name,
         seeds: std::iter::once((up.host.clone(), up.port)).chain(up.more_hosts.iter().cloned()).collect(),
-        discover: !up.more_hosts.is_empty()
+        discover: srv
+            || !up.more_hosts.is_empty()
             || up.param("replicaSet").is_some()
             || up.param("directConnection") == Some("false"),
         replica_set: up.param("replicaSet").map(str::to_owned),
+        srv: if srv {
+            let dns = server.dns_addrs().map_err(|e| BuildError::Invalid(format!("server.dns_servers: {e}")))?;
+            Some(crate::mongodb::srv::Srv::new(&up.host, dns))
+        } else {
+            None
+        },
+        auth_source_from_url: up.param("authSource").is_some(),
         primary: Default::default(),
     });
     let manager = MongoManager { target: target.clone(), limits: Default::default() };
@@ -375,7 +386,7 @@ pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> 
             Protocol::Mongodb => {
                 mongo = Some(match reusable.and_then(|o| o.mongo.clone()) {
                     Some(m) => m,
-                    None => Arc::new(build_mongo(r)?),
+                    None => Arc::new(build_mongo(r, &config.server)?),
                 });
             }
             Protocol::Redis => {

@@ -106,8 +106,13 @@ fn upstream_checks() {
     let e = errs(&route("postgres", "postgres://h?sslrootcert=/nonexistent/ca.pem&sslsni=2"));
     assert!(has(&e, "routes[0].upstream", "cannot read sslrootcert CA file `/nonexistent/ca.pem`"), "{e:?}");
     assert!(has(&e, "routes[0].upstream", "sslsni must be 0 or 1"), "{e:?}");
-    let e = errs(&route("mongodb", "mongodb+srv://cluster.example.net"));
-    assert!(has(&e, "routes[0].upstream", "mongodb+srv:// (DNS seed list) is not supported"), "{e:?}");
+    ok(&route("mongodb", "mongodb+srv://cluster.example.net"));
+    let e = errs(&route("mongodb", "mongodb+srv://cluster.example.net:27017"));
+    assert!(has(&e, "routes[0].upstream", "without a port"), "{e:?}");
+    let e = errs(&(route("mongodb", "mongodb+srv://c.example.net") + "\n[server]\ndns_servers = [\"ns1\"]\n"));
+    assert!(has(&e, "server.dns_servers", "`ns1` is not an IP address"), "{e:?}");
+    ok(&(route("mongodb", "mongodb+srv://c.example.net")
+        + "\n[server]\ndns_servers = [\"10.0.0.2\", \"127.0.0.1:5353\"]\n"));
     let e = errs(&route("redis", "redis://h?sslmode=require"));
     assert!(has(&e, "routes[0].upstream", "sslmode applies to postgres upstreams only"), "{e:?}");
     ok(&route("postgres", "postgresql://u:p%40ss@h:5433/db?sslmode=verify-full&sslsni=0"));

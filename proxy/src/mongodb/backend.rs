@@ -42,8 +42,13 @@ pub struct MongoTarget {
     /// instead of connecting to `host` as it is: a seed list, `replicaSet` or
     /// `directConnection=false` was given.
     pub discover: bool,
-    /// `replicaSet`: a primary must report this set name.
+    /// `replicaSet`: a primary must report this set name (for `mongodb+srv://`, else the DNS
+    /// TXT record's).
     pub replica_set: Option<String>,
+    /// `mongodb+srv://`: the seeds come from DNS.
+    pub srv: Option<super::srv::Srv>,
+    /// `authSource` was in the URL (a DNS TXT record's does not override it then).
+    pub auth_source_from_url: bool,
     /// The primary found last (tried first by the next connection).
     pub primary: std::sync::Mutex<Option<(String, u16)>>,
 }
@@ -216,8 +221,18 @@ fn binary(b: Vec<u8>) -> bson::Binary {
 }
 
 /// Open and encrypt a connection to `host:port` and send `hello`; the connection and the reply.
-async fn open(t: &MongoTarget, host: &str, port: u16) -> Result<(MongoConn, Document), BackendError> {
-    let tcp = TcpStream::connect((host, port)).await?;
+/// `ip`: the address DNS gave for `host` (a `mongodb+srv://` target), else `host` is resolved
+/// by the system.
+async fn open(
+    t: &MongoTarget,
+    host: &str,
+    port: u16,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(MongoConn, Document), BackendError> {
+    let tcp = match ip {
+        Some(ip) => TcpStream::connect((ip, port)).await?,
+        None => TcpStream::connect((host, port)).await?,
+    };
     let _ = tcp.set_nodelay(true);
     let stream = match &t.tls {
         None => Stream::Plain(tcp),
@@ -249,9 +264,9 @@ async fn open(t: &MongoTarget, host: &str, port: u16) -> Result<(MongoConn, Docu
 
 /// A `hello` from a server that takes writes for the set `t` names (a primary, a standalone
 /// when no set is named, or a mongos).
-fn is_writable_primary(t: &MongoTarget, hello: &Document) -> bool {
+fn is_writable_primary(set: Option<&str>, hello: &Document) -> bool {
     let primary = hello.get_bool("isWritablePrimary").or_else(|_| hello.get_bool("ismaster")).unwrap_or(false);
-    primary && t.replica_set.as_deref().is_none_or(|set| hello.get_str("setName").ok() == Some(set))
+    primary && set.is_none_or(|set| hello.get_str("setName").ok() == Some(set))
 }
 
 /// `host:port` (or `[v6]:port`) as a `hello` names a member.
@@ -263,25 +278,38 @@ fn member(s: &str) -> Option<(String, u16)> {
 
 /// The replica set's primary among the seeds: the last one found first, then each seed, and
 /// right after a member that is not primary, the primary it names.
-async fn find_primary(t: &MongoTarget) -> Result<(MongoConn, Document), BackendError> {
+async fn find_primary(t: &MongoTarget) -> Result<(MongoConn, Document, Option<String>), BackendError> {
+    type Seed = (String, u16, Option<std::net::IpAddr>);
+    let (seeds, set, auth_source): (Vec<Seed>, _, _) = match &t.srv {
+        Some(srv) => {
+            let s = srv.seeds().await.map_err(BackendError::NoPrimary)?;
+            let set = t.replica_set.clone().or(s.replica_set);
+            (s.hosts.into_iter().map(|(h, p, ip)| (h, p, Some(ip))).collect(), set, s.auth_source)
+        }
+        None => (t.seeds.iter().map(|(h, p)| (h.clone(), *p, None)).collect(), t.replica_set.clone(), None),
+    };
     let last = t.primary.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut queue: std::collections::VecDeque<(String, u16)> =
-        last.into_iter().chain(t.seeds.iter().cloned()).collect();
+    // The primary found last, with the address it was reached at when DNS gave one.
+    let last = last.map(|(h, p)| {
+        let ip = seeds.iter().find(|s| s.0 == h && s.1 == p).and_then(|s| s.2);
+        (h, p, ip)
+    });
+    let mut queue: std::collections::VecDeque<Seed> = last.into_iter().chain(seeds).collect();
     let mut tried: Vec<(String, u16)> = Vec::new();
     let mut why = Vec::new();
-    while let Some((host, port)) = queue.pop_front() {
+    while let Some((host, port, ip)) = queue.pop_front() {
         if tried.contains(&(host.clone(), port)) || tried.len() >= 16 {
             continue;
         }
         tried.push((host.clone(), port));
-        match open(t, &host, port).await {
-            Ok((conn, hello)) if is_writable_primary(t, &hello) => {
+        match open(t, &host, port, ip).await {
+            Ok((conn, hello)) if is_writable_primary(set.as_deref(), &hello) => {
                 *t.primary.lock().unwrap_or_else(|p| p.into_inner()) = Some((host, port));
-                return Ok((conn, hello));
+                return Ok((conn, hello, auth_source));
             }
             Ok((_, hello)) => {
-                if let Some(p) = hello.get_str("primary").ok().and_then(member) {
-                    queue.push_front(p);
+                if let Some((h, p)) = hello.get_str("primary").ok().and_then(member) {
+                    queue.push_front((h, p, None));
                 }
                 why.push(format!("{host}:{port} is not the primary"));
             }
@@ -294,10 +322,18 @@ async fn find_primary(t: &MongoTarget) -> Result<(MongoConn, Document), BackendE
 /// Open, encrypt, greet and authenticate one upstream connection (to the primary, when the
 /// target asks for discovery).
 pub async fn connect(t: &MongoTarget) -> Result<(MongoConn, Limits), BackendError> {
-    let (mut conn, hello) = if t.discover { find_primary(t).await? } else { open(t, &t.host, t.port).await? };
+    let (mut conn, hello, txt_auth_source) = if t.discover {
+        find_primary(t).await?
+    } else {
+        let (c, h) = open(t, &t.host, t.port, None).await?;
+        (c, h, None)
+    };
     let limits = Limits::from_hello(&hello);
     if let (Some(user), Some(password)) = (&t.user, &t.password) {
-        let db = t.auth_source.as_str();
+        let db = match txt_auth_source.as_deref() {
+            Some(txt) if !t.auth_source_from_url => txt,
+            _ => t.auth_source.as_str(),
+        };
         let offered: Option<Vec<&str>> =
             hello.get_array("saslSupportedMechs").ok().map(|a| a.iter().filter_map(bson::Bson::as_str).collect());
         let forced = t.mechanism.as_deref().map(|m| vec![m]);

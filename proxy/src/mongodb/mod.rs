@@ -11,6 +11,7 @@ pub mod hello;
 pub mod lineage;
 pub mod pins;
 pub mod session;
+pub mod srv;
 pub mod views;
 
 use crate::live::{Route, User};
