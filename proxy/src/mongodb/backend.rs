@@ -273,6 +273,9 @@ fn is_writable_primary(set: Option<&str>, hello: &Document) -> bool {
 fn member(s: &str) -> Option<(String, u16)> {
     let (h, p) = s.rsplit_once(':')?;
     let h = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
+    if h.is_empty() {
+        return None;
+    }
     Some((h.to_owned(), p.parse().ok()?))
 }
 
@@ -396,5 +399,27 @@ impl Manager for MongoManager {
 
     async fn check(&self, conn: &mut Box<MongoConn>) -> bool {
         matches!(conn.command(&doc! { "ping": 1, "$db": "admin" }).await, Ok(d) if ok(&d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_writable_primary, member};
+    use bson::doc;
+
+    #[test]
+    fn members_and_primaries() {
+        assert_eq!(member("ac-1.xyz.mongodb.net:27017"), Some(("ac-1.xyz.mongodb.net".into(), 27017)));
+        assert_eq!(member("[::1]:27018"), Some(("::1".into(), 27018)));
+        for bad in ["host", "host:", "host:99999", ":", ":27017", "[]:27017"] {
+            assert_eq!(member(bad), None, "{bad}");
+        }
+        let primary = doc! { "isWritablePrimary": true, "setName": "rs0" };
+        assert!(is_writable_primary(Some("rs0"), &primary));
+        assert!(is_writable_primary(None, &primary));
+        assert!(!is_writable_primary(Some("other"), &primary), "another set's primary");
+        assert!(!is_writable_primary(Some("rs0"), &doc! { "isWritablePrimary": true }), "a standalone is no set");
+        assert!(is_writable_primary(None, &doc! { "ismaster": true }), "legacy field");
+        assert!(!is_writable_primary(None, &doc! { "isWritablePrimary": false, "secondary": true }));
     }
 }
