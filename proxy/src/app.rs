@@ -256,77 +256,14 @@ impl App {
         Ok(())
     }
 
-    /// TCP reachability of each route's upstream.
+    /// Reachability of each route's upstream (see [`probe`]), probed at once: one slow or
+    /// black-holed upstream costs its timeout once, not once per route after it (a k8s
+    /// readiness probe times out after 1 s by default). Sorted by route name.
     pub async fn check_upstreams(&self) -> Vec<Reachability> {
         let snap = self.shared.live.load_full();
-        // Probed at once: one slow or black-holed upstream costs its timeout once, not once per
-        // route after it (a k8s readiness probe times out after 1 s by default).
-        let probes = snap.routes.values().filter_map(|r| {
-            let addr = match (&r.pg, &r.my, &r.mongo, &r.redis) {
-                (Some(pg), _, _, _) => format!("{}:{}", pg.target.host, pg.target.port),
-                (None, Some(my), _, _) => format!("{}:{}", my.target.host, my.target.port),
-                (None, None, Some(m), _) => format!("{}:{}", m.target.host, m.target.port),
-                (None, None, None, Some(rr)) => format!("{}:{}", rr.target.host, rr.target.port),
-                _ => return None,
-            };
-            let my = r.my.clone();
-            let pg = r.pg.clone();
-            let mongo = r.mongo.clone();
-            // A MongoDB seed list is reachable when one of its hosts is.
-            let dial: Vec<String> = match &r.mongo {
-                Some(m) => m.target.seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
-                None => vec![addr.clone()],
-            };
-            let route = r.name.clone();
-            Some(async move {
-                // A pooled connection that is idle right now answers the pool's own health
-                // check: no new login, no forked backend, nothing on the provider's connection
-                // count. Only when none is idle (or it fails) is the upstream dialled.
-                let warm = match (&pg, &my, &mongo) {
-                    (Some(pg), _, _) => ping_any(pg.pools.iter().map(|p| p.value().clone()).collect()).await,
-                    (None, Some(my), _) => ping_any(my.pools.iter().map(|p| p.value().clone()).collect()).await,
-                    (None, None, Some(m)) => ping_any(vec![m.pool.clone()]).await,
-                    _ => false,
-                };
-                if warm {
-                    return Reachability { route, upstream: addr, reachable: true };
-                }
-                let ok = match my {
-                    // MySQL counts a connection closed before its handshake as a connection error
-                    // of the client's host, and blocks the host after `max_connect_errors`
-                    // (default 100) of them in a row: a raw TCP probe every few seconds would
-                    // lock dgf out of the server. So a MySQL upstream is probed with a real
-                    // login and COM_QUIT.
-                    Some(my) => {
-                        let key = crate::mysql::backend::PoolKey { found_rows: false };
-                        let login = async {
-                            let mut c = crate::mysql::backend::MyConn::connect(&my.target, &key).await?;
-                            c.command(&[dgf_protocols::mysql::consts::com::QUIT]).await
-                        };
-                        matches!(tokio::time::timeout(Duration::from_secs(5), login).await, Ok(Ok(())))
-                    }
-                    None => {
-                        let dial = match mongo.as_ref().and_then(|m| m.target.srv.as_ref()) {
-                            // mongodb+srv://: the hosts DNS gives now (none if the lookup fails).
-                            Some(srv) => srv.seeds().await.map_or_else(
-                                |_| Vec::new(),
-                                |s| s.hosts.iter().map(|(_, p, ip)| SocketAddr::new(*ip, *p).to_string()).collect(),
-                            ),
-                            None => dial,
-                        };
-                        let dials = dial.iter().map(|a| async move {
-                            matches!(
-                                tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(a)).await,
-                                Ok(Ok(_))
-                            )
-                        });
-                        futures_util::future::join_all(dials).await.into_iter().any(|ok| ok)
-                    }
-                };
-                Reachability { route, upstream: addr, reachable: ok }
-            })
-        });
-        let mut out = futures_util::future::join_all(probes).await;
+        let routes =
+            snap.routes.values().filter(|r| r.pg.is_some() || r.my.is_some() || r.mongo.is_some() || r.redis.is_some());
+        let mut out = futures_util::future::join_all(routes.cloned().map(probe)).await;
         out.sort_by(|a, b| a.route.cmp(&b.route));
         out
     }
@@ -521,4 +458,59 @@ async fn ping_any<M: crate::pool::Manager>(pools: Vec<crate::pool::Pool<M>>) -> 
         }
     }
     false
+}
+
+/// Whether `r`'s upstream answers. A pooled connection that is idle right now answers the
+/// pool's own health check: no new login, no forked backend, nothing on the provider's
+/// connection count. Only when none is idle (or it fails) is the upstream dialled: MySQL with
+/// a real login, the others with a TCP connection (a MongoDB seed list is reachable when one
+/// of its hosts is).
+async fn probe(r: Arc<crate::live::Route>) -> Reachability {
+    let addr = match (&r.pg, &r.my, &r.mongo, &r.redis) {
+        (Some(pg), _, _, _) => format!("{}:{}", pg.target.host, pg.target.port),
+        (None, Some(my), _, _) => format!("{}:{}", my.target.host, my.target.port),
+        (None, None, Some(m), _) => format!("{}:{}", m.target.host, m.target.port),
+        (None, None, None, Some(rr)) => format!("{}:{}", rr.target.host, rr.target.port),
+        _ => String::new(),
+    };
+    let warm = match (&r.pg, &r.my, &r.mongo) {
+        (Some(pg), _, _) => ping_any(pg.pools.iter().map(|p| p.value().clone()).collect()).await,
+        (None, Some(my), _) => ping_any(my.pools.iter().map(|p| p.value().clone()).collect()).await,
+        (None, None, Some(m)) => ping_any(vec![m.pool.clone()]).await,
+        _ => false,
+    };
+    let reachable = warm
+        || match &r.my {
+            // MySQL counts a connection closed before its handshake as a connection error of
+            // the client's host, and blocks the host after `max_connect_errors` (default 100)
+            // of them in a row: a raw TCP probe every few seconds would lock dgf out of the
+            // server. So a MySQL upstream is probed with a real login and COM_QUIT.
+            Some(my) => {
+                let key = crate::mysql::backend::PoolKey { found_rows: false };
+                let login = async {
+                    let mut c = crate::mysql::backend::MyConn::connect(&my.target, &key).await?;
+                    c.command(&[dgf_protocols::mysql::consts::com::QUIT]).await
+                };
+                matches!(tokio::time::timeout(Duration::from_secs(5), login).await, Ok(Ok(())))
+            }
+            None => {
+                let dial: Vec<String> = match r.mongo.as_ref().map(|m| (&m.target.srv, &m.target.seeds)) {
+                    // mongodb+srv://: the hosts DNS gives now (none if the lookup fails).
+                    Some((Some(srv), _)) => srv.seeds().await.map_or_else(
+                        |_| Vec::new(),
+                        |s| s.hosts.iter().map(|(_, p, ip)| SocketAddr::new(*ip, *p).to_string()).collect(),
+                    ),
+                    Some((None, seeds)) => seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
+                    None => vec![addr.clone()],
+                };
+                let dials = dial.iter().map(|a| async move {
+                    matches!(
+                        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(a)).await,
+                        Ok(Ok(_))
+                    )
+                });
+                futures_util::future::join_all(dials).await.into_iter().any(|ok| ok)
+            }
+        };
+    Reachability { route: r.name.clone(), upstream: addr, reachable }
 }
