@@ -306,16 +306,11 @@ impl ViewCache {
     pub fn audit_statement(&mut self, governance: &Governance, who: SqlSession<'_>, st: SqlStatement<'_>) {
         self.render_head(who.protocol, &who.route.name, who.peer, who.user);
         self.render_mid(who.database, st.verdict.kind, st.fingerprint);
-        let o = st.outcome;
         let rec = SqlRecord {
             policy: self.policy.as_deref(),
             verdict: st.verdict,
             statement: st.statement,
-            masked: o.masked,
-            mask_rules: o.mask_rules,
-            rows: o.rows,
-            bytes: o.bytes,
-            started: o.started,
+            outcome: st.outcome,
             error: st.error,
         };
         governance.audit_sql(who.route, &self.head, &self.mid, rec);
@@ -375,7 +370,7 @@ pub struct Outcome<'a> {
     pub bytes: u64,
     /// Some column was masked.
     pub masked: bool,
-    /// Mask rules that applied to result columns, by rule id.
+    /// Mask rules that applied to result columns (enforced or shadow), by rule id.
     pub mask_rules: &'a [usize],
 }
 
@@ -394,16 +389,8 @@ pub struct SqlRecord<'a> {
     pub verdict: &'a SqlVerdict,
     /// Full text, kept only with `include_literals`.
     pub statement: Option<String>,
-    /// Some column was masked.
-    pub masked: bool,
-    /// Mask rules that applied to result columns (enforced or shadow), by rule id.
-    pub mask_rules: &'a [usize],
-    /// Rows returned or affected.
-    pub rows: u64,
-    /// Bytes of result rows sent to the client.
-    pub bytes: u64,
-    /// When the statement was sent.
-    pub started: Instant,
+    /// What it did.
+    pub outcome: Outcome<'a>,
     /// Error code, if it failed.
     pub error: Option<String>,
 }
@@ -414,9 +401,9 @@ impl Governance {
     pub fn audit_sql(&self, route: &crate::live::Route, head: &[u8], mid: &[u8], r: SqlRecord<'_>) {
         // Mask rules count as hits where they applied to a result (the decision counted only
         // the rules that decided it).
-        if let Some(p) = r.policy.filter(|_| !r.mask_rules.is_empty()) {
+        if let Some(p) = r.policy.filter(|_| !r.outcome.mask_rules.is_empty()) {
             let v = &r.verdict.verdict;
-            for &id in r.mask_rules.iter().filter(|i| !v.hits.contains(i) && !v.shadow.contains(i)) {
+            for &id in r.outcome.mask_rules.iter().filter(|i| !v.hits.contains(i) && !v.shadow.contains(i)) {
                 if let Some(n) = p.rule_names().get(id) {
                     let mode = if p.is_shadow(id) { "shadow" } else { "enforce" };
                     self.rule_hits.with_label_values(&[n, mode]).inc();
@@ -451,15 +438,15 @@ impl Governance {
                 raw::field_str(f, "statement", statement);
             }
             raw::field_strs(f, "objects", r.verdict.objects.iter().map(String::as_str));
-            raw::field_str(f, "decision", decision(v, r.masked));
-            let masks = r.mask_rules.iter().filter(|i| !v.hits.contains(i) && !v.shadow.contains(i));
+            raw::field_str(f, "decision", decision(v, r.outcome.masked));
+            let masks = r.outcome.mask_rules.iter().filter(|i| !v.hits.contains(i) && !v.shadow.contains(i));
             let fired = v.hits.iter().chain(v.shadow.iter()).chain(masks);
             let fired = fired.filter_map(|&i| names.get(i).map(|n| &**n));
             let parse_error = v.deny.as_ref().is_some_and(|d| d.id == usize::MAX).then_some("on_parse_error");
             raw::field_strs_if_any(f, "rules", fired.chain(parse_error));
-            raw::field_u64(f, "rows", Some(r.rows));
-            raw::field_u64(f, "bytes", Some(r.bytes));
-            raw::field_u64(f, "duration_us", Some(r.started.elapsed().as_micros() as u64));
+            raw::field_u64(f, "rows", Some(r.outcome.rows));
+            raw::field_u64(f, "bytes", Some(r.outcome.bytes));
+            raw::field_u64(f, "duration_us", Some(r.outcome.started.elapsed().as_micros() as u64));
             raw::field_opt_str(f, "error", r.error.as_deref());
         });
         self.record_batch(batch)

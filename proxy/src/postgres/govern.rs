@@ -345,8 +345,8 @@ impl Session {
         self.gov.plan = Some(ResultPlan { cols, limit: gov.sql.verdict.row_limit, sent: 0, any_mask });
     }
 
-    /// A DataRow without a plan (passed on as it is): counted for the audit record's `rows`.
-    /// A DataRow passed as it is (`len` bytes with its header).
+    /// A DataRow without a plan, passed on as it is (`len` bytes with its header): counted for
+    /// the audit record's `rows` and `bytes`.
     pub(super) fn count_row(&mut self, len: usize) {
         self.gov.rows_seen = true;
         if let Some(f) = self.gov.inflight.front_mut() {
