@@ -156,3 +156,61 @@ fn malformed_and_oversized_input_close_only_that_client() {
     good.cmd(&["PING"]);
     assert_eq!(good.replies(1), b"+PONG\r\n", "other clients keep working");
 }
+
+/// `/ready` on a Redis route with an open multiplexed connection PINGs down it instead of
+/// dialling Redis: a probe every few seconds adds nothing to the provider's connection count
+/// (Redis Cloud free: 30). Cold, or once Redis is gone, it dials (and fails).
+#[test]
+fn ready_pings_an_open_connection_before_dialling() {
+    use common::{free_port, Dgf};
+    use std::time::{Duration, Instant};
+    let up = free_port();
+    let dir = std::env::temp_dir().join(unique("dgft_ready_redis"));
+    std::fs::create_dir_all(&dir).unwrap();
+    /// Kills the private server however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = std::process::Command::new("redis-server")
+        .args(["--port", &up.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let server = Killed(server);
+    let received = || -> usize {
+        let info = cli(up, &["INFO", "stats"]);
+        let line = info.lines().find_map(|l| l.strip_prefix("total_connections_received:"));
+        line.and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    while received() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "private redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let port = free_port();
+    let toml = format!(
+        "[admin]\nlisten = \"{{admin}}\"\n[[routes]]\nname = \"cache\"\nprotocol = \"redis\"\n\
+         listen = \"127.0.0.1:{port}\"\nupstream = \"redis://127.0.0.1:{up}\"\npool = {{ size = 4 }}\n"
+    );
+    let dgf = Dgf::start(&toml, &[port]);
+    // Each count is itself one connection (redis-cli INFO).
+    let before = received();
+    assert_eq!(dgf.admin("GET", "/ready").0, 200);
+    assert_eq!(received(), before + 2, "a cold route's /ready dials");
+    assert_eq!(cli(port, &["PING"]), "PONG", "opens the shared connection");
+    let warm = received();
+    for _ in 0..5 {
+        let (status, body) = dgf.admin("GET", "/ready");
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(received(), warm + 1, "a warm route's /ready dialled Redis");
+    drop(server);
+    assert_eq!(dgf.admin("GET", "/ready").0, 503, "the open connection is dead and so is the server");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -461,8 +461,8 @@ async fn ping_any<M: crate::pool::Manager>(pools: Vec<crate::pool::Pool<M>>) -> 
 }
 
 /// Whether `r`'s upstream answers. A pooled connection that is idle right now answers the
-/// pool's own health check: no new login, no forked backend, nothing on the provider's
-/// connection count. Only when none is idle (or it fails) is the upstream dialled: MySQL with
+/// pool's own health check (Redis: a PING down an open multiplexed connection): no new login,
+/// no forked backend, nothing on the provider's connection count. Only when none is idle (or it fails) is the upstream dialled: MySQL with
 /// a real login, the others with a TCP connection (a MongoDB seed list is reachable when one
 /// of its hosts is).
 async fn probe(r: Arc<crate::live::Route>) -> Reachability {
@@ -477,7 +477,11 @@ async fn probe(r: Arc<crate::live::Route>) -> Reachability {
         (Some(pg), _, _) => ping_any(pg.pools.iter().map(|p| p.value().clone()).collect()).await,
         (None, Some(my), _) => ping_any(my.pools.iter().map(|p| p.value().clone()).collect()).await,
         (None, None, Some(m)) => ping_any(vec![m.pool.clone()]).await,
-        _ => false,
+        // Redis: a PING down a multiplexed connection that is open.
+        _ => match &r.redis {
+            Some(rr) => rr.ping_shared().await == Some(true),
+            None => false,
+        },
     };
     let reachable = warm
         || match &r.my {

@@ -179,3 +179,71 @@ mod tests {
         assert_eq!(g.load(Ordering::SeqCst), 0);
     }
 }
+
+/// The shutdown signal as a session waits on it: `changed()` of the shutdown watch, polled
+/// through an atomic version check once it holds the task's waker. A session's `select!`
+/// polls it every time the session goes idle; the inner future locks the watch's waiter list
+/// on each poll, this reads one atomic.
+pub struct Stop<F> {
+    changed: F,
+    seen: watch::Receiver<bool>,
+    waker: Option<std::task::Waker>,
+}
+
+impl<F> Stop<F> {
+    /// `changed`: `rx.changed()` of a receiver cloned from `seen`'s sender side (any clone of
+    /// the shutdown receiver).
+    pub fn new(changed: F, seen: watch::Receiver<bool>) -> Self {
+        Stop { changed, seen, waker: None }
+    }
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for Stop<F> {
+    type Output = F::Output;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = &mut *self;
+        // Registered with this very waker and nothing sent (a closed sender counts as sent):
+        // the inner future would say Pending too.
+        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && matches!(this.seen.has_changed(), Ok(false))
+        {
+            return std::task::Poll::Pending;
+        }
+        let r = std::pin::Pin::new(&mut this.changed).poll(cx);
+        this.waker = r.is_pending().then(|| cx.waker().clone());
+        r
+    }
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::Stop;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    #[tokio::test]
+    async fn stop_fires_once_sent_and_only_then() {
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let seen = rx.clone();
+        let mut stop = Stop::new(Box::pin(rx.changed()), seen);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..3 {
+            assert!(std::pin::Pin::new(&mut stop).poll(&mut cx).is_pending());
+        }
+        tx.send(true).unwrap();
+        assert!(std::pin::Pin::new(&mut stop).poll(&mut cx).is_ready(), "a send is seen with the same waker");
+        // Woken for real: a task parked on it wakes when the signal is sent.
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let seen = rx.clone();
+        let waiter = tokio::spawn(async move { Stop::new(Box::pin(rx.changed()), seen).await.is_ok() });
+        tokio::task::yield_now().await;
+        tx.send(true).unwrap();
+        assert!(tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap());
+        // A dropped sender ends the wait too.
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let seen = rx.clone();
+        let mut stop = Stop::new(Box::pin(rx.changed()), seen);
+        assert!(std::pin::Pin::new(&mut stop).poll(&mut cx).is_pending());
+        drop(tx);
+        assert!(matches!(std::pin::Pin::new(&mut stop).poll(&mut cx), Poll::Ready(Err(_))));
+    }
+}

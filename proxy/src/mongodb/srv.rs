@@ -1,6 +1,9 @@
 //! `mongodb+srv://` seed lists: the hosts from the DNS SRV records `_mongodb._tcp.<name>` (each
 //! resolved to an address by the same resolver) and default options from the TXT record of
-//! `<name>`, looked up when a pool connection is made and kept for a minute.
+//! `<name>`, looked up when a pool connection is made and kept for the SRV records' TTL (a
+//! minute at least, as MongoDB drivers do). When the DNS fails, the last answer goes on
+//! serving (retried every [`RETRY`]), so a resolver outage does not stop new connections to
+//! hosts already known.
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -10,8 +13,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a lookup is reused.
-const KEEP: Duration = Duration::from_secs(60);
+/// The shortest time a lookup is reused (MongoDB drivers rescan SRV records no more often).
+const MIN_KEEP: Duration = Duration::from_secs(60);
+/// After a failed lookup, how long the last good answer is used before DNS is asked again.
+const RETRY: Duration = Duration::from_secs(10);
+/// How long a lookup may take when an expired answer could serve instead.
+const STALE_WAIT: Duration = Duration::from_secs(2);
+/// Per-query timeout for the name servers of `[server] dns_servers`.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the DNS says about a `mongodb+srv://` name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +37,14 @@ pub struct Seeds {
 pub struct Srv {
     name: String,
     dns: Vec<SocketAddr>,
-    cache: Mutex<Option<(Instant, Seeds)>>,
+    cache: Mutex<Option<Cached>>,
+}
+
+/// A lookup and until when it is used without asking again.
+#[derive(Debug, Clone)]
+struct Cached {
+    until: Instant,
+    seeds: Seeds,
 }
 
 impl std::fmt::Debug for Srv {
@@ -43,22 +59,51 @@ impl Srv {
         Srv { name: name.trim_end_matches('.').to_ascii_lowercase(), dns, cache: Mutex::new(None) }
     }
 
-    /// The seed list, from the cache when it is younger than a minute.
+    /// The seed list: cached while its TTL lasts, else looked up; the last good list when the
+    /// lookup fails.
     pub async fn seeds(&self) -> Result<Seeds, String> {
-        if let Some((at, s)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            if at.elapsed() < KEEP {
-                return Ok(s.clone());
-            }
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.until) {
+            return Ok(c.seeds.clone());
         }
-        let seeds = self.lookup().await?;
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), seeds.clone()));
-        Ok(seeds)
+        // With an answer to fall back on, a slow DNS delays a new connection by STALE_WAIT at most.
+        let looked = match &cached {
+            Some(_) => tokio::time::timeout(STALE_WAIT, self.lookup())
+                .await
+                .unwrap_or_else(|_| Err(format!("DNS: no answer within {STALE_WAIT:?}"))),
+            None => self.lookup().await,
+        };
+        let (result, until) = match looked {
+            Ok((seeds, ttl)) => {
+                let until = Instant::now() + keep_for(ttl);
+                (Ok(seeds), until)
+            }
+            Err(e) => match cached {
+                Some(c) => {
+                    tracing::warn!(name = %self.name, error = %e, "DNS lookup failed; using the last seed list");
+                    (Ok(c.seeds), Instant::now() + RETRY)
+                }
+                None => return Err(e),
+            },
+        };
+        if let Ok(seeds) = &result {
+            *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cached { until, seeds: seeds.clone() });
+        }
+        result
     }
 
-    async fn lookup(&self) -> Result<Seeds, String> {
+    /// Seeds the cache (tests).
+    #[cfg(test)]
+    fn prime(&self, seeds: Seeds, until: Instant) {
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cached { until, seeds });
+    }
+
+    /// The seeds and the smallest TTL of the SRV records (seconds).
+    async fn lookup(&self) -> Result<(Seeds, u32), String> {
         let resolver = resolver(&self.dns)?;
         let srv_name = format!("_mongodb._tcp.{}.", self.name);
         let found = resolver.srv_lookup(srv_name.as_str()).await.map_err(|e| format!("DNS SRV {srv_name}: {e}"))?;
+        let ttl = found.answers().iter().filter(|r| matches!(r.data, RData::SRV(_))).map(|r| r.ttl).min();
         let mut targets: Vec<(u16, String, u16)> = found
             .answers()
             .iter()
@@ -98,8 +143,13 @@ impl Srv {
                 }
             }
         }
-        Ok(Seeds { hosts, replica_set, auth_source })
+        Ok((Seeds { hosts, replica_set, auth_source }, ttl.unwrap_or(0)))
     }
+}
+
+/// How long an answer with this TTL is used: the TTL, and never less than [`MIN_KEEP`].
+fn keep_for(ttl: u32) -> Duration {
+    Duration::from_secs(u64::from(ttl)).max(MIN_KEEP)
 }
 
 fn resolver(dns: &[SocketAddr]) -> Result<TokioResolver, String> {
@@ -116,10 +166,12 @@ fn resolver(dns: &[SocketAddr]) -> Result<TokioResolver, String> {
                 NameServerConfig::new(a.ip(), true, vec![udp, tcp])
             })
             .collect();
-        Resolver::builder_with_config(
+        let mut b = Resolver::builder_with_config(
             ResolverConfig::from_parts(None, vec![], servers),
             TokioRuntimeProvider::default(),
-        )
+        );
+        b.options_mut().timeout = QUERY_TIMEOUT;
+        b
     };
     builder.build().map_err(|e| format!("DNS resolver: {e}"))
 }
@@ -137,7 +189,38 @@ fn same_domain(name: &str, host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_domain;
+    use super::*;
+
+    #[test]
+    fn an_answer_is_kept_for_its_ttl_and_at_least_a_minute() {
+        assert_eq!(keep_for(0), Duration::from_secs(60));
+        assert_eq!(keep_for(59), Duration::from_secs(60));
+        assert_eq!(keep_for(300), Duration::from_secs(300));
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_serves_the_last_answer() {
+        // A name server that is not there: every lookup fails.
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let srv = Srv::new("cluster0.dgf.test", vec![dead]);
+        let t0 = Instant::now();
+        assert!(srv.seeds().await.is_err(), "no answer yet: the failure shows");
+        let known = Seeds {
+            hosts: vec![("a.dgf.test".into(), 27017, IpAddr::from([127, 0, 0, 1]))],
+            replica_set: Some("rs0".into()),
+            auth_source: None,
+        };
+        srv.prime(known.clone(), Instant::now() - Duration::from_secs(1));
+        assert_eq!(srv.seeds().await.unwrap(), known, "expired, DNS down: the last answer");
+        let until = srv.cache.lock().unwrap().as_ref().unwrap().until;
+        assert!(until > Instant::now() && until <= Instant::now() + RETRY, "asked again after RETRY");
+        // Asked again after RETRY, an expired answer is not held up by a silent DNS for long.
+        srv.prime(known.clone(), Instant::now() - Duration::from_secs(1));
+        let t1 = Instant::now();
+        assert_eq!(srv.seeds().await.unwrap(), known);
+        assert!(t1.elapsed() < STALE_WAIT + Duration::from_secs(1), "{:?}", t1.elapsed());
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    }
 
     #[test]
     fn srv_targets_stay_in_the_domain() {

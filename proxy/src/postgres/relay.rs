@@ -101,7 +101,8 @@ impl Session {
     async fn relay(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<(), SessionError> {
         // One registration with the shutdown signal for the whole session, not one per idle wait.
         let mut stop_rx = shutdown.clone();
-        let mut stop = std::pin::pin!(stop_rx.changed());
+        let changed = std::pin::pin!(stop_rx.changed());
+        let mut stop = crate::shared::Stop::new(changed, shutdown.clone());
         let mut stop_seen = false;
         loop {
             if self.server.is_none() && self.cout.is_empty() && !self.client_flush {

@@ -88,6 +88,25 @@ impl RedisRoute {
         Ok(c)
     }
 
+    /// Whether a shared connection that is open now answers `PING` (None: none is open). The
+    /// PING joins that connection's pipeline like any client's command: no new connection
+    /// counts against the provider's limit.
+    pub async fn ping_shared(&self) -> Option<bool> {
+        let conn = self.shared.iter().find_map(|s| s.try_lock().ok()?.as_ref().filter(|c| !c.is_dead()).cloned())?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let batch = upstream::Batch {
+            bytes: bytes::Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
+            count: 1,
+            db: self.target.db,
+            proto: 2,
+            reply: tx,
+            resets_db: false,
+        };
+        conn.send(batch).ok()?;
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()).await;
+        Some(matches!(reply, Ok(Some(upstream::Msg::Replies(b, 1))) if b.starts_with(b"+PONG")))
+    }
+
     /// A connection for one client's pinned section.
     pub async fn pinned_conn(&self) -> Result<Arc<MuxConn>, String> {
         loop {

@@ -22,7 +22,7 @@ use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 /// Caps on client requests.
@@ -199,11 +199,15 @@ impl Session {
 
     async fn run_inner(&mut self, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<(), SessionError> {
         // One future for the whole session, not one per loop turn (each registers a waiter).
-        let stop = shutdown.changed();
-        tokio::pin!(stop);
+        let seen = shutdown.clone();
+        let changed = std::pin::pin!(shutdown.changed());
+        let mut stop = crate::shared::Stop::new(changed, seen);
         loop {
             self.process_input().await;
             self.flush_batch().await;
+            if !self.cout.is_empty() {
+                self.write_now()?;
+            }
             if self.outstanding == 0 {
                 if let Some(msg) = self.fatal.take() {
                     enc::error(&mut self.cout, &msg);
@@ -252,6 +256,25 @@ impl Session {
                 _ = crate::shaping::sleep_until(self.gate.deadline()), if self.gate.deadline().is_some() => {}
             }
         }
+    }
+
+    /// Writes what the socket takes now, without waiting: replies usually leave in the loop
+    /// turn that produced them instead of one more turn through the `select!` (the write arm
+    /// there, polled with the task's waker, covers a socket that is full).
+    fn write_now(&mut self) -> std::io::Result<()> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while !self.cout.is_empty() {
+            match std::pin::Pin::new(&mut self.wr).poll_write(&mut cx, &self.cout) {
+                std::task::Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                std::task::Poll::Ready(Ok(n)) => {
+                    self.route.metrics.bytes_out.inc_by(n as u64);
+                    self.cout.drain(..n);
+                }
+                std::task::Poll::Ready(Err(e)) => return Err(e),
+                std::task::Poll::Pending => break,
+            }
+        }
+        Ok(())
     }
 
     fn on_msg(&mut self, m: Msg, now: Option<std::time::Instant>) {
