@@ -462,9 +462,9 @@ async fn ping_any<M: crate::pool::Manager>(pools: Vec<crate::pool::Pool<M>>) -> 
 
 /// Whether `r`'s upstream answers. A pooled connection that is idle right now answers the
 /// pool's own health check (Redis: a PING down an open multiplexed connection): no new login,
-/// no forked backend, nothing on the provider's connection count. Only when none is idle (or it fails) is the upstream dialled: MySQL with
-/// a real login, the others with a TCP connection (a MongoDB seed list is reachable when one
-/// of its hosts is).
+/// no forked backend, nothing on the provider's connection count. Only when none is idle (or
+/// it fails) is the upstream dialled: MySQL with a real login, the others with a TCP
+/// connection (a MongoDB seed list is reachable when one of its hosts is).
 async fn probe(r: Arc<crate::live::Route>) -> Reachability {
     let addr = match (&r.pg, &r.my, &r.mongo, &r.redis) {
         (Some(pg), _, _, _) => format!("{}:{}", pg.target.host, pg.target.port),
