@@ -302,7 +302,8 @@ fn a_seed_list_leads_to_the_primary() {
     let port = free_port();
     let toml = config(port, 1, 2).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
     let dgf = Dgf::start(&toml, &[port]);
-    // Cold (no pooled connection yet), the first seed down: another seed answers, so ready.
+    // Cold (no pooled connection yet), the first seed down, the other a secondary: the
+    // primary it names answers `hello` as primary, so ready.
     let (status, body) = dgf.admin("GET", "/ready");
     assert_eq!(status, 200, "{body}");
     let db = unique("dgfseed");
@@ -320,13 +321,20 @@ d.drop_database("{db}")
     );
     let out = python(&script, &[]).expect("pymongo through a seed list");
     assert!(out.contains("via dgf: 1") && out.contains("on the primary: 1"), "{out}");
+    // Warm: the pooled connection to the primary passes the pool's `hello` check.
+    let (status, body) = dgf.admin("GET", "/ready");
+    assert_eq!(status, 200, "{body}");
 
     // No primary anywhere: the fake names a primary that is down.
     let lost = FakeSecondary::start(&set, &format!("127.0.0.1:{dead}"));
     let upstream = format!("mongodb://127.0.0.1:{}/{set_param}", lost.port);
     let port = free_port();
     let toml = config(port, 1, 2).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
-    let _dgf2 = Dgf::start(&toml, &[port]);
+    let dgf2 = Dgf::start(&toml, &[port]);
+    // The member answers, but no primary does: not ready, and /ready says why.
+    let (status, body) = dgf2.admin("GET", "/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no primary found") && body.contains("is not the primary"), "{body}");
     let script = format!(
         r#"
 import pymongo

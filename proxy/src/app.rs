@@ -26,8 +26,11 @@ pub struct Reachability {
     pub route: String,
     /// Upstream host:port.
     pub upstream: String,
-    /// Whether a TCP connection could be opened.
+    /// Whether the upstream answered (see [`probe`]).
     pub reachable: bool,
+    /// Why not, when the probe can tell (a replica set without a primary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// Pool numbers for /pools.
@@ -463,8 +466,9 @@ async fn ping_any<M: crate::pool::Manager>(pools: Vec<crate::pool::Pool<M>>) -> 
 /// Whether `r`'s upstream answers. A pooled connection that is idle right now answers the
 /// pool's own health check (Redis: a PING down an open multiplexed connection): no new login,
 /// no forked backend, nothing on the provider's connection count. Only when none is idle (or
-/// it fails) is the upstream dialled: MySQL with a real login, the others with a TCP
-/// connection (a MongoDB seed list is reachable when one of its hosts is).
+/// it fails) is the upstream dialled: MySQL with a real login, a MongoDB replica set (seed
+/// list, `replicaSet`, `mongodb+srv://`) by asking its members for a writable primary with
+/// `hello`, the others with a TCP connection.
 async fn probe(r: Arc<crate::live::Route>) -> Reachability {
     let addr = match (&r.pg, &r.my, &r.mongo, &r.redis) {
         (Some(pg), _, _, _) => format!("{}:{}", pg.target.host, pg.target.port),
@@ -483,13 +487,14 @@ async fn probe(r: Arc<crate::live::Route>) -> Reachability {
             None => false,
         },
     };
+    let mut why = None;
     let reachable = warm
-        || match &r.my {
+        || match (&r.my, r.mongo.as_ref().filter(|m| m.target.discover)) {
             // MySQL counts a connection closed before its handshake as a connection error of
             // the client's host, and blocks the host after `max_connect_errors` (default 100)
             // of them in a row: a raw TCP probe every few seconds would lock dgf out of the
             // server. So a MySQL upstream is probed with a real login and COM_QUIT.
-            Some(my) => {
+            (Some(my), _) => {
                 let key = crate::mysql::backend::PoolKey { found_rows: false };
                 let login = async {
                     let mut c = crate::mysql::backend::MyConn::connect(&my.target, &key).await?;
@@ -497,24 +502,20 @@ async fn probe(r: Arc<crate::live::Route>) -> Reachability {
                 };
                 matches!(tokio::time::timeout(Duration::from_secs(5), login).await, Ok(Ok(())))
             }
-            None => {
-                let dial: Vec<String> = match r.mongo.as_ref().map(|m| (&m.target.srv, &m.target.seeds)) {
-                    // mongodb+srv://: the hosts DNS gives now (none if the lookup fails).
-                    Some((Some(srv), _)) => srv.seeds().await.map_or_else(
-                        |_| Vec::new(),
-                        |s| s.hosts.iter().map(|(_, p, ip)| SocketAddr::new(*ip, *p).to_string()).collect(),
-                    ),
-                    Some((None, seeds)) => seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
-                    None => vec![addr.clone()],
-                };
-                let dials = dial.iter().map(|a| async move {
-                    matches!(
-                        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(a)).await,
-                        Ok(Ok(_))
-                    )
-                });
-                futures_util::future::join_all(dials).await.into_iter().any(|ok| ok)
+            // A replica set: ready when its primary answers, not when any member does.
+            (None, Some(m)) => {
+                match crate::mongodb::backend::primary_answers(&m.target, Duration::from_secs(2)).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        why = Some(e);
+                        false
+                    }
+                }
             }
+            (None, None) => matches!(
+                tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
+                Ok(Ok(_))
+            ),
         };
-    Reachability { route: r.name.clone(), upstream: addr, reachable }
+    Reachability { route: r.name.clone(), upstream: addr, reachable, why }
 }

@@ -279,18 +279,63 @@ fn member(s: &str) -> Option<(String, u16)> {
     Some((h.to_owned(), p.parse().ok()?))
 }
 
-/// The replica set's primary among the seeds: the last one found first, then each seed, and
-/// right after a member that is not primary, the primary it names.
-async fn find_primary(t: &MongoTarget) -> Result<(MongoConn, Document, Option<String>), BackendError> {
-    type Seed = (String, u16, Option<std::net::IpAddr>);
-    let (seeds, set, auth_source): (Vec<Seed>, _, _) = match &t.srv {
+/// A seed: host, port, and the address DNS gave for it (`mongodb+srv://`).
+type Seed = (String, u16, Option<std::net::IpAddr>);
+
+/// The seeds to look for the primary among, the set name a primary must report, and the
+/// `authSource` of a `mongodb+srv://` TXT record.
+async fn seed_list(t: &MongoTarget) -> Result<(Vec<Seed>, Option<String>, Option<String>), BackendError> {
+    Ok(match &t.srv {
         Some(srv) => {
             let s = srv.seeds().await.map_err(BackendError::NoPrimary)?;
             let set = t.replica_set.clone().or(s.replica_set);
             (s.hosts.into_iter().map(|(h, p, ip)| (h, p, Some(ip))).collect(), set, s.auth_source)
         }
         None => (t.seeds.iter().map(|(h, p)| (h.clone(), *p, None)).collect(), t.replica_set.clone(), None),
+    })
+}
+
+/// For `/ready` on a replica-set target: whether a writable primary answers `hello` (no login:
+/// nothing is opened that the provider counts for long). Every seed is asked at once, each
+/// within `wait`, then the primary a member names; `Err` says what was found instead.
+pub async fn primary_answers(t: &MongoTarget, wait: std::time::Duration) -> Result<(), String> {
+    let (seeds, set, _) = seed_list(t).await.map_err(|e| e.to_string())?;
+    let ask = |host: String, port: u16, ip: Option<std::net::IpAddr>| async move {
+        let r = tokio::time::timeout(wait, open(t, &host, port, ip)).await;
+        (host, port, r)
     };
+    let mut named = Vec::new();
+    let mut why = Vec::new();
+    for (host, port, r) in futures_util::future::join_all(seeds.iter().cloned().map(|(h, p, ip)| ask(h, p, ip))).await {
+        match r {
+            Ok(Ok((_, hello))) if is_writable_primary(set.as_deref(), &hello) => return Ok(()),
+            Ok(Ok((_, hello))) => {
+                if let Some(m) = hello.get_str("primary").ok().and_then(member) {
+                    if !seeds.iter().any(|s| s.0 == m.0 && s.1 == m.1) && !named.contains(&m) {
+                        named.push(m);
+                    }
+                }
+                why.push(format!("{host}:{port} is not the primary"));
+            }
+            Ok(Err(e)) => why.push(format!("{host}:{port}: {e}")),
+            Err(_) => why.push(format!("{host}:{port}: no answer within {} ms", wait.as_millis())),
+        }
+    }
+    for (host, port, r) in futures_util::future::join_all(named.into_iter().map(|(h, p)| ask(h, p, None))).await {
+        match r {
+            Ok(Ok((_, hello))) if is_writable_primary(set.as_deref(), &hello) => return Ok(()),
+            Ok(Ok(_)) => why.push(format!("{host}:{port} (named primary) is not the primary")),
+            Ok(Err(e)) => why.push(format!("{host}:{port} (named primary): {e}")),
+            Err(_) => why.push(format!("{host}:{port} (named primary): no answer within {} ms", wait.as_millis())),
+        }
+    }
+    Err(format!("no primary found: {}", why.join("; ")))
+}
+
+/// The replica set's primary among the seeds: the last one found first, then each seed, and
+/// right after a member that is not primary, the primary it names.
+async fn find_primary(t: &MongoTarget) -> Result<(MongoConn, Document, Option<String>), BackendError> {
+    let (seeds, set, auth_source) = seed_list(t).await?;
     let last = t.primary.lock().unwrap_or_else(|p| p.into_inner()).clone();
     // The primary found last, with the address it was reached at when DNS gave one.
     let last = last.map(|(h, p)| {
@@ -397,7 +442,13 @@ impl Manager for MongoManager {
         conn.is_quiet_and_open()
     }
 
+    /// A replica-set target's connection must still lead to the primary: after a failover
+    /// the old primary answers `ping` as a secondary, so it is asked `hello` instead.
     async fn check(&self, conn: &mut Box<MongoConn>) -> bool {
+        if self.target.discover {
+            let hello = conn.command(&doc! { "hello": 1, "$db": "admin" }).await;
+            return matches!(hello, Ok(h) if ok(&h) && is_writable_primary(self.target.replica_set.as_deref(), &h));
+        }
         matches!(conn.command(&doc! { "ping": 1, "$db": "admin" }).await, Ok(d) if ok(&d))
     }
 }
