@@ -201,27 +201,40 @@ async fn rust_driver_crud_and_cursors() {
     }
 }
 
-/// A replica-set member played by the test. Not `writable`: a secondary that answers every
-/// message with a `hello` reply naming `primary`. `writable`: a primary that has just stepped
-/// down, whose `hello` still says primary but every other command fails with
-/// NotWritablePrimary (10107). `Drop` stops it.
+/// What a [`FakeSecondary`] plays.
+const SECONDARY: u8 = 0;
+/// A primary that has just stepped down: its `hello` still says primary, every other command
+/// fails with NotWritablePrimary (10107).
+const STEPPING_DOWN: u8 = 1;
+/// A primary: `hello` says so, every other command answers `{ok: 1}`.
+const PRIMARY: u8 = 2;
+
+/// A replica-set member played by the test, in the role `role` holds (it can change while
+/// connections are open). `SECONDARY`: answers every message with a `hello` reply naming
+/// `primary`. `Drop` stops it.
 struct FakeSecondary {
     port: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    role: std::sync::Arc<std::sync::atomic::AtomicU8>,
 }
 
 impl FakeSecondary {
     fn start(set: &str, primary: &str) -> FakeSecondary {
-        Self::start_as(set, primary, false)
+        Self::start_as(set, primary, SECONDARY)
     }
 
-    fn start_as(set: &str, primary: &str, writable: bool) -> FakeSecondary {
+    fn set_role(&self, role: u8) {
+        self.role.store(role, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn start_as(set: &str, primary: &str, role: u8) -> FakeSecondary {
         use std::io::{Read, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (stopped, set, primary) = (stop.clone(), set.to_owned(), primary.to_owned());
+        let role = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(role));
+        let (stopped, set, primary, playing) = (stop.clone(), set.to_owned(), primary.to_owned(), role.clone());
         let serve = move |mut s: std::net::TcpStream| {
             let _ = s.set_nonblocking(false);
             let mut header = [0u8; 16];
@@ -233,7 +246,11 @@ impl FakeSecondary {
                 }
                 let cmd = body.get(5..).and_then(|d| bson::Document::from_reader(d).ok());
                 let name = cmd.as_ref().and_then(|d| d.keys().next().cloned()).unwrap_or_default();
-                let reply = if !writable || name == "hello" || name == "isMaster" || name == "ismaster" {
+                let role = playing.load(std::sync::atomic::Ordering::SeqCst);
+                let writable = role != SECONDARY;
+                let reply = if role == PRIMARY && !matches!(name.as_str(), "hello" | "isMaster" | "ismaster") {
+                    doc! { "ok": 1.0 }
+                } else if !writable || name == "hello" || name == "isMaster" || name == "ismaster" {
                     doc! {
                         "isWritablePrimary": writable, "secondary": !writable, "setName": set.as_str(),
                         "hosts": [primary.as_str(), format!("127.0.0.1:{port}")], "primary": primary.as_str(),
@@ -267,7 +284,7 @@ impl FakeSecondary {
                 }
             }
         });
-        FakeSecondary { port, stop }
+        FakeSecondary { port, stop, role }
     }
 }
 
@@ -358,7 +375,7 @@ for _ in range(2):
 /// kept handing out its 2 stale connections forever.
 #[test]
 fn a_not_primary_reply_closes_its_connection() {
-    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", true);
+    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", STEPPING_DOWN);
     let port = free_port();
     let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
     let toml = config(port, 1, 2).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
@@ -382,6 +399,35 @@ for _ in range(5):
     let pools: serde_json::Value = serde_json::from_str(&body).unwrap();
     let (opened, closed) = (pools[0]["opened_total"].as_u64().unwrap(), pools[0]["closed_total"].as_u64().unwrap());
     assert!(opened >= 5 && closed >= 5, "each failed command's connection must be closed: {body}");
+}
+
+/// A pooled connection left on a member that stepped down is not counted as ready: the pool's
+/// check asks `hello` (the old `ping` check passed on a secondary), closes that connection,
+/// and `/ready` finds no primary among the members.
+#[test]
+fn a_pooled_connection_to_a_former_primary_is_not_ready() {
+    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", PRIMARY);
+    let port = free_port();
+    let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
+    let toml = config(port, 1, 1).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
+    let dgf = Dgf::start(&toml, &[port]);
+    let r = raw_command(port, &doc! { "count": "t", "$db": "app" });
+    assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
+    let (status, body) = dgf.admin("GET", "/ready");
+    assert_eq!(status, 200, "{body}");
+    let pools = |d: &Dgf| -> serde_json::Value { serde_json::from_str(&d.admin("GET", "/pools").1).unwrap() };
+    assert_eq!(pools(&dgf)[0]["idle"].as_u64(), Some(1), "the connection is pooled");
+
+    fake.set_role(SECONDARY);
+    let (status, body) = dgf.admin("GET", "/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no primary found") && body.contains("is not the primary"), "{body}");
+    let p = pools(&dgf);
+    assert_eq!((p[0]["idle"].as_u64(), p[0]["closed_total"].as_u64()), (Some(0), Some(1)), "{p}");
+
+    fake.set_role(PRIMARY);
+    let (status, body) = dgf.admin("GET", "/ready");
+    assert_eq!(status, 200, "back once a primary answers: {body}");
 }
 
 /// A DNS server on UDP for `mongodb+srv://` tests: SRV `_mongodb._tcp.db.dgf.test.` lists
