@@ -96,7 +96,8 @@ struct Idle<C> {
 }
 
 enum Handoff<M: Manager> {
-    Conn(Pooled<M>),
+    /// A connection, and how many bytes the waiter's prelude wrote to it.
+    Conn(Pooled<M>, usize),
     Permit(Slot<M>),
     /// The wait timed out (sent by the pool's reaper).
     Expired,
@@ -336,11 +337,25 @@ impl<M: Manager> Inner<M> {
         }
         let mut item =
             Pooled { conn: Some(conn), created, broken: false, slot: Some(slot), holder: std::sync::OnceLock::new() };
-        while let Some(w) = st.waiters.pop_front() {
+        while let Some(mut w) = st.waiters.pop_front() {
             self.queued.store(st.waiters.len(), Ordering::Release);
-            match w.tx.send(Handoff::Conn(item)) {
+            let mut sent = 0;
+            if let Some(prelude) = w.prelude.take().filter(|_| !w.tx.is_closed()) {
+                // Outside the lock: the prelude may write to a socket.
+                drop(st);
+                sent = item.conn.as_mut().map_or(0, prelude);
+                st = self.state();
+            }
+            match w.tx.send(Handoff::Conn(item, sent)) {
                 Ok(()) => return,
-                Err(Handoff::Conn(back)) => item = back,
+                Err(Handoff::Conn(mut back, sent)) if sent > 0 => {
+                    // A request went out for a checkout that has gone: not reusable.
+                    back.mark_broken();
+                    drop(st);
+                    drop(back);
+                    return;
+                }
+                Err(Handoff::Conn(back, _)) => item = back,
                 Err(_) => unreachable!("sent a connection"),
             }
         }
@@ -468,16 +483,25 @@ impl<M: Manager> Pool<M> {
 
     /// Check a connection out, waiting up to `wait_timeout` for one.
     pub async fn get(&self) -> Result<Pooled<M>, CheckoutError<M::Error>> {
+        self.get_with(None).await.map(|(p, _)| p)
+    }
+
+    /// [`get`](Self::get), and if the checkout has to wait, `prelude` runs on the connection
+    /// when a release hands it over (see [`Prelude`]); also returns the bytes it wrote.
+    pub async fn get_with(
+        &self,
+        mut prelude: Option<Prelude<M>>,
+    ) -> Result<(Pooled<M>, usize), CheckoutError<M::Error>> {
         let settings = self.inner.settings();
         // Set at the first wait; a second wait (a handed-over connection was dead) keeps it.
         let mut deadline = None;
         loop {
-            let slot = match self.next_step(&settings, &mut deadline) {
+            let slot = match self.next_step(&settings, &mut deadline, &mut prelude) {
                 Step::Idle(mut p, idle_for) => {
                     if self.inner.manager.is_alive(&mut p)
                         && (idle_for < settings.check_after || self.inner.manager.check(&mut p).await)
                     {
-                        return Ok(p);
+                        return Ok((p, 0));
                     }
                     p.mark_broken();
                     continue;
@@ -487,9 +511,10 @@ impl<M: Manager> Pool<M> {
                 Step::Wait(rx) => {
                     let _w = Counted::new(&self.inner.waiting);
                     match rx.await {
-                        Ok(Handoff::Conn(mut p)) => {
+                        Ok(Handoff::Conn(p, sent)) if sent > 0 => return Ok((p, sent)),
+                        Ok(Handoff::Conn(mut p, _)) => {
                             if self.inner.manager.is_alive(&mut p) {
-                                return Ok(p);
+                                return Ok((p, 0));
                             }
                             p.mark_broken();
                             continue;
@@ -500,7 +525,7 @@ impl<M: Manager> Pool<M> {
                     }
                 }
             };
-            return self.connect_with(slot, &settings).await;
+            return self.connect_with(slot, &settings).await.map(|p| (p, 0));
         }
     }
 
@@ -540,7 +565,12 @@ impl<M: Manager> Pool<M> {
         None
     }
 
-    fn next_step(&self, settings: &PoolSettings, deadline: &mut Option<tokio::time::Instant>) -> Step<M> {
+    fn next_step(
+        &self,
+        settings: &PoolSettings,
+        deadline: &mut Option<tokio::time::Instant>,
+        prelude: &mut Option<Prelude<M>>,
+    ) -> Step<M> {
         let mut st = self.inner.state();
         if st.closed {
             return Step::Closed;
@@ -555,7 +585,7 @@ impl<M: Manager> Pool<M> {
         }
         let (tx, rx) = oneshot::channel();
         let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + settings.wait_timeout);
-        st.waiters.push_back(Waiter { deadline, tx });
+        st.waiters.push_back(Waiter { deadline, tx, prelude: prelude.take() });
         self.inner.queued.store(st.waiters.len(), Ordering::Release);
         if !st.reaping {
             st.reaping = true;
@@ -621,6 +651,7 @@ fn lifetime_ms(s: &PoolSettings) -> u64 {
 mod probe;
 #[path = "pool_waiters.rs"]
 mod waiters;
+pub use waiters::Prelude;
 use waiters::{reap, Waiter};
 
 #[cfg(test)]

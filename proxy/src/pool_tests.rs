@@ -113,6 +113,53 @@ async fn release_hands_connection_to_waiter_in_order() {
     assert_eq!(waiter.await.unwrap().unwrap(), 0);
 }
 
+/// A waiting checkout's prelude runs when the connection is released, in the releaser's turn
+/// (before the waiter's task runs), and a connection it wrote to skips the idle check.
+#[tokio::test]
+async fn a_prelude_runs_in_the_releasers_turn() {
+    let pool = Pool::new(Fake::default(), settings(1, 2_000));
+    let held = pool.get().await.unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (p2, r2) = (pool.clone(), ran.clone());
+    let waiter = tokio::spawn(async move {
+        let prelude: Prelude<Fake> = Box::new(move |c: &mut FakeConn| {
+            r2.store(c.id + 1, Ordering::SeqCst);
+            // Busy now (as a server answering the request would be): no idle check may run.
+            c.dead = true;
+            7
+        });
+        p2.get_with(Some(prelude)).await.map(|(c, sent)| (c.id, sent))
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "not before the release");
+    drop(held);
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "ran inside the release, on connection 0");
+    assert_eq!(waiter.await.unwrap().unwrap(), (0, 7));
+}
+
+/// A waiter that left before the release gets no prelude run: the connection goes idle.
+#[tokio::test]
+async fn a_departed_waiters_prelude_never_runs() {
+    let pool = Pool::new(Fake::default(), settings(1, 2_000));
+    let held = pool.get().await.unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let (p2, r2) = (pool.clone(), ran.clone());
+    let waiter = tokio::spawn(async move {
+        let prelude: Prelude<Fake> = Box::new(move |_| {
+            r2.store(true, Ordering::SeqCst);
+            1
+        });
+        p2.get_with(Some(prelude)).await.map(|(c, _)| c.id)
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    waiter.abort();
+    let _ = waiter.await;
+    drop(held);
+    assert!(!ran.load(Ordering::SeqCst));
+    let s = pool.stats();
+    assert_eq!((s.open, s.idle), (1, 1), "{s:?}");
+}
+
 #[tokio::test]
 async fn broken_connections_are_closed_and_capacity_returns() {
     let fake = Fake::default();

@@ -11,7 +11,19 @@ use tokio::sync::oneshot;
 pub(super) struct Waiter<M: Manager> {
     pub(super) deadline: tokio::time::Instant,
     pub(super) tx: oneshot::Sender<Handoff<M>>,
+    /// Run by the checkout that hands this waiter a connection, before the hand-over: see
+    /// [`Prelude`].
+    pub(super) prelude: Option<Prelude<M>>,
 }
+
+/// What a waiting checkout asks the releasing one to do with the connection first, in its own
+/// turn: typically write the waiter's next request, so the server starts on it at once instead
+/// of after the waiter's task gets its turn in a busy event loop (PgBouncer sends a waiting
+/// client's query in the same callback that frees the server). Returns how many bytes it
+/// wrote (0: nothing done, the waiter does it all). A connection whose prelude wrote something
+/// is handed over without the idle check (the server may be answering already), and is closed
+/// if the waiter left in the meantime.
+pub type Prelude<M> = Box<dyn FnOnce(&mut <M as Manager>::Conn) -> usize + Send>;
 
 /// Expire waiters whose deadline passed and forget those whose checkout was dropped; sleep
 /// until the next deadline; stop when nobody waits (the next waiter starts a new reaper).

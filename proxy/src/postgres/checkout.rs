@@ -14,13 +14,40 @@ impl Session {
     /// Make sure a server connection is held. Returns false when none could be had (the client
     /// got an error and the session goes on).
     pub(super) async fn ensure_server(&mut self, simple: bool) -> Result<bool, SessionError> {
+        Ok(self.ensure_server_for(simple, None).await?.is_some())
+    }
+
+    /// [`ensure_server`](Self::ensure_server) for a session about to send `first` (a whole
+    /// simple Query message): if the pool makes it wait, the session that releases a
+    /// connection to it writes `first` at once, when the connection needs no parameter sync
+    /// for this session (see [`crate::pool::Prelude`]). `Some(n)`: a connection is held and
+    /// the first `n` bytes of `first` are sent; `None`: none could be had.
+    pub(super) async fn ensure_server_for(
+        &mut self,
+        simple: bool,
+        first: Option<&[u8]>,
+    ) -> Result<Option<usize>, SessionError> {
         if self.server.is_some() {
-            return Ok(true);
+            return Ok(Some(0));
         }
         let started = Instant::now();
+        let prelude = first.map(|q| {
+            let (q, sig, me) = (bytes::Bytes::copy_from_slice(q), self.params_sig, self.session_id());
+            let f: crate::pool::Prelude<super::backend::PgManager> = Box::new(move |c| {
+                // Exactly the case in which `sync_params` would send nothing.
+                if c.synced_for != sig || (c.dirty && c.dirty_for != me) {
+                    return 0;
+                }
+                match &c.stream {
+                    crate::stream::Stream::Plain(t) => t.try_write(&q).unwrap_or(0),
+                    crate::stream::Stream::Tls(_) => 0,
+                }
+            });
+            f
+        });
         // The checkout, ended early by a cancel (looked at only once the pool made us wait).
         let got = {
-            let get = self.pool.get();
+            let get = self.pool.get_with(prelude);
             let mut get = std::pin::pin!(get);
             let slot = &self.cancel;
             slot.start_wait();
@@ -34,11 +61,11 @@ impl Session {
         };
         self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
         match got {
-            Ok(mut conn) => {
+            Ok((mut conn, sent)) => {
                 self.sync_params(&mut conn);
                 self.cancel.set(self.pg.target.clone(), conn.key);
                 self.server = Some(conn);
-                Ok(true)
+                Ok(Some(sent))
             }
             Err(e) => {
                 let f = match &e {
@@ -57,7 +84,7 @@ impl Session {
                     tracing::warn!(error = %e, "server checkout failed");
                 }
                 self.local_error(simple, &f);
-                Ok(false)
+                Ok(None)
             }
         }
     }

@@ -306,9 +306,10 @@ impl Session {
                 return Ok(true);
             }
         }
-        if !self.ensure_server(t == tag::QUERY || t == tag::FUNCTION_CALL).await? {
+        let first = (t == tag::QUERY).then_some(raw);
+        let Some(sent) = self.ensure_server_for(t == tag::QUERY || t == tag::FUNCTION_CALL, first).await? else {
             return Ok(true);
-        }
+        };
         let txn = self.txn;
         let me = self.session_id();
         let Some(server) = self.server.as_mut() else { return Ok(true) };
@@ -327,7 +328,8 @@ impl Session {
             tag::QUERY | tag::FUNCTION_CALL => {
                 self.route.metrics.queries.inc();
                 self.pending.push_back(Pending::Query { internal: false });
-                self.sout.extend_from_slice(raw);
+                // `sent`: written by the session that handed the connection over.
+                self.sout.extend_from_slice(&raw[sent.min(raw.len())..]);
                 if let Some(gov) = query_gov {
                     self.gov.inflight.push_back(InFlight::new(gov, false));
                 }
