@@ -100,6 +100,58 @@ async fn one_clients_settings_do_not_reach_the_next_client() {
     assert_eq!(row(b.query_one(q, &[]).await.unwrap()), before, "B again");
 }
 
+/// A client waiting for the only server connection has its simple Query written by the
+/// session that releases the connection, but only when the connection needs no parameter sync
+/// for it: B (settings unlike A's) must see its own TimeZone, so its query waits for the sync;
+/// D (settings like B's) has its query sent at once, and gets the right answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_query_is_sent_at_hand_over_only_without_a_sync() {
+    let db = TestDb::create();
+    let port = free_port();
+    let _dgf = Dgf::start(&basic_config(port, r#"{ mode = "transaction", size = 1 }"#), &[port]);
+    let tz = "SELECT current_setting('TimeZone')";
+    let first = |m: Vec<tokio_postgres::SimpleQueryMessage>| {
+        m.into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let before = first(direct().await.simple_query(tz).await.unwrap());
+    assert_ne!(before, "Asia/Tokyo");
+    // Logins take the connection for a moment: all three first.
+    let a = connect(port, "app", &db.name).await.unwrap();
+    let b = connect(port, "app", &db.name).await.unwrap();
+    let d = connect(port, "app", &db.name).await.unwrap();
+    a.batch_execute("SET TimeZone = 'Asia/Tokyo'").await.unwrap();
+    a.batch_execute("BEGIN").await.unwrap();
+    let waiting = tokio::spawn(async move { (first(b.simple_query(tz).await.unwrap()), b) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "B waits for A's connection");
+    a.batch_execute("COMMIT").await.unwrap();
+    let (seen, b) = waiting.await.unwrap();
+    assert_eq!(seen, before, "B's query ran before its settings were synced");
+
+    // Now the connection holds B's settings; D has the same ones.
+    b.batch_execute("BEGIN").await.unwrap();
+    let q = format!("SELECT 'd:' || current_setting('TimeZone') FROM {}", "generate_series(1, 3)");
+    let waiting = tokio::spawn(async move { d.simple_query(&q).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "D waits for B's connection");
+    b.batch_execute("COMMIT").await.unwrap();
+    let rows = waiting.await.unwrap();
+    let got: Vec<_> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![format!("d:{before}"); 3]);
+    assert_eq!(first(a.simple_query(tz).await.unwrap()), "Asia/Tokyo", "A keeps its setting");
+}
+
 /// A startup parameter is reported back in the server's own spelling (asyncpg sends
 /// `client_encoding='utf-8'`, quotes included): dgf used to keep the raw text and report it to
 /// later clients, whose drivers then failed (psycopg: codec "'utf-8'" not available).

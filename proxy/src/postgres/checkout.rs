@@ -38,9 +38,16 @@ impl Session {
                 if c.synced_for != sig || (c.dirty && c.dirty_for != me) {
                     return 0;
                 }
-                match &c.stream {
-                    crate::stream::Stream::Plain(t) => t.try_write(&q).unwrap_or(0),
-                    crate::stream::Stream::Tls(_) => 0,
+                // Never waits: what the socket does not take now, the waiter writes. Under TLS
+                // the record may stay buffered; the waiter flushes it (`server_flush`).
+                use tokio::io::AsyncWrite;
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match std::pin::Pin::new(&mut c.stream).poll_write(&mut cx, &q) {
+                    std::task::Poll::Ready(Ok(n)) => {
+                        let _ = std::pin::Pin::new(&mut c.stream).poll_flush(&mut cx);
+                        n
+                    }
+                    _ => 0,
                 }
             });
             f
@@ -62,6 +69,8 @@ impl Session {
         self.route.metrics.wait.observe(started.elapsed().as_secs_f64());
         match got {
             Ok((mut conn, sent)) => {
+                // Whatever the hand-over wrote may still sit in a TLS buffer.
+                self.server_flush |= sent > 0;
                 self.sync_params(&mut conn);
                 self.cancel.set(self.pg.target.clone(), conn.key);
                 self.server = Some(conn);
