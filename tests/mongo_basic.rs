@@ -369,17 +369,24 @@ for _ in range(2):
     assert!(out.contains("no primary found") && out.contains("is not the primary"), "{out}");
 }
 
+/// A fake member of replica set `rs0` playing `role` (naming a dead primary), and a dgf route
+/// with a pool of `size` in front of it: (fake, dgf, route port).
+fn behind_fake(role: u8, size: usize) -> (FakeSecondary, Dgf, u16) {
+    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", role);
+    let port = free_port();
+    let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
+    let toml = config(port, 1, size).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
+    let dgf = Dgf::start(&toml, &[port]);
+    (fake, dgf, port)
+}
+
 /// A failover: the primary steps down and answers commands with NotWritablePrimary (10107).
 /// dgf passes the error on and closes that connection instead of pooling it, so the next
 /// command gets a new connection (which would find the new primary). Before, a pool of 2
 /// kept handing out its 2 stale connections forever.
 #[test]
 fn a_not_primary_reply_closes_its_connection() {
-    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", STEPPING_DOWN);
-    let port = free_port();
-    let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
-    let toml = config(port, 1, 2).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
-    let dgf = Dgf::start(&toml, &[port]);
+    let (_fake, dgf, port) = behind_fake(STEPPING_DOWN, 2);
     let script = format!(
         r#"
 import pymongo
@@ -406,11 +413,7 @@ for _ in range(5):
 /// and `/ready` finds no primary among the members.
 #[test]
 fn a_pooled_connection_to_a_former_primary_is_not_ready() {
-    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", PRIMARY);
-    let port = free_port();
-    let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
-    let toml = config(port, 1, 1).replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream);
-    let dgf = Dgf::start(&toml, &[port]);
+    let (fake, dgf, port) = behind_fake(PRIMARY, 1);
     let r = raw_command(port, &doc! { "count": "t", "$db": "app" });
     assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
     let (status, body) = dgf.admin("GET", "/ready");
