@@ -346,11 +346,12 @@ impl<M: Manager> Inner<M> {
                 sent = item.conn.as_mut().map_or(0, prelude);
                 st = self.state();
             }
+            // A request is in flight on it: until the waiter claims it, dropping it (the
+            // waiter gone, or dropped before its next poll) closes it instead of pooling it.
+            item.broken = sent > 0;
             match w.tx.send(Handoff::Conn(item, sent)) {
                 Ok(()) => return,
-                Err(Handoff::Conn(mut back, sent)) if sent > 0 => {
-                    // A request went out for a checkout that has gone: not reusable.
-                    back.mark_broken();
+                Err(Handoff::Conn(back, sent)) if sent > 0 => {
                     drop(st);
                     drop(back);
                     return;
@@ -511,7 +512,10 @@ impl<M: Manager> Pool<M> {
                 Step::Wait(rx) => {
                     let _w = Counted::new(&self.inner.waiting);
                     match rx.await {
-                        Ok(Handoff::Conn(p, sent)) if sent > 0 => return Ok((p, sent)),
+                        Ok(Handoff::Conn(mut p, sent)) if sent > 0 => {
+                            p.broken = false;
+                            return Ok((p, sent));
+                        }
                         Ok(Handoff::Conn(mut p, _)) => {
                             if self.inner.manager.is_alive(&mut p) {
                                 return Ok((p, 0));

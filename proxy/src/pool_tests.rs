@@ -137,6 +137,34 @@ async fn a_prelude_runs_in_the_releasers_turn() {
     assert_eq!(waiter.await.unwrap().unwrap(), (0, 7));
 }
 
+/// A connection a prelude wrote to is closed, not pooled, when its waiter goes away before
+/// claiming it (here: the waiter's task is aborted from inside the prelude).
+#[tokio::test]
+async fn a_written_connection_dropped_unclaimed_is_closed() {
+    let fake = Fake::default();
+    let live = fake.live.clone();
+    let pool = Pool::new(fake, settings(1, 2_000));
+    let held = pool.get().await.unwrap();
+    let abort: Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>> = Arc::default();
+    let (p2, a2) = (pool.clone(), abort.clone());
+    let waiter = tokio::spawn(async move {
+        let prelude: Prelude<Fake> = Box::new(move |_| {
+            if let Some(a) = a2.lock().unwrap().take() {
+                a.abort();
+            }
+            5
+        });
+        p2.get_with(Some(prelude)).await.map(|(c, _)| c.id)
+    });
+    *abort.lock().unwrap() = Some(waiter.abort_handle());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(held);
+    assert!(waiter.await.unwrap_err().is_cancelled());
+    assert_eq!((pool.stats().open, live.load(Ordering::SeqCst)), (0, 0), "closed, not pooled");
+    let c = pool.get().await.unwrap();
+    assert_eq!(c.id, 1, "a new connection");
+}
+
 /// A waiter that left before the release gets no prelude run: the connection goes idle.
 #[tokio::test]
 async fn a_departed_waiters_prelude_never_runs() {

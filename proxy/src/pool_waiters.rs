@@ -22,7 +22,7 @@ pub(super) struct Waiter<M: Manager> {
 /// client's query in the same callback that frees the server). Returns how many bytes it
 /// wrote (0: nothing done, the waiter does it all). A connection whose prelude wrote something
 /// is handed over without the idle check (the server may be answering already), and is closed
-/// if the waiter left in the meantime.
+/// if the waiter left, or is dropped before claiming it.
 pub type Prelude<M> = Box<dyn FnOnce(&mut <M as Manager>::Conn) -> usize + Send>;
 
 /// Expire waiters whose deadline passed and forget those whose checkout was dropped; sleep
