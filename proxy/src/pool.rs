@@ -484,20 +484,21 @@ impl<M: Manager> Pool<M> {
 
     /// Check a connection out, waiting up to `wait_timeout` for one.
     pub async fn get(&self) -> Result<Pooled<M>, CheckoutError<M::Error>> {
-        self.get_with(None).await.map(|(p, _)| p)
+        self.get_with(None::<fn() -> Prelude<M>>).await.map(|(p, _)| p)
     }
 
-    /// [`get`](Self::get), and if the checkout has to wait, `prelude` runs on the connection
-    /// when a release hands it over (see [`Prelude`]); also returns the bytes it wrote.
+    /// [`get`](Self::get), and if the checkout has to wait, the prelude `make` builds (only
+    /// then: most checkouts find a connection idle) runs on the connection when a release
+    /// hands it over (see [`Prelude`]); also returns the bytes it wrote.
     pub async fn get_with(
         &self,
-        mut prelude: Option<Prelude<M>>,
+        mut make: Option<impl FnOnce() -> Prelude<M>>,
     ) -> Result<(Pooled<M>, usize), CheckoutError<M::Error>> {
         let settings = self.inner.settings();
         // Set at the first wait; a second wait (a handed-over connection was dead) keeps it.
         let mut deadline = None;
         loop {
-            let slot = match self.next_step(&settings, &mut deadline, &mut prelude) {
+            let slot = match self.next_step(&settings, &mut deadline, || make.take().map(|f| f())) {
                 Step::Idle(mut p, idle_for) => {
                     if self.inner.manager.is_alive(&mut p)
                         && (idle_for < settings.check_after || self.inner.manager.check(&mut p).await)
@@ -573,7 +574,7 @@ impl<M: Manager> Pool<M> {
         &self,
         settings: &PoolSettings,
         deadline: &mut Option<tokio::time::Instant>,
-        prelude: &mut Option<Prelude<M>>,
+        prelude: impl FnOnce() -> Option<Prelude<M>>,
     ) -> Step<M> {
         let mut st = self.inner.state();
         if st.closed {
@@ -589,7 +590,7 @@ impl<M: Manager> Pool<M> {
         }
         let (tx, rx) = oneshot::channel();
         let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + settings.wait_timeout);
-        st.waiters.push_back(Waiter { deadline, tx, prelude: prelude.take() });
+        st.waiters.push_back(Waiter { deadline, tx, prelude: prelude() });
         self.inner.queued.store(st.waiters.len(), Ordering::Release);
         if !st.reaping {
             st.reaping = true;

@@ -128,7 +128,7 @@ async fn a_prelude_runs_in_the_releasers_turn() {
             c.dead = true;
             7
         });
-        p2.get_with(Some(prelude)).await.map(|(c, sent)| (c.id, sent))
+        p2.get_with(Some(move || prelude)).await.map(|(c, sent)| (c.id, sent))
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(ran.load(Ordering::SeqCst), 0, "not before the release");
@@ -154,7 +154,7 @@ async fn a_written_connection_dropped_unclaimed_is_closed() {
             }
             5
         });
-        p2.get_with(Some(prelude)).await.map(|(c, _)| c.id)
+        p2.get_with(Some(move || prelude)).await.map(|(c, _)| c.id)
     });
     *abort.lock().unwrap() = Some(waiter.abort_handle());
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -177,7 +177,7 @@ async fn a_departed_waiters_prelude_never_runs() {
             r2.store(true, Ordering::SeqCst);
             1
         });
-        p2.get_with(Some(prelude)).await.map(|(c, _)| c.id)
+        p2.get_with(Some(move || prelude)).await.map(|(c, _)| c.id)
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
     waiter.abort();

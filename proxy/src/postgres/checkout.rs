@@ -31,26 +31,28 @@ impl Session {
             return Ok(Some(0));
         }
         let started = Instant::now();
+        let (sig, me) = (self.params_sig, self.session_id());
         let prelude = first.map(|q| {
-            let (q, sig, me) = (bytes::Bytes::copy_from_slice(q), self.params_sig, self.session_id());
-            let f: crate::pool::Prelude<super::backend::PgManager> = Box::new(move |c| {
-                // Exactly the case in which `sync_params` would send nothing.
-                if c.synced_for != sig || (c.dirty && c.dirty_for != me) {
-                    return 0;
-                }
-                // Never waits: what the socket does not take now, the waiter writes. Under TLS
-                // the record may stay buffered; the waiter flushes it (`server_flush`).
-                use tokio::io::AsyncWrite;
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                match std::pin::Pin::new(&mut c.stream).poll_write(&mut cx, &q) {
-                    std::task::Poll::Ready(Ok(n)) => {
-                        let _ = std::pin::Pin::new(&mut c.stream).poll_flush(&mut cx);
-                        n
+            move || -> crate::pool::Prelude<super::backend::PgManager> {
+                let q = bytes::Bytes::copy_from_slice(q);
+                Box::new(move |c| {
+                    // Exactly the case in which `sync_params` would send nothing.
+                    if c.synced_for != sig || (c.dirty && c.dirty_for != me) {
+                        return 0;
                     }
-                    _ => 0,
-                }
-            });
-            f
+                    // Never waits: what the socket does not take now, the waiter writes. Under TLS
+                    // the record may stay buffered; the waiter flushes it (`server_flush`).
+                    use tokio::io::AsyncWrite;
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    match std::pin::Pin::new(&mut c.stream).poll_write(&mut cx, &q) {
+                        std::task::Poll::Ready(Ok(n)) => {
+                            let _ = std::pin::Pin::new(&mut c.stream).poll_flush(&mut cx);
+                            n
+                        }
+                        _ => 0,
+                    }
+                })
+            }
         });
         // The checkout, ended early by a cancel (looked at only once the pool made us wait).
         let got = {
