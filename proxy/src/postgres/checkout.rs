@@ -36,8 +36,7 @@ impl Session {
             move || -> crate::pool::Prelude<super::backend::PgManager> {
                 let q = bytes::Bytes::copy_from_slice(q);
                 Box::new(move |c| {
-                    // Exactly the case in which `sync_params` would send nothing.
-                    if c.synced_for != sig || (c.dirty && c.dirty_for != me) {
+                    if !super::params::in_sync(c, sig, me) {
                         return 0;
                     }
                     // Never waits: what the socket does not take now, the waiter writes. Under TLS

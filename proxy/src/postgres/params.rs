@@ -6,6 +6,13 @@ use super::prepared::Pending;
 use super::relay::{Session, TRACKED};
 use dgf_protocols::postgres::messages;
 
+/// Whether `conn` already holds the settings of the session `me` whose parameter signature is
+/// `sig`: [`Session::sync_params`] then sends nothing (and a hand-over may write that
+/// session's query before it runs, see `ensure_server_for`).
+pub(super) fn in_sync(conn: &ServerConn, sig: u64, me: u64) -> bool {
+    conn.synced_for == sig && !(conn.dirty && conn.dirty_for != me)
+}
+
 impl Session {
     /// The signature of a parameter list. Lists of reported parameters only (whose every
     /// change on a server connection dgf sees as ParameterStatus) get a content hash, so that
@@ -34,7 +41,7 @@ impl Session {
     /// another client left with unreported settings changed gets `RESET ALL` first.
     pub(super) fn sync_params(&mut self, conn: &mut ServerConn) {
         let reset = conn.dirty && conn.dirty_for != self.session_id();
-        if conn.synced_for == self.params_sig && !reset {
+        if in_sync(conn, self.params_sig, self.session_id()) {
             // The connection already holds exactly these settings.
             return;
         }
