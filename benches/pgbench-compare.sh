@@ -26,6 +26,10 @@
 #   OUT_DIR=dir                where logs and results go
 #                              (default: target/bench/pgbench-compare-<timestamp>)
 #   KEEP_DB=1                  keep the dgf_bench database afterwards
+#   WARMUP=10                  seconds of direct `pgbench -S` (not measured) after a CHECKPOINT,
+#                              before the first measured run: without it the first target
+#                              measured runs against a cold cache and a pending checkpoint
+#                              (0 skips it)
 #   PGPORT=5432                port of the local Postgres (host is always 127.0.0.1)
 #   DGF_WORKERS=0              dgf `server.workers` (0 = one per core, 1 = single-threaded)
 #   AUDIT_PRIORITY=auto        dgfgov `audit.writer_priority` (auto | normal | idle)
@@ -241,6 +245,16 @@ psql_su -d postgres -c "CREATE DATABASE $DB"
 DB_CREATED=1
 timeout 900 pgbench -h "$HOST" -p "$PG_PORT" -U "$PG_SUPERUSER" -i -s "$SCALE" -q "$DB" \
   >"$OUT_DIR/pgbench-init.log" 2>&1 || die "pgbench -i failed: see $OUT_DIR/pgbench-init.log"
+
+# A fresh database has a checkpoint pending and a cold cache: whichever target ran first would
+# pay for both. Checkpoint now, then read the tables once, directly, before anything is measured.
+WARMUP="${WARMUP:-10}"
+if ((WARMUP > 0)); then
+  log "warm-up: CHECKPOINT, then ${WARMUP}s of direct pgbench -S (not measured)"
+  psql_su -d "$DB" -c "CHECKPOINT"
+  timeout $((WARMUP + 60)) pgbench -h "$HOST" -p "$PG_PORT" -U "$PG_SUPERUSER" -n -S -c 10 -j 2 \
+    -T "$WARMUP" "$DB" >"$OUT_DIR/warmup.log" 2>&1 || die "warm-up failed: see $OUT_DIR/warmup.log"
+fi
 
 MAX_CONN=$(psql_su -d postgres -c 'show max_connections')
 RESERVED=$(psql_su -d postgres -c 'show superuser_reserved_connections')
