@@ -433,6 +433,42 @@ fn a_pooled_connection_to_a_former_primary_is_not_ready() {
     assert_eq!(status, 200, "back once a primary answers: {body}");
 }
 
+/// The heartbeat: with nobody sending commands, a member that steps down has every pooled
+/// connection to it retired within one heartbeat (10 s), not one failed client command per
+/// connection later. Two idle connections (`min_idle = 2`); the heartbeat asks one of them
+/// `hello`, finds it no longer primary, and retires both.
+#[test]
+fn a_stepped_down_primary_has_its_pooled_connections_retired_by_the_heartbeat() {
+    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", PRIMARY);
+    let port = free_port();
+    let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
+    let toml = config(port, 1, 2)
+        .replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream)
+        .replace("size = 2,", "size = 2, min_idle = 2,");
+    let dgf = Dgf::start(&toml, &[port]);
+    let pools = |d: &Dgf| -> serde_json::Value { serde_json::from_str(&d.admin("GET", "/pools").1).unwrap() };
+    let until = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+        loop {
+            let p = pools(&dgf);
+            if f(&p) {
+                return p;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {p}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    until("min_idle opens two connections", &|p| p[0]["idle"].as_u64() == Some(2));
+    // Still the primary: heartbeats leave the pool alone.
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let p = pools(&dgf);
+    assert_eq!((p[0]["idle"].as_u64(), p[0]["closed_total"].as_u64()), (Some(2), Some(0)), "{p}");
+
+    fake.set_role(SECONDARY);
+    let p = until("the heartbeat retires both", &|p| p[0]["closed_total"].as_u64() >= Some(2));
+    assert!(p[0]["opened_total"].as_u64() >= Some(2), "{p}");
+}
+
 /// A DNS server on UDP for `mongodb+srv://` tests: SRV `_mongodb._tcp.db.dgf.test.` lists
 /// `srv` (target, port), TXT `db.dgf.test.` is `txt`, and every `*.dgf.test.` A query is
 /// 127.0.0.1. Returns its port; it stops with the test process.

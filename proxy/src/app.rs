@@ -330,8 +330,10 @@ impl App {
         let app = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut beat: u64 = 0;
             loop {
                 tick.tick().await;
+                beat = beat.wrapping_add(1);
                 let snap = app.shared.live.load_full();
                 let s = &snap.config.server;
                 app.shared.auth_limiter.sweep(s.auth_failure_burst, s.auth_failure_refill_secs);
@@ -350,6 +352,9 @@ impl App {
                         }
                     }
                     if let Some(m) = &r.mongo {
+                        if beat.is_multiple_of(crate::mongodb::HEARTBEAT_TICKS) {
+                            crate::mongodb::heartbeat(&r.name, m);
+                        }
                         for _ in 0..m.pool.maintain() {
                             let pool = m.pool.clone();
                             tokio::spawn(async move {

@@ -314,6 +314,7 @@ fn build_mongo(r: &RouteConfig, server: &dgf_config::ServerSettings) -> Result<M
         pool: Pool::new(manager, pool_settings(r)),
         pins: Default::default(),
         views: Default::default(),
+        beating: Default::default(),
     })
 }
 

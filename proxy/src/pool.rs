@@ -110,6 +110,8 @@ struct State<M: Manager> {
     /// A reaper task is running for this pool's waiters.
     reaping: bool,
     closed: bool,
+    /// See [`Pool::retire_all`].
+    generation: Generation,
     opened_total: u64,
     closed_total: u64,
 }
@@ -129,7 +131,13 @@ struct Inner<M: Manager> {
     /// Sessions keeping a connection between requests (see [`Pooled::until_wanted`]): woken
     /// when a checkout starts waiting, the pool closes or its limits change.
     holders: Mutex<Vec<Weak<Holder>>>,
+    /// `State::generation`, mirrored for lock-free reads by lazy holders.
+    generation: AtomicU64,
 }
+
+/// What [`Pool::retire_all`] bumps: a connection opened before is closed when it comes back.
+/// Read and changed under the state lock (kept in [`State`]).
+type Generation = u64;
 
 /// The wake-up slot of one lazily held connection.
 #[derive(Default)]
@@ -179,6 +187,8 @@ pub struct Pooled<M: Manager> {
     slot: Option<Slot<M>>,
     /// Registered in the pool's holder list once a session keeps this connection idle.
     holder: std::sync::OnceLock<Arc<Holder>>,
+    /// The pool's generation when it was opened (see [`Pool::retire_all`]).
+    generation: Generation,
 }
 
 impl<M: Manager> Pooled<M> {
@@ -201,7 +211,10 @@ impl<M: Manager> Pooled<M> {
     /// request; it costs a few atomic loads.
     pub fn wanted(&self) -> bool {
         let Some(inner) = self.slot.as_ref().and_then(|s| s.inner.as_ref()) else { return true };
-        if inner.queued.load(Ordering::Acquire) > 0 || inner.shrink.load(Ordering::Acquire) {
+        if inner.queued.load(Ordering::Acquire) > 0
+            || inner.shrink.load(Ordering::Acquire)
+            || inner.generation.load(Ordering::Acquire) > self.generation
+        {
             return true;
         }
         let life = inner.max_lifetime_ms.load(Ordering::Relaxed);
@@ -247,10 +260,10 @@ impl<M: Manager> Pooled<M> {
         }
     }
 
-    fn into_parts(mut self) -> (M::Conn, Instant, Slot<M>) {
+    fn into_parts(mut self) -> (M::Conn, Instant, Slot<M>, Generation) {
         let conn = self.conn.take().expect("present until drop");
         let slot = self.slot.take().expect("present until drop");
-        (conn, self.created, slot)
+        (conn, self.created, slot, self.generation)
     }
 }
 
@@ -276,7 +289,7 @@ impl<M: Manager> Drop for Pooled<M> {
             return;
         }
         let Some(inner) = slot.inner.clone() else { return };
-        inner.put_back(conn, self.created, slot, Instant::now());
+        inner.put_back(conn, self.created, slot, Instant::now(), self.generation);
     }
 }
 
@@ -325,18 +338,31 @@ impl<M: Manager> Inner<M> {
     }
 
     /// A connection comes back: to the oldest waiter, or idle since `since`.
-    fn put_back(self: Arc<Self>, conn: M::Conn, created: Instant, slot: Slot<M>, since: Instant) {
+    fn put_back(
+        self: Arc<Self>,
+        conn: M::Conn,
+        created: Instant,
+        slot: Slot<M>,
+        since: Instant,
+        generation: Generation,
+    ) {
         let settings = self.settings();
         let expired = settings.max_lifetime.is_some_and(|l| created.elapsed() >= l);
         let mut st = self.state();
-        if st.closed || expired || st.open > settings.max {
+        if st.closed || expired || st.open > settings.max || generation < st.generation {
             drop(st);
             drop(conn);
             drop(slot);
             return;
         }
-        let mut item =
-            Pooled { conn: Some(conn), created, broken: false, slot: Some(slot), holder: std::sync::OnceLock::new() };
+        let mut item = Pooled {
+            conn: Some(conn),
+            created,
+            broken: false,
+            slot: Some(slot),
+            holder: std::sync::OnceLock::new(),
+            generation,
+        };
         while let Some(mut w) = st.waiters.pop_front() {
             self.queued.store(st.waiters.len(), Ordering::Release);
             let mut sent = 0;
@@ -360,7 +386,7 @@ impl<M: Manager> Inner<M> {
                 Err(_) => unreachable!("sent a connection"),
             }
         }
-        let (conn, created, slot) = item.into_parts();
+        let (conn, created, slot, _) = item.into_parts();
         slot.disarm();
         st.idle.push_back(Idle { conn, created, since });
     }
@@ -400,6 +426,7 @@ impl<M: Manager> Pool<M> {
                     waiters: VecDeque::new(),
                     reaping: false,
                     closed: false,
+                    generation: 0,
                     opened_total: 0,
                     closed_total: 0,
                 }),
@@ -409,6 +436,7 @@ impl<M: Manager> Pool<M> {
                 shrink: AtomicBool::new(false),
                 max_lifetime_ms: AtomicU64::new(lifetime),
                 holders: Mutex::new(Vec::new()),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -421,48 +449,6 @@ impl<M: Manager> Pool<M> {
     /// Current limits.
     pub fn settings(&self) -> PoolSettings {
         self.inner.settings()
-    }
-
-    /// Change limits in place (reload). A larger cap lets waiters connect at once; a smaller one
-    /// closes idle connections now and busy ones as they come back.
-    pub fn update_settings(&self, new: PoolSettings) {
-        *self.inner.settings.lock().unwrap_or_else(|p| p.into_inner()) = new.clone();
-        self.inner.max_lifetime_ms.store(lifetime_ms(&new), Ordering::Relaxed);
-        let mut st = self.inner.state();
-        while st.open > new.max && st.idle.pop_front().is_some() {
-            st.open -= 1;
-            st.closed_total += 1;
-        }
-        while st.open < new.max {
-            let Some(w) = st.waiters.pop_front() else { break };
-            self.inner.queued.store(st.waiters.len(), Ordering::Release);
-            match w.tx.send(Handoff::Permit(Slot::new(&self.inner))) {
-                Ok(()) => {
-                    st.open += 1;
-                    st.opened_total += 1;
-                }
-                Err(Handoff::Permit(s)) => s.disarm(),
-                Err(_) => unreachable!("sent a permit"),
-            }
-        }
-        self.inner.note_shrink(&st, new.max);
-        drop(st);
-        self.inner.wake_holders();
-    }
-
-    /// Close the pool: idle connections now, busy ones when released; waiters get `Closed`.
-    pub fn close(&self) {
-        let mut st = self.inner.state();
-        st.closed = true;
-        let n = st.idle.len();
-        st.idle.clear();
-        st.open -= n;
-        st.closed_total += n as u64;
-        st.waiters.clear();
-        self.inner.queued.store(0, Ordering::Release);
-        self.inner.shrink.store(true, Ordering::Release);
-        drop(st);
-        self.inner.wake_holders();
     }
 
     /// Numbers for monitoring.
@@ -536,6 +522,8 @@ impl<M: Manager> Pool<M> {
 
     async fn connect_with(&self, slot: Slot<M>, settings: &PoolSettings) -> Result<Pooled<M>, CheckoutError<M::Error>> {
         let _c = Counted::new(&self.inner.connecting);
+        // A connection that started before a `retire_all` may lead where the retired ones did.
+        let generation = self.inner.state().generation;
         match tokio::time::timeout(settings.connect_timeout, self.inner.manager.connect()).await {
             Ok(Ok(conn)) => Ok(Pooled {
                 conn: Some(conn),
@@ -543,6 +531,7 @@ impl<M: Manager> Pool<M> {
                 broken: false,
                 slot: Some(slot),
                 holder: std::sync::OnceLock::new(),
+                generation,
             }),
             Ok(Err(e)) => Err(CheckoutError::Connect(e)),
             Err(_) => Err(CheckoutError::ConnectTimeout),
@@ -564,6 +553,7 @@ impl<M: Manager> Pool<M> {
                 broken: false,
                 slot: Some(Slot::new(&self.inner)),
                 holder: std::sync::OnceLock::new(),
+                generation: st.generation,
             };
             return Some((p, idle.since.elapsed()));
         }

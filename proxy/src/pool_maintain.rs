@@ -1,10 +1,73 @@
-//! A pool's housekeeping, called about once a second: closing idle connections that aged out
-//! and opening the ones `min_idle` asks for.
+//! A pool's housekeeping: called about once a second, closing idle connections that aged out
+//! and opening the ones `min_idle` asks for; and the changes of a pool's life (new limits on
+//! reload, retiring every connection, closing).
 
-use super::{CheckoutError, Manager, Pool, Slot};
+use super::{lifetime_ms, CheckoutError, Handoff, Manager, Pool, PoolSettings, Slot};
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 
 impl<M: Manager> Pool<M> {
+    /// Change limits in place (reload). A larger cap lets waiters connect at once; a smaller one
+    /// closes idle connections now and busy ones as they come back.
+    pub fn update_settings(&self, new: PoolSettings) {
+        *self.inner.settings.lock().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        self.inner.max_lifetime_ms.store(lifetime_ms(&new), Ordering::Relaxed);
+        let mut st = self.inner.state();
+        while st.open > new.max && st.idle.pop_front().is_some() {
+            st.open -= 1;
+            st.closed_total += 1;
+        }
+        while st.open < new.max {
+            let Some(w) = st.waiters.pop_front() else { break };
+            self.inner.queued.store(st.waiters.len(), Ordering::Release);
+            match w.tx.send(Handoff::Permit(Slot::new(&self.inner))) {
+                Ok(()) => {
+                    st.open += 1;
+                    st.opened_total += 1;
+                }
+                Err(Handoff::Permit(s)) => s.disarm(),
+                Err(_) => unreachable!("sent a permit"),
+            }
+        }
+        self.inner.note_shrink(&st, new.max);
+        drop(st);
+        self.inner.wake_holders();
+    }
+
+    /// Retire every connection open now: idle ones are closed at once, busy ones (and those
+    /// still connecting) when they come back, so later checkouts open fresh ones. For an
+    /// upstream whose connections all went stale together (a MongoDB primary stepped down).
+    /// Returns how many idle connections were closed.
+    pub fn retire_all(&self) -> usize {
+        let max = self.inner.settings().max;
+        let mut st = self.inner.state();
+        st.generation += 1;
+        self.inner.generation.store(st.generation, Ordering::Release);
+        let n = st.idle.len();
+        st.idle.clear();
+        st.open -= n;
+        st.closed_total += n as u64;
+        self.inner.note_shrink(&st, max);
+        drop(st);
+        self.inner.wake_holders();
+        n
+    }
+
+    /// Close the pool: idle connections now, busy ones when released; waiters get `Closed`.
+    pub fn close(&self) {
+        let mut st = self.inner.state();
+        st.closed = true;
+        let n = st.idle.len();
+        st.idle.clear();
+        st.open -= n;
+        st.closed_total += n as u64;
+        st.waiters.clear();
+        self.inner.queued.store(0, Ordering::Release);
+        self.inner.shrink.store(true, Ordering::Release);
+        drop(st);
+        self.inner.wake_holders();
+    }
+
     /// Housekeeping, called about once a second: close idle connections past `idle_timeout`
     /// or `max_lifetime` (keeping `min_idle`), and return how many connections to open to
     /// reach `min_idle`.

@@ -24,8 +24,8 @@ impl<M: Manager> Pool<M> {
             p.mark_broken();
             return Some(false);
         }
-        let (conn, created, slot) = p.into_parts();
-        self.inner.clone().put_back(conn, created, slot, since);
+        let (conn, created, slot, generation) = p.into_parts();
+        self.inner.clone().put_back(conn, created, slot, since, generation);
         Some(true)
     }
 }

@@ -331,3 +331,31 @@ async fn lazy_holder_is_told_on_close_shrink_and_lifetime() {
     tokio::time::timeout(Duration::from_secs(1), c.until_wanted()).await.expect("lifetime reached");
     assert!(c.wanted());
 }
+
+#[tokio::test]
+async fn retire_all_closes_idle_now_and_busy_ones_on_return() {
+    let fake = Fake::default();
+    let live = fake.live.clone();
+    let pool = Pool::new(fake, settings(3, 2_000));
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    let busy = pool.get().await.unwrap();
+    drop((a, b));
+    assert_eq!((pool.stats().open, pool.stats().idle), (3, 2));
+    assert!(!busy.wanted());
+
+    assert_eq!(pool.retire_all(), 2);
+    assert_eq!((pool.stats().open, pool.stats().idle, live.load(Ordering::SeqCst)), (1, 0, 1));
+    // A session keeping the busy one between requests is told to give it back...
+    assert!(busy.wanted());
+    // ...and when it does, it is closed, not pooled, nor handed to a waiter.
+    let p2 = pool.clone();
+    let waiter = tokio::spawn(async move { p2.get().await.map(|c| c.id) });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(busy.id, 2);
+    drop(busy);
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!(got, 3, "the waiter gets a fresh connection, not the retired one");
+    assert_eq!((pool.stats().open, pool.stats().idle, live.load(Ordering::SeqCst)), (1, 1, 1));
+    // Fresh connections are pooled as usual.
+    assert_eq!(pool.get().await.unwrap().id, 3);
+}

@@ -427,6 +427,9 @@ pub struct MongoManager {
     pub limits: OnceLock<Limits>,
 }
 
+/// How long a pooled connection's health check may take.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Manager for MongoManager {
     /// Boxed: a connection moves through the pool and the session on every command.
     type Conn = Box<MongoConn>;
@@ -444,12 +447,14 @@ impl Manager for MongoManager {
 
     /// A replica-set target's connection must still lead to the primary: after a failover
     /// the old primary answers `ping` as a secondary, so it is asked `hello` instead.
+    /// Bounded by [`CHECK_TIMEOUT`]: a connection that does not answer in time is closed.
     async fn check(&self, conn: &mut Box<MongoConn>) -> bool {
+        let within = |f| async move { tokio::time::timeout(CHECK_TIMEOUT, f).await.ok() };
         if self.target.discover {
-            let hello = conn.command(&doc! { "hello": 1, "$db": "admin" }).await;
-            return matches!(hello, Ok(h) if ok(&h) && is_writable_primary(self.target.replica_set.as_deref(), &h));
+            let hello = within(conn.command(&doc! { "hello": 1, "$db": "admin" })).await;
+            return matches!(hello, Some(Ok(h)) if ok(&h) && is_writable_primary(self.target.replica_set.as_deref(), &h));
         }
-        matches!(conn.command(&doc! { "ping": 1, "$db": "admin" }).await, Ok(d) if ok(&d))
+        matches!(within(conn.command(&doc! { "ping": 1, "$db": "admin" })).await, Some(Ok(d)) if ok(&d))
     }
 }
 

@@ -36,6 +36,37 @@ pub struct MongoRoute {
     pub pins: pins::Pins,
     /// Views per database, for governance.
     pub views: views::ViewCatalog,
+    /// A [`heartbeat`] is running.
+    pub beating: std::sync::atomic::AtomicBool,
+}
+
+/// Seconds (maintenance ticks) between two [`heartbeat`]s of a replica-set route: drivers'
+/// default `heartbeatFrequencyMS`.
+pub const HEARTBEAT_TICKS: u64 = 10;
+
+/// For a replica-set route (seed list, `replicaSet`, `mongodb+srv://`): ask one idle pooled
+/// connection `hello`. When it no longer leads to a writable primary (the primary stepped down,
+/// as in Atlas maintenance) every pooled connection is retired: idle ones close now, busy and
+/// pinned ones when they come back, and new ones find the new primary. Without it, each pooled
+/// connection would fail one client command before being replaced. Costs nothing on the
+/// provider when no connection is idle (busy ones find out from their own replies) and opens
+/// none; one heartbeat at a time per route.
+pub fn heartbeat(route: &str, m: &Arc<MongoRoute>) {
+    if !m.target.discover || m.pool.stats().idle == 0 || m.beating.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (m, route) = (m.clone(), route.to_owned());
+    tokio::spawn(async move {
+        if m.pool.ping_idle().await == Some(false) {
+            let closed = m.pool.retire_all();
+            tracing::warn!(
+                route = %route,
+                closed,
+                "a pooled connection no longer leads to a writable primary: every pooled connection is retired"
+            );
+        }
+        m.beating.store(false, Ordering::Release);
+    });
 }
 
 /// Why a session ended.
