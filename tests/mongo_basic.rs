@@ -467,6 +467,9 @@ fn a_stepped_down_primary_has_its_pooled_connections_retired_by_the_heartbeat() 
     fake.set_role(SECONDARY);
     let p = until("the heartbeat retires both", &|p| p[0]["closed_total"].as_u64() >= Some(2));
     assert!(p[0]["opened_total"].as_u64() >= Some(2), "{p}");
+    // A primary again: fresh connections replace the retired ones.
+    fake.set_role(PRIMARY);
+    until("min_idle reopens two", &|p| p[0]["idle"].as_u64() == Some(2) && p[0]["opened_total"].as_u64() >= Some(4));
 }
 
 /// A DNS server on UDP for `mongodb+srv://` tests: SRV `_mongodb._tcp.db.dgf.test.` lists

@@ -110,8 +110,6 @@ struct State<M: Manager> {
     /// A reaper task is running for this pool's waiters.
     reaping: bool,
     closed: bool,
-    /// See [`Pool::retire_all`].
-    generation: Generation,
     opened_total: u64,
     closed_total: u64,
 }
@@ -131,12 +129,12 @@ struct Inner<M: Manager> {
     /// Sessions keeping a connection between requests (see [`Pooled::until_wanted`]): woken
     /// when a checkout starts waiting, the pool closes or its limits change.
     holders: Mutex<Vec<Weak<Holder>>>,
-    /// `State::generation`, mirrored for lock-free reads by lazy holders.
+    /// Bumped by [`Pool::retire_all`], under the state lock (so `put_back` and the idle list
+    /// agree on it); read without the lock by lazy holders.
     generation: AtomicU64,
 }
 
 /// What [`Pool::retire_all`] bumps: a connection opened before is closed when it comes back.
-/// Read and changed under the state lock (kept in [`State`]).
 type Generation = u64;
 
 /// The wake-up slot of one lazily held connection.
@@ -349,7 +347,7 @@ impl<M: Manager> Inner<M> {
         let settings = self.settings();
         let expired = settings.max_lifetime.is_some_and(|l| created.elapsed() >= l);
         let mut st = self.state();
-        if st.closed || expired || st.open > settings.max || generation < st.generation {
+        if st.closed || expired || st.open > settings.max || generation < self.generation.load(Ordering::Acquire) {
             drop(st);
             drop(conn);
             drop(slot);
@@ -426,7 +424,6 @@ impl<M: Manager> Pool<M> {
                     waiters: VecDeque::new(),
                     reaping: false,
                     closed: false,
-                    generation: 0,
                     opened_total: 0,
                     closed_total: 0,
                 }),
@@ -523,7 +520,7 @@ impl<M: Manager> Pool<M> {
     async fn connect_with(&self, slot: Slot<M>, settings: &PoolSettings) -> Result<Pooled<M>, CheckoutError<M::Error>> {
         let _c = Counted::new(&self.inner.connecting);
         // A connection that started before a `retire_all` may lead where the retired ones did.
-        let generation = self.inner.state().generation;
+        let generation = self.inner.generation.load(Ordering::Acquire);
         match tokio::time::timeout(settings.connect_timeout, self.inner.manager.connect()).await {
             Ok(Ok(conn)) => Ok(Pooled {
                 conn: Some(conn),
@@ -553,7 +550,7 @@ impl<M: Manager> Pool<M> {
                 broken: false,
                 slot: Some(Slot::new(&self.inner)),
                 holder: std::sync::OnceLock::new(),
-                generation: st.generation,
+                generation: self.inner.generation.load(Ordering::Acquire),
             };
             return Some((p, idle.since.elapsed()));
         }

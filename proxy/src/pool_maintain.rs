@@ -2,7 +2,7 @@
 //! and opening the ones `min_idle` asks for; and the changes of a pool's life (new limits on
 //! reload, retiring every connection, closing).
 
-use super::{lifetime_ms, CheckoutError, Handoff, Manager, Pool, PoolSettings, Slot};
+use super::{lifetime_ms, CheckoutError, Handoff, Manager, Pool, PoolSettings, Slot, State};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
@@ -41,12 +41,8 @@ impl<M: Manager> Pool<M> {
     pub fn retire_all(&self) -> usize {
         let max = self.inner.settings().max;
         let mut st = self.inner.state();
-        st.generation += 1;
-        self.inner.generation.store(st.generation, Ordering::Release);
-        let n = st.idle.len();
-        st.idle.clear();
-        st.open -= n;
-        st.closed_total += n as u64;
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        let n = st.close_idle();
         self.inner.note_shrink(&st, max);
         drop(st);
         self.inner.wake_holders();
@@ -57,10 +53,7 @@ impl<M: Manager> Pool<M> {
     pub fn close(&self) {
         let mut st = self.inner.state();
         st.closed = true;
-        let n = st.idle.len();
-        st.idle.clear();
-        st.open -= n;
-        st.closed_total += n as u64;
+        st.close_idle();
         st.waiters.clear();
         self.inner.queued.store(0, Ordering::Release);
         self.inner.shrink.store(true, Ordering::Release);
@@ -112,5 +105,16 @@ impl<M: Manager> Pool<M> {
         let p = self.connect_with(slot, &settings).await?;
         drop(p);
         Ok(())
+    }
+}
+
+impl<M: Manager> State<M> {
+    /// Close every idle connection; how many there were.
+    fn close_idle(&mut self) -> usize {
+        let n = self.idle.len();
+        self.idle.clear();
+        self.open -= n;
+        self.closed_total += n as u64;
+        n
     }
 }
