@@ -418,7 +418,6 @@ fn a_pooled_connection_to_a_former_primary_is_not_ready() {
     assert_eq!(r.get_f64("ok").ok(), Some(1.0), "{r}");
     let (status, body) = dgf.admin("GET", "/ready");
     assert_eq!(status, 200, "{body}");
-    let pools = |d: &Dgf| -> serde_json::Value { serde_json::from_str(&d.admin("GET", "/pools").1).unwrap() };
     assert_eq!(pools(&dgf)[0]["idle"].as_u64(), Some(1), "the connection is pooled");
 
     fake.set_role(SECONDARY);
@@ -446,30 +445,67 @@ fn a_stepped_down_primary_has_its_pooled_connections_retired_by_the_heartbeat() 
         .replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream)
         .replace("size = 2,", "size = 2, min_idle = 2,");
     let dgf = Dgf::start(&toml, &[port]);
-    let pools = |d: &Dgf| -> serde_json::Value { serde_json::from_str(&d.admin("GET", "/pools").1).unwrap() };
-    let until = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
-        loop {
-            let p = pools(&dgf);
-            if f(&p) {
-                return p;
-            }
-            assert!(std::time::Instant::now() < deadline, "{what}: {p}");
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    };
-    until("min_idle opens two connections", &|p| p[0]["idle"].as_u64() == Some(2));
+    until_pools(&dgf, "min_idle opens two connections", |p| p[0]["idle"].as_u64() == Some(2));
     // Still the primary: heartbeats leave the pool alone.
     std::thread::sleep(std::time::Duration::from_secs(11));
     let p = pools(&dgf);
     assert_eq!((p[0]["idle"].as_u64(), p[0]["closed_total"].as_u64()), (Some(2), Some(0)), "{p}");
 
     fake.set_role(SECONDARY);
-    let p = until("the heartbeat retires both", &|p| p[0]["closed_total"].as_u64() >= Some(2));
+    let p = until_pools(&dgf, "the heartbeat retires both", |p| p[0]["closed_total"].as_u64() >= Some(2));
     assert!(p[0]["opened_total"].as_u64() >= Some(2), "{p}");
     // A primary again: fresh connections replace the retired ones.
     fake.set_role(PRIMARY);
-    until("min_idle reopens two", &|p| p[0]["idle"].as_u64() == Some(2) && p[0]["opened_total"].as_u64() >= Some(4));
+    until_pools(&dgf, "min_idle reopens two", |p| {
+        p[0]["idle"].as_u64() == Some(2) && p[0]["opened_total"].as_u64() >= Some(4)
+    });
+}
+
+/// A primary that is stepping down still says primary to `hello`, so the heartbeat keeps its
+/// connections; the first NotWritablePrimary reply retires them all at once. A pool of two
+/// idle connections: one client command fails (passed on as 10107), and both connections are
+/// closed, the idle one included, instead of each failing a command of its own. A second
+/// failure, from a fresh connection, retires the fresh generation too.
+#[test]
+fn a_not_primary_reply_retires_every_pooled_connection_at_once() {
+    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", PRIMARY);
+    let port = free_port();
+    let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
+    let toml = config(port, 1, 2)
+        .replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream)
+        .replace("size = 2,", "size = 2, min_idle = 2,");
+    let dgf = Dgf::start(&toml, &[port]);
+    until_pools(&dgf, "min_idle opens two connections", |p| p[0]["idle"].as_u64() == Some(2));
+
+    fake.set_role(STEPPING_DOWN);
+    let r = raw_command(port, &doc! { "count": "t", "$db": "app" });
+    assert_eq!(r.get_i32("code").ok(), Some(10107), "{r}");
+    let p = until_pools(&dgf, "both retired", |p| p[0]["closed_total"].as_u64() >= Some(2));
+    assert_eq!(p[0]["closed_total"].as_u64(), Some(2), "one retirement, not a cascade: {p}");
+    assert!(dgf.logs().contains("no longer a writable primary"), "{}", dgf.logs());
+
+    // min_idle reopens two (hello still says primary); the next failure retires those.
+    until_pools(&dgf, "min_idle reopens two", |p| p[0]["idle"].as_u64() == Some(2));
+    let r = raw_command(port, &doc! { "count": "t", "$db": "app" });
+    assert_eq!(r.get_i32("code").ok(), Some(10107), "{r}");
+    until_pools(&dgf, "the fresh ones retired", |p| p[0]["closed_total"].as_u64() >= Some(4));
+}
+
+fn pools(dgf: &Dgf) -> serde_json::Value {
+    serde_json::from_str(&dgf.admin("GET", "/pools").1).unwrap()
+}
+
+/// `/pools` once `f` holds for it (25 s at most).
+fn until_pools(dgf: &Dgf, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    loop {
+        let p = pools(dgf);
+        if f(&p) {
+            return p;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {p}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// A DNS server on UDP for `mongodb+srv://` tests: SRV `_mongodb._tcp.db.dgf.test.` lists

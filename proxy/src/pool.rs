@@ -202,6 +202,10 @@ impl<M: Manager> Pooled<M> {
     pub fn created(&self) -> Instant {
         self.created
     }
+    /// The pool's generation when it was opened ([`Pool::retire_generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 
     /// Whether the pool wants this connection back now: a checkout is waiting, the pool was
     /// closed or shrunk by a reload, or the connection outlived `max_lifetime`. Sessions that

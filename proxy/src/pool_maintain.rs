@@ -39,14 +39,31 @@ impl<M: Manager> Pool<M> {
     /// upstream whose connections all went stale together (a MongoDB primary stepped down).
     /// Returns how many idle connections were closed.
     pub fn retire_all(&self) -> usize {
+        self.retire(None).unwrap_or(0)
+    }
+
+    /// [`retire_all`](Self::retire_all) on behalf of a connection of `generation`
+    /// ([`Pooled::generation`]) that found the upstream stale, unless the pool has moved past
+    /// that generation already: then its fresh connections stay, however many older ones
+    /// report the same failover. Returns how many idle connections were closed, or `None` when
+    /// nothing was retired.
+    pub fn retire_generation(&self, generation: u64) -> Option<usize> {
+        self.retire(Some(generation))
+    }
+
+    fn retire(&self, only: Option<u64>) -> Option<usize> {
         let max = self.inner.settings().max;
         let mut st = self.inner.state();
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        let g = &self.inner.generation;
+        match only {
+            None => drop(g.fetch_add(1, Ordering::AcqRel)),
+            Some(from) => g.compare_exchange(from, from + 1, Ordering::AcqRel, Ordering::Acquire).map(drop).ok()?,
+        }
         let n = st.close_idle();
         self.inner.note_shrink(&st, max);
         drop(st);
         self.inner.wake_holders();
-        n
+        Some(n)
     }
 
     /// Close the pool: idle connections now, busy ones when released; waiters get `Closed`.

@@ -359,3 +359,30 @@ async fn retire_all_closes_idle_now_and_busy_ones_on_return() {
     // Fresh connections are pooled as usual.
     assert_eq!(pool.get().await.unwrap().id, 3);
 }
+
+/// `retire_generation`: the first stale report of a generation retires the pool; more reports
+/// from connections of that generation leave the fresh connections alone.
+#[tokio::test]
+async fn a_generation_is_retired_once_and_fresh_connections_survive_stale_reports() {
+    let fake = Fake::default();
+    let live = fake.live.clone();
+    let pool = Pool::new(fake, settings(3, 2_000));
+    let (a, b, idle) = (pool.get().await.unwrap(), pool.get().await.unwrap(), pool.get().await.unwrap());
+    assert_eq!((a.generation(), b.generation()), (0, 0));
+    drop(idle);
+    // `a` reports: the idle one closes now; `a` and `b` when they come back.
+    assert_eq!(pool.retire_generation(a.generation()), Some(1));
+    drop(a);
+    assert_eq!((pool.stats().open, pool.stats().idle, live.load(Ordering::SeqCst)), (1, 0, 1));
+    let fresh = pool.get().await.unwrap();
+    assert_eq!(fresh.generation(), 1);
+    drop(fresh);
+    // `b`, of the old generation, reports the same failover: the fresh one stays pooled.
+    assert_eq!(pool.retire_generation(b.generation()), None);
+    assert_eq!(pool.stats().idle, 1);
+    drop(b);
+    assert_eq!((pool.stats().open, pool.stats().idle, live.load(Ordering::SeqCst)), (1, 1, 1));
+    // A report from the fresh generation (a second failover) retires it.
+    assert_eq!(pool.retire_generation(1), Some(1));
+    assert_eq!((pool.stats().open, pool.stats().idle), (0, 0));
+}

@@ -69,6 +69,25 @@ pub fn heartbeat(route: &str, m: &Arc<MongoRoute>) {
     });
 }
 
+/// A reply from a connection of pool generation `generation` said its server is no longer a
+/// writable primary (NotWritablePrimary and kin: a failover). For a replica-set route every
+/// pooled connection of that generation leads to the same former primary: retire them all at
+/// once, as the [`heartbeat`] would (which does not notice a primary still stepping down, whose
+/// `hello` says primary while its commands fail), instead of letting each fail one command.
+/// Later replies from connections of the same generation retire nothing more.
+pub fn stale_primary(route: &str, m: &MongoRoute, generation: u64) {
+    if !m.target.discover {
+        return;
+    }
+    if let Some(closed) = m.pool.retire_generation(generation) {
+        tracing::warn!(
+            route = %route,
+            closed,
+            "a reply said the server is no longer a writable primary: every pooled connection is retired"
+        );
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {

@@ -2,14 +2,14 @@
 //! server connection checked out for that command (or the one its cursor / transaction is
 //! pinned to), bookkeep cursors and transactions from the reply, mask, and send it back.
 
-use super::backend::{Frame, Limits, MongoConn};
+use super::backend::{Frame, Limits};
 use super::cursors::{self, Capped};
 use super::govern::{self, Decision, GovState};
 use super::hello::{self, Conversation, Step};
 use super::pins::{self, Key};
 use super::{MongoRoute, SessionError};
 use crate::live::{Route, User};
-use crate::pool::{CheckoutError, Pooled};
+use crate::pool::CheckoutError;
 use crate::shared::Shared;
 use crate::stream::Stream;
 use bson::{doc, Document, RawDocument};
@@ -23,40 +23,11 @@ use pins::{Checkout, CursorGov};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Mutex as AsyncMutex;
 
+mod lease;
 mod refuse;
 
-/// A server connection in use for one command.
-enum Lease {
-    Pool(Pooled<super::backend::MongoManager>),
-    Pinned(pins::Shared, pins::Guard),
-}
-
-impl Lease {
-    fn conn(&mut self) -> &mut MongoConn {
-        match self {
-            Lease::Pool(p) => p,
-            Lease::Pinned(_, g) => g,
-        }
-    }
-    fn broken(&mut self, pins: &pins::Pins) {
-        match self {
-            Lease::Pool(p) => p.mark_broken(),
-            Lease::Pinned(s, g) => {
-                g.mark_broken();
-                pins.remove_conn(s);
-            }
-        }
-    }
-    /// The shared handle, pinning a pool connection if needed.
-    fn into_shared(self) -> pins::Shared {
-        match self {
-            Lease::Pool(p) => Arc::new(AsyncMutex::new(p)),
-            Lease::Pinned(s, _) => s,
-        }
-    }
-}
+use lease::Lease;
 
 /// A server cursor to kill after the reply went out (a row cap closed it), and the
 /// connection it lives on.
@@ -527,7 +498,9 @@ impl Session {
         let body = op.command()?;
         let mut r = inspect::reply(body);
         if r.not_primary() {
-            // A failover or shutdown: the next connection finds the primary anew.
+            // A failover or shutdown: the next connection finds the primary anew, and so do
+            // the other pooled ones of a replica-set route.
+            super::stale_primary(&self.route.name, &self.mongo, lease.generation());
             lease.broken(&self.mongo.pins);
         }
         let limit = decision.as_ref().and_then(|d| d.limit).filter(|_| r.ok);
