@@ -438,14 +438,7 @@ fn a_pooled_connection_to_a_former_primary_is_not_ready() {
 /// `hello`, finds it no longer primary, and retires both.
 #[test]
 fn a_stepped_down_primary_has_its_pooled_connections_retired_by_the_heartbeat() {
-    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", PRIMARY);
-    let port = free_port();
-    let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
-    let toml = config(port, 1, 2)
-        .replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream)
-        .replace("size = 2,", "size = 2, min_idle = 2,");
-    let dgf = Dgf::start(&toml, &[port]);
-    until_pools(&dgf, "min_idle opens two connections", |p| p[0]["idle"].as_u64() == Some(2));
+    let (fake, dgf, _port) = two_idle_behind_a_primary();
     // Still the primary: heartbeats leave the pool alone.
     std::thread::sleep(std::time::Duration::from_secs(11));
     let p = pools(&dgf);
@@ -468,14 +461,7 @@ fn a_stepped_down_primary_has_its_pooled_connections_retired_by_the_heartbeat() 
 /// failure, from a fresh connection, retires the fresh generation too.
 #[test]
 fn a_not_primary_reply_retires_every_pooled_connection_at_once() {
-    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", PRIMARY);
-    let port = free_port();
-    let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
-    let toml = config(port, 1, 2)
-        .replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream)
-        .replace("size = 2,", "size = 2, min_idle = 2,");
-    let dgf = Dgf::start(&toml, &[port]);
-    until_pools(&dgf, "min_idle opens two connections", |p| p[0]["idle"].as_u64() == Some(2));
+    let (fake, dgf, port) = two_idle_behind_a_primary();
 
     fake.set_role(STEPPING_DOWN);
     let r = raw_command(port, &doc! { "count": "t", "$db": "app" });
@@ -489,6 +475,20 @@ fn a_not_primary_reply_retires_every_pooled_connection_at_once() {
     let r = raw_command(port, &doc! { "count": "t", "$db": "app" });
     assert_eq!(r.get_i32("code").ok(), Some(10107), "{r}");
     until_pools(&dgf, "the fresh ones retired", |p| p[0]["closed_total"].as_u64() >= Some(4));
+}
+
+/// A fake primary of replica set `rs0` and a dgf route in front of it whose pool keeps two
+/// idle connections (`size = 2, min_idle = 2`), once both are open: (fake, dgf, route port).
+fn two_idle_behind_a_primary() -> (FakeSecondary, Dgf, u16) {
+    let fake = FakeSecondary::start_as("rs0", "127.0.0.1:1", PRIMARY);
+    let port = free_port();
+    let upstream = format!("mongodb://127.0.0.1:{}/?replicaSet=rs0", fake.port);
+    let toml = config(port, 1, 2)
+        .replace("mongodb://127.0.0.1:1/?directConnection=true", &upstream)
+        .replace("size = 2,", "size = 2, min_idle = 2,");
+    let dgf = Dgf::start(&toml, &[port]);
+    until_pools(&dgf, "min_idle opens two connections", |p| p[0]["idle"].as_u64() == Some(2));
+    (fake, dgf, port)
 }
 
 fn pools(dgf: &Dgf) -> serde_json::Value {
