@@ -37,7 +37,8 @@
 #                              rotates each round, the tables report per-key medians and
 #                              the log lists each round's tps (a noisy VM's drift then
 #                              lands on every target alike; the "where the CPU went"
-#                              table shows the last round)
+#                              table shows the last round); results.md also lists each
+#                              round's ratios between targets and their medians
 #
 # Every address used is 127.0.0.1. Everything the script starts is stopped on
 # exit, and every wait is bounded in time.
@@ -504,6 +505,18 @@ ratio() { # ratio A B: A/B when both are numbers
   fi
 }
 
+paired() { # paired KEY_A KEY_B: per-round A/B (targets of a round ran back to back) and their median
+  local -a a b
+  local out="" i q
+  read -ra a <<<"${ALL_TPS[$1]:-}"
+  read -ra b <<<"${ALL_TPS[$2]:-}"
+  for ((i = 0; i < ${#a[@]} && i < ${#b[@]}; i++)); do
+    q=$(ratio "${a[$i]}" "${b[$i]}")
+    [[ $q != - ]] && out="$out $q"
+  done
+  [[ -n $out ]] && echo "$out (median $(echo "$out" | median))"
+}
+
 cell() { # cell KEY: the tps or "-" when the target was not selected
   local v=${TPS[$1]:-}
   echo "${v:--}"
@@ -550,6 +563,21 @@ RESULTS=$OUT_DIR/results.md
       done
     done
   done
+  if ((ROUNDS > 1)); then
+    echo
+    echo "Per-round ratios (the targets of one round ran back to back, so these cancel drift over the"
+    echo "run; the first table's ratios are of per-target medians):"
+    echo
+    for mode in $MODES; do
+      for c in $CLIENTS; do
+        for pair in "dgfgov dgf gov-on/gov-off" "dgfgov pgbouncer gov-on/pgbouncer" "dgf pgbouncer dgf/pgbouncer"; do
+          read -r x y name <<<"$pair"
+          q=$(paired "$mode,$c,$x" "$mode,$c,$y")
+          [[ -n $q ]] && echo "- $mode, $c clients, $name:$q"
+        done
+      done
+    done
+  fi
   notes=0
   for mode in $MODES; do
     for c in $CLIENTS; do
