@@ -291,7 +291,7 @@ impl<M: Manager> Drop for Pooled<M> {
             return;
         }
         let Some(inner) = slot.inner.clone() else { return };
-        inner.put_back(conn, self.created, slot, Instant::now(), self.generation);
+        inner.put_back(conn, self.created, slot, None, self.generation);
     }
 }
 
@@ -339,17 +339,19 @@ impl<M: Manager> Inner<M> {
         self.shrink.store(st.closed || st.open > max, Ordering::Release);
     }
 
-    /// A connection comes back: to the oldest waiter, or idle since `since`.
+    /// A connection comes back: to the oldest waiter, or idle since `since` (None: now).
     fn put_back(
         self: Arc<Self>,
         conn: M::Conn,
         created: Instant,
         slot: Slot<M>,
-        since: Instant,
+        since: Option<Instant>,
         generation: Generation,
     ) {
         let settings = self.settings();
-        let expired = settings.max_lifetime.is_some_and(|l| created.elapsed() >= l);
+        let now = Instant::now();
+        let since = since.unwrap_or(now);
+        let expired = settings.max_lifetime.is_some_and(|l| now.saturating_duration_since(created) >= l);
         let mut st = self.state();
         if st.closed || expired || st.open > settings.max || generation < self.generation.load(Ordering::Acquire) {
             drop(st);
@@ -542,8 +544,9 @@ impl<M: Manager> Pool<M> {
     /// The most recently used idle connection that is not past `max_lifetime`, and how long it
     /// was idle (older ones met on the way are closed).
     fn pop_idle(&self, st: &mut State<M>, settings: &PoolSettings) -> Option<(Pooled<M>, Duration)> {
+        let now = Instant::now();
         while let Some(idle) = st.idle.pop_back() {
-            if settings.max_lifetime.is_some_and(|l| idle.created.elapsed() >= l) {
+            if settings.max_lifetime.is_some_and(|l| now.saturating_duration_since(idle.created) >= l) {
                 st.open -= 1;
                 st.closed_total += 1;
                 continue;
@@ -556,7 +559,7 @@ impl<M: Manager> Pool<M> {
                 holder: std::sync::OnceLock::new(),
                 generation: self.inner.generation.load(Ordering::Acquire),
             };
-            return Some((p, idle.since.elapsed()));
+            return Some((p, now.saturating_duration_since(idle.since)));
         }
         None
     }

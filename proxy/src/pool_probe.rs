@@ -25,7 +25,7 @@ impl<M: Manager> Pool<M> {
             return Some(false);
         }
         let (conn, created, slot, generation) = p.into_parts();
-        self.inner.clone().put_back(conn, created, slot, since, generation);
+        self.inner.clone().put_back(conn, created, slot, Some(since), generation);
         Some(true)
     }
 }

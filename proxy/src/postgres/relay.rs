@@ -169,7 +169,7 @@ impl Session {
 
     /// Drive both sockets at once: write what is queued, read what arrives.
     async fn poll_io(&mut self) -> Result<Event, SessionError> {
-        let Session { client, server, cin, cout, sout, client_flush, server_flush, .. } = self;
+        let Session { client, server, cin, cout, sout, client_flush, server_flush, pending, txn, .. } = self;
         poll_fn(|cx| {
             let mut progress = false;
             if !cout.is_empty() {
@@ -189,11 +189,25 @@ impl Session {
                     Poll::Pending => {}
                 }
             }
+            if progress
+                && cout.is_empty()
+                && pending.is_empty()
+                && *txn
+                && server.as_ref().is_some_and(|c| c.status == b'I' && c.rbuf.is_empty())
+            {
+                // The reply is out and the server is done with it: `maybe_release` gives the
+                // connection back before reads are registered on it (one pass fewer).
+                return Poll::Ready(Ok(Event::Progress));
+            }
             if let Some(conn) = server.as_mut() {
                 if !sout.is_empty() {
                     match poll_write_bytes(Pin::new(&mut conn.stream), cx, sout) {
                         Poll::Ready(Ok(_)) => {
-                            progress = true;
+                            // Another pass only when it can change something: more left to
+                            // write, or no reply awaited (`maybe_release` may give the server
+                            // back). Otherwise the reads below register for the reply and this
+                            // pass ends the task's turn, one pass per statement fewer.
+                            progress |= !sout.is_empty() || pending.is_empty();
                             *server_flush = true;
                         }
                         Poll::Ready(Err(_)) => return Poll::Ready(Ok(Event::ServerEof)),

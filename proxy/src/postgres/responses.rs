@@ -11,20 +11,36 @@ use dgf_protocols::postgres::messages::{self, btag, ErrorFields};
 impl Session {
     pub(super) fn on_server_data(&mut self) -> Result<(), SessionError> {
         let before = self.cout.len();
-        while let Some(server) = self.server.as_mut() {
-            let n = match frame_len(&server.rbuf, MAX_SERVER_MESSAGE) {
+        let Some(server) = self.server.as_mut() else { return Ok(()) };
+        // Messages are handled in place and consumed with one `advance` at the end: splitting
+        // each off would turn the buffer into shared storage and cost an atomic per message.
+        let mut rbuf = std::mem::take(&mut server.rbuf);
+        let mut at = 0;
+        let result = loop {
+            let n = match frame_len(&rbuf[at..], MAX_SERVER_MESSAGE) {
                 Ok(Some(n)) => n,
-                Ok(None) => break,
+                Ok(None) => break Ok(()),
                 Err(e) => {
-                    server.mark_broken();
-                    return Err(SessionError::Upstream(e.to_string()));
+                    if let Some(server) = self.server.as_mut() {
+                        server.mark_broken();
+                    }
+                    break Err(SessionError::Upstream(e.to_string()));
                 }
             };
-            let frame = server.rbuf.split_to(n);
-            self.on_server_message(&frame)?;
+            let handled = self.on_server_message(&rbuf[at..at + n]);
+            at += n;
+            if handled.is_err() || self.server.is_none() {
+                break handled;
+            }
+        };
+        // What is left (a partial message) goes back for the next read; if the connection was
+        // let go, so is what it still had buffered.
+        if let Some(server) = self.server.as_mut() {
+            bytes::Buf::advance(&mut rbuf, at);
+            server.rbuf = rbuf;
         }
         self.route.metrics.bytes_out.inc_by((self.cout.len().saturating_sub(before)) as u64);
-        Ok(())
+        result
     }
 
     fn on_server_message(&mut self, raw: &[u8]) -> Result<(), SessionError> {
