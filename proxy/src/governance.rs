@@ -438,7 +438,7 @@ impl Governance {
                 raw::field_str(f, "statement", statement);
             }
             raw::field_strs(f, "objects", r.verdict.objects.iter().map(String::as_str));
-            raw::field_str(f, "decision", decision(v, r.outcome.masked));
+            f.extend_from_slice(decision_field(v, r.outcome.masked));
             let masks = r.outcome.mask_rules.iter().filter(|i| !v.hits.contains(i) && !v.shadow.contains(i));
             let fired = v.hits.iter().chain(v.shadow.iter()).chain(masks);
             let fired = fired.filter_map(|&i| names.get(i).map(|n| &**n));
@@ -519,6 +519,16 @@ pub fn decision(v: &Verdict, masked: bool) -> &'static str {
     }
 }
 
+/// `,"decision":"..."` of an audit record, as `raw::field_str` renders [`decision`]'s value.
+pub fn decision_field(v: &Verdict, masked: bool) -> &'static [u8] {
+    match decision(v, masked) {
+        "deny" => b",\"decision\":\"deny\"",
+        "mask" => b",\"decision\":\"mask\"",
+        "shadow" => b",\"decision\":\"shadow\"",
+        _ => b",\"decision\":\"allow\"",
+    }
+}
+
 impl Drop for Governance {
     fn drop(&mut self) {
         if let Some(w) = self.audit.take() {
@@ -530,7 +540,21 @@ impl Drop for Governance {
 
 #[cfg(test)]
 mod tests {
-    use super::peer_text;
+    use super::{decision, decision_field, peer_text};
+    use dgf_rules::policy::Verdict;
+
+    #[test]
+    fn decision_field_is_the_rendered_decision() {
+        let shadowed = Verdict { shadow: vec![0], ..Default::default() };
+        let deny = dgf_rules::policy::Denial { id: 0, rule: "r".into(), message: String::new() };
+        let denied = Verdict { deny: Some(deny), ..Default::default() };
+        for (v, masked) in [(Verdict::default(), false), (Verdict::default(), true), (shadowed, false), (denied, true)]
+        {
+            let mut want = Vec::new();
+            dgf_rules::audit::raw::field_str(&mut want, "decision", decision(&v, masked));
+            assert_eq!(decision_field(&v, masked), &want[..], "{}", decision(&v, masked));
+        }
+    }
 
     #[test]
     fn peer_text_matches_display() {

@@ -156,6 +156,8 @@ pub struct GovCtx {
     /// that works one key at a time hashes it once; rebuilt with the context on reload, so
     /// never stale against `key_mac`).
     key_memo: KeyMemo,
+    /// `,"database":"N"` as last rendered, and its N (a session changes databases rarely).
+    db_field: (u32, Vec<u8>),
     /// Whether a rule names keys (else the verdict depends on the command only).
     objects_matter: bool,
     /// The route's decision counters.
@@ -192,6 +194,7 @@ impl GovCtx {
             literals: gov.include_literals(),
             key_mac: gov.key_mac().cloned(),
             key_memo: KeyMemo::default(),
+            db_field: (0, Vec::new()),
             counters: gov.decision_counters(route),
         })
     }
@@ -228,8 +231,9 @@ impl KeyMemo {
     /// Keys longer than this are hashed every time (the memo stays small).
     const MAX_KEY: usize = 256;
 
-    /// The fingerprint of `key`, from the memo when it is the key of the last call.
-    fn get(&mut self, key: &[u8], mac: Option<&KeyMac>) -> &str {
+    /// The fingerprint of `key` (16 lower-case hex digits), from the memo when it is the key
+    /// of the last call.
+    fn get(&mut self, key: &[u8], mac: Option<&KeyMac>) -> &[u8; 16] {
         if self.key.is_empty() || self.key != key {
             key_hash(key, mac, &mut self.hex);
             self.key.clear();
@@ -237,7 +241,7 @@ impl KeyMemo {
                 self.key.extend_from_slice(key);
             }
         }
-        std::str::from_utf8(&self.hex).unwrap_or_default()
+        &self.hex
     }
 }
 
@@ -366,8 +370,13 @@ pub fn check(g: &mut GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<
         .filter(|p| !matches!(p, MaskPlan::Pairs(key, _) if object_mask(key).is_none()));
     let audit = g.audit.then(|| {
         let at = out.len();
-        let mut nbuf = [0u8; 10];
-        raw::field_str(out, "database", decimal(db, &mut nbuf));
+        if g.db_field.1.is_empty() || g.db_field.0 != db {
+            let mut nbuf = [0u8; 10];
+            g.db_field.1.clear();
+            raw::field_str(&mut g.db_field.1, "database", decimal(db, &mut nbuf));
+            g.db_field.0 = db;
+        }
+        out.extend_from_slice(&g.db_field.1);
         match info {
             // Rendered once per command of the table: its first class and upper-case name.
             Some(info) => out.extend_from_slice(info.audit_head),
@@ -401,12 +410,13 @@ pub fn check(g: &mut GovCtx, argv: &[&[u8]], db: u32, now: Clock, out: &mut Vec<
                 if g.literals {
                     raw::list_item(out, list, &["redis:", &String::from_utf8_lossy(k)]);
                 } else {
-                    raw::list_item(out, list, &["redis:#", g.key_memo.get(k, g.key_mac.as_ref())]);
+                    // Hex digits: nothing to escape.
+                    raw::list_item_verbatim(out, list, &[b"redis:#", g.key_memo.get(k, g.key_mac.as_ref())]);
                 }
             });
         }
         raw::list_end(out);
-        raw::field_str(out, "decision", crate::governance::decision(&v, plan.is_some()));
+        out.extend_from_slice(crate::governance::decision_field(&v, plan.is_some()));
         // The mask rules of the keys whose reply is masked, after the rules that decided (the
         // order of SQL and MongoDB records).
         let mut masks = Vec::new();
@@ -524,7 +534,7 @@ mod tests {
         let fresh = |k: &[u8], mac: Option<&KeyMac>| {
             let mut out = [0u8; 16];
             key_hash(k, mac, &mut out);
-            String::from_utf8(out.to_vec()).unwrap()
+            out
         };
         let mac = KeyMac::new_from_slice(b"0123456789abcdef").unwrap();
         let long = vec![b'x'; KeyMemo::MAX_KEY + 1];
@@ -534,7 +544,7 @@ mod tests {
         for m in [None, Some(&mac)] {
             let mut memo = KeyMemo::default();
             for k in keys {
-                assert_eq!(memo.get(k, m), fresh(k, m), "key {:?}", String::from_utf8_lossy(k));
+                assert_eq!(*memo.get(k, m), fresh(k, m), "key {:?}", String::from_utf8_lossy(k));
             }
         }
     }

@@ -13,6 +13,18 @@ const HASH_SUFFIX: &[u8] = b"\"}";
 /// Bytes of `,"hash":"<64 hex>"}` at the end of every line (before the newline).
 pub(crate) const SUFFIX_LEN: usize = HASH_PREFIX.len() + 64 + HASH_SUFFIX.len();
 
+/// The two lower-case hex digits of every byte value (one lookup per byte, not two).
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+        i += 1;
+    }
+    t
+};
+
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -63,11 +75,9 @@ pub(crate) fn seal_raw(
     h.update(hash.as_bytes());
     h.update(&line[..]);
     let digest = h.finalize();
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0u8; 64];
-    for (i, b) in digest.iter().enumerate() {
-        hex[2 * i] = DIGITS[usize::from(b >> 4)];
-        hex[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(digest.iter()) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
     hash.clear();
     hash.push_str(std::str::from_utf8(&hex).unwrap_or_default());

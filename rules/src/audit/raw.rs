@@ -160,6 +160,19 @@ pub fn list_end(out: &mut Vec<u8>) {
     out.push(b']');
 }
 
+/// One element of a list opened at `start`, made of `parts` concatenated and written as they
+/// are: the caller guarantees that no byte needs JSON escaping (hex digits, fixed ASCII).
+pub fn list_item_verbatim(out: &mut Vec<u8>, start: usize, parts: &[&[u8]]) {
+    if out.len() > start {
+        out.push(b',');
+    }
+    out.push(b'"');
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.push(b'"');
+}
+
 /// `,"name":123`, or nothing when unknown.
 pub fn field_u64(out: &mut Vec<u8>, name: &str, value: Option<u64>) {
     if let Some(n) = value {
