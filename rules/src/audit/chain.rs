@@ -27,11 +27,11 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
+        let [hi, lo] = HEX_PAIRS[usize::from(*b)];
+        s.push(char::from(hi));
+        s.push(char::from(lo));
     }
     s
 }
