@@ -249,7 +249,6 @@ impl KeyMemo {
 /// of SHA-256(`key`) without that key: the key fingerprint of audit records without
 /// `include_literals`.
 fn key_hash(key: &[u8], mac: Option<&KeyMac>, out: &mut [u8; 16]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let h: [u8; 32] = match mac {
         Some(m) => {
             let mut m = m.clone();
@@ -258,10 +257,8 @@ fn key_hash(key: &[u8], mac: Option<&KeyMac>, out: &mut [u8; 16]) {
         }
         None => Sha256::digest(key).into(),
     };
-    for (i, b) in h.iter().take(8).enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
-    }
+    // 16 digits: the first 8 bytes.
+    dgf_rules::audit::hex_into(&h, out);
 }
 
 /// One reading of the clocks, shared by every command of a client batch: a command's audit

@@ -25,6 +25,13 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
     t
 };
 
+/// Lower-case hex of `bytes` into `out`, two digits per byte, as far as `out` reaches.
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
+    }
+}
+
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -76,9 +83,7 @@ pub(crate) fn seal_raw(
     h.update(&line[..]);
     let digest = h.finalize();
     let mut hex = [0u8; 64];
-    for (pair, b) in hex.chunks_exact_mut(2).zip(digest.iter()) {
-        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
-    }
+    hex_into(&digest, &mut hex);
     hash.clear();
     hash.push_str(std::str::from_utf8(&hex).unwrap_or_default());
     line.pop();
@@ -194,6 +199,17 @@ mod tests {
         assert_eq!(check_line(text.as_bytes(), Some(GENESIS_HASH)).unwrap().hash_ok, Some(false));
         let body = format!("{}}}", &text[..text.len() - 75]);
         assert_eq!(chain_hash(&hash, body.as_bytes()), next_hash);
+    }
+
+    #[test]
+    fn hex_matches_format() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&bytes), want);
+        let mut out = [0u8; 16];
+        hex_into(&bytes[250..], &mut out);
+        assert_eq!(&out[..12], &want.as_bytes()[500..]);
+        assert_eq!(out[12..], [0u8; 4], "only as far as the input reaches");
     }
 
     #[test]

@@ -61,7 +61,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use chain::GENESIS_HASH;
+pub use chain::{hex_into, GENESIS_HASH};
 pub use pretty::pretty;
 pub use raw::RawBatch;
 pub use verify::{discover, verify, verify_with, VerifyError, VerifyReason, VerifyReport, VerifyStart};
