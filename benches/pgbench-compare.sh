@@ -31,7 +31,8 @@
 #                              measured runs against a cold cache and a pending checkpoint
 #                              (0 skips it)
 #   PGPORT=5432                port of the local Postgres (host is always 127.0.0.1)
-#   DGF_WORKERS=0              dgf `server.workers` (0 = one per core, 1 = single-threaded)
+#   DGF_WORKERS=               dgf `server.workers` (unset: dgf's default, one loop on 1-2
+#                              cores; 0 = one per core, 1 = single-threaded)
 #   AUDIT_PRIORITY=auto        dgfgov `audit.writer_priority` (auto | normal | idle)
 #   ROUNDS=1                   runs of every (mode, clients, target); the targets' order
 #                              rotates each round, the tables report per-key medians and
@@ -283,7 +284,7 @@ start_dgf() {
 [server]
 max_client_connections = $((IDLE_CONNS + 1000 > 20000 ? IDLE_CONNS + 1000 : 20000))
 shutdown_timeout_ms = 2000
-workers = ${DGF_WORKERS:-0}
+${DGF_WORKERS:+workers = $DGF_WORKERS}
 
 [admin]
 listen = "$HOST:$admin"

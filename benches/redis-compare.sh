@@ -17,7 +17,8 @@
 #   POOL=4              dgf pool.size
 #   AUDIT=1             dgf writes an audit record per command (0: off)
 #   AUDIT_PRIORITY=auto  dgf `audit.writer_priority` (auto | normal | idle; see docs/configuration.md)
-#   DGF_WORKERS=0       dgf `server.workers` (0 = one per core, 1 = single-threaded)
+#   DGF_WORKERS=        dgf `server.workers` (unset: dgf's default; 0 = one per core,
+#                       1 = single-threaded)
 #   REDIS_THREADS=1     dgf `server.redis_threads` (event-loop threads of the Redis routes)
 #   HAPROXY=1           also run HAProxy in `mode tcp` (one thread, no multiplexing, parses
 #                       nothing): the cost of the extra hop alone, the floor of any proxy (0: skip)
@@ -78,7 +79,7 @@ listen = "127.0.0.1:$ADMIN_PORT"
 [log]
 level = "warn"
 [server]
-workers = ${DGF_WORKERS:-0}
+${DGF_WORKERS:+workers = $DGF_WORKERS}
 redis_threads = ${REDIS_THREADS:-1}
 [[routes]]
 name = "bench"

@@ -429,3 +429,19 @@ fn examples_in_the_configuration_reference_are_valid() {
 fn settings(toml: &str) -> Vec<&str> {
     toml.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
 }
+
+#[test]
+fn unset_workers_mean_one_loop_on_small_hosts_and_one_per_core_above() {
+    let unset = ok("");
+    assert_eq!(unset.server.workers, None);
+    assert_eq!(unset.server.worker_threads(1), 1);
+    assert_eq!(unset.server.worker_threads(2), 1);
+    assert_eq!(unset.server.worker_threads(3), 3);
+    assert_eq!(unset.server.worker_threads(16), 16);
+    let per_core = ok("[server]\nworkers = 0\n");
+    assert_eq!(per_core.server.worker_threads(2), 2);
+    assert_eq!(per_core.server.worker_threads(0), 1);
+    let fixed = ok("[server]\nworkers = 4\n");
+    assert_eq!(fixed.server.worker_threads(2), 4);
+    assert_eq!(ok("[server]\nworkers = 1\n").server.worker_threads(64), 1);
+}

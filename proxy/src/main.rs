@@ -164,9 +164,10 @@ fn main() -> ExitCode {
                 None => dgf_config::default_config(),
             };
             init_logging(&cfg);
-            let rt = match cfg.server.workers {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = cfg.server.worker_threads(cores);
+            let rt = match threads {
                 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-                0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
                 n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
             };
             let rt = match rt {
@@ -176,6 +177,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let auto = if cfg.server.workers.is_none() { " (server.workers unset)" } else { "" };
+            tracing::info!("{threads} worker thread(s) for {cores} usable core(s){auto}");
             match rt.block_on(run(cfg, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
