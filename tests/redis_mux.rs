@@ -1,6 +1,7 @@
 //! Redis multiplexing end to end: many pipelined clients over few upstream connections each
 //! see exactly their own replies in order; MULTI/EXEC and BLPOP on pinned connections; 200
-//! subscribers on one upstream subscriber connection; the pool cap holds throughout.
+//! subscribers on one upstream subscriber connection; a quiet route on one shared upstream
+//! connection; the pool cap holds throughout.
 
 mod common;
 
@@ -55,6 +56,35 @@ fn pipelined_interleaved_clients_get_their_own_replies_in_order() {
         h.join().expect("client thread");
     }
     assert!(upstream_conns(&format!("dgf-{}", r.route)) <= 4);
+    cleanup(&p);
+}
+
+#[test]
+fn a_quiet_route_holds_one_upstream_connection() {
+    // Eight shared slots' worth of pool, twelve clients one command at a time: never
+    // `FILL` commands in flight, so every client joins the first connection.
+    let r = start(16, "");
+    let p = unique("dgft_quiet");
+    let handles: Vec<_> = (0..12)
+        .map(|c| {
+            let (port, key) = (r.port, format!("{p}:c{c}"));
+            std::thread::spawn(move || {
+                let mut raw = Raw::connect(port);
+                for i in 0..100 {
+                    raw.cmd(&["SET", &key, &i.to_string()]);
+                    assert_eq!(raw.replies(1), b"+OK\r\n");
+                    raw.cmd(&["GET", &key]);
+                    let v = i.to_string();
+                    assert_eq!(String::from_utf8_lossy(&raw.replies(1)), format!("${}\r\n{v}\r\n", v.len()));
+                }
+                raw
+            })
+        })
+        .collect();
+    let clients: Vec<Raw> = handles.into_iter().map(|h| h.join().expect("client thread")).collect();
+    let conns = upstream_conns(&format!("dgf-{}", r.route));
+    assert_eq!(conns, 1, "twelve clients at one command each should share one upstream connection, dgf holds {conns}");
+    drop(clients);
     cleanup(&p);
 }
 

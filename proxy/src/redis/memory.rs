@@ -169,9 +169,9 @@ async fn poll(rr: Weak<RedisRoute>, shaper: Arc<Shaper>) {
     }
 }
 
-/// One `INFO memory` over the route's first shared connection.
+/// One `INFO memory` over a shared connection (the one a client would join now).
 async fn used_memory(rr: &RedisRoute) -> Result<u64, String> {
-    let conn = rr.shared_conn(0).await?;
+    let conn = rr.fill_shared().await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut bytes = Vec::new();
     dgf_protocols::redis::request::encode_command(&mut bytes, [&b"INFO"[..], b"memory"].into_iter());

@@ -542,9 +542,11 @@ impl Session {
         self.outstanding += n as usize;
         let conn = match self.active {
             Active::Pinned => self.pinned.clone().ok_or_else(|| "no pinned connection".to_owned()),
-            Active::Shared => match self.shared_conn.as_ref().filter(|c| !c.is_dead()) {
+            // Nothing else outstanding: free to (re)choose, filling connections in order.
+            Active::Shared => match self.shared_conn.as_ref().filter(|c| !c.is_dead() && self.outstanding > n as usize)
+            {
                 Some(c) => Ok(c.clone()),
-                None => self.rr.shared_conn(self.id).await.inspect(|c| self.shared_conn = Some(c.clone())),
+                None => self.rr.fill_shared().await.inspect(|c| self.shared_conn = Some(c.clone())),
             },
         };
         let batch =

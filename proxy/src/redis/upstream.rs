@@ -8,7 +8,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use dgf_protocols::redis::{decode, reply_len, Limits, RespError, Value};
 use rustls_pki_types::ServerName;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -170,6 +170,8 @@ struct Slot {
 
 struct ConnShared {
     slots: Mutex<VecDeque<Slot>>,
+    /// Client commands sent and not yet answered (state-sync commands not counted).
+    inflight: AtomicUsize,
     dead: AtomicBool,
     pooled: Mutex<Option<Pooled<RedisManager>>>,
 }
@@ -220,6 +222,7 @@ impl MuxConn {
         let (rd, wr) = tokio::io::split(stream);
         let shared = Arc::new(ConnShared {
             slots: Mutex::new(VecDeque::new()),
+            inflight: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
             pooled: Mutex::new(Some(pooled)),
         });
@@ -237,7 +240,18 @@ impl MuxConn {
     /// Queue a batch; replies arrive on `batch.reply`. Fails (handing the batch back) when
     /// the actor is gone.
     pub fn send(&self, batch: Batch) -> Result<(), Batch> {
-        self.tx.send(batch).map_err(|e| e.0)
+        // Counted first: the reply may be routed (and uncounted) before `send` returns.
+        let n = batch.count as usize;
+        self.shared.inflight.fetch_add(n, Ordering::Relaxed);
+        self.tx.send(batch).map_err(|e| {
+            self.shared.inflight.fetch_sub(n, Ordering::Relaxed);
+            e.0
+        })
+    }
+
+    /// Client commands sent on this connection and not answered yet.
+    pub fn inflight(&self) -> usize {
+        self.shared.inflight.load(Ordering::Relaxed)
     }
 }
 
@@ -322,7 +336,7 @@ async fn reader(mut rd: tokio::io::ReadHalf<Stream>, shared: Arc<ConnShared>) {
             };
             if buf[group] == b'>' {
                 // Out-of-band push on a data connection (nothing subscribes here): drop it.
-                flush_group(&mut slots, &mut buf, &mut group, &mut group_n);
+                flush_group(&shared, &mut slots, &mut buf, &mut group, &mut group_n);
                 buf.advance(n);
                 continue;
             }
@@ -331,7 +345,7 @@ async fn reader(mut rd: tokio::io::ReadHalf<Stream>, shared: Arc<ConnShared>) {
                 break 'outer;
             };
             if front.to.is_none() {
-                flush_group(&mut slots, &mut buf, &mut group, &mut group_n);
+                flush_group(&shared, &mut slots, &mut buf, &mut group, &mut group_n);
                 if buf.first() == Some(&b'-') {
                     tracing::warn!(reply = %String::from_utf8_lossy(&buf[..n]).trim(), "state sync command failed");
                 }
@@ -343,16 +357,16 @@ async fn reader(mut rd: tokio::io::ReadHalf<Stream>, shared: Arc<ConnShared>) {
             group_n += 1;
             front.count -= 1;
             if front.count == 0 {
-                flush_group(&mut slots, &mut buf, &mut group, &mut group_n);
+                flush_group(&shared, &mut slots, &mut buf, &mut group, &mut group_n);
                 slots.pop_front();
             }
         }
-        flush_group(&mut slots, &mut buf, &mut group, &mut group_n);
+        flush_group(&shared, &mut slots, &mut buf, &mut group, &mut group_n);
     }
     shared.die();
 }
 
-fn flush_group(slots: &mut VecDeque<Slot>, buf: &mut BytesMut, group: &mut usize, n: &mut u32) {
+fn flush_group(shared: &ConnShared, slots: &mut VecDeque<Slot>, buf: &mut BytesMut, group: &mut usize, n: &mut u32) {
     if *n == 0 {
         return;
     }
@@ -360,6 +374,7 @@ fn flush_group(slots: &mut VecDeque<Slot>, buf: &mut BytesMut, group: &mut usize
     if let Some(Slot { to: Some(to), .. }) = slots.front() {
         let _ = to.send(Msg::Replies(bytes, *n));
     }
+    shared.inflight.fetch_sub(*n as usize, Ordering::Relaxed);
     *group = 0;
     *n = 0;
 }
