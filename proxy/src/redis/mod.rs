@@ -81,28 +81,35 @@ impl RedisRoute {
 
     /// A shared connection for a client that has no reply outstanding (so it may change
     /// connections without reordering its replies): the first one, in pool order, with fewer
-    /// than [`FILL`] commands in flight; the first slot not open yet when every open one is
-    /// that busy; the least busy one when all are open and busy.
+    /// than [`FILL`] commands in flight; a slot not open yet when the ones before it are that
+    /// busy; the least busy one when all are open and busy.
     ///
     /// Why fill in order rather than spread clients over the connections: the commands that
     /// arrive in one turn of the event loop then go upstream in one write, and their replies
     /// come back in one read. Spread over two connections, the same turn costs two of each,
-    /// and Redis, single-threaded, serves them one after the other anyway: with one shared
-    /// connection instead of two, `redis-benchmark -c 50 -P 1` went 8-10% faster through
-    /// dgf (docs/benchmarks.md, twentieth machine). A quiet route also holds a single
+    /// and Redis, single-threaded, serves them one after the other anyway: filled in order,
+    /// `redis-benchmark -c 50 -P 1` through dgf went 5-10% faster than with clients spread
+    /// over two connections, and P16 did not change (docs/benchmarks.md, twentieth machine).
+    /// A quiet route also holds a single
     /// upstream connection, which leaves more of a free tier's limit to the rest.
     pub async fn fill_shared(&self) -> Result<Arc<MuxConn>, String> {
-        // A slot locked right now is being opened by another session: reported as not open,
-        // so this client waits for that opening (it joins what will be the next connection).
-        let open: Vec<Option<Arc<MuxConn>>> = self
-            .shared
-            .iter()
-            .map(|slot| slot.try_lock().ok().and_then(|g| g.as_ref().filter(|c| !c.is_dead()).cloned()))
-            .collect();
-        match fill_choice(open.iter().map(|c| c.as_ref().map(|c| c.inflight()))) {
-            Fill::Join(i) => open.into_iter().nth(i).flatten().ok_or_else(|| "shared connection gone".to_owned()),
+        // No allocation: this runs for every batch of a client that waits for nothing (every
+        // command at pipeline depth 1).
+        match fill_choice((0..self.shared.len()).map(|i| self.peek_shared(i, |c| c.inflight()))) {
+            Fill::Join(i) => match self.peek_shared(i, Arc::clone) {
+                Some(c) => Ok(c),
+                None => self.shared_at(i).await,
+            },
             Fill::Open(i) => self.shared_at(i).await,
         }
+    }
+
+    /// `f` of shared connection `i` when it is open and not broken. A slot locked right now is
+    /// being opened by another session and counts as not open: a client sent there waits for
+    /// that opening.
+    fn peek_shared<T>(&self, i: usize, f: impl FnOnce(&Arc<MuxConn>) -> T) -> Option<T> {
+        let g = self.shared.get(i)?.try_lock().ok()?;
+        g.as_ref().filter(|c| !c.is_dead()).map(f)
     }
 
     /// Shared connection `i` (opened on first use or after it broke).
