@@ -24,21 +24,28 @@ async fn pgbench_prepared_extended_and_simple_on_a_pool_of_two() {
     let db = TestDb::create();
     let (ok, out) = pgbench(&["-i", "-q", "-s", "1", "-h", PG_HOST, "-p", "5432", "-U", "postgres", &db.name]).await;
     assert!(ok, "pgbench -i: {out}");
-    let port = free_port();
-    let _dgf = Dgf::start(&basic_config(port, POOL2), &[port]);
-    let p = port.to_string();
-    // PgBouncer 1.18 fails `-M prepared` in transaction mode; dgf maps statement names per client.
-    for (mode, clients) in [("prepared", 200), ("extended", 50), ("simple", 50)] {
-        let c = clients.to_string();
-        let args = ["-n", "-S", "-M", mode, "-c", &c, "-j", "2", "-t", "20", "-h", "127.0.0.1", "-p", &p, "-U", "app"];
-        let (ok, out) = pgbench(&[&args[..], &[db.name.as_str()]].concat()).await;
-        assert!(ok, "pgbench -M {mode} failed: {out}");
-        assert!(out.contains("number of failed transactions: 0 "), "pgbench -M {mode}: {out}");
-        let total = clients * 20;
-        let want = format!("number of transactions actually processed: {total}/{total}\n");
-        assert!(out.contains(&want), "pgbench -M {mode}: {out}");
+    // dgf's default runtime (one event loop on a host of one or two cores, as CI's) and two
+    // worker threads, whatever the host.
+    for server in ["", "[server]\nworkers = 2\n"] {
+        let port = free_port();
+        let dgf = Dgf::start(&format!("{server}{}", basic_config(port, POOL2)), &[port]);
+        let p = port.to_string();
+        // PgBouncer 1.18 fails `-M prepared` in transaction mode; dgf maps statement names per
+        // client.
+        for (mode, clients) in [("prepared", 200), ("extended", 50), ("simple", 50)] {
+            let c = clients.to_string();
+            let args =
+                ["-n", "-S", "-M", mode, "-c", &c, "-j", "2", "-t", "20", "-h", "127.0.0.1", "-p", &p, "-U", "app"];
+            let (ok, out) = pgbench(&[&args[..], &[db.name.as_str()]].concat()).await;
+            assert!(ok, "{server}pgbench -M {mode} failed: {out}");
+            assert!(out.contains("number of failed transactions: 0 "), "{server}pgbench -M {mode}: {out}");
+            let total = clients * 20;
+            let want = format!("number of transactions actually processed: {total}/{total}\n");
+            assert!(out.contains(&want), "{server}pgbench -M {mode}: {out}");
+        }
+        assert!(db.sessions() <= 2, "{server}pool cap exceeded: {}", db.sessions());
+        drop(dgf);
     }
-    assert!(db.sessions() <= 2, "pool cap exceeded: {}", db.sessions());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
