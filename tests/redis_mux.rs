@@ -1,11 +1,11 @@
 //! Redis multiplexing end to end: many pipelined clients over few upstream connections each
 //! see exactly their own replies in order; MULTI/EXEC and BLPOP on pinned connections; 200
 //! subscribers on one upstream subscriber connection; a quiet route on one shared upstream
-//! connection; the pool cap holds throughout.
+//! connection, and a second one while a large reply streams in; the pool cap holds throughout.
 
 mod common;
 
-use common::redis::{cleanup, direct, start, upstream_conns, Raw};
+use common::redis::{cleanup, direct, start, upstream_conns, Raw, REDIS_PORT};
 use common::unique;
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,54 @@ fn a_quiet_route_holds_one_upstream_connection() {
     let conns = upstream_conns(&format!("dgf-{}", r.route));
     assert_eq!(conns, 1, "twelve clients at one command each should share one upstream connection, dgf holds {conns}");
     drop(clients);
+    cleanup(&p);
+}
+
+#[test]
+fn a_large_reply_arriving_sends_other_clients_to_the_next_connection() {
+    let r = start(4, "");
+    let p = unique("dgft_large");
+    let key = format!("{p}:big");
+    let value = "x".repeat(48 << 20);
+    let mut up = Raw::connect(REDIS_PORT);
+    up.cmd(&["SET", &key, &value]);
+    assert_eq!(up.replies(1), b"+OK\r\n");
+    let name = format!("dgf-{}", r.route);
+    let mut a = Raw::connect(r.port);
+    a.cmd(&["GET", &format!("{p}:none")]);
+    assert_eq!(a.replies(1), b"$-1\r\n");
+    assert_eq!(upstream_conns(&name), 1, "a quiet route holds one shared connection");
+    // Client A asks for four copies (192 MiB) and reads them as they come. Once its first
+    // reply is in, the next ones stream in on the first shared connection: client B's
+    // command must not queue behind them.
+    let gets = 4;
+    let one = value.len() + format!("${}\r\n\r\n", value.len()).len();
+    let get = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+    a.send(get.repeat(gets).as_bytes());
+    let (first_in, first) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let (mut total, mut tmp) = (0, vec![0u8; 1 << 16]);
+        while total < gets * one {
+            let n = std::io::Read::read(&mut a.s, &mut tmp).expect("read");
+            assert!(n > 0, "dgf closed A after {total} bytes");
+            if total < one && total + n >= one {
+                let _ = first_in.send(());
+            }
+            total += n;
+        }
+        (total, Instant::now())
+    });
+    first.recv_timeout(Duration::from_secs(60)).expect("A's first reply");
+    std::thread::sleep(Duration::from_millis(10));
+    let mut b = Raw::connect(r.port);
+    b.cmd(&["GET", &format!("{p}:none")]);
+    assert_eq!(b.replies(1), b"$-1\r\n");
+    let b_done = Instant::now();
+    let conns = upstream_conns(&name);
+    let (total, a_done) = reader.join().expect("reader");
+    assert_eq!(total, gets * one);
+    assert_eq!(conns, 2, "B should have gone to a second shared connection while A's replies streamed in");
+    assert!(b_done < a_done, "B's reply waited for A's");
     cleanup(&p);
 }
 

@@ -81,8 +81,8 @@ impl RedisRoute {
 
     /// A shared connection for a client that has no reply outstanding (so it may change
     /// connections without reordering its replies): the first one, in pool order, with fewer
-    /// than [`FILL`] commands in flight; a slot not open yet when the ones before it are that
-    /// busy; the least busy one when all are open and busy.
+    /// than [`FILL`] commands in flight and no large reply arriving; a slot not open yet when
+    /// the ones before it are that busy; the least busy one when all are open and busy.
     ///
     /// Why fill in order rather than spread clients over the connections: the commands that
     /// arrive in one turn of the event loop then go upstream in one write, and their replies
@@ -95,7 +95,10 @@ impl RedisRoute {
     pub async fn fill_shared(&self) -> Result<Arc<MuxConn>, String> {
         // No allocation: this runs for every batch of a client that waits for nothing (every
         // command at pipeline depth 1).
-        match fill_choice((0..self.shared.len()).map(|i| self.peek_shared(i, |c| c.inflight()))) {
+        // A connection streaming a large reply counts as busy: the replies of clients joining
+        // it would wait for that reply's last byte.
+        let load = |c: &Arc<MuxConn>| if c.streaming_large_reply() { usize::MAX } else { c.inflight() };
+        match fill_choice((0..self.shared.len()).map(|i| self.peek_shared(i, load))) {
             Fill::Join(i) => match self.peek_shared(i, Arc::clone) {
                 Some(c) => Ok(c),
                 None => self.shared_at(i).await,
@@ -284,6 +287,10 @@ mod fill_tests {
         assert_eq!(c(&[Some(FILL), Some(3)]), Fill::Join(1));
         // All busy: the least busy.
         assert_eq!(c(&[Some(FILL + 50), Some(FILL + 10), Some(FILL + 20)]), Fill::Join(1));
+        // A connection streaming a large reply counts as `usize::MAX`: never the least busy
+        // while another is open.
+        assert_eq!(c(&[Some(usize::MAX), Some(FILL + 10)]), Fill::Join(1));
+        assert_eq!(c(&[Some(usize::MAX), Some(usize::MAX)]), Fill::Join(0));
         // A broken or locked first slot is reopened (waited for) before the others are used.
         assert_eq!(c(&[None, Some(0)]), Fill::Open(0));
         assert_eq!(c(&[]), Fill::Open(0));

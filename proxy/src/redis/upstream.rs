@@ -172,6 +172,8 @@ struct ConnShared {
     slots: Mutex<VecDeque<Slot>>,
     /// Client commands sent and not yet answered (state-sync commands not counted).
     inflight: AtomicUsize,
+    /// The reader is in the middle of a reply of at least [`LARGE_PARTIAL`] bytes.
+    large_reply: AtomicBool,
     dead: AtomicBool,
     pooled: Mutex<Option<Pooled<RedisManager>>>,
 }
@@ -223,6 +225,7 @@ impl MuxConn {
         let shared = Arc::new(ConnShared {
             slots: Mutex::new(VecDeque::new()),
             inflight: AtomicUsize::new(0),
+            large_reply: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             pooled: Mutex::new(Some(pooled)),
         });
@@ -252,6 +255,12 @@ impl MuxConn {
     /// Client commands sent on this connection and not answered yet.
     pub fn inflight(&self) -> usize {
         self.shared.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Whether a reply of at least [`LARGE_PARTIAL`] bytes is arriving on this connection
+    /// right now: every reply queued behind it waits for its last byte.
+    pub fn streaming_large_reply(&self) -> bool {
+        self.shared.large_reply.load(Ordering::Relaxed)
     }
 }
 
@@ -362,8 +371,20 @@ async fn reader(mut rd: tokio::io::ReadHalf<Stream>, shared: Arc<ConnShared>) {
             }
         }
         flush_group(&shared, &mut slots, &mut buf, &mut group, &mut group_n);
+        // What is left is the start of a reply still arriving.
+        shared.large_reply.store(is_large_partial(buf.len()), Ordering::Relaxed);
     }
     shared.die();
+}
+
+/// Bytes of one reply received and still incomplete from which the connection counts as busy
+/// streaming a large reply: clients free to choose go elsewhere meanwhile
+/// ([`MuxConn::streaming_large_reply`]).
+pub const LARGE_PARTIAL: usize = 256 * 1024;
+
+/// Whether `partial` bytes of a reply still arriving make the connection busy.
+fn is_large_partial(partial: usize) -> bool {
+    partial >= LARGE_PARTIAL
 }
 
 fn flush_group(shared: &ConnShared, slots: &mut VecDeque<Slot>, buf: &mut BytesMut, group: &mut usize, n: &mut u32) {
