@@ -90,29 +90,28 @@ impl RedisRoute {
     /// and Redis, single-threaded, serves them one after the other anyway: filled in order,
     /// `redis-benchmark -c 50 -P 1` through dgf went 5-10% faster than with clients spread
     /// over two connections, and P16 did not change (docs/benchmarks.md, twentieth machine).
-    /// A quiet route also holds a single
-    /// upstream connection, which leaves more of a free tier's limit to the rest.
+    /// A quiet route also holds a single upstream connection, which leaves more of a free
+    /// tier's limit to the rest.
+    ///
+    /// Runs for every batch of a client that waits for nothing (every command at pipeline
+    /// depth 1): no allocation, and one `try_lock` per slot looked at (usually one).
     pub async fn fill_shared(&self) -> Result<Arc<MuxConn>, String> {
-        // No allocation: this runs for every batch of a client that waits for nothing (every
-        // command at pipeline depth 1).
-        // A connection streaming a large reply counts as busy: the replies of clients joining
-        // it would wait for that reply's last byte.
-        let load = |c: &Arc<MuxConn>| if c.streaming_large_reply() { usize::MAX } else { c.inflight() };
-        match fill_choice((0..self.shared.len()).map(|i| self.peek_shared(i, load))) {
-            Fill::Join(i) => match self.peek_shared(i, Arc::clone) {
-                Some(c) => Ok(c),
-                None => self.shared_at(i).await,
-            },
+        match fill_choice((0..self.shared.len()).map(|i| self.peek_shared(i))) {
+            Fill::Join(c) => Ok(c),
             Fill::Open(i) => self.shared_at(i).await,
         }
     }
 
-    /// `f` of shared connection `i` when it is open and not broken. A slot locked right now is
+    /// Shared connection `i` and its load when it is open and not broken. The load is its
+    /// commands in flight, or `usize::MAX` while a large reply arrives on it (the replies of
+    /// clients joining it would wait for that reply's last byte). A slot locked right now is
     /// being opened by another session and counts as not open: a client sent there waits for
     /// that opening.
-    fn peek_shared<T>(&self, i: usize, f: impl FnOnce(&Arc<MuxConn>) -> T) -> Option<T> {
+    fn peek_shared(&self, i: usize) -> Option<(usize, Arc<MuxConn>)> {
         let g = self.shared.get(i)?.try_lock().ok()?;
-        g.as_ref().filter(|c| !c.is_dead()).map(f)
+        let c = g.as_ref().filter(|c| !c.is_dead())?;
+        let load = if c.streaming_large_reply() { usize::MAX } else { c.inflight() };
+        Some((load, c.clone()))
     }
 
     /// Shared connection `i` (opened on first use or after it broke).
@@ -248,27 +247,27 @@ pub async fn serve(shared: Arc<Shared>, route: Arc<Route>, tcp: TcpStream, peer:
 
 /// Where [`RedisRoute::fill_shared`] sends a client.
 #[derive(Debug, PartialEq, Eq)]
-enum Fill {
-    /// Join open connection `i`.
-    Join(usize),
+enum Fill<T> {
+    /// Join this open connection.
+    Join(T),
     /// Open (or wait for) connection `i`.
     Open(usize),
 }
 
 /// The rule of [`RedisRoute::fill_shared`], over the shared slots in order: `None` for a slot
-/// not open, else its commands in flight.
-fn fill_choice(slots: impl Iterator<Item = Option<usize>>) -> Fill {
-    let mut least: Option<(usize, usize)> = None;
-    for (i, load) in slots.enumerate() {
-        let Some(load) = load else { return Fill::Open(i) };
+/// not open, else its load and connection.
+fn fill_choice<T>(slots: impl Iterator<Item = Option<(usize, T)>>) -> Fill<T> {
+    let mut least: Option<(usize, T)> = None;
+    for (i, slot) in slots.enumerate() {
+        let Some((load, conn)) = slot else { return Fill::Open(i) };
         if load < FILL {
-            return Fill::Join(i);
+            return Fill::Join(conn);
         }
-        if least.is_none_or(|(_, l)| load < l) {
-            least = Some((i, load));
+        if least.as_ref().is_none_or(|(l, _)| load < *l) {
+            least = Some((load, conn));
         }
     }
-    least.map_or(Fill::Open(0), |(i, _)| Fill::Join(i))
+    least.map_or(Fill::Open(0), |(_, conn)| Fill::Join(conn))
 }
 
 #[cfg(test)]
@@ -277,7 +276,8 @@ mod fill_tests {
 
     #[test]
     fn fills_connections_in_order_and_spreads_only_when_busy() {
-        let c = |v: &[Option<usize>]| fill_choice(v.iter().copied());
+        // Each open slot's connection is stood for by its index.
+        let c = |v: &[Option<usize>]| fill_choice(v.iter().enumerate().map(|(i, l)| l.map(|l| (l, i))));
         // A quiet route stays on its first connection; nothing open yet: open the first.
         assert_eq!(c(&[Some(0), None]), Fill::Join(0));
         assert_eq!(c(&[Some(FILL - 1), Some(0)]), Fill::Join(0));
