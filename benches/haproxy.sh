@@ -17,6 +17,6 @@ listen $2
   bind 127.0.0.1:$3
   server db $4
 HA
-  /usr/sbin/haproxy -f "$1/haproxy.cfg" -db >"$1/haproxy.log" 2>&1 &
+  setsid /usr/sbin/haproxy -f "$1/haproxy.cfg" -db >"$1/haproxy.log" 2>&1 &
   HA_PID=$!
 }

@@ -47,7 +47,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-"$PY" -m secantus --host 127.0.0.1 --port "$MPORT" --storage-path "$OUT_DIR/data" --standalone \
+setsid "$PY" -m secantus --host 127.0.0.1 --port "$MPORT" --storage-path "$OUT_DIR/data" --standalone \
   --log-level WARNING >"$OUT_DIR/secantus.log" 2>&1 &
 pids+=($!)
 wait_port "$MPORT"
@@ -63,7 +63,7 @@ listen = "127.0.0.1:$DPORT"
 upstream = "mongodb://127.0.0.1:$MPORT/?directConnection=true"
 pool = { size = $POOL }
 TOML
-DGF_LOG=warn "$DGF_BIN" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
+DGF_LOG=warn setsid "$DGF_BIN" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
 DGF_PID=$!
 pids+=($DGF_PID)
 wait_port "$DPORT"

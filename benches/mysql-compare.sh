@@ -98,7 +98,7 @@ mysql_prepare "$DB" "$TABLES" "$TABLE_SIZE" "$OUT_DIR/prepare.log"
 audit=""
 [[ ${AUDIT:-1} != 0 ]] && audit="$OUT_DIR/audit.jsonl"
 mysql_dgf_config "$OUT_DIR/dgf.toml" "$ADMIN_PORT" "$DGF_PORT" "$DB" "{ size = $POOL_SIZE }" "$audit"
-DGF_LOG=warn "$DGF" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
+DGF_LOG=warn setsid "$DGF" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
 DGF_PID=$!
 mysql_wait_dgf "$DGF_PID" "$DGF_PORT" "$OUT_DIR/dgf.log"
 

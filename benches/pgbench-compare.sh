@@ -318,7 +318,11 @@ EOF
     } >>"$cfg"
   fi
   log "starting $t (governance $gov) on $HOST:$port, admin $admin"
-  DGF_LOG=warn "$DGF_BIN_RESOLVED" run --config "$cfg" >"$OUT_DIR/$t.log" 2>&1 &
+  # Its own session, as PgBouncer gets by daemonizing (and a service by its unit or container):
+  # with the kernel's autogroup scheduling (sched_autogroup_enabled = 1) a process that shares
+  # this script's session also shares pgbench's CPU weight, which cost dgf up to 20% of its
+  # tps at 500 clients on a saturated 2-core machine (docs/benchmarks.md, twenty-first machine).
+  DGF_LOG=warn setsid "$DGF_BIN_RESOLVED" run --config "$cfg" >"$OUT_DIR/$t.log" 2>&1 &
   PID_OF[$t]=$!
   PORT[$t]=$port
   USER_OF[$t]=$BENCH_USER

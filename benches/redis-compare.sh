@@ -89,7 +89,7 @@ upstream = "redis://127.0.0.1:6379"
 pool = { size = $POOL }
 $AUDIT_TOML
 TOML
-"$DGF_BIN" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
+setsid "$DGF_BIN" run --config "$OUT_DIR/dgf.toml" >"$OUT_DIR/dgf.log" 2>&1 &
 DGF_PID=$!; PIDS+=("$DGF_PID")
 wait_port "$DGF_PORT"
 
@@ -97,7 +97,7 @@ TARGETS="direct:6379 dgf:$DGF_PORT"
 if have nutcracker; then
   TW_PORT=$(free_port); TW_STATS=$(free_port)
   twemproxy_config "$OUT_DIR/nutcracker.yml" "$TW_PORT" "$POOL"
-  nutcracker -c "$OUT_DIR/nutcracker.yml" -s "$TW_STATS" -o "$OUT_DIR/nutcracker.log" &
+  setsid nutcracker -c "$OUT_DIR/nutcracker.yml" -s "$TW_STATS" -o "$OUT_DIR/nutcracker.log" &
   TW_PID=$!; PIDS+=("$TW_PID")
   wait_port "$TW_PORT"
   TARGETS="$TARGETS twemproxy:$TW_PORT"
