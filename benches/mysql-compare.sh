@@ -22,6 +22,7 @@
 #   OUT_DIR=dir          logs and results (default target/bench/mysql-compare-<timestamp>)
 #   KEEP_DB=1            keep the dgf_sbtest database
 #   AUDIT=0              run dgf without an audit file (default 1: audit on)
+#   KEEP_AUDIT=0         1: keep the audit files (by default counted, then removed)
 #
 # Every address is 127.0.0.1; everything the script starts is stopped on exit.
 set -euo pipefail
@@ -142,4 +143,8 @@ for test in $TESTS; do
     "$(ratio "$viadgf" "$direct")" "$(ratio "$ha" "$direct")" "$(ratio "$viadgf" "$ha")" "$ha_cpu" "$cpu" |
     tee -a "$OUT_DIR/results.txt"
 done
-log "results in $OUT_DIR (audit records: $(cat "$OUT_DIR/audit.jsonl" 2>/dev/null | wc -l))"
+log "results in $OUT_DIR (audit records: $(cat "$OUT_DIR"/audit.jsonl* 2>/dev/null | wc -l))"
+if [[ -n $audit && ${KEEP_AUDIT:-0} != 1 ]]; then
+  rm -f "$OUT_DIR"/audit.jsonl*
+  log "audit files removed (KEEP_AUDIT=1 keeps them)"
+fi

@@ -34,6 +34,7 @@
 #   DGF_WORKERS=               dgf `server.workers` (unset: dgf's default, one loop on 1-2
 #                              cores; 0 = one per core, 1 = single-threaded)
 #   AUDIT_PRIORITY=auto        dgfgov `audit.writer_priority` (auto | normal | idle)
+#   KEEP_AUDIT=0               1: keep dgfgov's audit files (by default removed at the end)
 #   ROUNDS=1                   runs of every (mode, clients, target); the targets' order
 #                              rotates each round, the tables report per-key medians and
 #                              the log lists each round's tps (a noisy VM's drift then
@@ -754,3 +755,7 @@ fi
 
 echo
 cat "$RESULTS"
+if [[ ${KEEP_AUDIT:-0} != 1 ]] && compgen -G "$OUT_DIR/*-audit.jsonl*" >/dev/null; then
+  rm -f "$OUT_DIR"/*-audit.jsonl*
+  log "audit files removed (KEEP_AUDIT=1 keeps them)"
+fi

@@ -17,6 +17,7 @@
 #   POOL=4              dgf pool.size
 #   AUDIT=1             dgf writes an audit record per command (0: off)
 #   AUDIT_PRIORITY=auto  dgf `audit.writer_priority` (auto | normal | idle; see docs/configuration.md)
+#   KEEP_AUDIT=0        1: keep the audit files (by default they are counted, then removed)
 #   DGF_WORKERS=        dgf `server.workers` (unset: dgf's default; 0 = one per core,
 #                       1 = single-threaded)
 #   REDIS_THREADS=1     dgf `server.redis_threads` (event-loop threads of the Redis routes)
@@ -207,4 +208,9 @@ done
   done
 } | tee -a "$OUT_DIR/results.txt"
 [[ $AUDIT == 1 ]] && echo "audit records (rotated files included): $(cat "$OUT_DIR"/audit.jsonl* | wc -l)" | tee -a "$OUT_DIR/results.txt"
+# About 360 bytes per command: a run of the defaults leaves gigabytes of audit files behind.
+if [[ $AUDIT == 1 && ${KEEP_AUDIT:-0} != 1 ]]; then
+  rm -f "$OUT_DIR"/audit.jsonl*
+  echo "audit files removed (KEEP_AUDIT=1 keeps them)"
+fi
 echo "results: $OUT_DIR/results.txt"
