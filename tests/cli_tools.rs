@@ -165,6 +165,7 @@ fn write_chain(path: &Path, n: usize) {
         overflow: AuditOverflow::Block,
         include_literals: false,
         max_file_bytes: Some(1 << 20),
+        keep_rotated: None,
         queue: Some(16),
         fingerprint_key: None,
         writer_priority: Default::default(),

@@ -602,6 +602,10 @@ pub struct AuditConfig {
     /// Rotate the file past this size. Default 100 MiB.
     #[serde(default)]
     pub max_file_bytes: Option<u64>,
+    /// Rotated files kept beside the live one; older ones are deleted at each rotation.
+    /// Default: all are kept.
+    #[serde(default)]
+    pub keep_rotated: Option<u32>,
     /// Bounded queue length. Default 65536.
     #[serde(default)]
     pub queue: Option<usize>,

@@ -445,3 +445,13 @@ fn unset_workers_mean_one_loop_on_small_hosts_and_one_per_core_above() {
     assert_eq!(fixed.server.worker_threads(2), 4);
     assert_eq!(ok("[server]\nworkers = 1\n").server.worker_threads(64), 1);
 }
+
+#[test]
+fn audit_keep_rotated_is_optional_and_at_least_one() {
+    let with = |v: &str| {
+        format!("[[routes]]\nname = \"cache\"\nprotocol = \"redis\"\nlisten = \"127.0.0.1:6380\"\nupstream = \"redis://127.0.0.1:6379\"\n\n[audit]\npath = \"dgf-audit.jsonl\"\n{v}")
+    };
+    assert_eq!(ok(&with("")).audit.and_then(|a| a.keep_rotated), None);
+    assert_eq!(ok(&with("keep_rotated = 20")).audit.and_then(|a| a.keep_rotated), Some(20));
+    assert!(has(&errs(&with("keep_rotated = 0")), "audit.keep_rotated", "must be >= 1"));
+}

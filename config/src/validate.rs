@@ -432,6 +432,10 @@ impl Validator<'_> {
         if a.max_file_bytes == Some(0) {
             self.err("audit.max_file_bytes", "must be >= 1");
         }
+        if a.keep_rotated == Some(0) {
+            // The newest rotated file holds the chain's tip while the live file is empty.
+            self.err("audit.keep_rotated", "must be >= 1 (leave it unset to keep every rotated file)");
+        }
         if a.fingerprint_key.as_ref().is_some_and(|k| k.expose().len() < 16) {
             self.err("audit.fingerprint_key", "must be at least 16 bytes");
         }

@@ -33,6 +33,7 @@ pub struct Governance {
     decisions: IntCounterVec,
     audit_records: IntGaugeVec,
     audit_rescues: prometheus::IntGauge,
+    audit_files_removed: prometheus::IntGauge,
 }
 
 /// HMAC-SHA-256 keyed with `[audit] fingerprint_key`: hashes key names in audit records.
@@ -83,6 +84,12 @@ impl Governance {
         )
         .expect("valid metric");
         let _ = registry.register(Box::new(audit_rescues.clone()));
+        let audit_files_removed = prometheus::IntGauge::new(
+            "dgf_audit_files_removed",
+            "Rotated audit files deleted because more than [audit] keep_rotated were kept",
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(audit_files_removed.clone()));
         Ok(Self {
             analyzer: Analyzer::new(ANALYSIS_CACHE),
             audit,
@@ -99,6 +106,7 @@ impl Governance {
             decisions,
             audit_records,
             audit_rescues,
+            audit_files_removed,
         })
     }
 
@@ -203,6 +211,7 @@ impl Governance {
             self.audit_records.with_label_values(&["written"]).set(w.written() as i64);
             self.audit_records.with_label_values(&["dropped"]).set(w.dropped() as i64);
             self.audit_rescues.set(w.rescues() as i64);
+            self.audit_files_removed.set(w.removed_files() as i64);
         }
     }
 }

@@ -197,6 +197,7 @@ mod tests {
             overflow: AuditOverflow::Block,
             include_literals: false,
             max_file_bytes: Some(max),
+            keep_rotated: None,
             queue: Some(16),
             fingerprint_key: None,
             writer_priority: Default::default(),

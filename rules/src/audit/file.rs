@@ -22,7 +22,7 @@
 //! [`FLUSH_INTERVAL`](super::writer::FLUSH_INTERVAL) and rotation define it), and an advice
 //! that fails changes nothing but the cache.
 
-use super::verify::rotated_name;
+use super::verify::{discover, rotated_name};
 use super::writer::WRITE_BUFFER;
 use super::{file_stamp, AuditError};
 use std::fs::{File, OpenOptions};
@@ -36,15 +36,17 @@ pub(crate) struct FileSink {
     pub(crate) out: BufWriter<File>,
     pub(crate) size: u64,
     pub(crate) max: u64,
+    /// Rotated files kept beside the live one (None: all).
+    keep: Option<u32>,
     behind: WriteBehind,
 }
 
 impl FileSink {
-    pub(crate) fn open(path: PathBuf, max: u64) -> Result<Self, AuditError> {
+    pub(crate) fn open(path: PathBuf, max: u64, keep: Option<u32>) -> Result<Self, AuditError> {
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| AuditError::io(&path, e))?;
         let size = file.metadata().map_err(|e| AuditError::io(&path, e))?.len();
         let behind = WriteBehind::new(size);
-        Ok(Self { out: BufWriter::with_capacity(WRITE_BUFFER, file), path, size, max, behind })
+        Ok(Self { out: BufWriter::with_capacity(WRITE_BUFFER, file), path, size, max, keep, behind })
     }
 
     /// Appends a line (the writer rotates first when the line would not fit).
@@ -63,14 +65,25 @@ impl FileSink {
 
     /// Renames the full file aside and continues in a fresh one; the chain state lives in
     /// the writer's state, so the next record links to the last one of the renamed file.
-    pub(crate) fn rotate(&mut self) -> Result<(), AuditError> {
+    /// Then deletes the oldest rotated files past `keep`; returns how many went.
+    pub(crate) fn rotate(&mut self) -> Result<u64, AuditError> {
         self.sync()?;
         // Synced: every page of the full file is clean and may leave the cache.
         advise(self.out.get_ref(), 0, 0);
         set_aside(&self.path)?;
-        *self = Self::open(self.path.clone(), self.max)?;
-        Ok(())
+        *self = Self::open(self.path.clone(), self.max, self.keep)?;
+        Ok(self.keep.map_or(0, |keep| prune(&self.path, keep)))
     }
+}
+
+/// Deletes the oldest rotated siblings of `path` (in chain order, see [`discover`]) until
+/// `keep` are left; returns how many were deleted. Best effort: the records go on whatever
+/// happens here, and a file that could not be deleted is tried again at the next rotation.
+fn prune(path: &Path, keep: u32) -> u64 {
+    let Ok(files) = discover(path) else { return 0 };
+    let rotated: Vec<&PathBuf> = files.iter().filter(|p| p.as_path() != path).collect();
+    let excess = rotated.len().saturating_sub(keep as usize);
+    rotated.iter().take(excess).filter(|p| std::fs::remove_file(p).is_ok()).count() as u64
 }
 
 /// Renames `path` to a free rotated name and returns that name.

@@ -45,6 +45,8 @@
 //! a rotated name, the chain continues from the last intact record, and the first record of the
 //! new file is a `kind = "audit.recover"` event whose `error` says what happened — the chain is
 //! never restarted silently, and `verify` still reports the damaged line. One writer per file.
+//! With `keep_rotated = N`, each rotation then deletes the oldest rotated siblings (chain
+//! order) beyond N; N >= 1, so the newest one still holds the tip when `PATH` is empty.
 //!
 //! The stdout sink has no rotation and starts a fresh chain (genesis) at every start.
 

@@ -14,6 +14,7 @@ fn cfg(path: &Path, queue: usize, max: u64, overflow: AuditOverflow) -> AuditCon
         overflow,
         include_literals: false,
         max_file_bytes: Some(max),
+        keep_rotated: None,
         queue: Some(queue),
         fingerprint_key: None,
         writer_priority: Default::default(),
@@ -260,6 +261,50 @@ fn rotation_spans_files_and_a_missing_middle_file_is_detected() {
 }
 
 #[test]
+fn keep_rotated_deletes_the_oldest_rotated_files_and_the_kept_ones_still_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let other = dir.path().join("audit.jsonl.bak");
+    fs::write(&other, "not part of the chain\n").unwrap();
+    let keep = |n| AuditConfig { keep_rotated: Some(n), ..cfg(&path, 16, 4096, AuditOverflow::Block) };
+    let w = AuditWriter::start(&keep(2), "t").unwrap();
+    for i in 0..300 {
+        w.record(ev(i)).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w.written() < 300 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let removed = w.removed_files();
+    assert_eq!(w.shutdown().last_seq, 300);
+    let files = discover(&path).unwrap();
+    assert_eq!(files.len(), 3, "two rotated files and the live one: {files:?}");
+    assert_eq!(files.last(), Some(&path));
+    assert!(other.exists(), "a file outside the chain's naming is never deleted");
+    // 300 records of ~400 bytes in files of at most 4 KiB: many rotations, all but two gone.
+    assert!(removed >= 20, "{removed} removed");
+    let first: AuditEvent = serde_json::from_str(&lines(&files[0])[0]).unwrap();
+    assert_eq!(first.seq, 300 - (lines(&files[0]).len() + lines(&files[1]).len() + lines(&path).len()) as u64 + 1);
+    // What is kept verifies from its first record to the last...
+    let r = verify_with(&files, &VerifyStart::Any).unwrap();
+    assert!(r.is_ok(), "{:?}", r.first_error);
+    assert_eq!((r.first_seq, r.last_seq), (Some(first.seq), Some(300)));
+    // ...and a check from genesis says where the deleted part ends.
+    let e = first_error(&files);
+    assert_eq!((&e.file, e.line, e.seq), (&files[0], 1, Some(first.seq)));
+    // A restart continues the chain and keeps pruning.
+    let w = AuditWriter::start(&keep(2), "t").unwrap();
+    for i in 0..100 {
+        w.record(ev(i)).unwrap();
+    }
+    assert_eq!(w.shutdown().last_seq, 400);
+    let files = discover(&path).unwrap();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let r = verify_with(&files, &VerifyStart::Any).unwrap();
+    assert!(r.is_ok() && r.last_seq == Some(400), "{r:?}");
+}
+
+#[test]
 fn restart_continues_the_chain_also_across_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
@@ -450,6 +495,7 @@ fn stdout_sink_and_config_errors() {
         overflow: AuditOverflow::Block,
         include_literals: false,
         max_file_bytes: None,
+        keep_rotated: None,
         queue: None,
         fingerprint_key: None,
         writer_priority: Default::default(),
@@ -461,6 +507,8 @@ fn stdout_sink_and_config_errors() {
     assert!(matches!(AuditWriter::start(&bad, "t"), Err(AuditError::Config(_))));
     let none = AuditConfig { sink: None, ..c.clone() };
     assert!(matches!(AuditWriter::start(&none, "t"), Err(AuditError::Config(_))));
+    let zero_keep = AuditConfig { keep_rotated: Some(0), ..c.clone() };
+    assert!(matches!(AuditWriter::start(&zero_keep, "t"), Err(AuditError::Config(_))));
     let zero = AuditConfig { queue: Some(0), ..c };
     assert!(matches!(AuditWriter::start(&zero, "t"), Err(AuditError::Config(_))));
 }

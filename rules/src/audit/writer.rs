@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) taken: AtomicU64,
     /// Times the rescuer took over from an idle writer.
     pub(crate) rescues: AtomicU64,
+    /// Rotated files deleted past `keep_rotated`.
+    pub(crate) removed: AtomicU64,
     /// The writer thread's policy once it started (`AuditWriterPriority as i32`), -1 before.
     pub(crate) policy: AtomicI32,
     /// Emptied batch buffers handed back by the writer for callers to fill again: a busy
@@ -129,6 +131,9 @@ impl AuditWriter {
         if max == 0 {
             return Err(AuditError::Config("max_file_bytes must be >= 1".into()));
         }
+        if cfg.keep_rotated == Some(0) {
+            return Err(AuditError::Config("keep_rotated must be >= 1".into()));
+        }
         let to_stdout = match (cfg.sink.as_deref(), cfg.path.as_deref()) {
             (Some("stdout"), None | Some("-")) | (None | Some("file"), Some("-")) => true,
             (None | Some("file"), Some(_)) => false,
@@ -145,7 +150,7 @@ impl AuditWriter {
         } else {
             let path = PathBuf::from(cfg.path.as_deref().unwrap_or_default());
             let resume = resume(&path)?;
-            (Sink::File(FileSink::open(path, max)?), resume)
+            (Sink::File(FileSink::open(path, max, cfg.keep_rotated)?), resume)
         };
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
@@ -156,6 +161,7 @@ impl AuditWriter {
             queued: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             rescues: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
             policy: AtomicI32::new(-1),
             spare: Mutex::new(Vec::new()),
             #[cfg(test)]
@@ -317,6 +323,11 @@ impl AuditWriter {
         self.shared.rescues.load(Ordering::Relaxed)
     }
 
+    /// Rotated audit files deleted because more than `keep_rotated` were beside the live one.
+    pub fn removed_files(&self) -> u64 {
+        self.shared.removed.load(Ordering::Relaxed)
+    }
+
     /// `(seq, hash)` of the last flushed record: anchor it elsewhere to detect tail truncation.
     pub fn tip(&self) -> (u64, String) {
         self.shared.tip.lock().unwrap_or_else(PoisonError::into_inner).clone()
@@ -420,7 +431,7 @@ impl State {
         let mut sealed = seal(&mut ev, &self.hash);
         if let Ok((line, _)) = &sealed {
             if ev.prev_hash.is_empty() && self.sink.must_rotate(line.len()) {
-                self.sink.rotate()?;
+                self.rotate()?;
                 ev.prev_hash.clone_from(&self.hash);
                 sealed = seal(&mut ev, &self.hash);
             }
@@ -453,7 +464,7 @@ impl State {
             self.prev.clone_from(&self.hash);
             seal_raw(&mut self.line, &self.clock.1, seq, &self.instance_json, fields, first, &mut self.hash);
             if !first && self.sink.must_rotate(self.line.len()) {
-                self.sink.rotate().map_err(|e| (e, left))?;
+                self.rotate().map_err(|e| (e, left))?;
                 self.hash.clone_from(&self.prev);
                 seal_raw(&mut self.line, &self.clock.1, seq, &self.instance_json, fields, true, &mut self.hash);
             }
@@ -462,6 +473,13 @@ impl State {
             self.pending += 1;
             left -= 1;
         }
+        Ok(())
+    }
+
+    /// Rotates the sink and counts the old rotated files that went with it.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        let removed = self.sink.rotate()?;
+        self.shared.removed.fetch_add(removed, Ordering::Relaxed);
         Ok(())
     }
 
@@ -510,9 +528,10 @@ impl Sink {
         }
     }
 
-    fn rotate(&mut self) -> Result<(), AuditError> {
+    /// Rotates a file sink; returns the old rotated files deleted past `keep_rotated`.
+    fn rotate(&mut self) -> Result<u64, AuditError> {
         match self {
-            Sink::Stdout { .. } => Ok(()),
+            Sink::Stdout { .. } => Ok(0),
             Sink::File(f) => f.rotate(),
         }
     }
